@@ -1,0 +1,150 @@
+//! The `cairn` command line: `serve`, `dev`, and client commands that talk to
+//! any node over HTTP.
+
+mod client;
+mod dev;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::core::limits::{
+    PARTITIONS_DEFAULT, PARTITIONS_MAX, REQUEST_TIMEOUT_MS_DEFAULT, VALUE_BYTES_MAX_DEFAULT,
+};
+use crate::core::types::NodeId;
+use crate::runtime::{self, ServeOptions};
+
+/// Cairn: a Dynamo-style replicated key/value store.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `cairn` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Run a local cluster on 127.0.0.1 (HTTP ports 8080, 8081, ...) with the demo tables.
+    Dev(dev::DevArgs),
+    /// Write a value: `cairn put TABLE KEY VALUE` (`-` or no VALUE reads stdin).
+    Put(client::PutArgs),
+    /// Read a key: prints the value, or every sibling.
+    Get(client::GetArgs),
+    /// Delete a key (writes a tombstone).
+    Delete(client::DeleteArgs),
+    /// Create, show or list tables.
+    #[command(subcommand)]
+    Table(client::TableCommand),
+    /// Cluster status and joins.
+    #[command(subcommand)]
+    Cluster(client::ClusterCommand),
+}
+
+/// `cairn serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This node's id: [A-Za-z0-9_-]{1,32}, stable across restarts.
+    #[arg(long)]
+    pub node_id: String,
+    /// HTTP listen address (port 0 picks a free port; the bound one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Peer listen address, where other nodes connect.
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    pub peer: String,
+    /// Data directory (created if missing).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// A member's peer address to join on first start (repeatable).
+    #[arg(long = "seed")]
+    pub seeds: Vec<String>,
+    /// Partitions of a new cluster (a power of two); only the founding node uses it.
+    #[arg(long, default_value_t = PARTITIONS_DEFAULT as usize)]
+    pub partitions: usize,
+    /// The replica count the ring's claim aims for (Riak's target_n_val).
+    #[arg(long, default_value_t = 3)]
+    pub target_n: u8,
+    /// How long a client request may wait for its quorum before 503.
+    #[arg(long, default_value_t = REQUEST_TIMEOUT_MS_DEFAULT)]
+    pub request_timeout_ms: u64,
+    /// Largest value accepted by PUT; larger is 413.
+    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
+    pub value_bytes_max: usize,
+}
+
+impl ServeArgs {
+    /// Checks the arguments and turns them into runtime options.
+    pub fn options(&self) -> anyhow::Result<ServeOptions> {
+        let id = NodeId::new(&self.node_id)?;
+        if !self.partitions.is_power_of_two() || self.partitions > PARTITIONS_MAX as usize {
+            anyhow::bail!("--partitions must be a power of two up to {PARTITIONS_MAX}");
+        }
+        if self.target_n == 0 {
+            anyhow::bail!("--target-n must be at least 1");
+        }
+        Ok(ServeOptions {
+            id,
+            http: self.http.clone(),
+            peer: self.peer.clone(),
+            data_dir: self.data_dir.clone(),
+            seeds: self.seeds.clone(),
+            partitions: self.partitions,
+            target_n: self.target_n,
+            request_timeout_ms: self.request_timeout_ms,
+            value_bytes_max: self.value_bytes_max,
+        })
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Dev(args) => dev::run(&args),
+        Command::Put(args) => client::put(&args),
+        Command::Get(args) => client::get(&args),
+        Command::Delete(args) => client::delete(&args),
+        Command::Table(command) => client::table(&command),
+        Command::Cluster(command) => client::cluster(&command),
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let options = args.options()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let id = options.id.clone();
+    runtime.block_on(runtime::serve(
+        options,
+        move |bound| {
+            println!(
+                "cairn node {id} listening http={} peer={}",
+                bound.http, bound.peer
+            );
+        },
+        shutdown_signal(),
+    ))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

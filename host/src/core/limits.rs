@@ -1,0 +1,46 @@
+//! Every bound Cairn enforces, in one place, with its unit last in the name.
+//!
+//! Bounds exist so that no input can make a node grow memory without limit or
+//! wait forever; each one is referenced by the code that enforces it.
+
+/// Longest key accepted, after percent-decoding (SPEC §3 "Limits").
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Default largest value accepted by PUT; configurable per node.
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
+/// Longest context token accepted from a client.
+pub const CONTEXT_CHARS_MAX: usize = 2048;
+/// Most live versions one key may hold before a client write gets 409.
+pub const SIBLINGS_MAX: usize = 64;
+/// Most live bytes one key may hold before a client write gets 409.
+pub const OBJECT_LIVE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest replication factor a table may ask for.
+pub const REPLICAS_MAX: u8 = 9;
+/// Longest table name.
+pub const TABLE_NAME_CHARS_MAX: usize = 64;
+/// Longest node id.
+pub const NODE_ID_CHARS_MAX: usize = 32;
+/// Most tables a cluster may hold (each is an LMDB database).
+pub const TABLES_MAX: usize = 400;
+/// Largest peer frame, header excluded: a value plus its siblings and clocks.
+pub const FRAME_BYTES_MAX: usize = OBJECT_LIVE_BYTES_MAX + 4 * 1024 * 1024;
+/// Default time a client request may take before it is answered 503.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// A member with no message for this long is reported `down`.
+pub const MEMBER_DOWN_AFTER_MS: u64 = 5_000;
+/// How often a node pings every member (any message counts as an answer).
+pub const PING_INTERVAL_MS: u64 = 1_000;
+/// How often a node pushes its cluster metadata to one random peer.
+pub const GOSSIP_INTERVAL_MS: u64 = 1_000;
+/// Default partition count of a new cluster.
+pub const PARTITIONS_DEFAULT: u32 = 256;
+/// Largest partition count a cluster may be created with.
+pub const PARTITIONS_MAX: u32 = 1_024;
+/// Client requests one node coordinates or forwards at once; beyond it: 503 overloaded.
+pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
+/// Most distinct actors a context token may name (a bound for the decoder).
+pub const CONTEXT_ACTORS_MAX: usize = 512;
+
+const _: () = assert!(CONTEXT_CHARS_MAX < FRAME_BYTES_MAX);
+const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= OBJECT_LIVE_BYTES_MAX);
+const _: () = assert!(PARTITIONS_DEFAULT.is_power_of_two() && PARTITIONS_MAX.is_power_of_two());
+const _: () = assert!(MEMBER_DOWN_AFTER_MS > 2 * PING_INTERVAL_MS);

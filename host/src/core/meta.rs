@@ -1,0 +1,177 @@
+//! Cluster metadata: members, the ring and table configs, merged by gossip.
+//!
+//! Every field merges as a join (per member the larger stamp, the superseding
+//! ring, per table the larger (timestamp, node id)), so nodes that exchange
+//! metadata in any order end up with the same copy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ring::Ring;
+use super::table::TableConfig;
+use super::types::{NodeId, TableName};
+
+/// What the cluster knows of one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its HTTP address, for clients and `/cluster`.
+    pub http: String,
+    /// Its peer address, where other nodes connect.
+    pub peer: String,
+    /// The highest epoch it has announced: a node resuming with a wiped data
+    /// dir starts above it.
+    pub epoch: u32,
+    /// Raised by the member itself whenever it changes its record; the larger wins.
+    pub stamp: u64,
+}
+
+/// A table's config with the stamp that orders concurrent changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// The config.
+    pub config: TableConfig,
+    /// Wall clock of the node that made the change.
+    pub stamp_ms: u64,
+    /// That node.
+    pub origin: NodeId,
+}
+
+impl TableEntry {
+    fn supersedes(&self, other: &TableEntry) -> bool {
+        (self.stamp_ms, &self.origin) > (other.stamp_ms, &other.origin)
+    }
+}
+
+/// Everything gossip spreads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMeta {
+    /// Every member, this node included.
+    pub members: BTreeMap<NodeId, Member>,
+    /// The partition assignment; `None` until a node has joined or founded a cluster.
+    pub ring: Option<Ring>,
+    /// Every table.
+    pub tables: BTreeMap<TableName, TableEntry>,
+}
+
+impl ClusterMeta {
+    /// Metadata of a node that has not joined anything yet.
+    pub fn empty() -> ClusterMeta {
+        ClusterMeta {
+            members: BTreeMap::new(),
+            ring: None,
+            tables: BTreeMap::new(),
+        }
+    }
+
+    /// Joins `other` into this copy; says whether anything changed.
+    pub fn merge(&mut self, other: &ClusterMeta) -> bool {
+        let mut changed = false;
+        for (id, theirs) in &other.members {
+            match self.members.get(id) {
+                Some(mine) if (mine.stamp, mine.epoch) >= (theirs.stamp, theirs.epoch) => {}
+                _ => {
+                    self.members.insert(id.clone(), theirs.clone());
+                    changed = true;
+                }
+            }
+        }
+        if let Some(theirs) = &other.ring {
+            let replace = match &self.ring {
+                Some(mine) => theirs.supersedes(mine),
+                None => true,
+            };
+            if replace {
+                self.ring = Some(theirs.clone());
+                changed = true;
+            }
+        }
+        for (name, theirs) in &other.tables {
+            match self.tables.get(name) {
+                Some(mine) if !theirs.supersedes(mine) => {}
+                _ => {
+                    self.tables.insert(name.clone(), theirs.clone());
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Member ids in order.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        self.members.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::table::TablePatch;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn with_table(origin: &str, stamp_ms: u64, r: u8) -> ClusterMeta {
+        let mut meta = ClusterMeta::empty();
+        let config = TableConfig::apply(
+            None,
+            &TablePatch {
+                r: Some(r),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        meta.tables.insert(
+            TableName::new("t").unwrap(),
+            TableEntry {
+                config,
+                stamp_ms,
+                origin: id(origin),
+            },
+        );
+        meta
+    }
+
+    #[test]
+    fn concurrent_table_creates_resolve_to_the_same_winner_everywhere() {
+        let a = with_table("a", 100, 1);
+        let b = with_table("b", 100, 3);
+        let mut left = a.clone();
+        left.merge(&b);
+        let mut right = b.clone();
+        right.merge(&a);
+        assert_eq!(left, right);
+        assert_eq!(left.tables.values().next().unwrap().config.r, 3);
+        assert!(!left.merge(&a), "merging again changes nothing");
+    }
+
+    #[test]
+    fn the_newer_member_record_and_ring_win() {
+        let mut a = ClusterMeta::empty();
+        let n = id("n1");
+        a.members.insert(
+            n.clone(),
+            Member {
+                http: "h".into(),
+                peer: "p".into(),
+                epoch: 1,
+                stamp: 1,
+            },
+        );
+        a.ring = Some(Ring::single(&n, 8, 3));
+        let mut b = a.clone();
+        b.members.get_mut(&n).unwrap().stamp = 2;
+        b.members.get_mut(&n).unwrap().epoch = 7;
+        b.ring = Some(
+            a.ring
+                .as_ref()
+                .unwrap()
+                .claim_for(&id("n2"), &[n.clone(), id("n2")]),
+        );
+        assert!(a.merge(&b));
+        assert_eq!(a.members[&n].epoch, 7);
+        assert_eq!(a.ring, b.ring);
+    }
+}

@@ -1,0 +1,276 @@
+//! Messages: what clients ask a node ([`ClientOp`]), what it answers
+//! ([`ClientReply`]), and what nodes say to each other ([`Message`]).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::causal::CausalContext;
+use super::meta::{ClusterMeta, Member};
+use super::object::{Object, Version};
+use super::table::{MergeMode, TableConfig, TablePatch};
+use super::types::{NodeId, TableName};
+
+/// A client's key operation, as the HTTP layer parsed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientOp {
+    /// Read a key with an optional read quorum override.
+    Get {
+        /// Table.
+        table: TableName,
+        /// Key bytes.
+        key: Bytes,
+        /// `?r=`.
+        r: Option<u8>,
+    },
+    /// Write a value, or a tombstone when `value` is `None` (DELETE).
+    Put {
+        /// Table.
+        table: TableName,
+        /// Key bytes.
+        key: Bytes,
+        /// The body, or `None` for a delete.
+        value: Option<Bytes>,
+        /// The body's media type.
+        content_type: String,
+        /// What this write supersedes; `None` means concurrent with everything
+        /// (for a delete: whatever an R-quorum read sees).
+        context: Option<CausalContext>,
+        /// `?w=`.
+        w: Option<u8>,
+    },
+}
+
+impl ClientOp {
+    /// The table the operation names.
+    pub fn table(&self) -> &TableName {
+        match self {
+            ClientOp::Get { table, .. } | ClientOp::Put { table, .. } => table,
+        }
+    }
+
+    /// The key the operation names.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            ClientOp::Get { key, .. } | ClientOp::Put { key, .. } => key,
+        }
+    }
+}
+
+/// The outcome of a client key operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// A read: the live versions sorted by (timestamp_ms, dot), and the context
+    /// covering everything the read saw (`None` when nothing exists at all).
+    Read {
+        /// Live versions.
+        versions: Vec<Version>,
+        /// What a write should carry to supersede them.
+        context: Option<CausalContext>,
+        /// The table's mode, which decides 200 or 300.
+        merge: MergeMode,
+    },
+    /// A durable write: the context covers the request's context plus the new version.
+    Written {
+        /// The returned context.
+        context: CausalContext,
+    },
+    /// Fewer replicas than the quorum answered in time (503).
+    QuorumNotReached {
+        /// R or W.
+        needed: u8,
+        /// Good answers received.
+        acked: u8,
+    },
+    /// The table does not exist (404).
+    UnknownTable,
+    /// A write would leave too many live versions or bytes (409).
+    TooManySiblings {
+        /// Live versions the key would hold.
+        siblings: usize,
+    },
+    /// Too much work in flight (503 with Retry-After).
+    Overloaded,
+    /// The request is wrong (400).
+    BadRequest(String),
+    /// This node cannot serve (it has not joined a cluster yet, storage failed): 503.
+    Unavailable(String),
+}
+
+/// Cluster and table administration, answered by the node's own metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOp {
+    /// `PUT /tables/{t}`.
+    PutTable(TableName, TablePatch),
+    /// `GET /tables/{t}`.
+    GetTable(TableName),
+    /// `GET /tables`.
+    ListTables,
+    /// `GET /cluster`.
+    ClusterStatus,
+    /// `GET /tables/{t}/preflist/{key}`.
+    Preflist(TableName, Bytes),
+    /// `POST /cluster/join`.
+    Join(String),
+}
+
+/// Answers to [`AdminOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminReply {
+    /// One table's config.
+    Table(TableName, TableConfig),
+    /// Every table.
+    Tables(Vec<(TableName, TableConfig)>),
+    /// Cluster view.
+    Cluster(ClusterStatus),
+    /// Preference list.
+    Preflist {
+        /// The N owners in order.
+        primaries: Vec<NodeId>,
+        /// Stand-ins this node would use now for unreachable primaries.
+        fallbacks: Vec<NodeId>,
+    },
+    /// A join was started.
+    Accepted,
+    /// Not found (404).
+    NotFound(String),
+    /// Refused (400).
+    Invalid(String),
+    /// Conflicts with the current state (409).
+    Conflict(String),
+    /// Cannot be served now (503).
+    Unavailable(String),
+}
+
+/// `GET /cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node: NodeId,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Id.
+    pub id: NodeId,
+    /// HTTP address.
+    pub http: String,
+    /// Peer address.
+    pub peer: String,
+    /// `up` or `down`, from this node's failure detection.
+    pub status: &'static str,
+    /// Partitions it owns.
+    pub partitions: usize,
+}
+
+/// Why a replica could not serve a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaError {
+    /// The replica does not know the table yet.
+    UnknownTable,
+    /// The storage engine failed.
+    Storage(String),
+}
+
+/// Everything nodes say to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// First frame on every connection: who is speaking.
+    Hello {
+        /// The sender.
+        node: NodeId,
+    },
+    /// Liveness probe; any message counts as an answer.
+    Ping,
+    /// Answer to a ping.
+    Pong,
+    /// The sender's whole cluster metadata.
+    Gossip(Box<ClusterMeta>),
+    /// A node asks a seed to join its cluster.
+    JoinRequest {
+        /// The joiner's record.
+        member: Member,
+        /// Whether the joiner starts with an empty data dir.
+        fresh: bool,
+    },
+    /// The seed admitted the joiner.
+    JoinAccepted(Box<ClusterMeta>),
+    /// The seed refused.
+    JoinRefused {
+        /// Why.
+        reason: String,
+    },
+    /// Store this whole object (merged into what the replica has).
+    ReplicaWrite {
+        /// Coordinator's request id.
+        request: u64,
+        /// Table.
+        table: TableName,
+        /// Key.
+        key: Bytes,
+        /// The coordinator's resulting object.
+        object: Object,
+    },
+    /// The object is durable on the replica (or why not).
+    ReplicaWriteAck {
+        /// Request id.
+        request: u64,
+        /// Outcome.
+        outcome: Result<(), ReplicaError>,
+    },
+    /// Send your copy of a key.
+    ReplicaRead {
+        /// Request id.
+        request: u64,
+        /// Table.
+        table: TableName,
+        /// Key.
+        key: Bytes,
+    },
+    /// A replica's copy (`None`: not found).
+    ReplicaReadReply {
+        /// Request id.
+        request: u64,
+        /// Outcome.
+        outcome: Result<Option<Object>, ReplicaError>,
+    },
+    /// Read repair: merge this object in; no answer expected.
+    Repair {
+        /// Table.
+        table: TableName,
+        /// Key.
+        key: Bytes,
+        /// The merged object.
+        object: Object,
+    },
+    /// Coordinate this client operation for me.
+    Forward {
+        /// The forwarder's request id.
+        request: u64,
+        /// The operation.
+        op: ClientOp,
+    },
+    /// The coordinator's answer to a forwarded operation.
+    ForwardReply {
+        /// Request id.
+        request: u64,
+        /// The answer.
+        reply: ClientReply,
+    },
+}
+
+impl Message {
+    /// Whether this message answers something, and so may only leave once the
+    /// writes staged in the same loop turn are durable.
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            Message::ReplicaWriteAck { .. }
+                | Message::ReplicaReadReply { .. }
+                | Message::ForwardReply { .. }
+                | Message::JoinAccepted(_)
+        )
+    }
+}

@@ -1,0 +1,1099 @@
+//! The node: one state machine fed [`Input`]s and drained of [`Output`]s.
+//!
+//! It coordinates client gets and puts, serves replica reads and writes,
+//! forwards requests it cannot coordinate, gossips metadata, admits joiners
+//! and watches its peers. It never touches a socket or a clock: the driver in
+//! `runtime/` (or the simulator in `sim/`) does that.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use super::causal::{Actor, CausalContext, Dot};
+use super::coord::{live_sorted, DeleteAfterRead, GetFsm, Origin, PutFsm};
+use super::limits::{
+    CLIENT_REQUESTS_IN_FLIGHT_MAX, GOSSIP_INTERVAL_MS, MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX,
+    PING_INTERVAL_MS, SIBLINGS_MAX, TABLES_MAX,
+};
+use super::meta::{ClusterMeta, Member, TableEntry};
+use super::msg::{
+    AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, MemberStatus, Message, ReplicaError,
+};
+use super::object::{Object, Version};
+use super::ring::{partition_of, Ring};
+use super::store::LocalStore;
+use super::table::{ConfigError, TableConfig};
+use super::types::{NodeId, TableName};
+
+/// A joiner whose id answered this recently is refused (it may still be running).
+const REJOIN_QUIET_MS: u64 = 10_000;
+/// How often a node that has not joined yet asks its seeds again.
+const JOIN_RETRY_MS: u64 = 1_000;
+
+/// Static facts about this node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Identity.
+    pub id: NodeId,
+    /// HTTP address, announced to the cluster.
+    pub http: String,
+    /// Peer address, announced to the cluster.
+    pub peer: String,
+    /// Seeds' peer addresses, used to join on first start.
+    pub seeds: Vec<String>,
+    /// Partitions of a cluster this node founds.
+    pub partitions: usize,
+    /// target_n of a cluster this node founds.
+    pub target_n: u8,
+    /// How long a client request may take before 503.
+    pub request_timeout_ms: u64,
+}
+
+/// What a node persisted, read back at start.
+#[derive(Debug, Clone, Default)]
+pub struct Persisted {
+    /// The epoch it last used.
+    pub epoch: Option<u32>,
+    /// Whether it shut down cleanly after that.
+    pub clean_shutdown: bool,
+    /// Its cluster metadata.
+    pub meta: Option<ClusterMeta>,
+}
+
+/// The two clocks the core is given: monotonic for deadlines, wall for stamps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Now {
+    /// Monotonic milliseconds.
+    pub mono_ms: u64,
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+}
+
+/// Everything that can happen to a node.
+#[derive(Debug)]
+pub enum Input {
+    /// Time passed; `random` seeds this tick's choices (gossip target).
+    Tick {
+        /// A random number from the driver's seeded source.
+        random: u64,
+    },
+    /// A client key operation, answered by `Output::Reply` with the same id.
+    Client {
+        /// Driver's id for the waiting client.
+        id: u64,
+        /// The operation.
+        op: ClientOp,
+    },
+    /// A cluster or table operation, answered by `Output::AdminReply`.
+    Admin {
+        /// Driver's id for the waiting client.
+        id: u64,
+        /// The operation.
+        op: AdminOp,
+    },
+    /// A message from a peer.
+    Peer {
+        /// The sender, from its connection's hello.
+        from: NodeId,
+        /// The message.
+        message: Message,
+    },
+}
+
+/// Everything a node asks its driver to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a message to the node listening on `addr`.
+    Send {
+        /// Peer address.
+        addr: String,
+        /// The message.
+        message: Message,
+    },
+    /// Answer a client key operation.
+    Reply {
+        /// The id from `Input::Client`.
+        id: u64,
+        /// The answer.
+        reply: ClientReply,
+    },
+    /// Answer an admin operation.
+    AdminReply {
+        /// The id from `Input::Admin`.
+        id: u64,
+        /// The answer.
+        reply: AdminReply,
+    },
+    /// The node cannot go on (a seed refused it): the driver stops it.
+    Fatal(String),
+}
+
+impl Output {
+    /// Whether this output may only be released after the turn's staged writes
+    /// are durable: every answer (acks, replies), never a request.
+    pub fn after_commit(&self) -> bool {
+        match self {
+            Output::Send { message, .. } => message.is_answer(),
+            Output::Reply { .. } | Output::AdminReply { .. } | Output::Fatal(_) => true,
+        }
+    }
+}
+
+enum Pending {
+    Get(GetFsm),
+    Put(PutFsm),
+    Forward {
+        client: u64,
+        deadline_ms: u64,
+        needed: u8,
+    },
+}
+
+/// One Cairn node's protocol state.
+pub struct Node {
+    config: NodeConfig,
+    epoch: u32,
+    meta: ClusterMeta,
+    now: Now,
+    started_ms: u64,
+    last_heard: HashMap<NodeId, u64>,
+    next_request: u64,
+    pending: HashMap<u64, Pending>,
+    outputs: VecDeque<Output>,
+    next_ping_ms: u64,
+    next_gossip_ms: u64,
+    next_join_ms: u64,
+    join_seed: Option<String>,
+    seed_cursor: usize,
+}
+
+impl Node {
+    /// Starts a node from what it persisted, taking a fresh epoch (durable before
+    /// use) when it did not shut down cleanly or has no state at all.
+    pub fn new(
+        config: NodeConfig,
+        persisted: Persisted,
+        now: Now,
+        store: &mut dyn LocalStore,
+    ) -> Result<Node, super::store::StoreError> {
+        let epoch = match persisted.epoch {
+            Some(e) if persisted.clean_shutdown => e,
+            Some(e) => fresh_epoch(e, now),
+            None => fresh_epoch(0, now),
+        };
+        store.persist_epoch_now(epoch)?;
+        let meta = match persisted.meta {
+            Some(meta) => meta,
+            None if config.seeds.is_empty() => {
+                let mut meta = ClusterMeta::empty();
+                meta.ring = Some(Ring::single(&config.id, config.partitions, config.target_n));
+                meta
+            }
+            None => ClusterMeta::empty(),
+        };
+        let mut node = Node {
+            started_ms: now.mono_ms,
+            now,
+            epoch,
+            meta,
+            last_heard: HashMap::new(),
+            next_request: 1,
+            pending: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_ping_ms: now.mono_ms,
+            next_gossip_ms: now.mono_ms,
+            next_join_ms: now.mono_ms,
+            join_seed: None,
+            seed_cursor: 0,
+            config,
+        };
+        if node.meta.ring.is_some() {
+            node.refresh_own_record(store);
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.config.id
+    }
+
+    /// The epoch this node mints dots under.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The cluster metadata as this node knows it.
+    pub fn meta(&self) -> &ClusterMeta {
+        &self.meta
+    }
+
+    /// Whether this node is a member of a cluster (founded or joined).
+    pub fn is_member(&self) -> bool {
+        self.meta.members.contains_key(&self.config.id)
+    }
+
+    /// Next output to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Feeds one input.
+    pub fn handle(&mut self, now: Now, input: Input, store: &mut dyn LocalStore) {
+        self.now = now;
+        match input {
+            Input::Tick { random } => self.on_tick(random, store),
+            Input::Client { id, op } => self.on_client(Origin::Local(id), op, store),
+            Input::Admin { id, op } => {
+                let reply = self.on_admin(op, store);
+                self.outputs.push_back(Output::AdminReply { id, reply });
+            }
+            Input::Peer { from, message } => self.on_peer(from, message, store),
+        }
+    }
+
+    // ---- time -------------------------------------------------------------
+
+    fn on_tick(&mut self, random: u64, store: &mut dyn LocalStore) {
+        let now = self.now.mono_ms;
+        self.expire(now, store);
+        if !self.is_member() {
+            if now >= self.next_join_ms {
+                self.next_join_ms = now + JOIN_RETRY_MS;
+                self.ask_to_join();
+            }
+            return;
+        }
+        self.claim_if_empty(store);
+        if now >= self.next_ping_ms {
+            self.next_ping_ms = now + PING_INTERVAL_MS;
+            for addr in self.peer_addrs() {
+                self.outputs.push_back(Output::Send {
+                    addr,
+                    message: Message::Ping,
+                });
+            }
+        }
+        if now >= self.next_gossip_ms {
+            self.next_gossip_ms = now + GOSSIP_INTERVAL_MS;
+            let addrs = self.peer_addrs();
+            if !addrs.is_empty() {
+                let addr = addrs[(random % addrs.len() as u64) as usize].clone();
+                self.outputs.push_back(Output::Send {
+                    addr,
+                    message: Message::Gossip(Box::new(self.meta.clone())),
+                });
+            }
+        }
+    }
+
+    fn expire(&mut self, now: u64, store: &mut dyn LocalStore) {
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| match p {
+                Pending::Get(f) => f.deadline_ms <= now,
+                Pending::Put(f) => f.deadline_ms <= now,
+                Pending::Forward { deadline_ms, .. } => *deadline_ms <= now,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            match self.pending.remove(&id) {
+                Some(Pending::Forward { client, needed, .. }) => {
+                    self.reply(
+                        Origin::Local(client),
+                        ClientReply::QuorumNotReached { needed, acked: 0 },
+                    );
+                }
+                Some(Pending::Get(fsm)) => {
+                    self.pending.insert(id, Pending::Get(fsm));
+                    self.progress_get(id, store);
+                }
+                Some(Pending::Put(fsm)) => {
+                    self.pending.insert(id, Pending::Put(fsm));
+                    self.progress_put(id);
+                }
+                None => {}
+            }
+        }
+    }
+
+    // ---- membership ---------------------------------------------------------
+
+    fn peer_addrs(&self) -> Vec<String> {
+        self.meta
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.config.id)
+            .map(|(_, m)| m.peer.clone())
+            .collect()
+    }
+
+    fn own_record(&self, stamp: u64) -> Member {
+        Member {
+            http: self.config.http.clone(),
+            peer: self.config.peer.clone(),
+            epoch: self.epoch,
+            stamp,
+        }
+    }
+
+    /// Announces this node's addresses and epoch when they differ from the record.
+    fn refresh_own_record(&mut self, store: &mut dyn LocalStore) {
+        let current = self.meta.members.get(&self.config.id).cloned();
+        let stale = match &current {
+            Some(m) => {
+                m.http != self.config.http || m.peer != self.config.peer || m.epoch != self.epoch
+            }
+            None => true,
+        };
+        if stale {
+            let stamp = current.map_or(1, |m| m.stamp + 1);
+            self.meta
+                .members
+                .insert(self.config.id.clone(), self.own_record(stamp));
+            self.meta_changed(store);
+        }
+    }
+
+    fn ask_to_join(&mut self) {
+        let seeds: Vec<String> = match &self.join_seed {
+            Some(seed) => vec![seed.clone()],
+            None => self.config.seeds.clone(),
+        };
+        if seeds.is_empty() {
+            return;
+        }
+        let addr = seeds[self.seed_cursor % seeds.len()].clone();
+        self.seed_cursor += 1;
+        let member = self.own_record(1);
+        self.outputs.push_back(Output::Send {
+            addr,
+            message: Message::JoinRequest {
+                member,
+                fresh: true,
+            },
+        });
+    }
+
+    fn claim_if_empty(&mut self, store: &mut dyn LocalStore) {
+        let Some(ring) = &self.meta.ring else { return };
+        if ring.owned_by(&self.config.id) > 0 || self.meta.members.len() > ring.partitions() {
+            return;
+        }
+        let claimed = ring.claim_for(&self.config.id, &self.meta.member_ids());
+        self.meta.ring = Some(claimed);
+        self.meta_changed(store);
+    }
+
+    fn meta_changed(&mut self, store: &mut dyn LocalStore) {
+        // A failed stage shows up as a failed commit in the driver; gossip still spreads it.
+        let _ = store.stage_meta(&self.meta);
+        let gossip = Message::Gossip(Box::new(self.meta.clone()));
+        for addr in self.peer_addrs() {
+            self.outputs.push_back(Output::Send {
+                addr,
+                message: gossip.clone(),
+            });
+        }
+    }
+
+    fn status_of(&self, node: &NodeId) -> &'static str {
+        if *node == self.config.id {
+            return "up";
+        }
+        let heard = self
+            .last_heard
+            .get(node)
+            .copied()
+            .unwrap_or(self.started_ms);
+        if self.now.mono_ms.saturating_sub(heard) > MEMBER_DOWN_AFTER_MS {
+            "down"
+        } else {
+            "up"
+        }
+    }
+
+    fn on_join_request(
+        &mut self,
+        from: NodeId,
+        member: Member,
+        fresh: bool,
+        store: &mut dyn LocalStore,
+    ) {
+        let reply_to = member.peer.clone();
+        let refuse = |reason: String| Output::Send {
+            addr: reply_to.clone(),
+            message: Message::JoinRefused { reason },
+        };
+        let Some(ring) = self.meta.ring.clone() else {
+            self.outputs
+                .push_back(refuse("the seed has not joined a cluster itself".into()));
+            return;
+        };
+        if let Some(known) = self.meta.members.get(&from).cloned() {
+            let heard = self.last_heard.get(&from).copied();
+            if fresh
+                && from != self.config.id
+                && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < REJOIN_QUIET_MS)
+            {
+                self.outputs.push_back(refuse(format!(
+                    "node id {from} is already a member and answered within the last 10 s"
+                )));
+                return;
+            }
+            let record = Member {
+                epoch: member.epoch.max(known.epoch),
+                stamp: known.stamp + 1,
+                ..member
+            };
+            self.meta.members.insert(from.clone(), record);
+        } else {
+            if self.meta.members.len() >= ring.partitions() {
+                self.outputs.push_back(refuse(
+                    "the cluster has as many members as partitions".into(),
+                ));
+                return;
+            }
+            self.meta.members.insert(from.clone(), member);
+            let claimed = ring.claim_for(&from, &self.meta.member_ids());
+            self.meta.ring = Some(claimed);
+        }
+        self.meta_changed(store);
+        self.outputs.push_back(Output::Send {
+            addr: reply_to,
+            message: Message::JoinAccepted(Box::new(self.meta.clone())),
+        });
+    }
+
+    fn on_join_accepted(&mut self, meta: ClusterMeta, store: &mut dyn LocalStore) {
+        if self.is_member() && self.meta.members.len() > 1 {
+            return;
+        }
+        let mut adopted = meta;
+        for (name, entry) in std::mem::take(&mut self.meta.tables) {
+            let mut mine = ClusterMeta::empty();
+            mine.tables.insert(name, entry);
+            adopted.merge(&mine);
+        }
+        if let Some(record) = adopted.members.get(&self.config.id) {
+            if record.epoch >= self.epoch {
+                let epoch = fresh_epoch(record.epoch, self.now);
+                if store.persist_epoch_now(epoch).is_err() {
+                    self.outputs
+                        .push_back(Output::Fatal("cannot persist a new epoch".into()));
+                    return;
+                }
+                self.epoch = epoch;
+            }
+        }
+        self.meta = adopted;
+        self.join_seed = None;
+        self.refresh_own_record(store);
+        self.meta_changed(store);
+    }
+
+    // ---- peers ----------------------------------------------------------------
+
+    fn on_peer(&mut self, from: NodeId, message: Message, store: &mut dyn LocalStore) {
+        if !matches!(message, Message::JoinRequest { .. }) {
+            self.last_heard.insert(from.clone(), self.now.mono_ms);
+        }
+        match message {
+            Message::Hello { .. } | Message::Pong => {}
+            Message::Ping => {
+                if let Some(addr) = self.addr_of(&from) {
+                    self.outputs.push_back(Output::Send {
+                        addr,
+                        message: Message::Pong,
+                    });
+                }
+            }
+            Message::Gossip(meta) => {
+                if self.is_member() && self.meta.merge(&meta) {
+                    let _ = store.stage_meta(&self.meta);
+                }
+            }
+            Message::JoinRequest { member, fresh } => {
+                self.on_join_request(from, member, fresh, store)
+            }
+            Message::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
+            Message::JoinRefused { reason } => {
+                if !self.is_member() {
+                    self.outputs.push_back(Output::Fatal(format!(
+                        "the seed refused the join: {reason}"
+                    )));
+                }
+            }
+            Message::ReplicaWrite {
+                request,
+                table,
+                key,
+                object,
+            } => {
+                let outcome = self.store_replica(&table, &key, &object, store);
+                if let Some(addr) = self.addr_of(&from) {
+                    self.outputs.push_back(Output::Send {
+                        addr,
+                        message: Message::ReplicaWriteAck { request, outcome },
+                    });
+                }
+            }
+            Message::Repair { table, key, object } => {
+                let _ = self.store_replica(&table, &key, &object, store);
+            }
+            Message::ReplicaRead {
+                request,
+                table,
+                key,
+            } => {
+                let outcome = match self.meta.tables.get(&table) {
+                    None => Err(ReplicaError::UnknownTable),
+                    Some(entry) => store
+                        .load(&table, entry.config.storage, &key)
+                        .map_err(|e| ReplicaError::Storage(e.0)),
+                };
+                if let Some(addr) = self.addr_of(&from) {
+                    self.outputs.push_back(Output::Send {
+                        addr,
+                        message: Message::ReplicaReadReply { request, outcome },
+                    });
+                }
+            }
+            Message::ReplicaWriteAck { request, outcome } => {
+                if let Some(Pending::Put(fsm)) = self.pending.get_mut(&request) {
+                    fsm.record(&from, outcome);
+                    self.progress_put(request);
+                }
+            }
+            Message::ReplicaReadReply { request, outcome } => {
+                if let Some(Pending::Get(fsm)) = self.pending.get_mut(&request) {
+                    fsm.record(&from, outcome);
+                    self.progress_get(request, store);
+                }
+            }
+            Message::Forward { request, op } => {
+                self.on_client(
+                    Origin::Remote {
+                        node: from,
+                        request,
+                    },
+                    op,
+                    store,
+                );
+            }
+            Message::ForwardReply { request, reply } => {
+                if let Some(Pending::Forward { client, .. }) = self.pending.remove(&request) {
+                    self.reply(Origin::Local(client), reply);
+                }
+            }
+        }
+    }
+
+    fn addr_of(&self, node: &NodeId) -> Option<String> {
+        self.meta.members.get(node).map(|m| m.peer.clone())
+    }
+
+    /// Replica side of a write, repair or (later) handoff: merge the whole object in.
+    fn store_replica(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+        incoming: &Object,
+        store: &mut dyn LocalStore,
+    ) -> Result<(), ReplicaError> {
+        let entry = self
+            .meta
+            .tables
+            .get(table)
+            .ok_or(ReplicaError::UnknownTable)?;
+        let (storage, mode) = (entry.config.storage, entry.config.merge);
+        let mut object = store
+            .load(table, storage, key)
+            .map_err(|e| ReplicaError::Storage(e.0))?
+            .unwrap_or_default();
+        let before = object.clone();
+        object.merge(incoming, mode);
+        if object != before {
+            store
+                .stage(table, storage, key, &object)
+                .map_err(|e| ReplicaError::Storage(e.0))?;
+        }
+        Ok(())
+    }
+
+    // ---- clients --------------------------------------------------------------
+
+    fn reply(&mut self, origin: Origin, reply: ClientReply) {
+        match origin {
+            Origin::Local(id) => self.outputs.push_back(Output::Reply { id, reply }),
+            Origin::Remote { node, request } => {
+                if let Some(addr) = self.addr_of(&node) {
+                    self.outputs.push_back(Output::Send {
+                        addr,
+                        message: Message::ForwardReply { request, reply },
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_client(&mut self, origin: Origin, op: ClientOp, store: &mut dyn LocalStore) {
+        if self.pending.len() >= CLIENT_REQUESTS_IN_FLIGHT_MAX {
+            return self.reply(origin, ClientReply::Overloaded);
+        }
+        let Some(entry) = self.meta.tables.get(op.table()) else {
+            return self.reply(origin, ClientReply::UnknownTable);
+        };
+        let config = entry.config.clone();
+        let Some(ring) = &self.meta.ring else {
+            return self.reply(
+                origin,
+                ClientReply::Unavailable("this node has not joined a cluster yet".into()),
+            );
+        };
+        let (needed, override_value) = match &op {
+            ClientOp::Get { r, .. } => (config.r, *r),
+            ClientOp::Put { w, .. } => (config.w, *w),
+        };
+        let needed = match override_value {
+            Some(k) if k < 1 || k > config.n => {
+                return self.reply(
+                    origin,
+                    ClientReply::BadRequest(format!(
+                        "quorum must be between 1 and n ({})",
+                        config.n
+                    )),
+                );
+            }
+            Some(k) => k,
+            None => needed,
+        };
+        let partition = partition_of(ring.partitions(), op.table(), op.key());
+        let primaries: Vec<NodeId> = ring
+            .preference_list(partition)
+            .into_iter()
+            .take(usize::from(config.n))
+            .collect();
+        if !primaries.contains(&self.config.id) {
+            return self.forward(origin, op, &primaries, needed);
+        }
+        if primaries.len() < usize::from(needed) {
+            return self.reply(origin, ClientReply::QuorumNotReached { needed, acked: 0 });
+        }
+        let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
+        match op {
+            ClientOp::Get { table, key, .. } => {
+                let fsm = GetFsm::new(
+                    origin,
+                    table,
+                    key,
+                    config,
+                    needed,
+                    primaries.len(),
+                    deadline_ms,
+                    None,
+                );
+                self.start_get(fsm, &primaries, store);
+            }
+            ClientOp::Put {
+                table,
+                key,
+                value: None,
+                context: None,
+                ..
+            } => {
+                let r = config.r;
+                let fsm = GetFsm::new(
+                    origin,
+                    table,
+                    key,
+                    config,
+                    r,
+                    primaries.len(),
+                    deadline_ms,
+                    Some(DeleteAfterRead { w: needed }),
+                );
+                self.start_get(fsm, &primaries, store);
+            }
+            ClientOp::Put {
+                table,
+                key,
+                value,
+                content_type,
+                context,
+                ..
+            } => {
+                let write = Write {
+                    table,
+                    key,
+                    value,
+                    content_type,
+                    context: context.unwrap_or_default(),
+                };
+                self.start_put(
+                    origin,
+                    write,
+                    &config,
+                    needed,
+                    &primaries,
+                    deadline_ms,
+                    store,
+                );
+            }
+        }
+    }
+
+    fn forward(&mut self, origin: Origin, op: ClientOp, primaries: &[NodeId], needed: u8) {
+        let Origin::Local(client) = origin else {
+            // A forwarded request reached a node that no longer replicates the key.
+            return self.reply(
+                origin,
+                ClientReply::Unavailable("this node is not a replica of the key".into()),
+            );
+        };
+        let target = primaries
+            .iter()
+            .find(|p| self.status_of(p) == "up")
+            .and_then(|p| self.addr_of(p));
+        let Some(addr) = target else {
+            return self.reply(origin, ClientReply::QuorumNotReached { needed, acked: 0 });
+        };
+        let request = self.next_id();
+        let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms + 500;
+        self.pending.insert(
+            request,
+            Pending::Forward {
+                client,
+                deadline_ms,
+                needed,
+            },
+        );
+        self.outputs.push_back(Output::Send {
+            addr,
+            message: Message::Forward { request, op },
+        });
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    fn start_get(&mut self, mut fsm: GetFsm, primaries: &[NodeId], store: &mut dyn LocalStore) {
+        let request = self.next_id();
+        let local = store
+            .load(&fsm.table, fsm.config.storage, &fsm.key)
+            .map_err(|e| ReplicaError::Storage(e.0));
+        fsm.record(&self.config.id.clone(), local);
+        for node in primaries.iter().filter(|p| **p != self.config.id) {
+            if let Some(addr) = self.addr_of(node) {
+                let message = Message::ReplicaRead {
+                    request,
+                    table: fsm.table.clone(),
+                    key: fsm.key.clone(),
+                };
+                self.outputs.push_back(Output::Send { addr, message });
+            }
+        }
+        self.pending.insert(request, Pending::Get(fsm));
+        self.progress_get(request, store);
+    }
+
+    fn progress_get(&mut self, request: u64, store: &mut dyn LocalStore) {
+        let now = self.now.mono_ms;
+        let Some(Pending::Get(fsm)) = self.pending.get_mut(&request) else {
+            return;
+        };
+        let answer = fsm.take_reply(now);
+        let done = fsm.is_done(now);
+        let origin = fsm.origin.clone();
+        let then_delete = fsm.then_delete.clone();
+        let merge = fsm.config.merge;
+        let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
+        match (answer, then_delete) {
+            (Some(Ok(merged)), Some(delete)) => {
+                let primaries = self.primaries_of(&table, &key, config.n);
+                let deadline_ms = now + self.config.request_timeout_ms;
+                let write = Write {
+                    table: table.clone(),
+                    key: key.clone(),
+                    value: None,
+                    content_type: String::new(),
+                    context: merged.clock.clone(),
+                };
+                self.start_put(
+                    origin,
+                    write,
+                    &config,
+                    delete.w,
+                    &primaries,
+                    deadline_ms,
+                    store,
+                );
+            }
+            (Some(Ok(merged)), None) => {
+                let context = (!merged.is_empty()).then(|| merged.clock.clone());
+                self.reply(
+                    origin,
+                    ClientReply::Read {
+                        versions: live_sorted(&merged),
+                        context,
+                        merge,
+                    },
+                );
+            }
+            (Some(Err(failure)), _) => self.reply(origin, failure),
+            (None, _) => {}
+        }
+        if done {
+            if let Some(Pending::Get(fsm)) = self.pending.remove(&request) {
+                self.read_repair(&fsm, store);
+            }
+        }
+    }
+
+    fn read_repair(&mut self, fsm: &GetFsm, store: &mut dyn LocalStore) {
+        let (merged, stale) = fsm.repairs();
+        for node in stale {
+            if node == self.config.id {
+                let _ = store.stage(&fsm.table, fsm.config.storage, &fsm.key, &merged);
+            } else if let Some(addr) = self.addr_of(&node) {
+                let message = Message::Repair {
+                    table: fsm.table.clone(),
+                    key: fsm.key.clone(),
+                    object: merged.clone(),
+                };
+                self.outputs.push_back(Output::Send { addr, message });
+            }
+        }
+    }
+
+    fn primaries_of(&self, table: &TableName, key: &[u8], n: u8) -> Vec<NodeId> {
+        let Some(ring) = &self.meta.ring else {
+            return Vec::new();
+        };
+        let partition = partition_of(ring.partitions(), table, key);
+        ring.preference_list(partition)
+            .into_iter()
+            .take(usize::from(n))
+            .collect()
+    }
+
+    /// The coordinator's half of a write: mint the dot, apply it to the local
+    /// object, stage it, and send the whole object to the other primaries.
+    #[allow(clippy::too_many_arguments)]
+    fn start_put(
+        &mut self,
+        origin: Origin,
+        write: Write,
+        config: &TableConfig,
+        w: u8,
+        primaries: &[NodeId],
+        deadline_ms: u64,
+        store: &mut dyn LocalStore,
+    ) {
+        let local = match store.load(&write.table, config.storage, &write.key) {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => return self.reply(origin, ClientReply::Unavailable(e.to_string())),
+        };
+        if self.may_have_forgotten(&local, &write.context) {
+            let epoch = fresh_epoch(
+                self.epoch
+                    .max(write.context.max_epoch_of(&self.config.id).unwrap_or(0)),
+                self.now,
+            );
+            if let Err(e) = store.persist_epoch_now(epoch) {
+                return self.reply(origin, ClientReply::Unavailable(e.to_string()));
+            }
+            self.epoch = epoch;
+            self.refresh_own_record(store);
+        }
+        let actor = Actor {
+            node: self.config.id.clone(),
+            epoch: self.epoch,
+        };
+        let dot = Dot {
+            counter: local.clock.max_counter(&actor) + 1,
+            actor,
+        };
+        let timestamp_ms = self
+            .now
+            .wall_ms
+            .max(local.max_timestamp_covered(&write.context) + 1);
+        let content_type = if write.value.is_some() && write.content_type.is_empty() {
+            "application/octet-stream".to_owned()
+        } else {
+            write.content_type
+        };
+        let version = Version {
+            dot: dot.clone(),
+            timestamp_ms,
+            value: write.value,
+            content_type,
+        };
+        let mut object = local;
+        object.apply_write(&write.context, version, config.merge);
+        let live = object.live_count();
+        if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
+            return self.reply(origin, ClientReply::TooManySiblings { siblings: live });
+        }
+        if let Err(e) = store.stage(&write.table, config.storage, &write.key, &object) {
+            return self.reply(origin, ClientReply::Unavailable(e.to_string()));
+        }
+        let mut context_out = write.context;
+        context_out.add(dot);
+        let request = self.next_id();
+        let mut fsm = PutFsm::new(origin, w, primaries.len(), context_out, deadline_ms);
+        fsm.record(&self.config.id.clone(), Ok(()));
+        for node in primaries.iter().filter(|p| **p != self.config.id) {
+            if let Some(addr) = self.addr_of(node) {
+                let message = Message::ReplicaWrite {
+                    request,
+                    table: write.table.clone(),
+                    key: write.key.clone(),
+                    object: object.clone(),
+                };
+                self.outputs.push_back(Output::Send { addr, message });
+            }
+        }
+        self.pending.insert(request, Pending::Put(fsm));
+        self.progress_put(request);
+    }
+
+    /// Whether the client's context shows dots of this node that its local copy
+    /// lacks: then it may have forgotten dots it issued and must not reuse them.
+    fn may_have_forgotten(&self, local: &Object, context: &CausalContext) -> bool {
+        let actor = Actor {
+            node: self.config.id.clone(),
+            epoch: self.epoch,
+        };
+        context.max_counter(&actor) > local.clock.max_counter(&actor)
+            || context
+                .max_epoch_of(&self.config.id)
+                .is_some_and(|e| e > self.epoch)
+    }
+
+    fn progress_put(&mut self, request: u64) {
+        let now = self.now.mono_ms;
+        let Some(Pending::Put(fsm)) = self.pending.get_mut(&request) else {
+            return;
+        };
+        let answer = fsm.take_reply(now);
+        let done = fsm.is_done(now);
+        let origin = fsm.origin.clone();
+        if let Some(reply) = answer {
+            self.reply(origin, reply);
+        }
+        if done {
+            self.pending.remove(&request);
+        }
+    }
+
+    // ---- admin ----------------------------------------------------------------
+
+    fn on_admin(&mut self, op: AdminOp, store: &mut dyn LocalStore) -> AdminReply {
+        match op {
+            AdminOp::PutTable(name, patch) => self.put_table(name, &patch, store),
+            AdminOp::GetTable(name) => match self.meta.tables.get(&name) {
+                Some(entry) => AdminReply::Table(name, entry.config.clone()),
+                None => AdminReply::NotFound(format!("no table {name}")),
+            },
+            AdminOp::ListTables => AdminReply::Tables(
+                self.meta
+                    .tables
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.config.clone()))
+                    .collect(),
+            ),
+            AdminOp::ClusterStatus => AdminReply::Cluster(self.cluster_status()),
+            AdminOp::Preflist(table, key) => {
+                let Some(entry) = self.meta.tables.get(&table) else {
+                    return AdminReply::NotFound(format!("no table {table}"));
+                };
+                let primaries = self.primaries_of(&table, &key, entry.config.n);
+                // Fallbacks take part once hinted handoff exists; until then none are used.
+                AdminReply::Preflist {
+                    primaries,
+                    fallbacks: Vec::new(),
+                }
+            }
+            AdminOp::Join(seed) => {
+                if self.meta.members.len() > 1 {
+                    return AdminReply::Conflict(
+                        "this node is already in a cluster with other members".into(),
+                    );
+                }
+                self.join_seed = Some(seed);
+                self.meta.members.remove(&self.config.id);
+                self.meta.ring = None;
+                self.next_join_ms = self.now.mono_ms;
+                AdminReply::Accepted
+            }
+        }
+    }
+
+    fn put_table(
+        &mut self,
+        name: TableName,
+        patch: &super::table::TablePatch,
+        store: &mut dyn LocalStore,
+    ) -> AdminReply {
+        let existing = self.meta.tables.get(&name).cloned();
+        if existing.is_none() && self.meta.tables.len() >= TABLES_MAX {
+            return AdminReply::Invalid(format!("a cluster holds at most {TABLES_MAX} tables"));
+        }
+        let config = match TableConfig::apply(existing.as_ref().map(|e| &e.config), patch) {
+            Ok(config) => config,
+            Err(ConfigError::Invalid(m)) => return AdminReply::Invalid(m),
+            Err(ConfigError::Conflict(m)) => return AdminReply::Conflict(m),
+        };
+        let stamp_ms = self.now.wall_ms.max(existing.map_or(0, |e| e.stamp_ms + 1));
+        let entry = TableEntry {
+            config: config.clone(),
+            stamp_ms,
+            origin: self.config.id.clone(),
+        };
+        self.meta.tables.insert(name.clone(), entry);
+        self.meta_changed(store);
+        AdminReply::Table(name, config)
+    }
+
+    fn cluster_status(&self) -> ClusterStatus {
+        let members = self
+            .meta
+            .members
+            .iter()
+            .map(|(id, m)| MemberStatus {
+                id: id.clone(),
+                http: m.http.clone(),
+                peer: m.peer.clone(),
+                status: self.status_of(id),
+                partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
+            })
+            .collect();
+        ClusterStatus {
+            node: self.config.id.clone(),
+            members,
+        }
+    }
+}
+
+/// A client write on its way to the coordinator's local object.
+struct Write {
+    table: TableName,
+    key: Bytes,
+    value: Option<Bytes>,
+    content_type: String,
+    context: CausalContext,
+}
+
+/// A new epoch above `floor`: at least the wall clock in seconds, so that even a
+/// node whose last epoch bump never reached its peers before its disk was
+/// wiped does not reuse it.
+fn fresh_epoch(floor: u32, now: Now) -> u32 {
+    let seconds = u32::try_from(now.wall_ms / 1000).unwrap_or(u32::MAX);
+    floor.saturating_add(1).max(seconds)
+}

@@ -1,0 +1,90 @@
+//! Counting answers toward a quorum, free of any I/O.
+
+use std::collections::BTreeSet;
+
+use super::types::NodeId;
+
+/// Tracks which replicas answered well and which failed, for one request.
+#[derive(Debug, Clone)]
+pub struct QuorumTracker {
+    needed: usize,
+    asked: usize,
+    ok: BTreeSet<NodeId>,
+    failed: BTreeSet<NodeId>,
+}
+
+impl QuorumTracker {
+    /// A quorum of `needed` among `asked` replicas.
+    pub fn new(needed: usize, asked: usize) -> Self {
+        QuorumTracker {
+            needed,
+            asked,
+            ok: BTreeSet::new(),
+            failed: BTreeSet::new(),
+        }
+    }
+
+    /// Records a good answer; a replica counts once, whatever it repeats.
+    pub fn record_ok(&mut self, node: &NodeId) {
+        if !self.failed.contains(node) {
+            self.ok.insert(node.clone());
+        }
+    }
+
+    /// Records a failure.
+    pub fn record_failure(&mut self, node: &NodeId) {
+        if !self.ok.contains(node) {
+            self.failed.insert(node.clone());
+        }
+    }
+
+    /// Whether enough replicas answered well.
+    pub fn is_met(&self) -> bool {
+        self.ok.len() >= self.needed
+    }
+
+    /// Whether the quorum can no longer be met.
+    pub fn is_impossible(&self) -> bool {
+        self.asked.saturating_sub(self.failed.len()) < self.needed
+    }
+
+    /// Whether every replica asked has answered one way or the other.
+    pub fn all_answered(&self) -> bool {
+        self.ok.len() + self.failed.len() >= self.asked
+    }
+
+    /// Good answers so far.
+    pub fn ok_count(&self) -> usize {
+        self.ok.len()
+    }
+
+    /// Answers needed.
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_is_met_by_distinct_good_answers() {
+        let a = NodeId::new("a").unwrap();
+        let b = NodeId::new("b").unwrap();
+        let c = NodeId::new("c").unwrap();
+        let mut q = QuorumTracker::new(2, 3);
+        q.record_ok(&a);
+        q.record_ok(&a);
+        assert!(!q.is_met());
+        q.record_failure(&b);
+        assert!(!q.is_impossible());
+        q.record_failure(&c);
+        assert!(q.is_impossible());
+        assert!(q.all_answered());
+        let mut q = QuorumTracker::new(2, 3);
+        q.record_ok(&a);
+        q.record_ok(&c);
+        assert!(q.is_met());
+    }
+}

@@ -1,0 +1,39 @@
+//! What the core needs from a node's local storage, as a trait so the same
+//! protocol runs over LMDB in production and over memory in the simulator.
+//!
+//! Writes are staged: the driver commits everything staged in one loop turn in
+//! one transaction, and only then releases the answers that depend on it
+//! ([`crate::core::node::Output::after_commit`]).
+
+use super::meta::ClusterMeta;
+use super::object::Object;
+use super::table::StorageKind;
+use super::types::TableName;
+
+/// A storage failure, reported to whoever asked (a 503 or a failed replica ack).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StoreError(pub String);
+
+/// A node's local objects and state.
+pub trait LocalStore {
+    /// The object stored for `key`, staged writes included.
+    fn load(
+        &mut self,
+        table: &TableName,
+        storage: StorageKind,
+        key: &[u8],
+    ) -> Result<Option<Object>, StoreError>;
+    /// Stages `object` for `key`; durable at the end of the turn (volatile for `memory`).
+    fn stage(
+        &mut self,
+        table: &TableName,
+        storage: StorageKind,
+        key: &[u8],
+        object: &Object,
+    ) -> Result<(), StoreError>;
+    /// Stages the cluster metadata.
+    fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError>;
+    /// Makes a new epoch durable before it is used to mint any dot.
+    fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError>;
+}

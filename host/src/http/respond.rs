@@ -1,0 +1,162 @@
+//! Node answers → HTTP responses, in one place per answer type, each variant
+//! matched exhaustively so a new outcome cannot go unmapped.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::core::msg::{AdminReply, ClientReply};
+use crate::core::table::{MergeMode, TableConfig};
+use crate::core::types::TableName;
+
+/// The header carrying context tokens both ways.
+pub const CONTEXT_HEADER: &str = "x-cairn-context";
+
+/// An HTTP response.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A JSON body with a status.
+pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `{"error": message}` with a status.
+pub fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    json_response(status, &json!({ "error": message.into() }))
+}
+
+/// 503 `{"error":"overloaded"}` with Retry-After.
+pub fn overloaded() -> HttpResponse {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn with_context(mut response: HttpResponse, token: Option<String>) -> HttpResponse {
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(CONTEXT_HEADER, value);
+    }
+    response
+}
+
+/// A key operation's answer.
+pub fn client_reply(reply: ClientReply) -> HttpResponse {
+    match reply {
+        ClientReply::Read {
+            versions,
+            context,
+            merge,
+        } => {
+            let token = context.map(|c| c.to_token());
+            match versions.len() {
+                0 => with_context(error(StatusCode::NOT_FOUND, "not found"), token),
+                1 => {
+                    let version = &versions[0];
+                    let body = version.value.clone().unwrap_or_default();
+                    let mut response = Response::new(Full::new(body));
+                    let content_type = HeaderValue::from_str(&version.content_type)
+                        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+                    response.headers_mut().insert(CONTENT_TYPE, content_type);
+                    with_context(response, token)
+                }
+                _ => {
+                    debug_assert!(merge != MergeMode::Lww, "lww keeps one version");
+                    let siblings: Vec<Value> = versions
+                        .iter()
+                        .map(|v| {
+                            json!({
+                                "value": base64::engine::general_purpose::STANDARD.encode(v.value.as_deref().unwrap_or_default()),
+                                "content_type": v.content_type,
+                                "timestamp_ms": v.timestamp_ms,
+                            })
+                        })
+                        .collect();
+                    let body = json!({ "context": token.clone().unwrap_or_default(), "siblings": siblings });
+                    with_context(json_response(StatusCode::MULTIPLE_CHOICES, &body), token)
+                }
+            }
+        }
+        ClientReply::Written { context } => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            with_context(response, Some(context.to_token()))
+        }
+        ClientReply::QuorumNotReached { needed, acked } => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "error": "quorum not reached", "needed": needed, "acked": acked }),
+        ),
+        ClientReply::UnknownTable => error(StatusCode::NOT_FOUND, "unknown table"),
+        ClientReply::TooManySiblings { siblings } => json_response(
+            StatusCode::CONFLICT,
+            &json!({ "error": "too many siblings", "siblings": siblings }),
+        ),
+        ClientReply::Overloaded => overloaded(),
+        ClientReply::BadRequest(message) => error(StatusCode::BAD_REQUEST, message),
+        ClientReply::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}
+
+/// A table's JSON form: its name and stored config.
+pub fn table_json(name: &TableName, config: &TableConfig) -> Value {
+    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.retain(|_, v| !v.is_null());
+        map.insert("name".into(), Value::String(name.to_string()));
+    }
+    value
+}
+
+/// An admin operation's answer.
+pub fn admin_reply(reply: AdminReply) -> HttpResponse {
+    match reply {
+        AdminReply::Table(name, config) => {
+            json_response(StatusCode::OK, &table_json(&name, &config))
+        }
+        AdminReply::Tables(tables) => {
+            let list: Vec<Value> = tables.iter().map(|(n, c)| table_json(n, c)).collect();
+            json_response(StatusCode::OK, &json!({ "tables": list }))
+        }
+        AdminReply::Cluster(status) => {
+            let members: Vec<Value> = status
+                .members
+                .iter()
+                .map(|m| {
+                    json!({ "id": m.id.as_str(), "http": m.http, "peer": m.peer, "status": m.status, "partitions": m.partitions })
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({ "node": status.node.as_str(), "members": members }),
+            )
+        }
+        AdminReply::Preflist {
+            primaries,
+            fallbacks,
+        } => {
+            let names = |ids: &[crate::core::types::NodeId]| {
+                ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()
+            };
+            json_response(
+                StatusCode::OK,
+                &json!({ "primaries": names(&primaries), "fallbacks": names(&fallbacks) }),
+            )
+        }
+        AdminReply::Accepted => {
+            json_response(StatusCode::ACCEPTED, &json!({ "status": "joining" }))
+        }
+        AdminReply::NotFound(message) => error(StatusCode::NOT_FOUND, message),
+        AdminReply::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
+        AdminReply::Conflict(message) => error(StatusCode::CONFLICT, message),
+        AdminReply::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}

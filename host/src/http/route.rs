@@ -1,0 +1,278 @@
+//! Routing and request parsing: paths, percent-decoded keys, query quorums,
+//! context headers, and bodies read under their size limits.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+
+use super::respond::{admin_reply, client_reply, error, overloaded, HttpResponse, CONTEXT_HEADER};
+use crate::core::causal::CausalContext;
+use crate::core::limits::{CONTEXT_CHARS_MAX, KEY_BYTES_MAX};
+use crate::core::msg::{AdminOp, ClientOp};
+use crate::core::table::TablePatch;
+use crate::core::types::TableName;
+use crate::runtime::{NodeHandle, Unanswered};
+
+/// Largest JSON body accepted by table and cluster endpoints.
+const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// A request that was refused before the node answered it.
+#[derive(Debug)]
+enum Refusal {
+    /// A status with a reason, sent as `{"error": reason}`.
+    Status(StatusCode, String),
+    /// The node's queue is full: 503 with Retry-After.
+    Overloaded,
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal::Status(status, reason.into())
+}
+
+impl From<Unanswered> for Refusal {
+    fn from(unanswered: Unanswered) -> Self {
+        match unanswered {
+            Unanswered::Overloaded => Refusal::Overloaded,
+            Unanswered::Stopped => {
+                refuse(StatusCode::SERVICE_UNAVAILABLE, "the node did not answer")
+            }
+        }
+    }
+}
+
+/// Serves one request.
+pub async fn handle(request: Request<Incoming>, node: &NodeHandle) -> HttpResponse {
+    match dispatch(request, node).await {
+        Ok(response) => response,
+        Err(Refusal::Status(status, reason)) => error(status, reason),
+        Err(Refusal::Overloaded) => overloaded(),
+    }
+}
+
+async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpResponse, Refusal> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, [""]) => Ok(dashboard()),
+        (&Method::GET, ["health"]) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
+        (&Method::GET, ["cluster"]) => admin(node, AdminOp::ClusterStatus).await,
+        (&Method::POST, ["cluster", "join"]) => {
+            let body: serde_json::Value = json_body(request).await?;
+            let seed = body.get("seed").and_then(|s| s.as_str()).ok_or_else(|| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "body must be {\"seed\":\"HOST:PORT\"}",
+                )
+            })?;
+            admin(node, AdminOp::Join(seed.to_owned())).await
+        }
+        (&Method::GET, ["tables"]) => admin(node, AdminOp::ListTables).await,
+        (&Method::GET, ["tables", table]) => {
+            admin(node, AdminOp::GetTable(table_name(table)?)).await
+        }
+        (&Method::PUT, ["tables", table]) => {
+            let name = table_name(table)?;
+            let patch: TablePatch = json_body(request).await?;
+            admin(node, AdminOp::PutTable(name, patch)).await
+        }
+        (&Method::GET, ["tables", table, "preflist", key]) => {
+            let op = AdminOp::Preflist(table_name(table)?, key_bytes(key)?);
+            admin(node, op).await
+        }
+        (_, ["tables", table, "keys", key]) => {
+            let (table, key) = (table_name(table)?, key_bytes(key)?);
+            key_operation(request, node, table, key).await
+        }
+        (_, [""] | ["health"] | ["cluster"] | ["cluster", "join"] | ["tables"] | ["tables", _]) => {
+            Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path}"),
+        )),
+    }
+}
+
+async fn key_operation(
+    request: Request<Incoming>,
+    node: &NodeHandle,
+    table: TableName,
+    key: Bytes,
+) -> Result<HttpResponse, Refusal> {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let op = match *request.method() {
+        Method::GET => ClientOp::Get {
+            table,
+            key,
+            r: quorum_param(&query, "r")?,
+        },
+        Method::PUT => {
+            let w = quorum_param(&query, "w")?;
+            let context = context_header(&request)?;
+            let content_type = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let value = read_body(request, node.value_bytes_max).await?;
+            ClientOp::Put {
+                table,
+                key,
+                value: Some(value),
+                content_type,
+                context,
+                w,
+            }
+        }
+        Method::DELETE => {
+            let w = quorum_param(&query, "w")?;
+            let context = context_header(&request)?;
+            ClientOp::Put {
+                table,
+                key,
+                value: None,
+                content_type: String::new(),
+                context,
+                w,
+            }
+        }
+        ref other => {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{other} is not allowed on keys"),
+            ))
+        }
+    };
+    match node.client(op).await {
+        Ok(reply) => Ok(client_reply(reply)),
+        Err(unanswered) => Err(unanswered.into()),
+    }
+}
+
+async fn admin(node: &NodeHandle, op: AdminOp) -> Result<HttpResponse, Refusal> {
+    match node.admin(op).await {
+        Ok(reply) => Ok(admin_reply(reply)),
+        Err(unanswered) => Err(unanswered.into()),
+    }
+}
+
+fn table_name(raw: &str) -> Result<TableName, Refusal> {
+    TableName::new(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn key_bytes(raw: &str) -> Result<Bytes, Refusal> {
+    let key: Vec<u8> = percent_decode_str(raw).collect();
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("a key is 1 to {KEY_BYTES_MAX} bytes after percent-decoding"),
+        ));
+    }
+    Ok(Bytes::from(key))
+}
+
+fn quorum_param(query: &str, name: &str) -> Result<Option<u8>, Refusal> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return v.parse::<u8>().map(Some).map_err(|_| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("?{name}= must be a number between 1 and n"),
+                )
+            });
+        }
+    }
+    Ok(None)
+}
+
+fn context_header<B>(request: &Request<B>) -> Result<Option<CausalContext>, Refusal> {
+    let Some(raw) = request.headers().get(CONTEXT_HEADER) else {
+        return Ok(None);
+    };
+    let text = raw
+        .to_str()
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "context token must be ASCII"))?;
+    if text.len() > CONTEXT_CHARS_MAX {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("context token longer than {CONTEXT_CHARS_MAX} characters"),
+        ));
+    }
+    CausalContext::from_token(text)
+        .map(Some)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Reads a body of at most `max` bytes: refused from Content-Length before
+/// reading when it announces more, and while reading otherwise.
+async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {max} bytes"),
+        )
+    };
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the body: {e}"),
+        )),
+    }
+}
+
+async fn json_body<T: serde::de::DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, Refusal> {
+    let bytes = read_body(request, ADMIN_BODY_BYTES_MAX).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+}
+
+fn dashboard() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(DASHBOARD_HTML.as_bytes())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+const DASHBOARD_HTML: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Cairn</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>
+</head><body><h1>Cairn node</h1>
+<h2>Members</h2><table id="members"><tr><th>id</th><th>http</th><th>peer</th><th>status</th><th>partitions</th></tr></table>
+<h2>Tables</h2><table id="tables"><tr><th>name</th><th>n</th><th>r</th><th>w</th><th>merge</th><th>storage</th></tr></table>
+<script>
+function row(t, cells){const tr=document.createElement('tr');for(const c of cells){const td=document.createElement('td');td.textContent=c;tr.appendChild(td);}document.getElementById(t).appendChild(tr);}
+fetch('/cluster').then(r=>r.json()).then(c=>{document.querySelector('h1').textContent='Cairn node '+c.node;for(const m of c.members)row('members',[m.id,m.http,m.peer,m.status,m.partitions]);});
+fetch('/tables').then(r=>r.json()).then(t=>{for(const x of t.tables)row('tables',[x.name,x.n,x.r,x.w,x.merge,x.storage]);});
+</script></body></html>
+"#;

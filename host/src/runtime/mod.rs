@@ -1,0 +1,328 @@
+//! The node loop: the one place where the real clock, sockets and LMDB meet
+//! the sans-IO [`Node`].
+//!
+//! Each turn it takes every event waiting (HTTP requests, peer frames, a
+//! timer tick), feeds them to the node, sends the requests it produced at
+//! once, commits everything staged in one LMDB transaction (group commit), and
+//! only then releases the answers — so nothing is acknowledged before it is durable.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
+use crate::core::node::{Input, Node, NodeConfig, Now, Output};
+use crate::core::types::NodeId;
+use crate::net::{self, Outbound};
+use crate::storage::NodeStore;
+
+/// Events waiting for the node loop before HTTP answers 503 overloaded.
+const EVENT_QUEUE_MAX: usize = 65_536;
+/// Events fed to the node per turn before it commits and answers.
+const EVENTS_PER_TURN_MAX: usize = 4_096;
+/// How often the node is told time passed.
+const TICK_MS: u64 = 20;
+
+/// Something for the node loop to handle.
+pub enum Event {
+    /// A client key operation and where to send its answer.
+    Client {
+        /// The operation.
+        op: ClientOp,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ClientReply>,
+    },
+    /// An admin operation and where to send its answer.
+    Admin {
+        /// The operation.
+        op: AdminOp,
+        /// Where the answer goes.
+        reply: oneshot::Sender<AdminReply>,
+    },
+    /// A frame from a peer.
+    Peer {
+        /// The sender named in its connection's hello.
+        from: NodeId,
+        /// The message.
+        message: Message,
+    },
+}
+
+/// Everything `cairn serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Node id.
+    pub id: NodeId,
+    /// HTTP listen address (port 0 picks one).
+    pub http: String,
+    /// Peer listen address (port 0 picks one).
+    pub peer: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Seeds' peer addresses.
+    pub seeds: Vec<String>,
+    /// Partitions of a new cluster.
+    pub partitions: usize,
+    /// target_n of a new cluster.
+    pub target_n: u8,
+    /// Client request timeout.
+    pub request_timeout_ms: u64,
+    /// Largest value accepted.
+    pub value_bytes_max: usize,
+}
+
+/// The addresses a started node listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// HTTP.
+    pub http: SocketAddr,
+    /// Peer.
+    pub peer: SocketAddr,
+}
+
+/// What HTTP handlers need to reach the node loop.
+#[derive(Clone)]
+pub struct NodeHandle {
+    events: mpsc::Sender<Event>,
+    /// Largest value accepted.
+    pub value_bytes_max: usize,
+    /// How long a handler waits for the node before answering 503.
+    pub reply_timeout: Duration,
+}
+
+/// Why a handler got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The event queue is full.
+    Overloaded,
+    /// The node loop stopped or did not answer in time.
+    Stopped,
+}
+
+impl NodeHandle {
+    /// Runs a client operation through the node loop.
+    pub async fn client(&self, op: ClientOp) -> Result<ClientReply, Unanswered> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Event::Client { op, reply }, answer).await
+    }
+
+    /// Runs an admin operation through the node loop.
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminReply, Unanswered> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Event::Admin { op, reply }, answer).await
+    }
+
+    async fn submit<T>(&self, event: Event, answer: oneshot::Receiver<T>) -> Result<T, Unanswered> {
+        self.events.try_send(event).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Unanswered::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => Unanswered::Stopped,
+        })?;
+        match tokio::time::timeout(self.reply_timeout, answer).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(Unanswered::Stopped),
+        }
+    }
+}
+
+/// Runs one node until `shutdown` completes (clean shutdown) or it fails.
+/// `on_bound` learns the listen addresses once both sockets are bound.
+pub async fn serve(
+    options: ServeOptions,
+    on_bound: impl FnOnce(Bound),
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let (mut store, persisted) = NodeStore::open(&options.data_dir, &options.id)?;
+    let http_listener = TcpListener::bind(&options.http).await?;
+    let peer_listener = TcpListener::bind(&options.peer).await?;
+    let bound = Bound {
+        http: http_listener.local_addr()?,
+        peer: peer_listener.local_addr()?,
+    };
+    let clock = Clock::new();
+    let config = NodeConfig {
+        id: options.id.clone(),
+        http: bound.http.to_string(),
+        peer: bound.peer.to_string(),
+        seeds: options.seeds.clone(),
+        partitions: options.partitions,
+        target_n: options.target_n,
+        request_timeout_ms: options.request_timeout_ms,
+    };
+    let node = Node::new(config, persisted, clock.now(), &mut store)?;
+    store.commit()?;
+    tracing::info!(node = %options.id, epoch = node.epoch(), http = %bound.http, peer = %bound.peer, "node started");
+    let (events, inbox) = mpsc::channel(EVENT_QUEUE_MAX);
+    let handle = NodeHandle {
+        events: events.clone(),
+        value_bytes_max: options.value_bytes_max,
+        reply_timeout: Duration::from_millis(options.request_timeout_ms + 2_000),
+    };
+    let peers = tokio::spawn(net::serve(peer_listener, events));
+    let http = tokio::spawn(crate::http::serve(http_listener, handle));
+    on_bound(bound);
+    let result = drive(
+        node,
+        store,
+        inbox,
+        Outbound::new(options.id.clone()),
+        clock,
+        shutdown,
+    )
+    .await;
+    peers.abort();
+    http.abort();
+    result
+}
+
+/// The real clock, turned into the core's two clocks.
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Now {
+            mono_ms: self.start.elapsed().as_millis() as u64,
+            wall_ms,
+        }
+    }
+}
+
+/// A small seeded generator (SplitMix64) for the node's random choices.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+struct Waiting {
+    clients: HashMap<u64, oneshot::Sender<ClientReply>>,
+    admins: HashMap<u64, oneshot::Sender<AdminReply>>,
+    next_id: u64,
+}
+
+async fn drive(
+    mut node: Node,
+    mut store: NodeStore,
+    mut inbox: mpsc::Receiver<Event>,
+    mut outbound: Outbound,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut waiting = Waiting {
+        clients: HashMap::new(),
+        admins: HashMap::new(),
+        next_id: 1,
+    };
+    let mut random = SplitMix(clock.now().wall_ms ^ u64::from(std::process::id()));
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut deferred: Vec<Output> = Vec::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            event = inbox.recv() => match event {
+                Some(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
+                None => break,
+            },
+            _ = tick.tick() => {
+                node.handle(clock.now(), Input::Tick { random: random.next() }, &mut store);
+            }
+        }
+        for _ in 0..EVENTS_PER_TURN_MAX {
+            match inbox.try_recv() {
+                Ok(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
+                Err(_) => break,
+            }
+        }
+        while let Some(output) = node.poll_output() {
+            if output.after_commit() {
+                deferred.push(output);
+            } else {
+                carry_out(output, &mut outbound, &mut waiting)?;
+            }
+        }
+        let committed = store.commit();
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed; answers of this turn are withheld");
+        }
+        for output in deferred.drain(..) {
+            match (&committed, output) {
+                (Ok(_), output) => carry_out(output, &mut outbound, &mut waiting)?,
+                (Err(e), Output::Reply { id, .. }) => {
+                    let reply = ClientReply::Unavailable(e.to_string());
+                    carry_out(Output::Reply { id, reply }, &mut outbound, &mut waiting)?;
+                }
+                (Err(_), _) => {}
+            }
+        }
+    }
+    store.mark_clean_shutdown()?;
+    tracing::info!(node = %node.id(), "node stopped cleanly");
+    Ok(())
+}
+
+fn feed(
+    node: &mut Node,
+    store: &mut NodeStore,
+    clock: &Clock,
+    waiting: &mut Waiting,
+    event: Event,
+) {
+    let input = match event {
+        Event::Client { op, reply } => {
+            let id = waiting.next_id;
+            waiting.next_id += 1;
+            waiting.clients.insert(id, reply);
+            Input::Client { id, op }
+        }
+        Event::Admin { op, reply } => {
+            let id = waiting.next_id;
+            waiting.next_id += 1;
+            waiting.admins.insert(id, reply);
+            Input::Admin { id, op }
+        }
+        Event::Peer { from, message } => Input::Peer { from, message },
+    };
+    node.handle(clock.now(), input, store);
+}
+
+fn carry_out(output: Output, outbound: &mut Outbound, waiting: &mut Waiting) -> anyhow::Result<()> {
+    match output {
+        Output::Send { addr, message } => outbound.send(&addr, message),
+        Output::Reply { id, reply } => {
+            if let Some(client) = waiting.clients.remove(&id) {
+                let _ = client.send(reply);
+            }
+        }
+        Output::AdminReply { id, reply } => {
+            if let Some(client) = waiting.admins.remove(&id) {
+                let _ = client.send(reply);
+            }
+        }
+        Output::Fatal(reason) => anyhow::bail!(reason),
+    }
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! Harness for process-level cluster tests: starts real `cairn serve`
+//! processes on loopback (ports chosen by the OS), pauses, kills and restarts
+//! them, and talks to them over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `cairn` binary under test: `$CAIRN_BIN`, else the workspace's debug build.
+pub fn cairn_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("CAIRN_BIN") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let path = root.join("target/debug/cairn");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p cairn` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("cairn-test-{}-{label}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One `cairn serve` process.
+pub struct NodeProcess {
+    /// Node id.
+    pub id: String,
+    /// HTTP address.
+    pub http: String,
+    /// Peer address.
+    pub peer: String,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    seeds: Vec<String>,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Starts a node; `http`/`peer` may use port 0.
+    pub fn start(
+        id: &str,
+        data_dir: &Path,
+        http: &str,
+        peer: &str,
+        seeds: &[String],
+        extra: &[&str],
+    ) -> NodeProcess {
+        let mut node = NodeProcess {
+            id: id.to_owned(),
+            http: http.to_owned(),
+            peer: peer.to_owned(),
+            data_dir: data_dir.to_owned(),
+            seeds: seeds.to_vec(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("log file");
+        let mut command = Command::new(cairn_bin());
+        command
+            .args([
+                "serve",
+                "--node-id",
+                &self.id,
+                "--http",
+                &self.http,
+                "--peer",
+                &self.peer,
+                "--data-dir",
+            ])
+            .arg(&self.data_dir)
+            .args(&self.extra)
+            .env(
+                "CAIRN_LOG",
+                std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for seed in &self.seeds {
+            command.args(["--seed", seed]);
+        }
+        let mut child = command.spawn().expect("spawn cairn serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        // "cairn node ID listening http=ADDR peer=ADDR"
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "node {} did not start: {line:?} (see {})",
+                        self.id,
+                        self.data_dir.with_extension("log").display()
+                    )
+                })
+                .to_owned()
+        };
+        self.http = field("http=");
+        self.peer = field("peer=");
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> String {
+        self.child.as_ref().expect("running").id().to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Freezes the process (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused process.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// kill -9, no chance to clean up.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same ports and data dir.
+    pub fn restart(&mut self) {
+        self.crash();
+        self.spawn();
+    }
+
+    /// The URL of a path on this node.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// One HTTP exchange.
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        call(method, &self.url(path), headers, body)
+    }
+
+    /// `GET /cluster` as JSON.
+    pub fn cluster(&self) -> Value {
+        self.call("GET", "/cluster", &[], b"").json()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.crash();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lowercased names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The context token header.
+    pub fn context(&self) -> Option<&str> {
+        self.header("x-cairn-context")
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The sibling values of a 300 answer, decoded and sorted.
+    pub fn sibling_values(&self) -> Vec<String> {
+        use base64::Engine as _;
+        assert_eq!(
+            self.status,
+            300,
+            "expected siblings: {} {}",
+            self.status,
+            self.text()
+        );
+        let mut values: Vec<String> = self.json()["siblings"]
+            .as_array()
+            .expect("siblings")
+            .iter()
+            .map(|s| {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(s["value"].as_str().expect("value"))
+                    .expect("base64");
+                String::from_utf8(raw).expect("utf8")
+            })
+            .collect();
+        values.sort();
+        values
+    }
+}
+
+/// One HTTP exchange with any URL; connection failures panic.
+pub fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    try_call(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// One HTTP exchange; `Err` when the node cannot be reached or times out.
+pub fn try_call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(body.to_vec()).map_err(|e| e.to_string())?;
+    let mut response = agent.run(request).map_err(|e| e.to_string())?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A cluster of `cairn serve` processes.
+pub struct Cluster {
+    /// The nodes; the first founded the cluster.
+    pub nodes: Vec<NodeProcess>,
+    /// Root of the data dirs.
+    pub root: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `count` nodes (node1 founds, the rest join it) and waits until every
+    /// node sees every member up with partitions. `extra` goes to every `serve`.
+    pub fn start(label: &str, count: usize, extra: &[&str]) -> Cluster {
+        let root = temp_dir(label);
+        let mut nodes = Vec::new();
+        let first = NodeProcess::start(
+            "node1",
+            &root.join("node1"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &[],
+            extra,
+        );
+        let seeds = vec![first.peer.clone()];
+        nodes.push(first);
+        for i in 2..=count {
+            let id = format!("node{i}");
+            nodes.push(NodeProcess::start(
+                &id,
+                &root.join(&id),
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                &seeds,
+                extra,
+            ));
+        }
+        let cluster = Cluster { nodes, root };
+        cluster.wait_formed();
+        cluster
+    }
+
+    /// Waits until every node lists every member as up with partitions.
+    pub fn wait_formed(&self) {
+        for node in &self.nodes {
+            wait_until(Duration::from_secs(20), "the cluster to form", || {
+                let status = try_call("GET", &node.url("/cluster"), &[], b"")
+                    .ok()?
+                    .json();
+                let members = status["members"].as_array()?.clone();
+                let ok = members.len() == self.nodes.len()
+                    && members
+                        .iter()
+                        .all(|m| m["status"] == "up" && m["partitions"].as_u64() > Some(0));
+                ok.then_some(())
+            });
+        }
+    }
+
+    /// Creates a table through node1 and waits until every node serves it.
+    pub fn create_table(&self, name: &str, config: &str) {
+        let reply = self.nodes[0].call("PUT", &format!("/tables/{name}"), &[], config.as_bytes());
+        assert_eq!(reply.status, 200, "create {name}: {}", reply.text());
+        for node in &self.nodes {
+            wait_until(
+                Duration::from_secs(2),
+                "the table to reach every node",
+                || {
+                    (try_call("GET", &node.url(&format!("/tables/{name}")), &[], b"")
+                        .ok()?
+                        .status
+                        == 200)
+                        .then_some(())
+                },
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! Cluster-level tests over real `cairn serve` processes on loopback.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use cairn_tests::{wait_until, Cluster};
+
+const KV: &str = r#"{"n":3,"r":2,"w":2,"merge":"lww"}"#;
+const EVENTS: &str = r#"{"n":3,"r":2,"w":2,"merge":"siblings"}"#;
+
+#[test]
+fn keys_follow_the_spec_end_to_end() {
+    let cluster = Cluster::start("semantics", 3, &["--value-bytes-max", "4096"]);
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    cluster.create_table("kv", KV);
+
+    // A write through one node is read through another, with its content type.
+    let put = a.call(
+        "PUT",
+        "/tables/kv/keys/alice",
+        &[("content-type", "text/plain")],
+        b"hello",
+    );
+    assert_eq!(put.status, 204, "{}", put.text());
+    assert!(put.context().is_some());
+    let got = b.call("GET", "/tables/kv/keys/alice", &[], b"");
+    assert_eq!((got.status, got.text().as_str()), (200, "hello"));
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+    assert!(got.context().is_some());
+
+    // Without a Content-Type a value is application/octet-stream.
+    let raw = c.call("PUT", "/tables/kv/keys/raw", &[], b"\x00\x01");
+    assert_eq!(raw.status, 204);
+    let got = a.call("GET", "/tables/kv/keys/raw", &[], b"");
+    assert_eq!(got.header("content-type"), Some("application/octet-stream"));
+
+    // Keys are percent-decoded; a slash inside a key is fine.
+    assert_eq!(
+        a.call("PUT", "/tables/kv/keys/a%2Fb%20c", &[], b"x").status,
+        204
+    );
+    assert_eq!(
+        b.call("GET", "/tables/kv/keys/a%2Fb%20c", &[], b"").text(),
+        "x"
+    );
+
+    // lww: a later concurrent write replaces the earlier one.
+    assert_eq!(
+        b.call("PUT", "/tables/kv/keys/alice", &[], b"second")
+            .status,
+        204
+    );
+    assert_eq!(
+        c.call("GET", "/tables/kv/keys/alice", &[], b"").text(),
+        "second"
+    );
+
+    // Deleting without a context removes what a quorum read sees.
+    let deleted = c.call("DELETE", "/tables/kv/keys/alice", &[], b"");
+    assert_eq!(deleted.status, 204);
+    let gone = a.call("GET", "/tables/kv/keys/alice", &[], b"");
+    assert_eq!(gone.status, 404);
+    assert!(
+        gone.context().is_some(),
+        "a tombstone answers with a context"
+    );
+    assert_eq!(a.call("GET", "/tables/kv/keys/never", &[], b"").status, 404);
+
+    // Errors.
+    assert_eq!(a.call("GET", "/tables/nope/keys/k", &[], b"").status, 404);
+    assert_eq!(
+        a.call(
+            "PUT",
+            "/tables/kv/keys/k",
+            &[("x-cairn-context", "garbage!")],
+            b"v"
+        )
+        .status,
+        400
+    );
+    let long_context = "A".repeat(2049);
+    assert_eq!(
+        a.call(
+            "PUT",
+            "/tables/kv/keys/k",
+            &[("x-cairn-context", &long_context)],
+            b"v"
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        a.call(
+            "GET",
+            &format!("/tables/kv/keys/{}", "k".repeat(1025)),
+            &[],
+            b""
+        )
+        .status,
+        400
+    );
+    assert_eq!(a.call("GET", "/tables/kv/keys/k?r=0", &[], b"").status, 400);
+    assert_eq!(a.call("GET", "/tables/kv/keys/k?r=4", &[], b"").status, 400);
+    assert_eq!(
+        a.call("PUT", "/tables/kv/keys/k?w=9", &[], b"v").status,
+        400
+    );
+    assert_eq!(
+        a.call("PUT", "/tables/kv/keys/k?w=3", &[], b"v").status,
+        204
+    );
+    let too_big = a.call("PUT", "/tables/kv/keys/big", &[], &[7u8; 4097]);
+    assert_eq!(too_big.status, 413);
+    assert!(too_big.json()["error"].is_string());
+    assert_eq!(
+        a.call("GET", "/tables/kv/keys/big", &[], b"").status,
+        404,
+        "nothing stored"
+    );
+
+    // Tables.
+    assert_eq!(a.call("PUT", "/tables/kv", &[], br#"{"n":5}"#).status, 409);
+    assert_eq!(
+        a.call("PUT", "/tables/bad", &[], br#"{"n":2,"r":3}"#)
+            .status,
+        400
+    );
+    assert_eq!(a.call("PUT", "/tables/bad", &[], b"{not json").status, 400);
+    assert_eq!(a.call("PUT", "/tables/Bad", &[], b"{}").status, 400);
+    let changed = a.call("PUT", "/tables/kv", &[], br#"{"r":1}"#).json();
+    assert_eq!(
+        (
+            changed["n"].as_u64(),
+            changed["r"].as_u64(),
+            changed["w"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2))
+    );
+    assert_eq!(b.call("GET", "/tables/missing", &[], b"").status, 404);
+    let list = c.call("GET", "/tables", &[], b"").json();
+    assert!(list["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "kv"));
+
+    // Preference lists, health, cluster view.
+    let preflist = b.call("GET", "/tables/kv/preflist/alice", &[], b"").json();
+    assert_eq!(preflist["primaries"].as_array().unwrap().len(), 3);
+    assert_eq!(preflist["fallbacks"].as_array().unwrap().len(), 0);
+    assert_eq!(a.call("GET", "/health", &[], b"").text(), "ok");
+    let status = a.cluster();
+    assert_eq!(status["node"], "node1");
+    let partitions: u64 = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["partitions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(partitions, 256);
+}
+
+#[test]
+fn siblings_tables_keep_concurrent_writes_and_contexts_supersede_exactly() {
+    let cluster = Cluster::start("siblings", 3, &[]);
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    cluster.create_table("events", EVENTS);
+
+    // Two blind writes through the same coordinator become siblings.
+    let first = a.call("PUT", "/tables/events/keys/k", &[], b"one");
+    assert_eq!(
+        a.call("PUT", "/tables/events/keys/k", &[], b"two").status,
+        204
+    );
+    let read = b.call("GET", "/tables/events/keys/k", &[], b"");
+    assert_eq!(read.sibling_values(), vec!["one", "two"]);
+    assert_eq!(read.json()["context"].as_str(), read.context());
+
+    // A write with the context of "one" supersedes exactly "one".
+    let first_context = first.context().unwrap().to_owned();
+    let third = c.call(
+        "PUT",
+        "/tables/events/keys/k",
+        &[("x-cairn-context", &first_context)],
+        b"three",
+    );
+    assert_eq!(third.status, 204);
+    assert_eq!(
+        a.call("GET", "/tables/events/keys/k", &[], b"")
+            .sibling_values(),
+        vec!["three", "two"]
+    );
+
+    // The context a PUT returns covers only what it covered plus the new version:
+    // writing it back supersedes "three" but not "two".
+    let back = third.context().unwrap().to_owned();
+    assert_eq!(
+        b.call(
+            "PUT",
+            "/tables/events/keys/k",
+            &[("x-cairn-context", &back)],
+            b"four"
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        c.call("GET", "/tables/events/keys/k", &[], b"")
+            .sibling_values(),
+        vec!["four", "two"]
+    );
+
+    // Writing back the context of a 300 replaces every sibling.
+    let read = a.call("GET", "/tables/events/keys/k", &[], b"");
+    let all = read.context().unwrap().to_owned();
+    assert_eq!(
+        a.call(
+            "PUT",
+            "/tables/events/keys/k",
+            &[("x-cairn-context", &all)],
+            b"merged"
+        )
+        .status,
+        204
+    );
+    let single = b.call("GET", "/tables/events/keys/k", &[], b"");
+    assert_eq!((single.status, single.text().as_str()), (200, "merged"));
+
+    // A delete concurrent with a new value: the value survives (add wins).
+    let ctx = single.context().unwrap().to_owned();
+    assert_eq!(
+        a.call(
+            "DELETE",
+            "/tables/events/keys/k",
+            &[("x-cairn-context", &ctx)],
+            b""
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        b.call("PUT", "/tables/events/keys/k", &[], b"concurrent")
+            .status,
+        204
+    );
+    let after = c.call("GET", "/tables/events/keys/k", &[], b"");
+    assert_eq!((after.status, after.text().as_str()), (200, "concurrent"));
+}
+
+#[test]
+fn quorums_fail_with_503_while_two_nodes_are_paused_and_recover() {
+    let cluster = Cluster::start("pause", 3, &["--request-timeout-ms", "1000"]);
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    cluster.create_table("events", EVENTS);
+    assert_eq!(
+        a.call("PUT", "/tables/events/keys/k", &[], b"before")
+            .status,
+        204
+    );
+
+    b.pause();
+    c.pause();
+    let put = a.call("PUT", "/tables/events/keys/k", &[], b"during");
+    assert_eq!(put.status, 503, "{}", put.text());
+    let body = put.json();
+    assert_eq!(
+        (
+            body["error"].as_str(),
+            body["needed"].as_u64(),
+            body["acked"].as_u64()
+        ),
+        (Some("quorum not reached"), Some(2), Some(1))
+    );
+    assert_eq!(a.call("GET", "/tables/events/keys/k", &[], b"").status, 503);
+    assert_eq!(
+        a.call("GET", "/tables/events/keys/k?r=1", &[], b"").status,
+        300,
+        "r=1 is met locally: before and during"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "paused nodes to be reported down",
+        || {
+            let members = a.cluster()["members"].as_array().unwrap().clone();
+            (members.iter().filter(|m| m["status"] == "down").count() == 2).then_some(())
+        },
+    );
+
+    b.resume();
+    c.resume();
+    wait_until(Duration::from_secs(10), "writes to succeed again", || {
+        (a.call("PUT", "/tables/events/keys/after", &[], b"x").status == 204).then_some(())
+    });
+    // The write that got 503 may still exist, as in Dynamo: it was stored on node1.
+    let values = b
+        .call("GET", "/tables/events/keys/k?r=3", &[], b"")
+        .sibling_values();
+    assert_eq!(values, vec!["before", "during"]);
+}
+
+#[test]
+fn data_survives_kill_9_and_restart_of_every_node() {
+    let mut cluster = Cluster::start("restart", 3, &[]);
+    cluster.create_table("events", EVENTS);
+    for i in 0..60 {
+        let node = &cluster.nodes[i % 3];
+        let reply = node.call(
+            "PUT",
+            &format!("/tables/events/keys/k{i}"),
+            &[],
+            format!("v{i}").as_bytes(),
+        );
+        assert_eq!(reply.status, 204);
+    }
+    let before = cluster.nodes[0].call("GET", "/tables/events/keys/k0", &[], b"");
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    cluster.wait_formed();
+    for i in 0..60 {
+        let reply =
+            cluster.nodes[(i + 1) % 3].call("GET", &format!("/tables/events/keys/k{i}"), &[], b"");
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, format!("v{i}")),
+            "key k{i}"
+        );
+    }
+    // After an unclean restart the node mints under a new epoch: a blind write
+    // through it is a sibling of what it wrote before, never a silent overwrite.
+    assert_eq!(
+        cluster.nodes[0]
+            .call("PUT", "/tables/events/keys/k0", &[], b"again")
+            .status,
+        204
+    );
+    let values = cluster.nodes[1]
+        .call("GET", "/tables/events/keys/k0", &[], b"")
+        .sibling_values();
+    assert_eq!(values, vec!["again", "v0"]);
+    assert!(before.context().is_some());
+
+    // One key written through many crashes (each a new epoch) keeps a small context.
+    let mut context = String::new();
+    for round in 0..8 {
+        cluster.nodes[round % 3].restart();
+        cluster.wait_formed();
+        let headers: Vec<(&str, &str)> = if context.is_empty() {
+            vec![]
+        } else {
+            vec![("x-cairn-context", &context)]
+        };
+        let reply = cluster.nodes[round % 3].call(
+            "PUT",
+            "/tables/events/keys/epochs",
+            &headers,
+            format!("r{round}").as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "{}", reply.text());
+        context = reply.context().unwrap().to_owned();
+    }
+    let last = cluster.nodes[0].call("GET", "/tables/events/keys/epochs", &[], b"");
+    assert_eq!(last.text(), "r7");
+    assert!(
+        last.context().unwrap().len() < 400,
+        "context of {} chars",
+        last.context().unwrap().len()
+    );
+}
+
+#[test]
+fn requests_for_keys_a_node_does_not_own_are_forwarded() {
+    let cluster = Cluster::start("forward", 3, &[]);
+    cluster.create_table("single", r#"{"n":1,"r":1,"w":1}"#);
+    for i in 0..12 {
+        let key = format!("/tables/single/keys/k{i}");
+        assert_eq!(
+            cluster.nodes[i % 3].call("PUT", &key, &[], b"v").status,
+            204
+        );
+        for node in &cluster.nodes {
+            assert_eq!(node.call("GET", &key, &[], b"").text(), "v");
+        }
+    }
+}
+
+#[test]
+fn garbage_on_the_peer_port_closes_that_connection_only() {
+    let cluster = Cluster::start("garbage", 3, &[]);
+    cluster.create_table("events", EVENTS);
+    let target = &cluster.nodes[1];
+    for payload in [
+        &b"\xff\xff\xff\xffjunk"[..],
+        b"\x00\x00\x00\x05\x01\xff\xff\xff\xff",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(&target.peer).unwrap();
+        stream.write_all(payload).unwrap();
+    }
+    assert_eq!(target.call("GET", "/health", &[], b"").text(), "ok");
+    assert_eq!(
+        target
+            .call("PUT", "/tables/events/keys/k?w=3", &[], b"v")
+            .status,
+        204
+    );
+    assert_eq!(
+        cluster.nodes[0]
+            .call("GET", "/tables/events/keys/k?r=3", &[], b"")
+            .text(),
+        "v"
+    );
+}
+
+#[test]
+fn a_node_restarted_with_its_data_dir_keeps_its_membership() {
+    let mut cluster = Cluster::start("membership", 2, &[]);
+    cluster.create_table("events", EVENTS);
+    let before = cluster.nodes[1].cluster();
+    cluster.nodes[1].restart();
+    cluster.wait_formed();
+    let after = cluster.nodes[1].cluster();
+    assert_eq!(
+        before["members"].as_array().unwrap().len(),
+        after["members"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        cluster.nodes[1]
+            .call("GET", "/tables/events", &[], b"")
+            .status,
+        200,
+        "tables persist"
+    );
+}

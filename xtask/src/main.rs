@@ -1,0 +1,70 @@
+//! Project automation, so the README's two commands work on a fresh machine:
+//! `cargo xtask dev` (a local cluster) and `cargo xtask test` (every check CI runs).
+
+use std::process::{exit, Command};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("dev") => dev(&args[1..]),
+        Some("test") => test(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask dev [cairn dev options] | cargo xtask test [cargo test filters]");
+            exit(2);
+        }
+    };
+    if let Err(message) = result {
+        eprintln!("xtask: {message}");
+        exit(1);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("+ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed ({status})", args.join(" ")))
+    }
+}
+
+/// The WebAssembly target plugins are built for; not on a new machine.
+fn ensure_wasm_target() -> Result<(), String> {
+    run("rustup", &["target", "add", "wasm32-unknown-unknown"])
+}
+
+fn dev(extra: &[String]) -> Result<(), String> {
+    ensure_wasm_target()?;
+    run("cargo", &["build", "--release", "-p", "cairn"])?;
+    let mut args = vec!["dev"];
+    args.extend(extra.iter().map(String::as_str));
+    run("target/release/cairn", &args)
+}
+
+fn test(filters: &[String]) -> Result<(), String> {
+    ensure_wasm_target()?;
+    run("cargo", &["fmt", "--all", "--", "--check"])?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The cluster tests spawn this binary.
+    run("cargo", &["build", "-p", "cairn"])?;
+    let mut args = vec!["test", "--workspace"];
+    if !filters.is_empty() {
+        args.push("--");
+        args.extend(filters.iter().map(String::as_str));
+    }
+    run("cargo", &args)
+}
