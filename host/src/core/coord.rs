@@ -61,7 +61,7 @@ impl GetFsm {
         key: Bytes,
         config: TableConfig,
         r: u8,
-        asked: usize,
+        asked: Vec<NodeId>,
         deadline_ms: u64,
         then_delete: Option<DeleteAfterRead>,
     ) -> Self {
@@ -151,7 +151,7 @@ impl PutFsm {
     pub fn new(
         origin: Origin,
         w: u8,
-        asked: usize,
+        asked: Vec<NodeId>,
         context_out: CausalContext,
         deadline_ms: u64,
     ) -> Self {

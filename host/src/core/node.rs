@@ -165,6 +165,9 @@ pub struct Node {
     next_join_ms: u64,
     join_seed: Option<String>,
     seed_cursor: usize,
+    /// Whether this process started on an empty data dir (a seed refuses a
+    /// fresh node whose id answered within the last 10 s).
+    fresh_data_dir: bool,
 }
 
 impl Node {
@@ -176,6 +179,7 @@ impl Node {
         now: Now,
         store: &mut dyn LocalStore,
     ) -> Result<Node, super::store::StoreError> {
+        let fresh_data_dir = persisted.epoch.is_none() && persisted.meta.is_none();
         let epoch = match persisted.epoch {
             Some(e) if persisted.clean_shutdown => e,
             Some(e) => fresh_epoch(e, now),
@@ -197,7 +201,9 @@ impl Node {
             epoch,
             meta,
             last_heard: HashMap::new(),
-            next_request: 1,
+            // Request ids must not repeat across restarts: a late answer to the
+            // previous process's request would count toward a new one.
+            next_request: now.wall_ms << 16,
             pending: HashMap::new(),
             outputs: VecDeque::new(),
             next_ping_ms: now.mono_ms,
@@ -205,6 +211,7 @@ impl Node {
             next_join_ms: now.mono_ms,
             join_seed: None,
             seed_cursor: 0,
+            fresh_data_dir,
             config,
         };
         if node.meta.ring.is_some() {
@@ -288,7 +295,7 @@ impl Node {
     }
 
     fn expire(&mut self, now: u64, store: &mut dyn LocalStore) {
-        let due: Vec<u64> = self
+        let mut due: Vec<u64> = self
             .pending
             .iter()
             .filter(|(_, p)| match p {
@@ -298,6 +305,8 @@ impl Node {
             })
             .map(|(id, _)| *id)
             .collect();
+        // Sorted so that a replay of the same inputs produces the same outputs.
+        due.sort_unstable();
         for id in due {
             match self.pending.remove(&id) {
                 Some(Pending::Forward { client, needed, .. }) => {
@@ -372,7 +381,7 @@ impl Node {
             addr,
             message: Message::JoinRequest {
                 member,
-                fresh: true,
+                fresh: self.fresh_data_dir,
             },
         });
     }
@@ -643,16 +652,15 @@ impl Node {
         if self.pending.len() >= CLIENT_REQUESTS_IN_FLIGHT_MAX {
             return self.reply(origin, ClientReply::Overloaded);
         }
+        if self.meta.ring.is_none() {
+            let reason = "this node has not joined a cluster yet";
+            return self.reply(origin, ClientReply::Unavailable(reason.into()));
+        }
         let Some(entry) = self.meta.tables.get(op.table()) else {
             return self.reply(origin, ClientReply::UnknownTable);
         };
         let config = entry.config.clone();
-        let Some(ring) = &self.meta.ring else {
-            return self.reply(
-                origin,
-                ClientReply::Unavailable("this node has not joined a cluster yet".into()),
-            );
-        };
+        let Some(ring) = &self.meta.ring else { return };
         let (needed, override_value) = match &op {
             ClientOp::Get { r, .. } => (config.r, *r),
             ClientOp::Put { w, .. } => (config.w, *w),
@@ -691,7 +699,7 @@ impl Node {
                     key,
                     config,
                     needed,
-                    primaries.len(),
+                    primaries.clone(),
                     deadline_ms,
                     None,
                 );
@@ -711,7 +719,7 @@ impl Node {
                     key,
                     config,
                     r,
-                    primaries.len(),
+                    primaries.clone(),
                     deadline_ms,
                     Some(DeleteAfterRead { w: needed }),
                 );
@@ -859,7 +867,8 @@ impl Node {
         let (merged, stale) = fsm.repairs();
         for node in stale {
             if node == self.config.id {
-                let _ = store.stage(&fsm.table, fsm.config.storage, &fsm.key, &merged);
+                // Merge, never overwrite: the local copy may have moved on since the read.
+                let _ = self.store_replica(&fsm.table, &fsm.key, &merged, store);
             } else if let Some(addr) = self.addr_of(&node) {
                 let message = Message::Repair {
                     table: fsm.table.clone(),
@@ -946,7 +955,7 @@ impl Node {
         let mut context_out = write.context;
         context_out.add(dot);
         let request = self.next_id();
-        let mut fsm = PutFsm::new(origin, w, primaries.len(), context_out, deadline_ms);
+        let mut fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
         fsm.record(&self.config.id.clone(), Ok(()));
         for node in primaries.iter().filter(|p| **p != self.config.id) {
             if let Some(addr) = self.addr_of(node) {

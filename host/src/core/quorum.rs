@@ -8,14 +8,14 @@ use super::types::NodeId;
 #[derive(Debug, Clone)]
 pub struct QuorumTracker {
     needed: usize,
-    asked: usize,
+    asked: Vec<NodeId>,
     ok: BTreeSet<NodeId>,
     failed: BTreeSet<NodeId>,
 }
 
 impl QuorumTracker {
-    /// A quorum of `needed` among `asked` replicas.
-    pub fn new(needed: usize, asked: usize) -> Self {
+    /// A quorum of `needed` among the `asked` replicas.
+    pub fn new(needed: usize, asked: Vec<NodeId>) -> Self {
         QuorumTracker {
             needed,
             asked,
@@ -24,16 +24,17 @@ impl QuorumTracker {
         }
     }
 
-    /// Records a good answer; a replica counts once, whatever it repeats.
+    /// Records a good answer; a replica counts once, whatever it repeats, and
+    /// a node that was not asked never counts.
     pub fn record_ok(&mut self, node: &NodeId) {
-        if !self.failed.contains(node) {
+        if self.asked.contains(node) && !self.failed.contains(node) {
             self.ok.insert(node.clone());
         }
     }
 
     /// Records a failure.
     pub fn record_failure(&mut self, node: &NodeId) {
-        if !self.ok.contains(node) {
+        if self.asked.contains(node) && !self.ok.contains(node) {
             self.failed.insert(node.clone());
         }
     }
@@ -45,12 +46,12 @@ impl QuorumTracker {
 
     /// Whether the quorum can no longer be met.
     pub fn is_impossible(&self) -> bool {
-        self.asked.saturating_sub(self.failed.len()) < self.needed
+        self.asked.len().saturating_sub(self.failed.len()) < self.needed
     }
 
     /// Whether every replica asked has answered one way or the other.
     pub fn all_answered(&self) -> bool {
-        self.ok.len() + self.failed.len() >= self.asked
+        self.ok.len() + self.failed.len() >= self.asked.len()
     }
 
     /// Good answers so far.
@@ -73,16 +74,18 @@ mod tests {
         let a = NodeId::new("a").unwrap();
         let b = NodeId::new("b").unwrap();
         let c = NodeId::new("c").unwrap();
-        let mut q = QuorumTracker::new(2, 3);
+        let all = vec![a.clone(), b.clone(), c.clone()];
+        let mut q = QuorumTracker::new(2, all.clone());
         q.record_ok(&a);
         q.record_ok(&a);
+        q.record_ok(&NodeId::new("stranger").unwrap());
         assert!(!q.is_met());
         q.record_failure(&b);
         assert!(!q.is_impossible());
         q.record_failure(&c);
         assert!(q.is_impossible());
         assert!(q.all_answered());
-        let mut q = QuorumTracker::new(2, 3);
+        let mut q = QuorumTracker::new(2, all);
         q.record_ok(&a);
         q.record_ok(&c);
         assert!(q.is_met());

@@ -1,1 +1,441 @@
-//! Seeded whole-cluster simulator (filled in below).
+//! A seeded whole-cluster simulator over [`Node`]: virtual time, a lossy and
+//! reordering network, crashes (losing what was staged but not committed),
+//! wiped data dirs and restarts. The same seed replays the same run exactly.
+//!
+//! It drives nodes the way the real driver does: feed an input, send the
+//! requests it produced, commit the staged writes, then release the answers.
+
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use bytes::Bytes;
+
+use crate::core::causal::CausalContext;
+use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
+use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
+use crate::core::table::TablePatch;
+use crate::core::types::{NodeId, TableName};
+pub use store::MemoryStore;
+
+/// Wall clock at virtual time zero (a plausible Unix time in ms).
+const WALL_EPOCH_MS: u64 = 1_790_000_000_000;
+/// How often each node is ticked.
+const TICK_MS: u64 = 20;
+
+/// A small deterministic generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    /// True with probability `per_mille`/1000.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// How hostile the network is.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkFaults {
+    /// Messages lost, per mille.
+    pub loss_per_mille: u64,
+    /// Smallest delivery delay.
+    pub delay_ms_min: u64,
+    /// Largest delivery delay (random delays reorder messages).
+    pub delay_ms_max: u64,
+}
+
+impl NetworkFaults {
+    /// A perfect network with 1 ms delivery.
+    pub fn none() -> Self {
+        NetworkFaults {
+            loss_per_mille: 0,
+            delay_ms_min: 1,
+            delay_ms_max: 1,
+        }
+    }
+}
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: NodeId,
+        message: Message,
+    },
+    Tick {
+        node: usize,
+    },
+}
+
+struct SimNode {
+    config: NodeConfig,
+    node: Option<Node>,
+    store: MemoryStore,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    /// The seed this run replays.
+    pub seed: u64,
+    rng: Rng,
+    now_ms: u64,
+    sequence: u64,
+    events: BinaryHeap<Reverse<(u64, u64)>>,
+    payloads: BTreeMap<u64, Event>,
+    nodes: Vec<SimNode>,
+    /// The network's faults; change them at any time.
+    pub faults: NetworkFaults,
+    cut: Vec<(usize, usize)>,
+    next_client_id: u64,
+    crash_at_commit: Option<usize>,
+    replies: BTreeMap<u64, ClientReply>,
+    admin_replies: BTreeMap<u64, AdminReply>,
+}
+
+fn address(index: usize) -> String {
+    format!("sim-node{}", index + 1)
+}
+
+impl Sim {
+    /// A cluster of `count` nodes: node1 founds it and the others join through
+    /// it over the (perfect, during setup) network.
+    pub fn new(seed: u64, count: usize) -> Sim {
+        let mut sim = Sim {
+            seed,
+            rng: Rng::new(seed),
+            now_ms: 0,
+            sequence: 0,
+            events: BinaryHeap::new(),
+            payloads: BTreeMap::new(),
+            nodes: Vec::new(),
+            faults: NetworkFaults::none(),
+            cut: Vec::new(),
+            next_client_id: 1,
+            crash_at_commit: None,
+            replies: BTreeMap::new(),
+            admin_replies: BTreeMap::new(),
+        };
+        for i in 0..count {
+            let id =
+                NodeId::new(&format!("node{}", i + 1)).unwrap_or_else(|_| unreachable!("valid id"));
+            let config = NodeConfig {
+                id,
+                http: format!("http-{}", i + 1),
+                peer: address(i),
+                seeds: if i == 0 { Vec::new() } else { vec![address(0)] },
+                partitions: 64,
+                target_n: 3,
+                request_timeout_ms: 2_000,
+            };
+            sim.nodes.push(SimNode {
+                config,
+                node: None,
+                store: MemoryStore::default(),
+            });
+            sim.start(i);
+        }
+        sim.run_for(3_000);
+        // From now on every node knows every other as a seed, as an operator
+        // restarting a wiped founder would pass `--seed`.
+        for i in 0..count {
+            sim.nodes[i].config.seeds = (0..count).filter(|&j| j != i).map(address).collect();
+        }
+        sim
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.now_ms,
+            wall_ms: WALL_EPOCH_MS + self.now_ms,
+        }
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event) {
+        self.sequence += 1;
+        self.events.push(Reverse((at_ms, self.sequence)));
+        self.payloads.insert(self.sequence, event);
+    }
+
+    fn start(&mut self, index: usize) {
+        let now = self.now();
+        let sim_node = &mut self.nodes[index];
+        let persisted: Persisted = sim_node.store.persisted();
+        let node = Node::new(sim_node.config.clone(), persisted, now, &mut sim_node.store);
+        sim_node.node =
+            Some(node.unwrap_or_else(|e| panic!("seed {}: node start failed: {e}", self.seed)));
+        sim_node.store.commit();
+        self.drain(index);
+        self.schedule(self.now_ms + TICK_MS, Event::Tick { node: index });
+    }
+
+    /// Whether node `index` is running.
+    pub fn is_up(&self, index: usize) -> bool {
+        self.nodes[index].node.is_some()
+    }
+
+    /// Crashes node `index`: staged (uncommitted) writes are lost.
+    pub fn crash(&mut self, index: usize) {
+        self.nodes[index].node = None;
+        self.nodes[index].store.lose_staged();
+    }
+
+    /// Crashes node `index` and wipes its data dir.
+    pub fn wipe(&mut self, index: usize) {
+        self.crash(index);
+        self.nodes[index].store = MemoryStore::default();
+    }
+
+    /// Crashes node `index` in its next turn, after it sent its requests but
+    /// before it committed: the kv679 window.
+    pub fn crash_during_next_commit(&mut self, index: usize) {
+        self.crash_at_commit = Some(index);
+    }
+
+    /// Starts a crashed node again (an unclean restart).
+    pub fn restart(&mut self, index: usize) {
+        if !self.is_up(index) {
+            self.start(index);
+        }
+    }
+
+    /// Drops every message between `a` and `b`, both ways, until [`Sim::heal`].
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.cut.push((a, b));
+    }
+
+    /// Ends every partition, cancels a pending crash and restores a perfect network.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.crash_at_commit = None;
+        self.faults = NetworkFaults::none();
+    }
+
+    /// Feeds one input to node `index` the way the driver does.
+    fn feed(&mut self, index: usize, input: Input) {
+        let now = self.now();
+        let sim_node = &mut self.nodes[index];
+        let Some(node) = sim_node.node.as_mut() else {
+            return;
+        };
+        node.handle(now, input, &mut sim_node.store);
+        self.drain(index);
+    }
+
+    /// Sends requests at once, commits, then releases answers.
+    fn drain(&mut self, index: usize) {
+        let mut answers = Vec::new();
+        loop {
+            let Some(node) = self.nodes[index].node.as_mut() else {
+                return;
+            };
+            let Some(output) = node.poll_output() else {
+                break;
+            };
+            if output.after_commit() {
+                answers.push(output);
+            } else {
+                self.carry_out(index, output);
+            }
+        }
+        if self.crash_at_commit == Some(index) {
+            // The requests already left; the commit and the answers never happen.
+            self.crash_at_commit = None;
+            self.crash(index);
+            return;
+        }
+        self.nodes[index].store.commit();
+        for output in answers {
+            self.carry_out(index, output);
+        }
+    }
+
+    fn carry_out(&mut self, index: usize, output: Output) {
+        match output {
+            Output::Send { addr, message } => {
+                let Some(to) = (0..self.nodes.len()).find(|&i| address(i) == addr) else {
+                    return;
+                };
+                let cut = self
+                    .cut
+                    .iter()
+                    .any(|&(a, b)| (a, b) == (index, to) || (b, a) == (index, to));
+                if cut || self.rng.chance(self.faults.loss_per_mille) {
+                    return;
+                }
+                let spread = self
+                    .faults
+                    .delay_ms_max
+                    .saturating_sub(self.faults.delay_ms_min);
+                let delay = self.faults.delay_ms_min + self.rng.below(spread + 1);
+                let from = self.nodes[index].config.id.clone();
+                self.schedule(self.now_ms + delay, Event::Deliver { to, from, message });
+            }
+            Output::Reply { id, reply } => {
+                self.replies.insert(id, reply);
+            }
+            Output::AdminReply { id, reply } => {
+                self.admin_replies.insert(id, reply);
+            }
+            Output::Fatal(reason) => {
+                // A refused node stops, as the real one exits.
+                let _ = reason;
+                self.crash(index);
+            }
+        }
+    }
+
+    /// Runs virtual time forward by `ms`.
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now_ms + ms;
+        while let Some(Reverse((at, sequence))) = self.events.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.events.pop();
+            self.now_ms = at;
+            let Some(event) = self.payloads.remove(&sequence) else {
+                continue;
+            };
+            match event {
+                Event::Deliver { to, from, message } => {
+                    self.feed(to, Input::Peer { from, message })
+                }
+                Event::Tick { node } => {
+                    if self.is_up(node) {
+                        let random = self.rng.next_u64();
+                        self.feed(node, Input::Tick { random });
+                        self.schedule(self.now_ms + TICK_MS, Event::Tick { node });
+                    }
+                }
+            }
+        }
+        self.now_ms = until;
+    }
+
+    /// Starts a client operation at node `index`; its answer appears in
+    /// [`Sim::reply`] once the simulation has run far enough.
+    pub fn submit(&mut self, index: usize, op: ClientOp) -> u64 {
+        let id = self.next_client_id;
+        self.next_client_id += 1;
+        self.feed(index, Input::Client { id, op });
+        id
+    }
+
+    /// The answer to a submitted operation, if it came.
+    pub fn reply(&self, id: u64) -> Option<&ClientReply> {
+        self.replies.get(&id)
+    }
+
+    /// Runs an operation to completion (or until `timeout_ms`).
+    pub fn call(&mut self, index: usize, op: ClientOp, timeout_ms: u64) -> Option<ClientReply> {
+        let id = self.submit(index, op);
+        let mut waited = 0;
+        while waited < timeout_ms && self.reply(id).is_none() {
+            self.run_for(5);
+            waited += 5;
+        }
+        self.replies.remove(&id)
+    }
+
+    /// Creates a table through node `index` and lets gossip spread it.
+    pub fn create_table(&mut self, index: usize, name: &str, patch: TablePatch) {
+        let id = self.next_client_id;
+        self.next_client_id += 1;
+        let table = TableName::new(name).unwrap_or_else(|e| panic!("{e}"));
+        self.feed(
+            index,
+            Input::Admin {
+                id,
+                op: AdminOp::PutTable(table, patch),
+            },
+        );
+        assert!(
+            matches!(self.admin_replies.remove(&id), Some(AdminReply::Table(..))),
+            "seed {}: table not created",
+            self.seed
+        );
+        self.run_for(500);
+    }
+
+    /// The object node `index` holds for a key (committed and staged).
+    pub fn local_object(
+        &mut self,
+        index: usize,
+        table: &str,
+        key: &[u8],
+    ) -> Option<crate::core::object::Object> {
+        let table = TableName::new(table).ok()?;
+        self.nodes[index].store.object(&table, key)
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the simulation has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `index`'s protocol state, while it runs.
+    pub fn node(&self, index: usize) -> Option<&Node> {
+        self.nodes[index].node.as_ref()
+    }
+
+    /// The epoch node `index` runs under.
+    pub fn epoch(&self, index: usize) -> Option<u32> {
+        self.nodes[index].node.as_ref().map(Node::epoch)
+    }
+}
+
+/// Shorthand for a GET.
+pub fn get(table: &str, key: &str, r: Option<u8>) -> ClientOp {
+    ClientOp::Get {
+        table: table_name(table),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        r,
+    }
+}
+
+/// Shorthand for a PUT.
+pub fn put(table: &str, key: &str, value: &str, context: Option<CausalContext>) -> ClientOp {
+    ClientOp::Put {
+        table: table_name(table),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        content_type: "text/plain".into(),
+        context,
+        w: None,
+    }
+}
+
+fn table_name(name: &str) -> TableName {
+    TableName::new(name).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -1,0 +1,90 @@
+//! The simulator's storage: committed state survives a crash, staged state does not.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::core::meta::ClusterMeta;
+use crate::core::node::Persisted;
+use crate::core::object::Object;
+use crate::core::store::{LocalStore, StoreError};
+use crate::core::table::StorageKind;
+use crate::core::types::TableName;
+
+/// An in-memory [`LocalStore`] with the durability model of the real one.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    committed: BTreeMap<(TableName, Bytes), Object>,
+    staged: BTreeMap<(TableName, Bytes), Object>,
+    meta: Option<ClusterMeta>,
+    staged_meta: Option<ClusterMeta>,
+    epoch: Option<u32>,
+}
+
+impl MemoryStore {
+    /// What a restarted node reads back (never a clean shutdown: the simulator crashes nodes).
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            epoch: self.epoch,
+            clean_shutdown: false,
+            meta: self.meta.clone(),
+        }
+    }
+
+    /// Makes staged writes durable.
+    pub fn commit(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        self.committed.extend(staged);
+        if let Some(meta) = self.staged_meta.take() {
+            self.meta = Some(meta);
+        }
+    }
+
+    /// A crash: what was not committed is gone.
+    pub fn lose_staged(&mut self) {
+        self.staged.clear();
+        self.staged_meta = None;
+    }
+
+    /// The current object for a key.
+    pub fn object(&self, table: &TableName, key: &[u8]) -> Option<Object> {
+        let slot = (table.clone(), Bytes::copy_from_slice(key));
+        self.staged
+            .get(&slot)
+            .or_else(|| self.committed.get(&slot))
+            .cloned()
+    }
+}
+
+impl LocalStore for MemoryStore {
+    fn load(
+        &mut self,
+        table: &TableName,
+        _storage: StorageKind,
+        key: &[u8],
+    ) -> Result<Option<Object>, StoreError> {
+        Ok(self.object(table, key))
+    }
+
+    fn stage(
+        &mut self,
+        table: &TableName,
+        _storage: StorageKind,
+        key: &[u8],
+        object: &Object,
+    ) -> Result<(), StoreError> {
+        self.staged
+            .insert((table.clone(), Bytes::copy_from_slice(key)), object.clone());
+        Ok(())
+    }
+
+    fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError> {
+        self.staged_meta = Some(meta.clone());
+        Ok(())
+    }
+
+    fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError> {
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+}

@@ -1,0 +1,416 @@
+//! Whole-cluster scenarios under the simulator. A failure names its seed;
+//! `CAIRN_SIM_SEED=<seed>` replays just that seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{get, put, NetworkFaults, Rng, Sim};
+use crate::core::causal::CausalContext;
+use crate::core::msg::{ClientOp, ClientReply};
+use crate::core::table::{MergeMode, TablePatch};
+
+const TIMEOUT_MS: u64 = 5_000;
+
+fn siblings_table(sim: &mut Sim) {
+    let patch = TablePatch {
+        merge: Some(MergeMode::Siblings),
+        ..Default::default()
+    };
+    sim.create_table(0, "ev", patch);
+}
+
+fn values(reply: &Option<ClientReply>) -> BTreeSet<String> {
+    match reply {
+        Some(ClientReply::Read { versions, .. }) => versions
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.value.as_deref().unwrap_or_default()).into_owned())
+            .collect(),
+        other => panic!("not a read: {other:?}"),
+    }
+}
+
+fn read_context(reply: &Option<ClientReply>) -> Option<CausalContext> {
+    match reply {
+        Some(ClientReply::Read { context, .. }) => context.clone(),
+        other => panic!("not a read: {other:?}"),
+    }
+}
+
+fn written(reply: &Option<ClientReply>) -> CausalContext {
+    match reply {
+        Some(ClientReply::Written { context }) => context.clone(),
+        other => panic!("not written: {other:?}"),
+    }
+}
+
+/// The same write, acknowledged only once every replica has it.
+fn all_replicas(op: ClientOp) -> ClientOp {
+    match op {
+        ClientOp::Put {
+            table,
+            key,
+            value,
+            content_type,
+            context,
+            ..
+        } => ClientOp::Put {
+            table,
+            key,
+            value,
+            content_type,
+            context,
+            w: Some(3),
+        },
+        other => other,
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Seeds to run: `CAIRN_SIM_SEED` alone, else `count` seeds from `base`.
+fn seeds(base: u64, count: u64) -> Vec<u64> {
+    match std::env::var("CAIRN_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (base..base + count).collect(),
+    }
+}
+
+fn for_each_seed(base: u64, count: u64, scenario: impl Fn(u64) + std::panic::RefUnwindSafe) {
+    for seed in seeds(base, count) {
+        if std::panic::catch_unwind(|| scenario(seed)).is_err() {
+            panic!("simulation failed; replay with CAIRN_SIM_SEED={seed}");
+        }
+    }
+}
+
+fn reordering(sim: &mut Sim) {
+    sim.faults = NetworkFaults {
+        loss_per_mille: 0,
+        delay_ms_min: 1,
+        delay_ms_max: 30,
+    };
+}
+
+#[test]
+fn blind_writes_through_one_coordinator_become_siblings() {
+    for_each_seed(100, 10, |seed| {
+        let mut sim = Sim::new(seed, 3);
+        siblings_table(&mut sim);
+        reordering(&mut sim);
+        let first = sim.submit(1, put("ev", "k", "one", None));
+        let second = sim.submit(1, put("ev", "k", "two", None));
+        sim.run_for(200);
+        assert!(matches!(
+            sim.reply(first),
+            Some(ClientReply::Written { .. })
+        ));
+        assert!(matches!(
+            sim.reply(second),
+            Some(ClientReply::Written { .. })
+        ));
+        let read = sim.call(2, get("ev", "k", Some(3)), TIMEOUT_MS);
+        assert_eq!(values(&read), set(&["one", "two"]), "seed {seed}");
+    });
+}
+
+#[test]
+fn a_context_write_supersedes_exactly_what_it_saw() {
+    for_each_seed(200, 10, |seed| {
+        let mut sim = Sim::new(seed, 3);
+        siblings_table(&mut sim);
+        reordering(&mut sim);
+        let one = sim.call(0, put("ev", "k", "one", None), TIMEOUT_MS);
+        let seen = written(&one);
+        sim.call(1, put("ev", "k", "two", None), TIMEOUT_MS);
+        let three = sim.call(2, put("ev", "k", "three", Some(seen)), TIMEOUT_MS);
+        sim.run_for(100);
+        let read = sim.call(0, get("ev", "k", Some(3)), TIMEOUT_MS);
+        assert_eq!(values(&read), set(&["three", "two"]), "seed {seed}");
+
+        // The returned context covers the request's context plus the new version only.
+        let back = written(&three);
+        sim.call(1, put("ev", "k", "four", Some(back)), TIMEOUT_MS);
+        sim.run_for(100);
+        let read = sim.call(2, get("ev", "k", Some(3)), TIMEOUT_MS);
+        assert_eq!(values(&read), set(&["four", "two"]), "seed {seed}");
+
+        // A read's context covers every sibling.
+        let all = read_context(&read);
+        sim.call(0, put("ev", "k", "merged", all), TIMEOUT_MS);
+        sim.run_for(100);
+        assert_eq!(
+            values(&sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS)),
+            set(&["merged"])
+        );
+    });
+}
+
+#[test]
+fn a_wiped_node_never_reuses_a_dot() {
+    let mut sim = Sim::new(7, 3);
+    siblings_table(&mut sim);
+    let op = |v: &str| all_replicas(put("ev", "k", v, None));
+    written(&sim.call(0, op("before"), TIMEOUT_MS));
+    let old_epoch = sim.epoch(0);
+    sim.wipe(0);
+    // A seed refuses an id it heard from within 10 s.
+    sim.run_for(11_000);
+    sim.restart(0);
+    sim.run_for(3_000);
+    assert!(sim.epoch(0) > old_epoch, "a wiped node takes a fresh epoch");
+    written(&sim.call(0, op("after"), TIMEOUT_MS));
+    let read = sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&read), set(&["after", "before"]));
+}
+
+#[test]
+fn a_node_that_crashed_before_its_commit_never_reuses_a_dot() {
+    let mut sim = Sim::new(8, 3);
+    siblings_table(&mut sim);
+    let op = |v: &str| all_replicas(put("ev", "k", v, None));
+    sim.crash_during_next_commit(0);
+    sim.submit(0, op("sent-then-crashed"));
+    sim.run_for(100);
+    assert!(!sim.is_up(0));
+    assert!(
+        sim.local_object(1, "ev", b"k").is_some(),
+        "the replicas stored it"
+    );
+    sim.restart(0);
+    sim.run_for(2_000);
+    written(&sim.call(0, op("after-restart"), TIMEOUT_MS));
+    let read = sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&read), set(&["after-restart", "sent-then-crashed"]));
+}
+
+#[test]
+fn a_context_naming_dots_the_coordinator_forgot_forces_a_new_epoch() {
+    let mut sim = Sim::new(9, 3);
+    siblings_table(&mut sim);
+    // node1 coordinates a write, reaches the replicas, and crashes before its commit.
+    sim.crash_during_next_commit(0);
+    sim.submit(0, put("ev", "k", "forgotten", None));
+    sim.run_for(100);
+    let read = sim.call(1, get("ev", "k", Some(2)), TIMEOUT_MS);
+    let context = read_context(&read);
+    sim.restart(0);
+    sim.run_for(2_000);
+    let epoch = sim.epoch(0);
+    // The client writes through node1 with a context naming node1's forgotten dot.
+    let reply = sim.call(0, put("ev", "k", "new", context), TIMEOUT_MS);
+    written(&reply);
+    sim.run_for(100);
+    assert!(sim.epoch(0) >= epoch);
+    let read = sim.call(2, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(
+        values(&read),
+        set(&["new"]),
+        "the context superseded the forgotten version, nothing else"
+    );
+}
+
+/// One write a client attempted, for the invariant checks.
+struct Attempt {
+    key: String,
+    value: String,
+    acknowledged: bool,
+    /// Values the write's context covered (what it was allowed to replace).
+    supersedes: BTreeSet<String>,
+}
+
+/// Seeds the fault test runs in CI (every one replays with `CAIRN_SIM_SEED`).
+const FAULT_SEEDS: u64 = 200;
+
+static SEEDS_WITH_ACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The Jepsen-style set check: under loss, reordering, crashes and partitions,
+/// every acknowledged write to a siblings table is found after healing, unless
+/// a write whose context covered it replaced it; and replicas converge.
+#[test]
+fn acknowledged_writes_to_siblings_tables_survive_faults() {
+    for_each_seed(1_000, FAULT_SEEDS, |seed| {
+        let mut rng = Rng::new(seed ^ 0x5EED);
+        let count = 3 + rng.below(3) as usize;
+        let mut sim = Sim::new(seed, count);
+        siblings_table(&mut sim);
+        if std::env::var("CAIRN_SIM_DEBUG").is_ok() {
+            for n in 0..count {
+                let view = sim.node(n).map(|node| {
+                    (
+                        node.is_member(),
+                        node.meta().members.len(),
+                        node.meta().tables.len(),
+                        node.meta()
+                            .ring
+                            .as_ref()
+                            .map(|r| (r.version, r.owned_by(node.id()))),
+                    )
+                });
+                eprintln!("setup node{}: {view:?}", n + 1);
+            }
+        }
+        sim.faults = NetworkFaults {
+            loss_per_mille: 30,
+            delay_ms_min: 1,
+            delay_ms_max: 40,
+        };
+        let keys = ["a", "b", "c"];
+        let mut attempts: Vec<(u64, Attempt)> = Vec::new();
+        let mut wiped = false;
+        for step in 0..160 {
+            sim.run_for(rng.below(25));
+            let roll = rng.below(100);
+            let node = rng.below(count as u64) as usize;
+            if roll < 1 && !wiped {
+                // Fewer than W copies of any write may lose their data dir.
+                sim.wipe(node);
+                wiped = true;
+            } else if roll < 4 {
+                sim.crash(node);
+            } else if roll < 6 {
+                sim.crash_during_next_commit(node);
+            } else if roll < 14 {
+                sim.restart(node);
+            } else if roll < 16 {
+                let other = rng.below(count as u64) as usize;
+                sim.partition(node, other);
+            } else if roll < 18 {
+                sim.heal();
+                sim.faults = NetworkFaults {
+                    loss_per_mille: 30,
+                    delay_ms_min: 1,
+                    delay_ms_max: 40,
+                };
+            } else if sim.is_up(node) {
+                let key = keys[rng.below(keys.len() as u64) as usize].to_owned();
+                let value = format!("{key}-{step}");
+                let (context, supersedes) = if rng.chance(500) {
+                    let read = sim.call(node, get("ev", &key, None), TIMEOUT_MS);
+                    match &read {
+                        Some(ClientReply::Read { .. }) => (read_context(&read), values(&read)),
+                        _ => (None, BTreeSet::new()),
+                    }
+                } else {
+                    (None, BTreeSet::new())
+                };
+                if !sim.is_up(node) {
+                    continue;
+                }
+                let id = sim.submit(node, put("ev", &key, &value, context));
+                attempts.push((
+                    id,
+                    Attempt {
+                        key,
+                        value,
+                        acknowledged: false,
+                        supersedes,
+                    },
+                ));
+            }
+        }
+        // Liveness phase: heal everything and let requests finish.
+        sim.heal();
+        if wiped {
+            // A seed refuses a wiped node whose id it heard within 10 s.
+            sim.run_for(11_000);
+        }
+        for node in 0..count {
+            sim.restart(node);
+        }
+        sim.run_for(6_000);
+        for (id, attempt) in &mut attempts {
+            attempt.acknowledged = matches!(sim.reply(*id), Some(ClientReply::Written { .. }));
+        }
+        let acknowledged = attempts.iter().filter(|(_, a)| a.acknowledged).count();
+        if std::env::var("CAIRN_SIM_DEBUG").is_ok() {
+            for (id, a) in &attempts {
+                eprintln!("attempt {} -> {:?}", a.value, sim.reply(*id));
+            }
+        }
+        if acknowledged > 0 {
+            SEEDS_WITH_ACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if std::env::var("CAIRN_SIM_DEBUG").is_ok() {
+            for n in 0..count {
+                let view = sim.node(n).map(|node| {
+                    (
+                        node.is_member(),
+                        node.meta().members.len(),
+                        node.meta().ring.as_ref().map(|r| r.version),
+                    )
+                });
+                eprintln!("node{}: {view:?}", n + 1);
+            }
+        }
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for key in keys {
+            let read = sim.call(0, get("ev", key, Some(3)), TIMEOUT_MS);
+            found.insert(
+                key.to_owned(),
+                match &read {
+                    Some(ClientReply::Read { .. }) => values(&read),
+                    other => panic!("seed {seed}: final read of {key} failed: {other:?}"),
+                },
+            );
+        }
+        let superseded: BTreeSet<&String> = attempts
+            .iter()
+            .flat_map(|(_, a)| a.supersedes.iter())
+            .collect();
+        for (_, attempt) in attempts.iter().filter(|(_, a)| a.acknowledged) {
+            if !superseded.contains(&attempt.value) {
+                if !found[&attempt.key].contains(&attempt.value)
+                    && std::env::var("CAIRN_SIM_DEBUG").is_ok()
+                {
+                    for (id, a) in attempts.iter().filter(|(_, a)| a.key == attempt.key) {
+                        eprintln!(
+                            "{id} {} acked={} supersedes={:?} reply={:?}",
+                            a.value,
+                            a.acknowledged,
+                            a.supersedes,
+                            sim.reply(*id)
+                                .map(|r| matches!(r, ClientReply::Written { .. }))
+                        );
+                    }
+                }
+                assert!(
+                    found[&attempt.key].contains(&attempt.value),
+                    "seed {seed}: acknowledged {} lost from {}: found {:?}",
+                    attempt.value,
+                    attempt.key,
+                    found[&attempt.key]
+                );
+            }
+        }
+        // Reads through every node repair every replica: they converge.
+        for key in keys {
+            for node in 0..count {
+                sim.call(node, get("ev", key, Some(3)), TIMEOUT_MS);
+            }
+        }
+        sim.run_for(1_000);
+        for key in keys {
+            let copies: Vec<_> = (0..count)
+                .filter_map(|n| sim.local_object(n, "ev", key.as_bytes()))
+                .collect();
+            if !found[key].is_empty() {
+                assert!(
+                    copies.len() >= 3.min(count),
+                    "seed {seed}: {key} on {} nodes",
+                    copies.len()
+                );
+            }
+            assert!(
+                copies.windows(2).all(|w| w[0] == w[1]),
+                "seed {seed}: replicas of {key} differ"
+            );
+        }
+    });
+    let runs = seeds(1_000, FAULT_SEEDS).len() as u64;
+    let with_acks = SEEDS_WITH_ACKS.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(with_acks * 10 >= runs * 9, "only {with_acks} of {runs} runs acknowledged anything: the faults are too harsh to test much");
+}
