@@ -174,6 +174,25 @@ impl NodeProcess {
         }
     }
 
+    /// kill -9, then deletes the data dir: the node lost its disk.
+    pub fn wipe(&mut self) {
+        self.crash();
+        std::fs::remove_dir_all(&self.data_dir).expect("wipe data dir");
+    }
+
+    /// Starts a stopped node again on the same ports.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    /// The exit status, once the process has ended by itself.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Starts again on the same ports and data dir.
     pub fn restart(&mut self) {
         self.crash();

@@ -14,3 +14,31 @@ pub mod ring;
 pub mod store;
 pub mod table;
 pub mod types;
+
+#[cfg(test)]
+mod tidy {
+    /// The core stays free of I/O: no runtime, sockets, files, clocks or storage engines.
+    #[test]
+    fn core_has_no_io() {
+        let banned = [
+            "tokio",
+            "std::net",
+            "std::fs",
+            "heed",
+            "SystemTime",
+            "Instant",
+            "hyper",
+            "std::thread",
+            "rand::",
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("mod tidy").next().unwrap_or("");
+            for word in banned {
+                assert!(!code.contains(word), "{} mentions {word}", path.display());
+            }
+        }
+    }
+}

@@ -179,7 +179,8 @@ impl Node {
         now: Now,
         store: &mut dyn LocalStore,
     ) -> Result<Node, super::store::StoreError> {
-        let fresh_data_dir = persisted.epoch.is_none() && persisted.meta.is_none();
+        // No metadata: it never finished founding or joining, so it holds no history.
+        let fresh_data_dir = persisted.meta.is_none();
         let epoch = match persisted.epoch {
             Some(e) if persisted.clean_shutdown => e,
             Some(e) => fresh_epoch(e, now),

@@ -290,6 +290,27 @@ mod tests {
         }
 
         #[test]
+        fn a_new_dot_dominates_what_its_context_covers(base in objects(MergeMode::Siblings), seen in prop::collection::vec(0usize..12, 0..6)) {
+            let mut context = CausalContext::new();
+            for s in seen {
+                context.add(dot(["a", "b", "c"][s % 3], 1, (s / 3) as u64 + 1));
+            }
+            let mut after = base.clone();
+            let new_dot = dot("z", 1, after.clock.max_counter(&dot("z", 1, 1).actor) + 1);
+            after.apply_write(&context, Version { dot: new_dot.clone(), timestamp_ms: 99, value: Some(Bytes::from("n")), content_type: String::new() }, MergeMode::Siblings);
+            prop_assert!(after.clock.descends(&context) && after.clock.descends(&base.clock));
+            prop_assert!(!context.covers(&new_dot));
+            for v in &base.versions {
+                let kept = after.versions.iter().any(|a| a.dot == v.dot);
+                prop_assert_eq!(kept, !context.covers(&v.dot), "exactly the covered versions are superseded");
+            }
+            // Merging the new object into any replica's copy keeps the new version.
+            let mut replica = base.clone();
+            replica.merge(&after, MergeMode::Siblings);
+            prop_assert!(replica.versions.iter().any(|v| v.dot == new_dot));
+        }
+
+        #[test]
         fn lww_merge_is_a_join(a in objects(MergeMode::Lww), b in objects(MergeMode::Lww), c in objects(MergeMode::Lww)) {
             let m = MergeMode::Lww;
             prop_assert_eq!(merged(&a, &b, m), merged(&b, &a, m));
