@@ -6,6 +6,7 @@
 //! - [`storage`]: the node's LMDB environment and volatile tables, with group commit.
 //! - [`net`]: peer transport over persistent framed TCP connections.
 //! - [`http`]: the HTTP API.
+//! - [`plugin`]: the sandboxed WebAssembly plugin host (wasmtime).
 //! - [`runtime`]: the node loop joining the core to the clock, sockets and storage.
 //! - [`cli`]: the `cairn` command line.
 //! - [`sim`]: a seeded whole-cluster simulator over the core, for tests.
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod core;
 pub mod http;
 pub mod net;
+pub mod plugin;
 pub mod runtime;
 pub mod sim;
 pub mod storage;

@@ -1,0 +1,93 @@
+//! The WebAssembly plugin host: one wasmtime engine, modules compiled once per
+//! sha256, a fresh sandboxed instance per call.
+//!
+//! A plugin gets no imports at all (no WASI, clock, filesystem or network), a
+//! fuel budget per call (deterministic, so every replica and `cairn plugin
+//! check` decide alike), an epoch deadline as a wall-clock backstop, a memory
+//! cap and a bounded stack. Every pointer and length it hands back is checked
+//! against its memory before a byte is read. Whatever goes wrong costs that
+//! one call: it comes back as a [`PluginError`].
+
+mod runtime;
+mod validate;
+
+pub use runtime::{CompiledPlugin, PluginRuntime};
+pub use validate::{sha256_hex, PluginInfo};
+
+/// Largest module accepted for upload.
+pub const MODULE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Fuel (roughly, wasm instructions) one call may spend.
+pub const FUEL_PER_CALL: u64 = 200_000_000;
+/// Wall-clock backstop for one call, in epoch ticks of [`EPOCH_TICK_MS`].
+pub const EPOCH_TICKS_PER_CALL: u64 = 100;
+/// How often the epoch ticker advances.
+pub const EPOCH_TICK_MS: u64 = 10;
+/// Linear memory one instance may grow to.
+pub const MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Native stack a plugin may use.
+pub const STACK_BYTES_MAX: usize = 256 * 1024;
+/// Largest answer a plugin may return (a merged value plus framing).
+pub const OUTPUT_BYTES_MAX: usize = 9 * 1024 * 1024;
+/// Instances that may exist at once (the pooling allocator's slots).
+pub const INSTANCES_MAX: u32 = 8;
+
+/// Export names of the plugin ABI.
+pub mod exports {
+    /// ABI version, `() -> i32`.
+    pub const ABI_VERSION: &str = "cairn_abi_version";
+    /// Input buffer allocation, `(i32) -> i32`.
+    pub const ALLOC: &str = "cairn_alloc";
+    /// `reconcile`, `(i32, i32) -> i64`.
+    pub const RECONCILE: &str = "cairn_reconcile";
+    /// `select_storage`, `(i32, i32) -> i64`.
+    pub const SELECT_STORAGE: &str = "cairn_select_storage";
+    /// Sample generator, `(i64) -> i64`.
+    pub const SAMPLES: &str = "cairn_samples";
+    /// The guest's linear memory.
+    pub const MEMORY: &str = "memory";
+}
+
+/// Why a plugin call or upload failed. The first word of `Display` is the
+/// kind clients see in `X-Cairn-Plugin-Error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin trapped (a panic, unreachable, out-of-bounds access, stack overflow).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// It ran out of fuel or time.
+    #[error("fuel: {0}")]
+    Fuel(String),
+    /// It needed more memory than allowed.
+    #[error("memory: {0}")]
+    Memory(String),
+    /// Its answer was out of bounds, too large or undecodable.
+    #[error("output: {0}")]
+    Output(String),
+    /// No call could be made (module missing on this node, pool full).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The module was refused at upload.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PluginError {
+    /// `X-Cairn-Plugin-Error`: kind, then at most 200 printable ASCII characters of detail.
+    pub fn header_value(&self) -> String {
+        let text = self.to_string();
+        let (kind, detail) = text.split_once(": ").unwrap_or((&text, ""));
+        let detail: String = detail
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(200)
+            .collect();
+        if detail.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}: {detail}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Hostile and well-behaved modules, written as WAT, against the sandbox.
+
+use cairn_sdk::{ReconcileInput, Resolution};
+
+use super::{PluginError, PluginRuntime};
+
+/// A module speaking the ABI with a bump allocator; `reconcile` runs `body`.
+fn module(abi: i32, body: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (global $bump (mut i32) (i32.const 1024))
+            (data (i32.const 16) "\01")
+            (data (i32.const 32) "\00\02hi\00")
+            (data (i32.const 48) "\07\07\07")
+            (func (export "cairn_abi_version") (result i32) (i32.const {abi}))
+            (func (export "cairn_alloc") (param $len i32) (result i32)
+                (local $p i32)
+                (local.set $p (global.get $bump))
+                (global.set $bump (i32.add (global.get $bump) (local.get $len)))
+                (local.get $p))
+            (func $deep (param i32) (result i32) (call $deep (i32.add (local.get 0) (i32.const 1))))
+            (func (export "cairn_reconcile") (param $ptr i32) (param $len i32) (result i64) {body})
+            {extra}
+        )"#
+    );
+    wat::parse_str(text).expect("valid WAT")
+}
+
+fn packed(ptr: u64, len: u64) -> String {
+    format!("(i64.const {})", (ptr << 32) | len)
+}
+
+fn input() -> ReconcileInput {
+    ReconcileInput::for_test(&[b"[1]", b"[2]"])
+}
+
+fn run(runtime: &PluginRuntime, bytes: &[u8]) -> Result<Resolution, PluginError> {
+    let plugin = runtime.compile(bytes)?;
+    runtime.reconcile(&plugin, &input())
+}
+
+#[test]
+fn well_behaved_modules_answer() {
+    let runtime = PluginRuntime::new().unwrap();
+    assert_eq!(
+        run(&runtime, &module(1, &packed(16, 1), "")),
+        Ok(Resolution::KeepSiblings)
+    );
+    assert_eq!(
+        run(&runtime, &module(1, &packed(32, 5), "")),
+        Ok(Resolution::merged(b"hi".to_vec()))
+    );
+    let plugin = runtime.compile(&module(1, &packed(16, 1), "")).unwrap();
+    assert_eq!(plugin.info.exports, vec!["reconcile"]);
+    assert_eq!(plugin.info.sha256.len(), 64);
+}
+
+#[test]
+fn hostile_modules_cost_one_call_and_the_sandbox_keeps_working() {
+    let runtime = PluginRuntime::new().unwrap();
+    let cases: Vec<(&str, Vec<u8>, fn(&PluginError) -> bool)> = vec![
+        (
+            "infinite loop",
+            module(1, "(loop $l (br $l)) (i64.const 0)", ""),
+            |e| matches!(e, PluginError::Fuel(_)),
+        ),
+        (
+            "memory bomb",
+            module(
+                1,
+                "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) (i64.const 0)",
+                "",
+            ),
+            |e| matches!(e, PluginError::Memory(_)),
+        ),
+        (
+            "deep recursion",
+            module(1, "(i64.extend_i32_u (call $deep (i32.const 0)))", ""),
+            |e| matches!(e, PluginError::Trap(_)),
+        ),
+        ("panic", module(1, "unreachable", ""), |e| {
+            matches!(e, PluginError::Trap(_))
+        }),
+        ("garbage output", module(1, &packed(48, 3), ""), |e| {
+            matches!(e, PluginError::Output(_))
+        }),
+        (
+            "oversized output",
+            module(1, &packed(16, 0xFFFF_FFF0), ""),
+            |e| matches!(e, PluginError::Output(_)),
+        ),
+        (
+            "output outside memory",
+            module(1, &packed(0x0010_0000, 4), ""),
+            |e| matches!(e, PluginError::Output(_)),
+        ),
+        ("trailing output", module(1, &packed(16, 2), ""), |e| {
+            matches!(e, PluginError::Output(_))
+        }),
+    ];
+    for (name, bytes, expected) in cases {
+        let outcome = run(&runtime, &bytes);
+        match &outcome {
+            Err(e) if expected(e) => {}
+            other => panic!("{name}: unexpected {other:?}"),
+        }
+        // The same engine still runs a good module right after.
+        assert_eq!(
+            run(&runtime, &module(1, &packed(16, 1), "")),
+            Ok(Resolution::KeepSiblings),
+            "after {name}"
+        );
+    }
+}
+
+#[test]
+fn modules_with_imports_or_another_abi_are_refused_at_upload() {
+    let runtime = PluginRuntime::new().unwrap();
+    let wasi = r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#;
+    let with_import = |import: &str| {
+        wat::parse_str(format!(
+            r#"(module {import}
+                (memory (export "memory") 1)
+                (func (export "cairn_abi_version") (result i32) (i32.const 1))
+                (func (export "cairn_alloc") (param i32) (result i32) (i32.const 1024))
+                (func (export "cairn_reconcile") (param i32 i32) (result i64) (i64.const 1)))"#
+        ))
+        .unwrap()
+    };
+    for (name, bytes) in [
+        ("wasi", with_import(wasi)),
+        (
+            "unknown import",
+            with_import(r#"(import "env" "now" (func (result i64)))"#),
+        ),
+        ("wrong abi", module(99, &packed(16, 1), "")),
+        ("not wasm", b"\0asm garbage".to_vec()),
+        (
+            "no exports",
+            wat::parse_str("(module (memory (export \"memory\") 1))").unwrap(),
+        ),
+    ] {
+        match runtime.compile(&bytes) {
+            Err(PluginError::Invalid(reason)) => assert!(!reason.is_empty(), "{name}"),
+            Err(other) => panic!("{name}: refused for the wrong reason: {other:?}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+    }
+}
+
+#[test]
+fn an_allocator_pointing_outside_memory_is_an_output_error() {
+    let runtime = PluginRuntime::new().unwrap();
+    let bytes = wat::parse_str(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "cairn_abi_version") (result i32) (i32.const 1))
+            (func (export "cairn_alloc") (param i32) (result i32) (i32.const 0x7fff0000))
+            (func (export "cairn_reconcile") (param i32 i32) (result i64) (i64.const 1)))"#,
+    )
+    .unwrap();
+    assert!(matches!(run(&runtime, &bytes), Err(PluginError::Output(_))));
+}
+
+#[test]
+fn header_values_name_the_kind_and_stay_short() {
+    let e = PluginError::Trap(format!("wasm trap: unreachable\n{}", "x".repeat(500)));
+    let header = e.header_value();
+    assert!(header.starts_with("trap: "));
+    assert!(header.len() <= 206);
+    assert!(header.bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+    assert_eq!(
+        PluginError::Unavailable("pool full".into()).header_value(),
+        "unavailable: pool full"
+    );
+}
