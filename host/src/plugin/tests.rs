@@ -31,6 +31,9 @@ fn packed(ptr: u64, len: u64) -> String {
     format!("(i64.const {})", (ptr << 32) | len)
 }
 
+/// Whether an error is the kind a case expects.
+type ExpectedError = fn(&PluginError) -> bool;
+
 fn input() -> ReconcileInput {
     ReconcileInput::for_test(&[b"[1]", b"[2]"])
 }
@@ -59,7 +62,7 @@ fn well_behaved_modules_answer() {
 #[test]
 fn hostile_modules_cost_one_call_and_the_sandbox_keeps_working() {
     let runtime = PluginRuntime::new().unwrap();
-    let cases: Vec<(&str, Vec<u8>, fn(&PluginError) -> bool)> = vec![
+    let cases: Vec<(&str, Vec<u8>, ExpectedError)> = vec![
         (
             "infinite loop",
             module(1, "(loop $l (br $l)) (i64.const 0)", ""),
