@@ -37,10 +37,32 @@ fn ensure_wasm_target() -> Result<(), String> {
     run("rustup", &["target", "add", "wasm32-unknown-unknown"])
 }
 
+/// The example plugins, built to `target/wasm32-unknown-unknown/plugin/*.wasm`.
+const PLUGINS: [&str; 4] = ["shopping-cart", "set-union", "counter", "size-router"];
+
+fn build_plugins() -> Result<(), String> {
+    let mut args = vec![
+        "build",
+        "--profile",
+        "plugin",
+        "--target",
+        "wasm32-unknown-unknown",
+    ];
+    for plugin in PLUGINS {
+        args.extend(["-p", plugin]);
+    }
+    run("cargo", &args)
+}
+
 fn dev(extra: &[String]) -> Result<(), String> {
     ensure_wasm_target()?;
+    build_plugins()?;
     run("cargo", &["build", "--release", "-p", "cairn"])?;
-    let mut args = vec!["dev"];
+    let mut args = vec![
+        "dev",
+        "--plugins-dir",
+        "target/wasm32-unknown-unknown/plugin",
+    ];
     args.extend(extra.iter().map(String::as_str));
     run("target/release/cairn", &args)
 }
@@ -59,8 +81,9 @@ fn test(filters: &[String]) -> Result<(), String> {
             "warnings",
         ],
     )?;
-    // The cluster tests spawn this binary.
+    // The cluster tests spawn this binary and upload these plugins.
     run("cargo", &["build", "-p", "cairn"])?;
+    build_plugins()?;
     let mut args = vec!["test", "--workspace"];
     if !filters.is_empty() {
         args.push("--");

@@ -102,9 +102,12 @@ pub struct TableCreateArgs {
     /// Write quorum.
     #[arg(long)]
     pub w: Option<u8>,
-    /// lww | siblings.
+    /// lww | siblings | plugin.
     #[arg(long)]
     pub merge: Option<String>,
+    /// The merge plugin's name (with --merge plugin).
+    #[arg(long)]
+    pub plugin: Option<String>,
     /// lmdb | memory.
     #[arg(long)]
     pub storage: Option<String>,
@@ -315,7 +318,11 @@ pub fn table(command: &TableCommand) -> anyhow::Result<()> {
                     body.insert(name.into(), Value::from(v));
                 }
             }
-            for (name, value) in [("merge", &args.merge), ("storage", &args.storage)] {
+            for (name, value) in [
+                ("merge", &args.merge),
+                ("storage", &args.storage),
+                ("plugin", &args.plugin),
+            ] {
                 if let Some(v) = value {
                     body.insert(name.into(), Value::from(v.as_str()));
                 }
@@ -387,5 +394,47 @@ pub fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
                 Some(body.as_bytes()),
             )?)
         }
+    }
+}
+
+/// `cairn plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Upload (or replace) a plugin: every table using NAME switches to it, on every node.
+    Upload {
+        /// Plugin name: [a-z0-9_-]{1,64}.
+        name: String,
+        /// The module, built for wasm32-unknown-unknown.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List uploaded plugins.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `cairn plugin ...`.
+pub fn plugin(command: &PluginCommand) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Upload { name, file, target } => {
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let url = format!("{}/plugins/{name}", target.url.trim_end_matches('/'));
+            print_json(&exchange(
+                "PUT",
+                &url,
+                &[("content-type", "application/wasm")],
+                Some(&bytes),
+            )?)
+        }
+        PluginCommand::List { target } => print_json(&exchange(
+            "GET",
+            &format!("{}/plugins", target.url.trim_end_matches('/')),
+            &[],
+            None,
+        )?),
     }
 }

@@ -27,6 +27,10 @@ pub struct DevArgs {
     /// Where the nodes keep their data (kept between runs).
     #[arg(long, default_value = ".cairn-dev")]
     pub data_dir: PathBuf,
+    /// A directory of plugin modules (`shopping_cart.wasm` is uploaded as
+    /// `shopping-cart`); `cargo xtask dev` builds the examples there.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 /// A demo table of SPEC §2 that needs no plugin: (name, n, r, w, merge, storage).
@@ -88,8 +92,12 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         }
         return Err(e);
     }
-    create_demo_tables(&urls[0], args.nodes)?;
-    print_welcome(&urls);
+    let uploaded = match &args.plugins_dir {
+        Some(dir) => upload_plugins(&urls[0], dir)?,
+        None => Vec::new(),
+    };
+    create_demo_tables(&urls[0], args.nodes, &uploaded)?;
+    print_welcome(&urls, &uploaded);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -132,8 +140,55 @@ fn wait_for_cluster(
     anyhow::bail!("the cluster did not form within 30 s")
 }
 
-fn create_demo_tables(url: &str, nodes: u16) -> anyhow::Result<()> {
+/// Uploads every `*.wasm` in `dir`; returns the plugin names.
+fn upload_plugins(url: &str, dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    files.sort();
+    for file in files {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let name = stem.replace('_', "-");
+        let bytes = std::fs::read(&file)?;
+        let answer = exchange("PUT", &format!("{url}/plugins/{name}"), &[], Some(&bytes))?;
+        if !(200..300).contains(&answer.status) {
+            anyhow::bail!(
+                "uploading {}: HTTP {} {}",
+                file.display(),
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn create_demo_tables(url: &str, nodes: u16, plugins: &[String]) -> anyhow::Result<()> {
     let cap = u8::try_from(nodes).unwrap_or(9);
+    if plugins.iter().any(|p| p == "shopping-cart") {
+        let n = 3.min(cap);
+        let body = json!({ "n": n, "r": 2.min(n), "w": 2.min(n), "merge": "plugin", "plugin": "shopping-cart" }).to_string();
+        let answer = exchange(
+            "PUT",
+            &format!("{url}/tables/carts"),
+            &[],
+            Some(body.as_bytes()),
+        )?;
+        if answer.status != 200 {
+            anyhow::bail!(
+                "creating table carts: HTTP {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+    }
     for (name, n, r, w, merge, storage) in DEMO_TABLES {
         let n = n.min(cap);
         let body =
@@ -157,7 +212,7 @@ fn create_demo_tables(url: &str, nodes: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_welcome(urls: &[String]) {
+fn print_welcome(urls: &[String], plugins: &[String]) {
     println!("Cairn dev cluster is up:");
     for (i, url) in urls.iter().enumerate() {
         println!("  node{}  {url}", i + 1);
@@ -165,7 +220,16 @@ fn print_welcome(urls: &[String]) {
     println!(
         "Tables: sessions (lww), catalog (lww, r1 w3), cache (memory, n1), events (siblings)."
     );
-    println!("(The plugin table `carts` arrives with WebAssembly plugins, which this version does not have yet.)");
+    if plugins.is_empty() {
+        println!(
+            "No plugins uploaded (pass --plugins-dir, or run `cargo xtask dev`): no `carts` table."
+        );
+    } else {
+        println!(
+            "Plugins: {}. Table carts (n3 r2 w2) merges with shopping-cart.",
+            plugins.join(", ")
+        );
+    }
     let first = &urls[0];
     let second = urls.get(1).unwrap_or(first);
     println!("Try:");
@@ -173,6 +237,11 @@ fn print_welcome(urls: &[String]) {
     println!("  curl -i {second}/tables/sessions/keys/alice");
     println!("  curl -i -X PUT --data 'one' {first}/tables/events/keys/e1; curl -i -X PUT --data 'two' {second}/tables/events/keys/e1");
     println!("  curl -i {first}/tables/events/keys/e1        # 300: both siblings");
+    if plugins.iter().any(|p| p == "shopping-cart") {
+        println!("  curl -X PUT -d '{{\"apple\":{{\"qty\":1,\"price\":\"0.50\",\"updated_ms\":1}}}}' {first}/tables/carts/keys/ann");
+        println!("  curl -X PUT -d '{{\"tea\":{{\"qty\":2,\"price\":\"3.00\",\"updated_ms\":2}}}}' {second}/tables/carts/keys/ann");
+        println!("  curl -i {first}/tables/carts/keys/ann        # 200, X-Cairn-Merged: 2: both carts merged server-side");
+    }
     println!("  curl -s {first}/cluster");
     println!("Ctrl-C stops the cluster.");
 }

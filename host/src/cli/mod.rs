@@ -43,6 +43,9 @@ pub enum Command {
     /// Cluster status and joins.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
+    /// Upload and list WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(client::PluginCommand),
 }
 
 /// `cairn serve`.
@@ -111,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => client::delete(&args),
         Command::Table(command) => client::table(&command),
         Command::Cluster(command) => client::cluster(&command),
+        Command::Plugin(command) => client::plugin(&command),
     }
 }
 

@@ -15,6 +15,8 @@ use super::types::{NodeId, TableName};
 pub enum Origin {
     /// A client of this node's HTTP API.
     Local(u64),
+    /// Nobody: a plugin merge's write-back.
+    Background,
     /// A node that forwarded the request, with its request id.
     Remote {
         /// The forwarder.

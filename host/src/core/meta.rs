@@ -43,6 +43,34 @@ impl TableEntry {
     }
 }
 
+/// A plugin name's current module, or its deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginEntry {
+    /// sha256 (hex) of the module bytes; `None` once deleted.
+    pub sha256: Option<String>,
+    /// ABI version the module speaks.
+    pub abi: u32,
+    /// Plugin functions it exports (`reconcile`, `select_storage`, `samples`).
+    pub exports: Vec<String>,
+    /// Module size.
+    pub size_bytes: u64,
+    /// Wall clock of the node that took the upload or delete.
+    pub stamp_ms: u64,
+    /// That node (it holds the bytes first).
+    pub origin: NodeId,
+}
+
+impl PluginEntry {
+    fn supersedes(&self, other: &PluginEntry) -> bool {
+        (self.stamp_ms, &self.origin) > (other.stamp_ms, &other.origin)
+    }
+
+    /// Whether it exports `function`.
+    pub fn exports(&self, function: &str) -> bool {
+        self.sha256.is_some() && self.exports.iter().any(|e| e == function)
+    }
+}
+
 /// Everything gossip spreads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
@@ -52,6 +80,8 @@ pub struct ClusterMeta {
     pub ring: Option<Ring>,
     /// Every table.
     pub tables: BTreeMap<TableName, TableEntry>,
+    /// Every plugin name, deleted ones included (so deletes spread too).
+    pub plugins: BTreeMap<String, PluginEntry>,
 }
 
 impl ClusterMeta {
@@ -61,6 +91,7 @@ impl ClusterMeta {
             members: BTreeMap::new(),
             ring: None,
             tables: BTreeMap::new(),
+            plugins: BTreeMap::new(),
         }
     }
 
@@ -95,7 +126,21 @@ impl ClusterMeta {
                 }
             }
         }
+        for (name, theirs) in &other.plugins {
+            match self.plugins.get(name) {
+                Some(mine) if !theirs.supersedes(mine) => {}
+                _ => {
+                    self.plugins.insert(name.clone(), theirs.clone());
+                    changed = true;
+                }
+            }
+        }
         changed
+    }
+
+    /// The live plugin called `name`.
+    pub fn plugin(&self, name: &str) -> Option<&PluginEntry> {
+        self.plugins.get(name).filter(|p| p.sha256.is_some())
     }
 
     /// Member ids in order.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::causal::CausalContext;
-use super::meta::{ClusterMeta, Member};
+use super::meta::{ClusterMeta, Member, PluginEntry};
 use super::object::{Object, Version};
 use super::table::{MergeMode, TableConfig, TablePatch};
 use super::types::{NodeId, TableName};
@@ -68,6 +68,10 @@ pub enum ClientReply {
         context: Option<CausalContext>,
         /// The table's mode, which decides 200 or 300.
         merge: MergeMode,
+        /// How many versions a plugin merged into the one returned (`X-Cairn-Merged`).
+        merged: Option<u32>,
+        /// Why the plugin could not merge (`X-Cairn-Plugin-Error`).
+        plugin_error: Option<String>,
     },
     /// A durable write: the context covers the request's context plus the new version.
     Written {
@@ -111,6 +115,25 @@ pub enum AdminOp {
     Preflist(TableName, Bytes),
     /// `POST /cluster/join`.
     Join(String),
+    /// `PUT /plugins/{name}`, after the module was validated and compiled.
+    PutPlugin {
+        /// Plugin name.
+        name: String,
+        /// sha256 of the bytes.
+        sha256: String,
+        /// ABI version.
+        abi: u32,
+        /// Plugin functions exported.
+        exports: Vec<String>,
+        /// The module.
+        bytes: Bytes,
+    },
+    /// `GET /plugins/{name}`.
+    GetPlugin(String),
+    /// `GET /plugins`.
+    ListPlugins,
+    /// `DELETE /plugins/{name}`.
+    DeletePlugin(String),
 }
 
 /// Answers to [`AdminOp`].
@@ -131,6 +154,19 @@ pub enum AdminReply {
     },
     /// A join was started.
     Accepted,
+    /// A plugin's entry; `created` when the name was new.
+    Plugin {
+        /// Name.
+        name: String,
+        /// Its entry.
+        entry: PluginEntry,
+        /// Whether this upload created the name.
+        created: bool,
+    },
+    /// Every live plugin.
+    Plugins(Vec<(String, PluginEntry)>),
+    /// Deleted.
+    Deleted,
     /// Not found (404).
     NotFound(String),
     /// Refused (400).
@@ -245,6 +281,18 @@ pub enum Message {
         /// The merged object.
         object: Object,
     },
+    /// Send me the module with this sha256.
+    FetchModule {
+        /// Hex sha256.
+        sha256: String,
+    },
+    /// A module's bytes.
+    Module {
+        /// Hex sha256 (checked by the receiver).
+        sha256: String,
+        /// The bytes.
+        bytes: Bytes,
+    },
     /// Coordinate this client operation for me.
     Forward {
         /// The forwarder's request id.
@@ -271,6 +319,7 @@ impl Message {
                 | Message::ReplicaReadReply { .. }
                 | Message::ForwardReply { .. }
                 | Message::JoinAccepted(_)
+                | Message::Module { .. }
         )
     }
 }

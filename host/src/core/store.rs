@@ -36,4 +36,8 @@ pub trait LocalStore {
     fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError>;
     /// Makes a new epoch durable before it is used to mint any dot.
     fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError>;
+    /// Stages a plugin module under its sha256.
+    fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A stored plugin module.
+    fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -144,8 +144,10 @@ impl TableConfig {
         if self.w < 1 || self.w > self.n {
             return invalid("w must be between 1 and n".into());
         }
-        if self.merge == MergeMode::Plugin || self.plugin.is_some() {
-            return invalid("merge plugins are not available in this version of Cairn".into());
+        if self.merge == MergeMode::Plugin && self.plugin.is_none() {
+            return invalid(
+                "merge \"plugin\" needs \"plugin\": the name of an uploaded plugin".into(),
+            );
         }
         if matches!(self.storage, StorageKind::Blob | StorageKind::Plugin)
             || self.storage_plugin.is_some()

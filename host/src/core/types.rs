@@ -71,6 +71,13 @@ impl<'de> Deserialize<'de> for NodeId {
     }
 }
 
+/// Checks a plugin name: the same pattern as table names, `[a-z0-9_-]{1,64}`.
+pub fn validate_plugin_name(raw: &str) -> Result<(), String> {
+    TableName::new(raw)
+        .map(|_| ())
+        .map_err(|_| format!("plugin name must match [a-z0-9_-]{{1,64}}: {raw:?}"))
+}
+
 /// A table (namespace) name.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TableName(Arc<str>);

@@ -8,12 +8,17 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::core::meta::PluginEntry;
 use crate::core::msg::{AdminReply, ClientReply};
 use crate::core::table::{MergeMode, TableConfig};
 use crate::core::types::TableName;
 
 /// The header carrying context tokens both ways.
 pub const CONTEXT_HEADER: &str = "x-cairn-context";
+/// How many versions a plugin merged into a 200.
+pub const MERGED_HEADER: &str = "x-cairn-merged";
+/// Why a plugin could not merge a 300.
+pub const PLUGIN_ERROR_HEADER: &str = "x-cairn-plugin-error";
 
 /// An HTTP response.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -49,6 +54,23 @@ fn with_context(mut response: HttpResponse, token: Option<String>) -> HttpRespon
     response
 }
 
+/// Adds `X-Cairn-Merged` and `X-Cairn-Plugin-Error` when a plugin took part.
+fn with_plugin_headers(
+    mut response: HttpResponse,
+    merged: Option<u32>,
+    plugin_error: Option<String>,
+) -> HttpResponse {
+    if let Some(count) = merged {
+        response
+            .headers_mut()
+            .insert(MERGED_HEADER, HeaderValue::from(count));
+    }
+    if let Some(value) = plugin_error.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        response.headers_mut().insert(PLUGIN_ERROR_HEADER, value);
+    }
+    response
+}
+
 /// A key operation's answer.
 pub fn client_reply(reply: ClientReply) -> HttpResponse {
     match reply {
@@ -56,9 +78,11 @@ pub fn client_reply(reply: ClientReply) -> HttpResponse {
             versions,
             context,
             merge,
+            merged,
+            plugin_error,
         } => {
             let token = context.map(|c| c.to_token());
-            match versions.len() {
+            let response = match versions.len() {
                 0 => with_context(error(StatusCode::NOT_FOUND, "not found"), token),
                 1 => {
                     let version = &versions[0];
@@ -84,7 +108,8 @@ pub fn client_reply(reply: ClientReply) -> HttpResponse {
                     let body = json!({ "context": token.clone().unwrap_or_default(), "siblings": siblings });
                     with_context(json_response(StatusCode::MULTIPLE_CHOICES, &body), token)
                 }
-            }
+            };
+            with_plugin_headers(response, merged, plugin_error)
         }
         ClientReply::Written { context } => {
             let mut response = Response::new(Full::new(Bytes::new()));
@@ -114,6 +139,17 @@ pub fn table_json(name: &TableName, config: &TableConfig) -> Value {
         map.insert("name".into(), Value::String(name.to_string()));
     }
     value
+}
+
+/// A plugin's JSON form: `{"name","sha256","abi","exports","size_bytes"}`.
+fn plugin_json(name: &str, entry: &PluginEntry) -> Value {
+    json!({
+        "name": name,
+        "sha256": entry.sha256,
+        "abi": entry.abi,
+        "exports": entry.exports.iter().filter(|e| *e != "samples").collect::<Vec<_>>(),
+        "size_bytes": entry.size_bytes,
+    })
 }
 
 /// An admin operation's answer.
@@ -153,6 +189,27 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
         }
         AdminReply::Accepted => {
             json_response(StatusCode::ACCEPTED, &json!({ "status": "joining" }))
+        }
+        AdminReply::Plugin {
+            name,
+            entry,
+            created,
+        } => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            json_response(status, &plugin_json(&name, &entry))
+        }
+        AdminReply::Plugins(plugins) => {
+            let list: Vec<Value> = plugins.iter().map(|(n, e)| plugin_json(n, e)).collect();
+            json_response(StatusCode::OK, &json!({ "plugins": list }))
+        }
+        AdminReply::Deleted => {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
         }
         AdminReply::NotFound(message) => error(StatusCode::NOT_FOUND, message),
         AdminReply::Invalid(message) => error(StatusCode::BAD_REQUEST, message),

@@ -13,7 +13,8 @@ use crate::core::causal::CausalContext;
 use crate::core::limits::{CONTEXT_CHARS_MAX, KEY_BYTES_MAX};
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
-use crate::core::types::TableName;
+use crate::core::types::{validate_plugin_name, TableName};
+use crate::plugin::MODULE_BYTES_MAX;
 use crate::runtime::{NodeHandle, Unanswered};
 
 /// Largest JSON body accepted by table and cluster endpoints.
@@ -83,16 +84,35 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
             let op = AdminOp::Preflist(table_name(table)?, key_bytes(key)?);
             admin(node, op).await
         }
+        (&Method::GET, ["plugins"]) => admin(node, AdminOp::ListPlugins).await,
+        (&Method::GET, ["plugins", name]) => {
+            admin(node, AdminOp::GetPlugin(plugin_name(name)?)).await
+        }
+        (&Method::DELETE, ["plugins", name]) => {
+            admin(node, AdminOp::DeletePlugin(plugin_name(name)?)).await
+        }
+        (&Method::PUT, ["plugins", name]) => {
+            let name = plugin_name(name)?;
+            upload_plugin(request, node, name).await
+        }
         (_, ["tables", table, "keys", key]) => {
             let (table, key) = (table_name(table)?, key_bytes(key)?);
             key_operation(request, node, table, key).await
         }
-        (_, [""] | ["health"] | ["cluster"] | ["cluster", "join"] | ["tables"] | ["tables", _]) => {
-            Err(refuse(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        (
+            _,
+            [""]
+            | ["health"]
+            | ["cluster"]
+            | ["cluster", "join"]
+            | ["tables"]
+            | ["tables", _]
+            | ["plugins"]
+            | ["plugins", _],
+        ) => Err(refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(refuse(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: {path}"),
@@ -162,6 +182,41 @@ async fn admin(node: &NodeHandle, op: AdminOp) -> Result<HttpResponse, Refusal> 
         Ok(reply) => Ok(admin_reply(reply)),
         Err(unanswered) => Err(unanswered.into()),
     }
+}
+
+fn plugin_name(raw: &str) -> Result<String, Refusal> {
+    validate_plugin_name(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    Ok(raw.to_owned())
+}
+
+/// Validates and compiles the module off the node loop, then records it.
+async fn upload_plugin(
+    request: Request<Incoming>,
+    node: &NodeHandle,
+    name: String,
+) -> Result<HttpResponse, Refusal> {
+    let bytes = read_body(request, MODULE_BYTES_MAX).await?;
+    let runtime = node.plugins.clone();
+    let module = bytes.clone();
+    let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module))
+        .await
+        .map_err(|e| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("validation did not finish: {e}"),
+            )
+        })?;
+    let plugin =
+        compiled.map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("invalid plugin: {e}")))?;
+    node.plugins.insert(plugin.clone());
+    let op = AdminOp::PutPlugin {
+        name,
+        sha256: plugin.info.sha256.clone(),
+        abi: plugin.info.abi,
+        exports: plugin.info.exports.clone(),
+        bytes,
+    };
+    admin(node, op).await
 }
 
 fn table_name(raw: &str) -> Result<TableName, Refusal> {

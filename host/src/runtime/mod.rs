@@ -10,15 +10,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
+use crate::plugin::{PluginRuntime, INSTANCES_MAX};
 use crate::storage::NodeStore;
 
 /// Events waiting for the node loop before HTTP answers 503 overloaded.
@@ -50,6 +52,13 @@ pub enum Event {
         from: NodeId,
         /// The message.
         message: Message,
+    },
+    /// A plugin call finished on the worker pool.
+    Reconciled {
+        /// The node's job id.
+        job: u64,
+        /// The answer, or the `X-Cairn-Plugin-Error` value.
+        outcome: Result<cairn_sdk::Resolution, String>,
     },
 }
 
@@ -93,6 +102,8 @@ pub struct NodeHandle {
     pub value_bytes_max: usize,
     /// How long a handler waits for the node before answering 503.
     pub reply_timeout: Duration,
+    /// The sandbox, for validating uploads off the node loop.
+    pub plugins: Arc<PluginRuntime>,
 }
 
 /// Why a handler got no answer.
@@ -155,12 +166,20 @@ pub async fn serve(
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;
+    let plugins = PluginRuntime::new()?;
+    compile_stored_modules(&node, &mut store, &plugins);
     tracing::info!(node = %options.id, epoch = node.epoch(), http = %bound.http, peer = %bound.peer, "node started");
     let (events, inbox) = mpsc::channel(EVENT_QUEUE_MAX);
     let handle = NodeHandle {
         events: events.clone(),
         value_bytes_max: options.value_bytes_max,
         reply_timeout: Duration::from_millis(options.request_timeout_ms + 2_000),
+        plugins: plugins.clone(),
+    };
+    let host = PluginHost {
+        runtime: plugins,
+        events: events.clone(),
+        slots: Arc::new(Semaphore::new(INSTANCES_MAX as usize)),
     };
     let peers = tokio::spawn(net::serve(peer_listener, events));
     let http = tokio::spawn(crate::http::serve(http_listener, handle));
@@ -170,6 +189,7 @@ pub async fn serve(
         store,
         inbox,
         Outbound::new(options.id.clone()),
+        host,
         clock,
         shutdown,
     )
@@ -226,6 +246,7 @@ async fn drive(
     mut store: NodeStore,
     mut inbox: mpsc::Receiver<Event>,
     mut outbound: Outbound,
+    host: PluginHost,
     clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -261,7 +282,7 @@ async fn drive(
             if output.after_commit() {
                 deferred.push(output);
             } else {
-                carry_out(output, &mut outbound, &mut waiting)?;
+                carry_out(output, &mut outbound, &mut waiting, &host)?;
             }
         }
         let committed = store.commit();
@@ -270,10 +291,15 @@ async fn drive(
         }
         for output in deferred.drain(..) {
             match (&committed, output) {
-                (Ok(_), output) => carry_out(output, &mut outbound, &mut waiting)?,
+                (Ok(_), output) => carry_out(output, &mut outbound, &mut waiting, &host)?,
                 (Err(e), Output::Reply { id, .. }) => {
                     let reply = ClientReply::Unavailable(e.to_string());
-                    carry_out(Output::Reply { id, reply }, &mut outbound, &mut waiting)?;
+                    carry_out(
+                        Output::Reply { id, reply },
+                        &mut outbound,
+                        &mut waiting,
+                        &host,
+                    )?;
                 }
                 (Err(_), _) => {}
             }
@@ -305,11 +331,17 @@ fn feed(
             Input::Admin { id, op }
         }
         Event::Peer { from, message } => Input::Peer { from, message },
+        Event::Reconciled { job, outcome } => Input::Reconciled { job, outcome },
     };
     node.handle(clock.now(), input, store);
 }
 
-fn carry_out(output: Output, outbound: &mut Outbound, waiting: &mut Waiting) -> anyhow::Result<()> {
+fn carry_out(
+    output: Output,
+    outbound: &mut Outbound,
+    waiting: &mut Waiting,
+    host: &PluginHost,
+) -> anyhow::Result<()> {
     match output {
         Output::Send { addr, message } => outbound.send(&addr, message),
         Output::Reply { id, reply } => {
@@ -322,7 +354,73 @@ fn carry_out(output: Output, outbound: &mut Outbound, waiting: &mut Waiting) -> 
                 let _ = client.send(reply);
             }
         }
+        Output::Reconcile { job, sha256, input } => host.reconcile(job, &sha256, input),
+        Output::ModuleArrived { sha256, bytes } => host.compile(sha256, bytes),
         Output::Fatal(reason) => anyhow::bail!(reason),
     }
     Ok(())
+}
+
+/// Runs plugin calls and compilations off the node loop, on blocking threads,
+/// at most [`INSTANCES_MAX`] calls at once; a full pool answers at once.
+struct PluginHost {
+    runtime: Arc<PluginRuntime>,
+    events: mpsc::Sender<Event>,
+    slots: Arc<Semaphore>,
+}
+
+impl PluginHost {
+    fn reconcile(&self, job: u64, sha256: &str, input: cairn_sdk::ReconcileInput) {
+        let events = self.events.clone();
+        let answer_now = |reason: &str| {
+            let outcome = Err(format!("unavailable: {reason}"));
+            if events.try_send(Event::Reconciled { job, outcome }).is_err() {
+                tracing::warn!(job, "plugin answer dropped: the node's queue is full");
+            }
+        };
+        let Some(plugin) = self.runtime.get(sha256) else {
+            return answer_now("the plugin module is not on this node yet");
+        };
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return answer_now("the plugin pool is full");
+        };
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = runtime
+                .reconcile(&plugin, &input)
+                .map_err(|e| e.header_value());
+            drop(permit);
+            let _ = events.blocking_send(Event::Reconciled { job, outcome });
+        });
+    }
+
+    fn compile(&self, sha256: String, bytes: bytes::Bytes) {
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || match runtime.compile(&bytes) {
+            Ok(plugin) => runtime.insert(plugin),
+            Err(e) => {
+                tracing::warn!(%sha256, error = %e, "a stored plugin module does not compile")
+            }
+        });
+    }
+}
+
+/// Compiles every live plugin module this node stores, before it serves.
+fn compile_stored_modules(node: &Node, store: &mut NodeStore, plugins: &PluginRuntime) {
+    use crate::core::store::LocalStore as _;
+    for (name, entry) in &node.meta().plugins {
+        let Some(sha256) = &entry.sha256 else {
+            continue;
+        };
+        match store.load_module(sha256) {
+            Ok(Some(bytes)) => match plugins.compile(&bytes) {
+                Ok(plugin) => plugins.insert(plugin),
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "stored plugin does not compile")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot read a stored plugin"),
+        }
+    }
 }

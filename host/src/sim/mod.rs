@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::Bytes;
 
+use cairn_sdk::{ReconcileInput, Resolution};
+
 use crate::core::causal::CausalContext;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
@@ -91,6 +93,18 @@ enum Event {
     Tick {
         node: usize,
     },
+    Reconciled {
+        node: usize,
+        job: u64,
+        outcome: Result<Resolution, String>,
+    },
+}
+
+/// A native stand-in for a table plugin (the simulator runs no WebAssembly).
+pub type Reconciler = fn(&ReconcileInput) -> Result<Resolution, String>;
+
+fn no_plugins(_: &ReconcileInput) -> Result<Resolution, String> {
+    Err("unavailable: the simulator runs no plugins".into())
 }
 
 struct SimNode {
@@ -115,6 +129,8 @@ pub struct Sim {
     next_client_id: u64,
     crash_at_commit: Option<usize>,
     replies: BTreeMap<u64, ClientReply>,
+    /// What plugin tables' `reconcile` does here.
+    pub reconciler: Reconciler,
     admin_replies: BTreeMap<u64, AdminReply>,
 }
 
@@ -139,6 +155,7 @@ impl Sim {
             next_client_id: 1,
             crash_at_commit: None,
             replies: BTreeMap::new(),
+            reconciler: no_plugins,
             admin_replies: BTreeMap::new(),
         };
         for i in 0..count {
@@ -302,6 +319,18 @@ impl Sim {
             Output::AdminReply { id, reply } => {
                 self.admin_replies.insert(id, reply);
             }
+            Output::Reconcile { job, input, .. } => {
+                let outcome = (self.reconciler)(&input);
+                self.schedule(
+                    self.now_ms + 1,
+                    Event::Reconciled {
+                        node: index,
+                        job,
+                        outcome,
+                    },
+                );
+            }
+            Output::ModuleArrived { .. } => {}
             Output::Fatal(reason) => {
                 // A refused node stops, as the real one exits.
                 let _ = reason;
@@ -325,6 +354,9 @@ impl Sim {
             match event {
                 Event::Deliver { to, from, message } => {
                     self.feed(to, Input::Peer { from, message })
+                }
+                Event::Reconciled { node, job, outcome } => {
+                    self.feed(node, Input::Reconciled { job, outcome })
                 }
                 Event::Tick { node } => {
                     if self.is_up(node) {

@@ -19,6 +19,7 @@ pub struct MemoryStore {
     meta: Option<ClusterMeta>,
     staged_meta: Option<ClusterMeta>,
     epoch: Option<u32>,
+    modules: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -86,5 +87,14 @@ impl LocalStore for MemoryStore {
     fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError> {
         self.epoch = Some(epoch);
         Ok(())
+    }
+
+    fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.modules.insert(sha256.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.modules.get(sha256).cloned())
     }
 }

@@ -36,6 +36,8 @@ type Objects = Database<RawBytes, RawBytes>;
 pub struct NodeStore {
     env: Env,
     state: Database<Str, RawBytes>,
+    modules: Database<Str, RawBytes>,
+    staged_modules: HashMap<String, Vec<u8>>,
     tables: HashMap<TableName, Objects>,
     staged: HashMap<(TableName, Bytes), Vec<u8>>,
     staged_meta: Option<Vec<u8>>,
@@ -64,6 +66,9 @@ impl NodeStore {
         let mut wtxn = env.write_txn().map_err(storage_error)?;
         let state: Database<Str, RawBytes> = env
             .create_database(&mut wtxn, Some("node"))
+            .map_err(storage_error)?;
+        let modules: Database<Str, RawBytes> = env
+            .create_database(&mut wtxn, Some("modules"))
             .map_err(storage_error)?;
         let owner = state
             .get(&wtxn, STATE_NODE_ID)
@@ -103,6 +108,8 @@ impl NodeStore {
         let store = NodeStore {
             env,
             state,
+            modules,
+            staged_modules: HashMap::new(),
             tables: HashMap::new(),
             staged: HashMap::new(),
             staged_meta: None,
@@ -120,7 +127,7 @@ impl NodeStore {
 
     /// Whether anything waits for [`NodeStore::commit`].
     pub fn has_staged(&self) -> bool {
-        !self.staged.is_empty() || self.staged_meta.is_some()
+        !self.staged.is_empty() || self.staged_meta.is_some() || !self.staged_modules.is_empty()
     }
 
     /// Writes everything staged in one transaction and syncs it to disk.
@@ -143,6 +150,11 @@ impl NodeStore {
                 }
             };
             db.put(&mut wtxn, &key, &bytes).map_err(storage_error)?;
+        }
+        for (sha256, bytes) in self.staged_modules.drain() {
+            self.modules
+                .put(&mut wtxn, &sha256, &bytes)
+                .map_err(storage_error)?;
         }
         if let Some(meta) = self.staged_meta.take() {
             self.state
@@ -233,6 +245,24 @@ impl LocalStore for NodeStore {
             .put(&mut wtxn, STATE_EPOCH, &bytes)
             .map_err(storage_error)?;
         wtxn.commit().map_err(storage_error)
+    }
+
+    fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.staged_modules
+            .insert(sha256.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(bytes) = self.staged_modules.get(sha256) {
+            return Ok(Some(bytes.clone()));
+        }
+        let rtxn = self.env.read_txn().map_err(storage_error)?;
+        Ok(self
+            .modules
+            .get(&rtxn, sha256)
+            .map_err(storage_error)?
+            .map(<[u8]>::to_vec))
     }
 }
 

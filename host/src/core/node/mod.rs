@@ -5,7 +5,9 @@
 //! and watches its peers. It never touches a socket or a clock: the driver in
 //! `runtime/` (or the simulator in `sim/`) does that.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use cairn_sdk::{ReconcileInput, Resolution};
 
 use bytes::Bytes;
 
@@ -22,8 +24,13 @@ use super::msg::{
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
 use super::store::LocalStore;
+use super::table::MergeMode;
 use super::table::{ConfigError, TableConfig};
 use super::types::{NodeId, TableName};
+
+mod admin;
+mod modules;
+mod reconcile;
 
 /// A joiner whose id answered this recently is refused (it may still be running).
 const REJOIN_QUIET_MS: u64 = 10_000;
@@ -98,6 +105,13 @@ pub enum Input {
         /// The message.
         message: Message,
     },
+    /// A plugin call asked for by `Output::Reconcile` finished.
+    Reconciled {
+        /// The job id from the output.
+        job: u64,
+        /// The plugin's answer, or the `X-Cairn-Plugin-Error` value.
+        outcome: Result<Resolution, String>,
+    },
 }
 
 /// Everything a node asks its driver to do.
@@ -124,6 +138,23 @@ pub enum Output {
         /// The answer.
         reply: AdminReply,
     },
+    /// Run the table plugin's `reconcile` off the node loop and answer with
+    /// `Input::Reconciled`.
+    Reconcile {
+        /// Job id.
+        job: u64,
+        /// The module to run.
+        sha256: String,
+        /// Its input.
+        input: ReconcileInput,
+    },
+    /// A plugin module is stored here now: compile it.
+    ModuleArrived {
+        /// Its sha256.
+        sha256: String,
+        /// Its bytes.
+        bytes: Bytes,
+    },
     /// The node cannot go on (a seed refused it): the driver stops it.
     Fatal(String),
 }
@@ -134,14 +165,21 @@ impl Output {
     pub fn after_commit(&self) -> bool {
         match self {
             Output::Send { message, .. } => message.is_answer(),
-            Output::Reply { .. } | Output::AdminReply { .. } | Output::Fatal(_) => true,
+            Output::Reconcile { .. } => false,
+            Output::Reply { .. }
+            | Output::AdminReply { .. }
+            | Output::ModuleArrived { .. }
+            | Output::Fatal(_) => true,
         }
     }
 }
 
 enum Pending {
     Get(GetFsm),
-    Put(PutFsm),
+    /// A write; a plugin write-back also names the key it holds in `writebacks`.
+    Put(PutFsm, Option<(TableName, Bytes)>),
+    /// A read (or a write past 8 siblings) waiting for its plugin.
+    Reconcile(reconcile::Job),
     Forward {
         client: u64,
         deadline_ms: u64,
@@ -168,6 +206,13 @@ pub struct Node {
     /// Whether this process started on an empty data dir (a seed refuses a
     /// fresh node whose id answered within the last 10 s).
     fresh_data_dir: bool,
+    /// Keys with a plugin merge being written back: concurrent readers do not
+    /// mint another.
+    writebacks: HashSet<(TableName, Bytes)>,
+    /// Modules asked from peers, with when to ask again.
+    module_fetches: HashMap<String, u64>,
+    /// Plugin modules stored on this node.
+    modules_held: HashSet<String>,
 }
 
 impl Node {
@@ -213,10 +258,18 @@ impl Node {
             join_seed: None,
             seed_cursor: 0,
             fresh_data_dir,
+            writebacks: HashSet::new(),
+            module_fetches: HashMap::new(),
+            modules_held: HashSet::new(),
             config,
         };
         if node.meta.ring.is_some() {
             node.refresh_own_record(store);
+        }
+        for sha256 in node.meta.plugins.values().filter_map(|p| p.sha256.clone()) {
+            if store.load_module(&sha256)?.is_some() {
+                node.modules_held.insert(sha256);
+            }
         }
         Ok(node)
     }
@@ -257,6 +310,11 @@ impl Node {
                 self.outputs.push_back(Output::AdminReply { id, reply });
             }
             Input::Peer { from, message } => self.on_peer(from, message, store),
+            Input::Reconciled { job, outcome } => {
+                if let Some(Pending::Reconcile(job)) = self.pending.remove(&job) {
+                    self.finish_reconcile(job, outcome, store);
+                }
+            }
         }
     }
 
@@ -273,6 +331,7 @@ impl Node {
             return;
         }
         self.claim_if_empty(store);
+        self.fetch_missing_modules(random, store);
         if now >= self.next_ping_ms {
             self.next_ping_ms = now + PING_INTERVAL_MS;
             for addr in self.peer_addrs() {
@@ -301,7 +360,8 @@ impl Node {
             .iter()
             .filter(|(_, p)| match p {
                 Pending::Get(f) => f.deadline_ms <= now,
-                Pending::Put(f) => f.deadline_ms <= now,
+                Pending::Put(f, _) => f.deadline_ms <= now,
+                Pending::Reconcile(job) => job.deadline_ms <= now,
                 Pending::Forward { deadline_ms, .. } => *deadline_ms <= now,
             })
             .map(|(id, _)| *id)
@@ -320,9 +380,14 @@ impl Node {
                     self.pending.insert(id, Pending::Get(fsm));
                     self.progress_get(id, store);
                 }
-                Some(Pending::Put(fsm)) => {
-                    self.pending.insert(id, Pending::Put(fsm));
+                Some(Pending::Put(fsm, writeback)) => {
+                    self.pending.insert(id, Pending::Put(fsm, writeback));
                     self.progress_put(id);
+                }
+                Some(Pending::Reconcile(job)) => {
+                    let failed =
+                        Err("unavailable: the plugin call did not finish in time".to_owned());
+                    self.finish_reconcile(job, failed, store);
                 }
                 None => {}
             }
@@ -572,7 +637,7 @@ impl Node {
                 }
             }
             Message::ReplicaWriteAck { request, outcome } => {
-                if let Some(Pending::Put(fsm)) = self.pending.get_mut(&request) {
+                if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
                     fsm.record(&from, outcome);
                     self.progress_put(request);
                 }
@@ -583,6 +648,8 @@ impl Node {
                     self.progress_get(request, store);
                 }
             }
+            Message::FetchModule { sha256 } => self.send_module(&from, sha256, store),
+            Message::Module { sha256, bytes } => self.receive_module(sha256, bytes, store),
             Message::Forward { request, op } => {
                 self.on_client(
                     Origin::Remote {
@@ -638,6 +705,7 @@ impl Node {
     fn reply(&mut self, origin: Origin, reply: ClientReply) {
         match origin {
             Origin::Local(id) => self.outputs.push_back(Output::Reply { id, reply }),
+            Origin::Background => {}
             Origin::Remote { node, request } => {
                 if let Some(addr) = self.addr_of(&node) {
                     self.outputs.push_back(Output::Send {
@@ -740,8 +808,10 @@ impl Node {
                     value,
                     content_type,
                     context: context.unwrap_or_default(),
+                    timestamp_ms: None,
+                    is_merge: false,
                 };
-                self.start_put(
+                let _ = self.start_put(
                     origin,
                     write,
                     &config,
@@ -832,8 +902,10 @@ impl Node {
                     value: None,
                     content_type: String::new(),
                     context: merged.clock.clone(),
+                    timestamp_ms: None,
+                    is_merge: false,
                 };
-                self.start_put(
+                let _ = self.start_put(
                     origin,
                     write,
                     &config,
@@ -843,16 +915,20 @@ impl Node {
                     store,
                 );
             }
+            (Some(Ok(merged)), None) if merge == MergeMode::Plugin && merged.live_count() >= 2 => {
+                self.start_reconcile(Some(origin), table, key, config, merged, store);
+            }
             (Some(Ok(merged)), None) => {
                 let context = (!merged.is_empty()).then(|| merged.clock.clone());
-                self.reply(
-                    origin,
-                    ClientReply::Read {
-                        versions: live_sorted(&merged),
-                        context,
-                        merge,
-                    },
-                );
+                let versions = live_sorted(&merged);
+                let read = ClientReply::Read {
+                    versions,
+                    context,
+                    merge,
+                    merged: None,
+                    plugin_error: None,
+                };
+                self.reply(origin, read);
             }
             (Some(Err(failure)), _) => self.reply(origin, failure),
             (None, _) => {}
@@ -904,10 +980,13 @@ impl Node {
         primaries: &[NodeId],
         deadline_ms: u64,
         store: &mut dyn LocalStore,
-    ) {
+    ) -> Option<CausalContext> {
         let local = match store.load(&write.table, config.storage, &write.key) {
             Ok(found) => found.unwrap_or_default(),
-            Err(e) => return self.reply(origin, ClientReply::Unavailable(e.to_string())),
+            Err(e) => {
+                self.reply(origin, ClientReply::Unavailable(e.to_string()));
+                return None;
+            }
         };
         if self.may_have_forgotten(&local, &write.context) {
             let epoch = fresh_epoch(
@@ -916,7 +995,8 @@ impl Node {
                 self.now,
             );
             if let Err(e) = store.persist_epoch_now(epoch) {
-                return self.reply(origin, ClientReply::Unavailable(e.to_string()));
+                self.reply(origin, ClientReply::Unavailable(e.to_string()));
+                return None;
             }
             self.epoch = epoch;
             self.refresh_own_record(store);
@@ -929,10 +1009,11 @@ impl Node {
             counter: local.clock.max_counter(&actor) + 1,
             actor,
         };
-        let timestamp_ms = self
-            .now
-            .wall_ms
-            .max(local.max_timestamp_covered(&write.context) + 1);
+        let timestamp_ms = write.timestamp_ms.unwrap_or_else(|| {
+            self.now
+                .wall_ms
+                .max(local.max_timestamp_covered(&write.context) + 1)
+        });
         let content_type = if write.value.is_some() && write.content_type.is_empty() {
             "application/octet-stream".to_owned()
         } else {
@@ -948,13 +1029,16 @@ impl Node {
         object.apply_write(&write.context, version, config.merge);
         let live = object.live_count();
         if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
-            return self.reply(origin, ClientReply::TooManySiblings { siblings: live });
+            self.reply(origin, ClientReply::TooManySiblings { siblings: live });
+            return None;
         }
         if let Err(e) = store.stage(&write.table, config.storage, &write.key, &object) {
-            return self.reply(origin, ClientReply::Unavailable(e.to_string()));
+            self.reply(origin, ClientReply::Unavailable(e.to_string()));
+            return None;
         }
         let mut context_out = write.context;
         context_out.add(dot);
+        let returned = context_out.clone();
         let request = self.next_id();
         let mut fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
         fsm.record(&self.config.id.clone(), Ok(()));
@@ -969,8 +1053,25 @@ impl Node {
                 self.outputs.push_back(Output::Send { addr, message });
             }
         }
-        self.pending.insert(request, Pending::Put(fsm));
+        let writeback = write
+            .is_merge
+            .then(|| (write.table.clone(), write.key.clone()));
+        if let Some(key) = &writeback {
+            self.writebacks.insert(key.clone());
+        }
+        self.pending.insert(request, Pending::Put(fsm, writeback));
         self.progress_put(request);
+        let crowded =
+            config.merge == MergeMode::Plugin && live >= reconcile::RECONCILE_ON_WRITE_FROM;
+        if crowded
+            && !write.is_merge
+            && !self
+                .writebacks
+                .contains(&(write.table.clone(), write.key.clone()))
+        {
+            self.start_reconcile(None, write.table, write.key, config.clone(), object, store);
+        }
+        Some(returned)
     }
 
     /// Whether the client's context shows dots of this node that its local copy
@@ -988,105 +1089,26 @@ impl Node {
 
     fn progress_put(&mut self, request: u64) {
         let now = self.now.mono_ms;
-        let Some(Pending::Put(fsm)) = self.pending.get_mut(&request) else {
+        let Some(Pending::Put(fsm, writeback)) = self.pending.get_mut(&request) else {
             return;
         };
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
+        // A write-back stops blocking other merges of its key once it is answered.
+        let released = if answer.is_some() || done {
+            writeback.take()
+        } else {
+            None
+        };
+        if let Some(key) = released {
+            self.writebacks.remove(&key);
+        }
         if let Some(reply) = answer {
             self.reply(origin, reply);
         }
         if done {
             self.pending.remove(&request);
-        }
-    }
-
-    // ---- admin ----------------------------------------------------------------
-
-    fn on_admin(&mut self, op: AdminOp, store: &mut dyn LocalStore) -> AdminReply {
-        match op {
-            AdminOp::PutTable(name, patch) => self.put_table(name, &patch, store),
-            AdminOp::GetTable(name) => match self.meta.tables.get(&name) {
-                Some(entry) => AdminReply::Table(name, entry.config.clone()),
-                None => AdminReply::NotFound(format!("no table {name}")),
-            },
-            AdminOp::ListTables => AdminReply::Tables(
-                self.meta
-                    .tables
-                    .iter()
-                    .map(|(n, e)| (n.clone(), e.config.clone()))
-                    .collect(),
-            ),
-            AdminOp::ClusterStatus => AdminReply::Cluster(self.cluster_status()),
-            AdminOp::Preflist(table, key) => {
-                let Some(entry) = self.meta.tables.get(&table) else {
-                    return AdminReply::NotFound(format!("no table {table}"));
-                };
-                let primaries = self.primaries_of(&table, &key, entry.config.n);
-                // Fallbacks take part once hinted handoff exists; until then none are used.
-                AdminReply::Preflist {
-                    primaries,
-                    fallbacks: Vec::new(),
-                }
-            }
-            AdminOp::Join(seed) => {
-                if self.meta.members.len() > 1 {
-                    return AdminReply::Conflict(
-                        "this node is already in a cluster with other members".into(),
-                    );
-                }
-                self.join_seed = Some(seed);
-                self.meta.members.remove(&self.config.id);
-                self.meta.ring = None;
-                self.next_join_ms = self.now.mono_ms;
-                AdminReply::Accepted
-            }
-        }
-    }
-
-    fn put_table(
-        &mut self,
-        name: TableName,
-        patch: &super::table::TablePatch,
-        store: &mut dyn LocalStore,
-    ) -> AdminReply {
-        let existing = self.meta.tables.get(&name).cloned();
-        if existing.is_none() && self.meta.tables.len() >= TABLES_MAX {
-            return AdminReply::Invalid(format!("a cluster holds at most {TABLES_MAX} tables"));
-        }
-        let config = match TableConfig::apply(existing.as_ref().map(|e| &e.config), patch) {
-            Ok(config) => config,
-            Err(ConfigError::Invalid(m)) => return AdminReply::Invalid(m),
-            Err(ConfigError::Conflict(m)) => return AdminReply::Conflict(m),
-        };
-        let stamp_ms = self.now.wall_ms.max(existing.map_or(0, |e| e.stamp_ms + 1));
-        let entry = TableEntry {
-            config: config.clone(),
-            stamp_ms,
-            origin: self.config.id.clone(),
-        };
-        self.meta.tables.insert(name.clone(), entry);
-        self.meta_changed(store);
-        AdminReply::Table(name, config)
-    }
-
-    fn cluster_status(&self) -> ClusterStatus {
-        let members = self
-            .meta
-            .members
-            .iter()
-            .map(|(id, m)| MemberStatus {
-                id: id.clone(),
-                http: m.http.clone(),
-                peer: m.peer.clone(),
-                status: self.status_of(id),
-                partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
-            })
-            .collect();
-        ClusterStatus {
-            node: self.config.id.clone(),
-            members,
         }
     }
 }
@@ -1098,6 +1120,10 @@ struct Write {
     value: Option<Bytes>,
     content_type: String,
     context: CausalContext,
+    /// A plugin merge is stamped with the largest timestamp it merged.
+    timestamp_ms: Option<u64>,
+    /// Whether this is a plugin merge's write-back.
+    is_merge: bool,
 }
 
 /// A new epoch above `floor`: at least the wall clock in seconds, so that even a

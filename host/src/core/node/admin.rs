@@ -1,0 +1,206 @@
+//! Admin operations: tables, plugins, cluster status and joins, answered from
+//! (and changing) this node's cluster metadata.
+
+use super::*;
+use crate::core::meta::PluginEntry;
+use crate::core::table::TablePatch;
+
+impl Node {
+    /// Answers one admin operation.
+    pub(super) fn on_admin(&mut self, op: AdminOp, store: &mut dyn LocalStore) -> AdminReply {
+        match op {
+            AdminOp::PutTable(name, patch) => self.put_table(name, &patch, store),
+            AdminOp::PutPlugin {
+                name,
+                sha256,
+                abi,
+                exports,
+                bytes,
+            } => self.put_plugin(name, sha256, abi, exports, &bytes, store),
+            AdminOp::GetPlugin(name) => match self.meta.plugin(&name) {
+                Some(entry) => AdminReply::Plugin {
+                    entry: entry.clone(),
+                    name,
+                    created: false,
+                },
+                None => AdminReply::NotFound(format!("no plugin {name}")),
+            },
+            AdminOp::ListPlugins => AdminReply::Plugins(
+                self.meta
+                    .plugins
+                    .iter()
+                    .filter(|(_, e)| e.sha256.is_some())
+                    .map(|(n, e)| (n.clone(), e.clone()))
+                    .collect(),
+            ),
+            AdminOp::DeletePlugin(name) => self.delete_plugin(name, store),
+            AdminOp::GetTable(name) => match self.meta.tables.get(&name) {
+                Some(entry) => AdminReply::Table(name, entry.config.clone()),
+                None => AdminReply::NotFound(format!("no table {name}")),
+            },
+            AdminOp::ListTables => AdminReply::Tables(
+                self.meta
+                    .tables
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.config.clone()))
+                    .collect(),
+            ),
+            AdminOp::ClusterStatus => AdminReply::Cluster(self.cluster_status()),
+            AdminOp::Preflist(table, key) => {
+                let Some(entry) = self.meta.tables.get(&table) else {
+                    return AdminReply::NotFound(format!("no table {table}"));
+                };
+                let primaries = self.primaries_of(&table, &key, entry.config.n);
+                // Fallbacks take part once hinted handoff exists; until then none are used.
+                AdminReply::Preflist {
+                    primaries,
+                    fallbacks: Vec::new(),
+                }
+            }
+            AdminOp::Join(seed) => {
+                if self.meta.members.len() > 1 {
+                    return AdminReply::Conflict(
+                        "this node is already in a cluster with other members".into(),
+                    );
+                }
+                self.join_seed = Some(seed);
+                self.meta.members.remove(&self.config.id);
+                self.meta.ring = None;
+                self.next_join_ms = self.now.mono_ms;
+                AdminReply::Accepted
+            }
+        }
+    }
+
+    fn put_table(
+        &mut self,
+        name: TableName,
+        patch: &TablePatch,
+        store: &mut dyn LocalStore,
+    ) -> AdminReply {
+        let existing = self.meta.tables.get(&name).cloned();
+        if existing.is_none() && self.meta.tables.len() >= TABLES_MAX {
+            return AdminReply::Invalid(format!("a cluster holds at most {TABLES_MAX} tables"));
+        }
+        let config = match TableConfig::apply(existing.as_ref().map(|e| &e.config), patch) {
+            Ok(config) => config,
+            Err(ConfigError::Invalid(m)) => return AdminReply::Invalid(m),
+            Err(ConfigError::Conflict(m)) => return AdminReply::Conflict(m),
+        };
+        if let Some(plugin) = config
+            .plugin
+            .as_deref()
+            .filter(|_| config.merge == MergeMode::Plugin)
+        {
+            if !self
+                .meta
+                .plugin(plugin)
+                .is_some_and(|p| p.exports("reconcile"))
+            {
+                return AdminReply::Invalid(format!(
+                    "no uploaded plugin {plugin:?} exports reconcile"
+                ));
+            }
+        }
+        let stamp_ms = self.now.wall_ms.max(existing.map_or(0, |e| e.stamp_ms + 1));
+        let entry = TableEntry {
+            config: config.clone(),
+            stamp_ms,
+            origin: self.config.id.clone(),
+        };
+        self.meta.tables.insert(name.clone(), entry);
+        self.meta_changed(store);
+        AdminReply::Table(name, config)
+    }
+
+    fn cluster_status(&self) -> ClusterStatus {
+        let members = self
+            .meta
+            .members
+            .iter()
+            .map(|(id, m)| MemberStatus {
+                id: id.clone(),
+                http: m.http.clone(),
+                peer: m.peer.clone(),
+                status: self.status_of(id),
+                partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
+            })
+            .collect();
+        ClusterStatus {
+            node: self.config.id.clone(),
+            members,
+        }
+    }
+
+    /// The tables that use plugin `name`, with the function each needs.
+    fn tables_using(&self, name: &str) -> Vec<(TableName, &'static str)> {
+        let mut users = Vec::new();
+        for (table, entry) in &self.meta.tables {
+            if entry.config.merge == MergeMode::Plugin
+                && entry.config.plugin.as_deref() == Some(name)
+            {
+                users.push((table.clone(), "reconcile"));
+            }
+            if entry.config.storage_plugin.as_deref() == Some(name) {
+                users.push((table.clone(), "select_storage"));
+            }
+        }
+        users
+    }
+
+    fn put_plugin(
+        &mut self,
+        name: String,
+        sha256: String,
+        abi: u32,
+        exports: Vec<String>,
+        bytes: &[u8],
+        store: &mut dyn LocalStore,
+    ) -> AdminReply {
+        for (table, function) in self.tables_using(&name) {
+            if !exports.iter().any(|e| e == function) {
+                return AdminReply::Conflict(format!("table {table} uses {function} of plugin {name}, which this module does not export"));
+            }
+        }
+        if let Err(e) = store.stage_module(&sha256, bytes) {
+            return AdminReply::Unavailable(e.to_string());
+        }
+        self.modules_held.insert(sha256.clone());
+        let existing = self.meta.plugins.get(&name);
+        let created = existing.is_none_or(|e| e.sha256.is_none());
+        let stamp_ms = self.now.wall_ms.max(existing.map_or(0, |e| e.stamp_ms + 1));
+        let entry = PluginEntry {
+            sha256: Some(sha256),
+            abi,
+            exports,
+            size_bytes: bytes.len() as u64,
+            stamp_ms,
+            origin: self.config.id.clone(),
+        };
+        self.meta.plugins.insert(name.clone(), entry.clone());
+        self.meta_changed(store);
+        AdminReply::Plugin {
+            name,
+            entry,
+            created,
+        }
+    }
+
+    fn delete_plugin(&mut self, name: String, store: &mut dyn LocalStore) -> AdminReply {
+        let Some(existing) = self.meta.plugin(&name).cloned() else {
+            return AdminReply::NotFound(format!("no plugin {name}"));
+        };
+        if let Some((table, _)) = self.tables_using(&name).first() {
+            return AdminReply::Conflict(format!("table {table} uses plugin {name}"));
+        }
+        let tombstone = PluginEntry {
+            sha256: None,
+            stamp_ms: self.now.wall_ms.max(existing.stamp_ms + 1),
+            origin: self.config.id.clone(),
+            ..existing
+        };
+        self.meta.plugins.insert(name, tombstone);
+        self.meta_changed(store);
+        AdminReply::Deleted
+    }
+}

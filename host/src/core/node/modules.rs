@@ -1,0 +1,100 @@
+//! Spreading plugin modules: every node keeps the bytes of every live plugin,
+//! fetching what it lacks from a peer (the uploader first), checked by sha256.
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+/// How long to wait for a module before asking another peer.
+const MODULE_FETCH_RETRY_MS: u64 = 1_000;
+
+/// Lowercase hex sha256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Node {
+    /// Asks a peer for every live plugin module this node does not hold.
+    pub(super) fn fetch_missing_modules(&mut self, random: u64, store: &mut dyn LocalStore) {
+        let now = self.now.mono_ms;
+        let wanted: Vec<(String, NodeId)> = self
+            .meta
+            .plugins
+            .values()
+            .filter_map(|e| e.sha256.clone().map(|sha| (sha, e.origin.clone())))
+            .filter(|(sha, _)| !self.modules_held.contains(sha))
+            .collect();
+        for (sha256, origin) in wanted {
+            if self
+                .module_fetches
+                .get(&sha256)
+                .is_some_and(|&again| again > now)
+            {
+                continue;
+            }
+            if let Ok(Some(_)) = store.load_module(&sha256) {
+                self.modules_held.insert(sha256);
+                continue;
+            }
+            let others: Vec<NodeId> = self
+                .meta
+                .members
+                .keys()
+                .filter(|id| **id != self.config.id && self.status_of(id) == "up")
+                .cloned()
+                .collect();
+            let asked_before = self.module_fetches.contains_key(&sha256);
+            let peer = if !asked_before && others.contains(&origin) {
+                Some(origin)
+            } else if others.is_empty() {
+                None
+            } else {
+                Some(others[(random % others.len() as u64) as usize].clone())
+            };
+            self.module_fetches
+                .insert(sha256.clone(), now + MODULE_FETCH_RETRY_MS);
+            if let Some(addr) = peer.and_then(|p| self.addr_of(&p)) {
+                self.outputs.push_back(Output::Send {
+                    addr,
+                    message: Message::FetchModule { sha256 },
+                });
+            }
+        }
+    }
+
+    /// Answers a peer's fetch with the module, when this node has it.
+    pub(super) fn send_module(&mut self, to: &NodeId, sha256: String, store: &mut dyn LocalStore) {
+        let Ok(Some(bytes)) = store.load_module(&sha256) else {
+            return;
+        };
+        if let Some(addr) = self.addr_of(to) {
+            let message = Message::Module {
+                sha256,
+                bytes: Bytes::from(bytes),
+            };
+            self.outputs.push_back(Output::Send { addr, message });
+        }
+    }
+
+    /// Stores a module a peer sent, if its bytes match the sha256 it claims.
+    pub(super) fn receive_module(
+        &mut self,
+        sha256: String,
+        bytes: Bytes,
+        store: &mut dyn LocalStore,
+    ) {
+        if self.modules_held.contains(&sha256) || sha256_hex(&bytes) != sha256 {
+            return;
+        }
+        if store.stage_module(&sha256, &bytes).is_err() {
+            return;
+        }
+        self.module_fetches.remove(&sha256);
+        self.modules_held.insert(sha256.clone());
+        self.outputs
+            .push_back(Output::ModuleArrived { sha256, bytes });
+    }
+}

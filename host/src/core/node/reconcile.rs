@@ -1,0 +1,172 @@
+//! `merge: plugin`: the coordinator hands two or more live versions to the
+//! table's plugin (run by the driver, off the node loop), answers the merge,
+//! and writes it back as an ordinary version whose context is exactly the
+//! merged versions. Any plugin failure answers the siblings and loses nothing.
+
+use cairn_sdk::Sibling;
+
+use super::*;
+
+/// On plugin tables a write that leaves this many live versions triggers a merge.
+pub(super) const RECONCILE_ON_WRITE_FROM: usize = 8;
+
+/// A merge waiting for its plugin.
+pub(super) struct Job {
+    /// Who waits for the read (`None`: a merge triggered by a crowded write).
+    origin: Option<Origin>,
+    table: TableName,
+    key: Bytes,
+    config: TableConfig,
+    /// What the read merged causally.
+    object: Object,
+    /// The live versions given to the plugin, sorted by (timestamp_ms, dot).
+    versions: Vec<Version>,
+    /// When to give up on the plugin.
+    pub(super) deadline_ms: u64,
+}
+
+impl Node {
+    /// Asks the driver to run the table plugin on `object`'s live versions.
+    pub(super) fn start_reconcile(
+        &mut self,
+        origin: Option<Origin>,
+        table: TableName,
+        key: Bytes,
+        config: TableConfig,
+        object: Object,
+        store: &mut dyn LocalStore,
+    ) {
+        let versions = live_sorted(&object);
+        let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
+        let sha256 = config
+            .plugin
+            .as_deref()
+            .and_then(|name| self.meta.plugin(name))
+            .and_then(|p| p.sha256.clone());
+        let job = Job {
+            origin,
+            table,
+            key,
+            config,
+            object,
+            versions,
+            deadline_ms,
+        };
+        let Some(sha256) = sha256 else {
+            let reason = "unavailable: the table's plugin is not uploaded".to_owned();
+            return self.finish_reconcile(job, Err(reason), store);
+        };
+        let input = ReconcileInput {
+            table: job.table.to_string(),
+            key: job.key.to_vec(),
+            siblings: job
+                .versions
+                .iter()
+                .map(|v| Sibling {
+                    value: v.value.as_deref().unwrap_or_default().to_vec(),
+                    content_type: v.content_type.clone(),
+                    timestamp_ms: v.timestamp_ms,
+                })
+                .collect(),
+        };
+        let id = self.next_id();
+        self.pending.insert(id, Pending::Reconcile(job));
+        self.outputs.push_back(Output::Reconcile {
+            job: id,
+            sha256,
+            input,
+        });
+    }
+
+    /// Takes the plugin's answer: a merge is answered (200) and written back
+    /// unless another write-back of the key is in flight; anything else
+    /// answers the siblings (300), with the failure when there was one.
+    pub(super) fn finish_reconcile(
+        &mut self,
+        job: Job,
+        outcome: Result<Resolution, String>,
+        store: &mut dyn LocalStore,
+    ) {
+        let (value, content_type) = match outcome {
+            Ok(Resolution::Merged {
+                value,
+                content_type,
+            }) => (value, content_type),
+            Ok(Resolution::KeepSiblings) => return self.answer_siblings(job, None),
+            Err(failure) => return self.answer_siblings(job, Some(failure)),
+        };
+        let content_type = content_type
+            .or_else(|| job.versions.first().map(|v| v.content_type.clone()))
+            .unwrap_or_default();
+        let timestamp_ms = job
+            .versions
+            .iter()
+            .map(|v| v.timestamp_ms)
+            .max()
+            .unwrap_or(0);
+        let slot = (job.table.clone(), job.key.clone());
+        let mut context = job.object.clock.clone();
+        if !self.writebacks.contains(&slot) {
+            let mut merged_dots = CausalContext::new();
+            for version in &job.versions {
+                merged_dots.add(version.dot.clone());
+            }
+            let write = Write {
+                table: job.table.clone(),
+                key: job.key.clone(),
+                value: Some(Bytes::from(value.clone())),
+                content_type: content_type.clone(),
+                context: merged_dots,
+                timestamp_ms: Some(timestamp_ms),
+                is_merge: true,
+            };
+            let primaries = self.primaries_of(&job.table, &job.key, job.config.n);
+            let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
+            let w = job.config.w;
+            if let Some(written) = self.start_put(
+                Origin::Background,
+                write,
+                &job.config,
+                w,
+                &primaries,
+                deadline_ms,
+                store,
+            ) {
+                context = written;
+            }
+        }
+        let Some(origin) = job.origin else { return };
+        let answer = Version {
+            dot: Dot {
+                actor: Actor {
+                    node: self.config.id.clone(),
+                    epoch: self.epoch,
+                },
+                counter: 0,
+            },
+            timestamp_ms,
+            value: Some(Bytes::from(value)),
+            content_type,
+        };
+        let reply = ClientReply::Read {
+            versions: vec![answer],
+            context: Some(context),
+            merge: MergeMode::Plugin,
+            merged: Some(job.versions.len() as u32),
+            plugin_error: None,
+        };
+        self.reply(origin, reply);
+    }
+
+    fn answer_siblings(&mut self, job: Job, plugin_error: Option<String>) {
+        let Some(origin) = job.origin else { return };
+        let reply = ClientReply::Read {
+            versions: job.versions,
+            context: Some(job.object.clock),
+            merge: MergeMode::Plugin,
+            merged: None,
+            plugin_error,
+        };
+        self.reply(origin, reply);
+    }
+}
