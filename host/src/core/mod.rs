@@ -17,6 +17,17 @@ pub mod types;
 
 #[cfg(test)]
 mod tidy {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
     /// The core stays free of I/O: no runtime, sockets, files, clocks or storage engines.
     #[test]
     fn core_has_no_io() {
@@ -30,10 +41,15 @@ mod tidy {
             "hyper",
             "std::thread",
             "rand::",
+            "wasmtime",
         ];
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
+        let mut files = Vec::new();
+        rust_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core"),
+            &mut files,
+        );
+        assert!(files.len() > 10);
+        for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text.split("mod tidy").next().unwrap_or("");
             for word in banned {
