@@ -28,6 +28,34 @@ pub fn cairn_bin() -> PathBuf {
     path
 }
 
+/// An example plugin module built by `cargo xtask test` (`shopping-cart` →
+/// `target/wasm32-unknown-unknown/plugin/shopping_cart.wasm`).
+pub fn plugin_wasm(name: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let path = root.join("target/wasm32-unknown-unknown/plugin").join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask test`, which builds the plugins", path.display()))
+}
+
+/// A minimal module speaking the plugin ABI whose `reconcile` runs `body`
+/// (WAT); bytes 16.. hold KeepSiblings, 32.. hold Merged("hi").
+pub fn wat_plugin(body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (global $bump (mut i32) (i32.const 1024))
+            (data (i32.const 16) "\01")
+            (data (i32.const 32) "\00\02hi\00")
+            (func (export "cairn_abi_version") (result i32) (i32.const 1))
+            (func (export "cairn_alloc") (param $len i32) (result i32)
+                (local $p i32)
+                (local.set $p (global.get $bump))
+                (global.set $bump (i32.add (global.get $bump) (local.get $len)))
+                (local.get $p))
+            (func (export "cairn_reconcile") (param $ptr i32) (param $len i32) (result i64) {body}))"#
+    ))
+    .expect("valid WAT")
+}
+
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(label: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

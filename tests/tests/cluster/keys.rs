@@ -1,4 +1,4 @@
-//! Cluster-level tests over real `cairn serve` processes on loopback.
+//! Key semantics, faults and membership over real `cairn serve` processes.
 
 use std::io::Write;
 use std::net::TcpStream;

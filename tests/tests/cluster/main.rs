@@ -1,0 +1,5 @@
+//! Cluster-level tests over real `cairn serve` processes on loopback, in one
+//! test binary to keep link time down.
+
+mod keys;
+mod plugins;
