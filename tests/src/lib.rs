@@ -31,9 +31,19 @@ pub fn cairn_bin() -> PathBuf {
 /// An example plugin module built by `cargo xtask test` (`shopping-cart` →
 /// `target/wasm32-unknown-unknown/plugin/shopping_cart.wasm`).
 pub fn plugin_wasm(name: &str) -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let path = root.join("target/wasm32-unknown-unknown/plugin").join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask test`, which builds the plugins", path.display()))
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let path = root
+        .join("target/wasm32-unknown-unknown/plugin")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run `cargo xtask test`, which builds the plugins",
+            path.display()
+        )
+    })
 }
 
 /// A minimal module speaking the plugin ABI whose `reconcile` runs `body`

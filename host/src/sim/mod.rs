@@ -436,6 +436,23 @@ impl Sim {
         self.nodes.is_empty()
     }
 
+    /// Puts a plugin entry straight into every node's metadata (the simulator
+    /// has no HTTP upload and runs [`Sim::reconciler`] instead of modules).
+    pub fn inject_plugin(&mut self, name: &str, entry: crate::core::meta::PluginEntry) {
+        let mut meta = crate::core::meta::ClusterMeta::empty();
+        meta.plugins.insert(name.to_owned(), entry);
+        for index in 0..self.nodes.len() {
+            let from = self.nodes[index].config.id.clone();
+            self.feed(
+                index,
+                Input::Peer {
+                    from,
+                    message: Message::Gossip(Box::new(meta.clone())),
+                },
+            );
+        }
+    }
+
     /// Node `index`'s protocol state, while it runs.
     pub fn node(&self, index: usize) -> Option<&Node> {
         self.nodes[index].node.as_ref()
