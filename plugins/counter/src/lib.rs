@@ -39,7 +39,7 @@ pub fn samples(seed: u64) -> Vec<Vec<u8>> {
             let counter: Counter = ["a", "b", "c"]
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| (seed + i + *j as u64) % 2 == 0)
+                .filter(|(j, _)| (seed + i + *j as u64).is_multiple_of(2))
                 .map(|(j, actor)| {
                     (
                         (*actor).to_owned(),

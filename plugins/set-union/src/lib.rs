@@ -27,7 +27,7 @@ pub fn samples(seed: u64) -> Vec<Vec<u8>> {
             let set: Vec<&str> = words
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| (seed.wrapping_add(i * 3 + *j as u64 * 7)) % 3 == 0)
+                .filter(|(j, _)| seed.wrapping_add(i * 3 + *j as u64 * 7).is_multiple_of(3))
                 .map(|(_, w)| *w)
                 .collect();
             json::to_bytes(&set)
