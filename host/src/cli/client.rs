@@ -414,6 +414,25 @@ pub enum PluginCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Check a merge plugin's laws in the sandbox (exit 0 pass, 1 violation, 2 inconclusive).
+    Check {
+        /// The module.
+        file: std::path::PathBuf,
+        /// A JSON array of sample values (default: the plugin's sample generator).
+        #[arg(long)]
+        samples: Option<std::path::PathBuf>,
+    },
+    /// Create a plugin crate that builds to .wasm as generated.
+    New {
+        /// Plugin (and crate) name: [a-z0-9_-]{1,64}.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+        /// Path to the cairn-sdk crate (default: the one this cairn was built with).
+        #[arg(long)]
+        sdk: Option<std::path::PathBuf>,
+    },
 }
 
 /// `cairn plugin ...`.
@@ -436,5 +455,21 @@ pub fn plugin(command: &PluginCommand) -> anyhow::Result<()> {
             &[],
             None,
         )?),
+        PluginCommand::Check { file, samples } => {
+            let code = super::plugin::check(file, samples.as_deref())?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        PluginCommand::New { name, dir, sdk } => {
+            let root = super::plugin::new(name, dir, sdk.as_deref())?;
+            println!("created {}", root.display());
+            println!(
+                "next: cd {} && cargo build --release --target wasm32-unknown-unknown",
+                root.display()
+            );
+            Ok(())
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod dev;
+mod plugin;
 
 use std::path::PathBuf;
 

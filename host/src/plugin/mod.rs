@@ -8,6 +8,7 @@
 //! against its memory before a byte is read. Whatever goes wrong costs that
 //! one call: it comes back as a [`PluginError`].
 
+pub mod check;
 mod runtime;
 mod validate;
 

@@ -19,15 +19,16 @@ pub fn reconcile(input: ReconcileInput) -> Resolution {
     }
 }
 
-/// Sample sets for `cairn plugin check`.
+/// Sample sets for `cairn plugin check`: distinct subsets of five words.
 pub fn samples(seed: u64) -> Vec<Vec<u8>> {
     let words = ["a", "b", "c", "d", "e"];
     (0..10u64)
         .map(|i| {
+            let bits = (seed.wrapping_mul(7).wrapping_add(i * 5)) % 32;
             let set: Vec<&str> = words
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| seed.wrapping_add(i * 3 + *j as u64 * 7).is_multiple_of(3))
+                .filter(|(j, _)| bits & (1 << j) != 0)
                 .map(|(_, w)| *w)
                 .collect();
             json::to_bytes(&set)

@@ -1,5 +1,6 @@
 //! Cluster-level tests over real `cairn serve` processes on loopback, in one
 //! test binary to keep link time down.
 
+mod authoring;
 mod keys;
 mod plugins;

@@ -1,0 +1,96 @@
+//! Plugin authoring on the command line: `cairn plugin new`, `check`.
+
+use std::process::Command;
+
+use cairn_tests::{cairn_bin, temp_dir};
+
+fn check(file: &std::path::Path, samples: Option<&std::path::Path>) -> (i32, String) {
+    let mut command = Command::new(cairn_bin());
+    command.args(["plugin", "check"]).arg(file);
+    if let Some(samples) = samples {
+        command.arg("--samples").arg(samples);
+    }
+    let output = command.output().expect("run cairn plugin check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    root.join("target/wasm32-unknown-unknown/plugin")
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+#[test]
+fn plugin_check_passes_the_examples_and_catches_a_non_commutative_merge() {
+    for name in ["shopping-cart", "set-union", "counter", "size-router"] {
+        let (code, out) = check(&example(name), None);
+        assert_eq!(code, 0, "{name}: {out}");
+        assert!(out.contains("PASS"), "{name}: {out}");
+    }
+    // "First sibling wins": answers Merged([first byte of the first sibling]).
+    let dir = temp_dir("check");
+    let first_wins = cairn_tests::wat_plugin(
+        "(i32.store8 (i32.const 60000) (i32.const 0))
+         (i32.store8 (i32.const 60001) (i32.const 1))
+         (i32.store8 (i32.const 60002) (i32.load8_u (i32.add (local.get $ptr) (i32.const 10))))
+         (i32.store8 (i32.const 60003) (i32.const 0))
+         (i64.or (i64.shl (i64.const 60000) (i64.const 32)) (i64.const 4))",
+    );
+    let module = dir.join("first_wins.wasm");
+    std::fs::write(&module, first_wins).unwrap();
+    let samples = dir.join("samples.json");
+    std::fs::write(&samples, "[1, 2, 3]").unwrap();
+    let (code, out) = check(&module, Some(&samples));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("VIOLATION of commutativity"), "{out}");
+    assert!(
+        out.contains("sibling 1: 1") && out.contains("sibling 2: 2"),
+        "minimal counterexample: {out}"
+    );
+    // Samples a JSON plugin cannot parse prove nothing.
+    let (code, out) = check(&example("shopping-cart"), Some(&samples));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("INCONCLUSIVE"), "{out}");
+}
+
+#[test]
+fn plugin_new_scaffolds_a_crate_that_builds_and_passes_check() {
+    let dir = temp_dir("scaffold");
+    let status = Command::new(cairn_bin())
+        .args(["plugin", "new", "my-merge", "--dir"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let crate_dir = dir.join("my-merge");
+    // Its own target dir: the workspace's is locked by the running `cargo test`.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("target/scaffold");
+    let build = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--quiet",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&crate_dir)
+        .status()
+        .unwrap();
+    assert!(
+        build.success(),
+        "the generated crate must build as generated"
+    );
+    let module = target.join("wasm32-unknown-unknown/release/my_merge.wasm");
+    let (code, out) = check(&module, None);
+    assert_eq!(code, 0, "{out}");
+}
