@@ -174,6 +174,12 @@ impl PluginRuntime {
         decode(&bytes)
     }
 
+        /// Creates one sandboxed instance and drops it: the setup every call pays,
+    /// for benchmarks.
+    pub fn instantiate_once(&self, plugin: &CompiledPlugin) -> Result<(), PluginError> {
+        self.instantiate(plugin).map(|_| ())
+    }
+
     fn abi_version(&self, plugin: &CompiledPlugin) -> Result<u32, PluginError> {
         let (mut store, instance) = self.instantiate(plugin)?;
         let func = instance
