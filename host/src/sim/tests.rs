@@ -530,3 +530,23 @@ fn a_failing_plugin_answers_siblings_and_discards_nothing() {
     }
     assert_eq!(values(&read), set(&["a", "b"]));
 }
+
+#[test]
+fn a_write_past_64_live_versions_is_refused_and_stores_nothing() {
+    let mut sim = Sim::new(41, 3);
+    siblings_table(&mut sim);
+    for i in 0..64 {
+        written(&sim.call(i % 3, put("ev", "k", &format!("v{i}"), None), TIMEOUT_MS));
+    }
+    match sim.call(0, put("ev", "k", "one-too-many", None), TIMEOUT_MS) {
+        Some(ClientReply::TooManySiblings { siblings }) => assert_eq!(siblings, 65),
+        other => panic!("expected 409: {other:?}"),
+    }
+    let read = sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&read).len(), 64);
+    assert!(!values(&read).contains("one-too-many"));
+    // A write whose context covers the siblings is accepted and replaces them.
+    let context = read_context(&read);
+    written(&sim.call(2, put("ev", "k", "merged", context), TIMEOUT_MS));
+    assert_eq!(values(&sim.call(0, get("ev", "k", Some(3)), TIMEOUT_MS)), set(&["merged"]));
+}
