@@ -13,7 +13,16 @@ use cairn_sdk::{ReconcileInput, Sibling};
 
 fn cart(offset: usize) -> Vec<u8> {
     let items: Vec<String> = (0..16)
-        .map(|i| format!(r#""item-{:02}":{{"qty":{},"price":"{}.{:02}","updated_ms":{}}}"#, i + offset, i + 1, i, i, 1_000 + i))
+        .map(|i| {
+            format!(
+                r#""item-{:02}":{{"qty":{},"price":"{}.{:02}","updated_ms":{}}}"#,
+                i + offset,
+                i + 1,
+                i,
+                i,
+                1_000 + i
+            )
+        })
         .collect();
     format!("{{{}}}", items.join(",")).into_bytes()
 }
@@ -35,15 +44,24 @@ fn time<F: FnMut()>(rounds: usize, mut f: F) -> f64 {
 }
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-unknown-unknown/plugin/shopping_cart.wasm");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-unknown-unknown/plugin/shopping_cart.wasm");
     let bytes = std::fs::read(&root).expect("build the plugin first (see the module docs)");
     let (a, b) = (cart(0), cart(8));
     let input = ReconcileInput {
         table: "carts".into(),
         key: b"ann".to_vec(),
         siblings: vec![
-            Sibling { value: a.clone(), content_type: "application/json".into(), timestamp_ms: 1 },
-            Sibling { value: b.clone(), content_type: "application/json".into(), timestamp_ms: 2 },
+            Sibling {
+                value: a.clone(),
+                content_type: "application/json".into(),
+                timestamp_ms: 1,
+            },
+            Sibling {
+                value: b.clone(),
+                content_type: "application/json".into(),
+                timestamp_ms: 2,
+            },
         ],
     };
     let runtime = PluginRuntime::new().expect("engine");
@@ -51,19 +69,34 @@ fn main() {
     let plugin = runtime.compile(&bytes).expect("module");
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let sandboxed = runtime.reconcile(&plugin, &input).expect("merge");
-    assert_eq!(sandboxed, shopping_cart::reconcile(input.clone()), "the sandbox and native agree");
+    assert_eq!(
+        sandboxed,
+        shopping_cart::reconcile(input.clone()),
+        "the sandbox and native agree"
+    );
 
     let rounds = 2_000;
     let native = time(rounds, || {
-        std::hint::black_box(shopping_cart::reconcile(std::hint::black_box(input.clone())));
+        std::hint::black_box(shopping_cart::reconcile(std::hint::black_box(
+            input.clone(),
+        )));
     });
     let wasm = time(rounds, || {
         std::hint::black_box(runtime.reconcile(&plugin, &input).expect("merge"));
     });
-    let instantiate = time(rounds, || runtime.instantiate_once(&plugin).expect("instance"));
-    println!("carts of {} and {} bytes, median of {rounds} calls each:", a.len(), b.len());
+    let instantiate = time(rounds, || {
+        runtime.instantiate_once(&plugin).expect("instance")
+    });
+    println!(
+        "carts of {} and {} bytes, median of {rounds} calls each:",
+        a.len(),
+        b.len()
+    );
     println!("  native merge:          {native:8.1} µs");
-    println!("  sandboxed merge:       {wasm:8.1} µs  ({:.1}x native)", wasm / native);
+    println!(
+        "  sandboxed merge:       {wasm:8.1} µs  ({:.1}x native)",
+        wasm / native
+    );
     println!("  of which instantiation:{instantiate:8.1} µs");
     println!("  compile once:          {compile_ms:8.1} ms");
 }

@@ -149,13 +149,8 @@ impl TableConfig {
                 "merge \"plugin\" needs \"plugin\": the name of an uploaded plugin".into(),
             );
         }
-        if matches!(self.storage, StorageKind::Blob | StorageKind::Plugin)
-            || self.storage_plugin.is_some()
-        {
-            return invalid(
-                "storage engines 'blob' and 'plugin' are not available in this version of Cairn"
-                    .into(),
-            );
+        if self.storage == StorageKind::Plugin || self.storage_plugin.is_some() {
+            return invalid("storage \"plugin\" (a plugin choosing the engine per object) is not available in this version of Cairn".into());
         }
         Ok(())
     }

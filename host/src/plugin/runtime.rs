@@ -174,7 +174,7 @@ impl PluginRuntime {
         decode(&bytes)
     }
 
-        /// Creates one sandboxed instance and drops it: the setup every call pays,
+    /// Creates one sandboxed instance and drops it: the setup every call pays,
     /// for benchmarks.
     pub fn instantiate_once(&self, plugin: &CompiledPlugin) -> Result<(), PluginError> {
         self.instantiate(plugin).map(|_| ())

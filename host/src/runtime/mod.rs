@@ -27,6 +27,8 @@ use crate::storage::NodeStore;
 const EVENT_QUEUE_MAX: usize = 65_536;
 /// Events fed to the node per turn before it commits and answers.
 const EVENTS_PER_TURN_MAX: usize = 4_096;
+/// How often unreferenced blob files are looked for.
+const BLOB_SWEEP_INTERVAL_MS: u64 = 60_000;
 /// How often the node is told time passed.
 const TICK_MS: u64 = 20;
 
@@ -259,6 +261,7 @@ async fn drive(
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deferred: Vec<Output> = Vec::new();
+    let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -268,7 +271,11 @@ async fn drive(
                 Some(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
                 None => break,
             },
-            _ = tick.tick() => {
+                        _ = tick.tick() => {
+                if Instant::now() >= next_blob_sweep {
+                    next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
+                    sweep_blobs(&node, &mut store);
+                }
                 node.handle(clock.now(), Input::Tick { random: random.next() }, &mut store);
             }
         }
@@ -422,5 +429,24 @@ fn compile_stored_modules(node: &Node, store: &mut NodeStore, plugins: &PluginRu
             Ok(None) => {}
             Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot read a stored plugin"),
         }
+    }
+}
+
+/// Deletes blob files that no object of a blob table references any more.
+fn sweep_blobs(node: &Node, store: &mut NodeStore) {
+    let tables: Vec<_> = node
+        .meta()
+        .tables
+        .iter()
+        .filter(|(_, entry)| entry.config.storage == crate::core::table::StorageKind::Blob)
+        .map(|(name, _)| name.clone())
+        .collect();
+    if tables.is_empty() {
+        return;
+    }
+    match store.collect_blobs(&tables) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "unreferenced blobs collected"),
+        Err(e) => tracing::warn!(error = %e, "blob collection failed"),
     }
 }

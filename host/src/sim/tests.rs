@@ -548,5 +548,8 @@ fn a_write_past_64_live_versions_is_refused_and_stores_nothing() {
     // A write whose context covers the siblings is accepted and replaces them.
     let context = read_context(&read);
     written(&sim.call(2, put("ev", "k", "merged", context), TIMEOUT_MS));
-    assert_eq!(values(&sim.call(0, get("ev", "k", Some(3)), TIMEOUT_MS)), set(&["merged"]));
+    assert_eq!(
+        values(&sim.call(0, get("ev", "k", Some(3)), TIMEOUT_MS)),
+        set(&["merged"])
+    );
 }

@@ -5,7 +5,10 @@
 //! writes the whole overlay in one LMDB transaction (group commit). The driver
 //! calls it once per loop turn and only then releases the acks.
 
-use std::collections::HashMap;
+mod blob;
+mod stored;
+
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -19,6 +22,8 @@ use crate::core::object::Object;
 use crate::core::store::{LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::{NodeId, TableName};
+use blob::{BlobDir, BlobId};
+use stored::StoredObject;
 
 /// LMDB's map size: address space reserved, not disk used.
 const MAP_BYTES: usize = 64 << 30;
@@ -38,6 +43,8 @@ pub struct NodeStore {
     state: Database<Str, RawBytes>,
     modules: Database<Str, RawBytes>,
     staged_modules: HashMap<String, Vec<u8>>,
+    blobs: BlobDir,
+    staged_blobs: HashMap<BlobId, Bytes>,
     tables: HashMap<TableName, Objects>,
     staged: HashMap<(TableName, Bytes), Vec<u8>>,
     staged_meta: Option<Vec<u8>>,
@@ -110,6 +117,8 @@ impl NodeStore {
             state,
             modules,
             staged_modules: HashMap::new(),
+            blobs: BlobDir::open(dir.join("blobs"))?,
+            staged_blobs: HashMap::new(),
             tables: HashMap::new(),
             staged: HashMap::new(),
             staged_meta: None,
@@ -127,13 +136,23 @@ impl NodeStore {
 
     /// Whether anything waits for [`NodeStore::commit`].
     pub fn has_staged(&self) -> bool {
-        !self.staged.is_empty() || self.staged_meta.is_some() || !self.staged_modules.is_empty()
+        !self.staged.is_empty()
+            || self.staged_meta.is_some()
+            || !self.staged_modules.is_empty()
+            || !self.staged_blobs.is_empty()
     }
 
     /// Writes everything staged in one transaction and syncs it to disk.
     pub fn commit(&mut self) -> Result<usize, StoreError> {
         if !self.has_staged() {
             return Ok(0);
+        }
+        // Blob files first: the LMDB records that reference them come after.
+        if !self.staged_blobs.is_empty() {
+            for (id, bytes) in self.staged_blobs.drain() {
+                self.blobs.write(&id, &bytes)?;
+            }
+            self.blobs.sync()?;
         }
         let mut wtxn = self.env.write_txn().map_err(storage_error)?;
         let count = self.staged.len();
@@ -163,6 +182,34 @@ impl NodeStore {
         }
         wtxn.commit().map_err(storage_error)?;
         Ok(count)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Object, StoreError> {
+        let stored: StoredObject = decode_disk(bytes).map_err(storage_error)?;
+        stored.into_object(|id| match self.staged_blobs.get(id) {
+            Some(bytes) => Ok(bytes.clone()),
+            None => self.blobs.read(id),
+        })
+    }
+
+    /// Deletes blob files no object of `tables` references any more. Runs
+    /// between turns, when nothing is staged, so no file of an uncommitted
+    /// write can be taken. Returns the number of files deleted.
+    pub fn collect_blobs(&mut self, tables: &[TableName]) -> Result<usize, StoreError> {
+        self.commit()?;
+        let mut referenced = HashSet::new();
+        for table in tables {
+            let Some(db) = self.table_db(table)? else {
+                continue;
+            };
+            let rtxn = self.env.read_txn().map_err(storage_error)?;
+            for entry in db.iter(&rtxn).map_err(storage_error)? {
+                let (_, bytes) = entry.map_err(storage_error)?;
+                let stored: StoredObject = decode_disk(bytes).map_err(storage_error)?;
+                referenced.extend(stored.blob_ids().copied());
+            }
+        }
+        self.blobs.collect(&referenced)
     }
 
     /// Records a clean shutdown: the next start keeps the epoch.
@@ -204,14 +251,14 @@ impl LocalStore for NodeStore {
             return Ok(self.memory.get(&slot).cloned());
         }
         if let Some(bytes) = self.staged.get(&slot) {
-            return decode_disk(bytes).map(Some).map_err(storage_error);
+            return self.decode(bytes).map(Some);
         }
         let Some(db) = self.table_db(table)? else {
             return Ok(None);
         };
         let rtxn = self.env.read_txn().map_err(storage_error)?;
         match db.get(&rtxn, key).map_err(storage_error)? {
-            Some(bytes) => decode_disk(bytes).map(Some).map_err(storage_error),
+            Some(bytes) => self.decode(bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -228,8 +275,13 @@ impl LocalStore for NodeStore {
             self.memory.insert(slot, object.clone());
             return Ok(());
         }
+        let in_blobs = storage == StorageKind::Blob;
+        let staged_blobs = &mut self.staged_blobs;
+        let stored = StoredObject::from_object(object, in_blobs, |id, bytes| {
+            staged_blobs.insert(id, bytes.clone());
+        });
         self.staged
-            .insert(slot, encode_disk(object).map_err(storage_error)?);
+            .insert(slot, encode_disk(&stored).map_err(storage_error)?);
         Ok(())
     }
 
@@ -267,70 +319,4 @@ impl LocalStore for NodeStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::causal::CausalContext;
-    use crate::core::object::Version;
-    use crate::core::table::MergeMode;
-
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("cairn-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    fn object(value: &str) -> Object {
-        let mut o = Object::default();
-        let dot = crate::core::causal::tests::dot("n1", 1, 1);
-        let v = Version {
-            dot,
-            timestamp_ms: 1,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            content_type: "t".into(),
-        };
-        o.apply_write(&CausalContext::new(), v, MergeMode::Siblings);
-        o
-    }
-
-    #[test]
-    fn committed_objects_and_epochs_survive_reopening() {
-        let dir = temp_dir("reopen");
-        let id = NodeId::new("n1").unwrap();
-        let table = TableName::new("t").unwrap();
-        {
-            let (mut store, persisted) = NodeStore::open(&dir, &id).unwrap();
-            assert_eq!(persisted.epoch, None);
-            store.persist_epoch_now(7).unwrap();
-            store
-                .stage(&table, StorageKind::Lmdb, b"k", &object("v"))
-                .unwrap();
-            assert_eq!(
-                store.load(&table, StorageKind::Lmdb, b"k").unwrap(),
-                Some(object("v")),
-                "staged reads"
-            );
-            store
-                .stage(&table, StorageKind::Memory, b"m", &object("m"))
-                .unwrap();
-            assert_eq!(store.commit().unwrap(), 1);
-        }
-        let (mut store, persisted) = NodeStore::open(&dir, &id).unwrap();
-        assert_eq!(persisted.epoch, Some(7));
-        assert!(!persisted.clean_shutdown);
-        assert_eq!(
-            store.load(&table, StorageKind::Lmdb, b"k").unwrap(),
-            Some(object("v"))
-        );
-        assert_eq!(
-            store.load(&table, StorageKind::Memory, b"m").unwrap(),
-            None,
-            "memory is volatile"
-        );
-        store.mark_clean_shutdown().unwrap();
-        drop(store);
-        let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
-        assert!(persisted.clean_shutdown);
-        assert!(NodeStore::open(&dir, &NodeId::new("other").unwrap()).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;

@@ -505,3 +505,42 @@ fn a_wiped_node_is_refused_while_its_id_is_fresh_then_resumes_its_partitions() {
         .sibling_values();
     assert_eq!(values, vec!["new", "v"]);
 }
+
+#[test]
+fn large_values_in_a_blob_table_survive_a_restart_of_every_node() {
+    let mut cluster = Cluster::start("blobs", 3, &[]);
+    cluster.create_table(
+        "files",
+        r#"{"n":3,"r":2,"w":2,"merge":"siblings","storage":"blob"}"#,
+    );
+    let large: Vec<u8> = (0..(2 << 20)).map(|i: u32| (i % 251) as u8).collect();
+    assert_eq!(
+        cluster.nodes[0]
+            .call("PUT", "/tables/files/keys/big?w=3", &[], &large)
+            .status,
+        204
+    );
+    assert_eq!(
+        cluster.nodes[1]
+            .call("PUT", "/tables/files/keys/small", &[], b"tiny")
+            .status,
+        204
+    );
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    cluster.wait_formed();
+    let read = cluster.nodes[2].call("GET", "/tables/files/keys/big", &[], b"");
+    assert_eq!(read.status, 200);
+    assert!(read.body == large, "the 2 MiB value came back intact");
+    assert_eq!(
+        cluster.nodes[0]
+            .call("GET", "/tables/files/keys/small", &[], b"")
+            .text(),
+        "tiny"
+    );
+    let blobs = std::fs::read_dir(cluster.nodes[0].data_dir.join("blobs"))
+        .unwrap()
+        .count();
+    assert!(blobs >= 1, "values live in blob files");
+}
