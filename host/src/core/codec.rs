@@ -126,6 +126,7 @@ mod tests {
             table: TableName::new("t").unwrap(),
             key: Bytes::from_static(b"k"),
             object: sample_object(),
+            engine: None,
         };
         let mut buf = Vec::new();
         encode_frame(&message, &mut buf).unwrap();

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::causal::CausalContext;
 use super::meta::{ClusterMeta, Member, PluginEntry};
 use super::object::{Object, Version};
-use super::table::{MergeMode, TableConfig, TablePatch};
+use super::table::{MergeMode, StorageKind, TableConfig, TablePatch};
 use super::types::{NodeId, TableName};
 
 /// A client's key operation, as the HTTP layer parsed it.
@@ -248,6 +248,8 @@ pub enum Message {
         key: Bytes,
         /// The coordinator's resulting object.
         object: Object,
+        /// The engine a `storage: plugin` table's plugin chose for it.
+        engine: Option<StorageKind>,
     },
     /// The object is durable on the replica (or why not).
     ReplicaWriteAck {

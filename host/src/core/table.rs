@@ -149,8 +149,11 @@ impl TableConfig {
                 "merge \"plugin\" needs \"plugin\": the name of an uploaded plugin".into(),
             );
         }
-        if self.storage == StorageKind::Plugin || self.storage_plugin.is_some() {
-            return invalid("storage \"plugin\" (a plugin choosing the engine per object) is not available in this version of Cairn".into());
+        if self.storage == StorageKind::Plugin && self.storage_plugin.is_none() {
+            return invalid(
+                "storage \"plugin\" needs \"storage_plugin\": the name of an uploaded plugin"
+                    .into(),
+            );
         }
         Ok(())
     }

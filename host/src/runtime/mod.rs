@@ -55,6 +55,13 @@ pub enum Event {
         /// The message.
         message: Message,
     },
+    /// A `select_storage` call finished on the worker pool.
+    StorageSelected {
+        /// The node's job id.
+        job: u64,
+        /// The engine, or why there is none.
+        outcome: Result<cairn_sdk::Storage, String>,
+    },
     /// A plugin call finished on the worker pool.
     Reconciled {
         /// The node's job id.
@@ -339,6 +346,7 @@ fn feed(
         }
         Event::Peer { from, message } => Input::Peer { from, message },
         Event::Reconciled { job, outcome } => Input::Reconciled { job, outcome },
+        Event::StorageSelected { job, outcome } => Input::StorageSelected { job, outcome },
     };
     node.handle(clock.now(), input, store);
 }
@@ -362,6 +370,7 @@ fn carry_out(
             }
         }
         Output::Reconcile { job, sha256, input } => host.reconcile(job, &sha256, input),
+        Output::SelectStorage { job, sha256, query } => host.select_storage(job, &sha256, query),
         Output::ModuleArrived { sha256, bytes } => host.compile(sha256, bytes),
         Output::Fatal(reason) => anyhow::bail!(reason),
     }
@@ -398,6 +407,33 @@ impl PluginHost {
                 .map_err(|e| e.header_value());
             drop(permit);
             let _ = events.blocking_send(Event::Reconciled { job, outcome });
+        });
+    }
+
+    fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
+        let events = self.events.clone();
+        let answer_now = |reason: &str| {
+            let outcome = Err(reason.to_owned());
+            if events
+                .try_send(Event::StorageSelected { job, outcome })
+                .is_err()
+            {
+                tracing::warn!(job, "storage answer dropped: the node's queue is full");
+            }
+        };
+        let Some(plugin) = self.runtime.get(sha256) else {
+            return answer_now("the storage plugin is not on this node yet");
+        };
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return answer_now("the plugin pool is full");
+        };
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = runtime
+                .select_storage(&plugin, &query)
+                .map_err(|e| e.header_value());
+            drop(permit);
+            let _ = events.blocking_send(Event::StorageSelected { job, outcome });
         });
     }
 
@@ -438,7 +474,13 @@ fn sweep_blobs(node: &Node, store: &mut NodeStore) {
         .meta()
         .tables
         .iter()
-        .filter(|(_, entry)| entry.config.storage == crate::core::table::StorageKind::Blob)
+        .filter(|(_, entry)| {
+            use crate::core::table::StorageKind;
+            matches!(
+                entry.config.storage,
+                StorageKind::Blob | StorageKind::Plugin
+            )
+        })
         .map(|(name, _)| name.clone())
         .collect();
     if tables.is_empty() {

@@ -98,6 +98,11 @@ enum Event {
         job: u64,
         outcome: Result<Resolution, String>,
     },
+    Placed {
+        node: usize,
+        job: u64,
+        outcome: Result<cairn_sdk::Storage, String>,
+    },
 }
 
 /// A native stand-in for a table plugin (the simulator runs no WebAssembly).
@@ -330,6 +335,18 @@ impl Sim {
                     },
                 );
             }
+            Output::SelectStorage { job, .. } => {
+                // The simulator keeps every object in its one store.
+                let outcome = Ok(cairn_sdk::Storage::Lmdb);
+                self.schedule(
+                    self.now_ms + 1,
+                    Event::Placed {
+                        node: index,
+                        job,
+                        outcome,
+                    },
+                );
+            }
             Output::ModuleArrived { .. } => {}
             Output::Fatal(reason) => {
                 // A refused node stops, as the real one exits.
@@ -357,6 +374,9 @@ impl Sim {
                 }
                 Event::Reconciled { node, job, outcome } => {
                     self.feed(node, Input::Reconciled { job, outcome })
+                }
+                Event::Placed { node, job, outcome } => {
+                    self.feed(node, Input::StorageSelected { job, outcome })
                 }
                 Event::Tick { node } => {
                     if self.is_up(node) {

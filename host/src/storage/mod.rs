@@ -46,7 +46,8 @@ pub struct NodeStore {
     blobs: BlobDir,
     staged_blobs: HashMap<BlobId, Bytes>,
     tables: HashMap<TableName, Objects>,
-    staged: HashMap<(TableName, Bytes), Vec<u8>>,
+    /// Records to write (`None`: to delete, when an object moved to memory).
+    staged: HashMap<(TableName, Bytes), Option<Vec<u8>>>,
     staged_meta: Option<Vec<u8>>,
     memory: HashMap<(TableName, Bytes), Object>,
 }
@@ -156,7 +157,7 @@ impl NodeStore {
         }
         let mut wtxn = self.env.write_txn().map_err(storage_error)?;
         let count = self.staged.len();
-        for ((table, key), bytes) in self.staged.drain() {
+        for ((table, key), record) in self.staged.drain() {
             let db = match self.tables.get(&table) {
                 Some(db) => *db,
                 None => {
@@ -168,7 +169,12 @@ impl NodeStore {
                     db
                 }
             };
-            db.put(&mut wtxn, &key, &bytes).map_err(storage_error)?;
+            match record {
+                Some(bytes) => db.put(&mut wtxn, &key, &bytes).map_err(storage_error)?,
+                None => {
+                    db.delete(&mut wtxn, &key).map_err(storage_error)?;
+                }
+            }
         }
         for (sha256, bytes) in self.staged_modules.drain() {
             self.modules
@@ -182,14 +188,6 @@ impl NodeStore {
         }
         wtxn.commit().map_err(storage_error)?;
         Ok(count)
-    }
-
-    fn decode(&self, bytes: &[u8]) -> Result<Object, StoreError> {
-        let stored: StoredObject = decode_disk(bytes).map_err(storage_error)?;
-        stored.into_object(|id| match self.staged_blobs.get(id) {
-            Some(bytes) => Ok(bytes.clone()),
-            None => self.blobs.read(id),
-        })
     }
 
     /// Deletes blob files no object of `tables` references any more. Runs
@@ -239,30 +237,85 @@ impl NodeStore {
     }
 }
 
+impl NodeStore {
+    /// The LMDB record of a key, staged or committed (`None` when absent or
+    /// staged for deletion).
+    fn record(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let slot = (table.clone(), Bytes::copy_from_slice(key));
+        if let Some(record) = self.staged.get(&slot) {
+            return record
+                .as_deref()
+                .map(decode_disk)
+                .transpose()
+                .map_err(storage_error);
+        }
+        let Some(db) = self.table_db(table)? else {
+            return Ok(None);
+        };
+        let rtxn = self.env.read_txn().map_err(storage_error)?;
+        let found = db.get(&rtxn, key).map_err(storage_error)?;
+        found.map(decode_disk).transpose().map_err(storage_error)
+    }
+
+    fn resolve(&self, stored: StoredObject) -> Result<Object, StoreError> {
+        stored.into_object(|id| match self.staged_blobs.get(id) {
+            Some(bytes) => Ok(bytes.clone()),
+            None => self.blobs.read(id),
+        })
+    }
+
+    /// Where an object of a `storage: plugin` table stays when no engine was
+    /// chosen for this write (repairs): where it already is.
+    fn current_engine(&mut self, table: &TableName, key: &[u8]) -> Result<StorageKind, StoreError> {
+        if self
+            .memory
+            .contains_key(&(table.clone(), Bytes::copy_from_slice(key)))
+        {
+            return Ok(StorageKind::Memory);
+        }
+        let in_blobs = self
+            .record(table, key)?
+            .is_some_and(|r| r.blob_ids().next().is_some());
+        Ok(if in_blobs {
+            StorageKind::Blob
+        } else {
+            StorageKind::Lmdb
+        })
+    }
+}
+
 impl LocalStore for NodeStore {
+    /// For `storage: plugin` tables an object may be in memory or in LMDB
+    /// (values inline or in blobs): memory is looked at first.
     fn load(
         &mut self,
         table: &TableName,
         storage: StorageKind,
         key: &[u8],
     ) -> Result<Option<Object>, StoreError> {
-        let slot = (table.clone(), Bytes::copy_from_slice(key));
-        if storage == StorageKind::Memory {
-            return Ok(self.memory.get(&slot).cloned());
+        if matches!(storage, StorageKind::Memory | StorageKind::Plugin) {
+            if let Some(object) = self
+                .memory
+                .get(&(table.clone(), Bytes::copy_from_slice(key)))
+            {
+                return Ok(Some(object.clone()));
+            }
+            if storage == StorageKind::Memory {
+                return Ok(None);
+            }
         }
-        if let Some(bytes) = self.staged.get(&slot) {
-            return self.decode(bytes).map(Some);
-        }
-        let Some(db) = self.table_db(table)? else {
-            return Ok(None);
-        };
-        let rtxn = self.env.read_txn().map_err(storage_error)?;
-        match db.get(&rtxn, key).map_err(storage_error)? {
-            Some(bytes) => self.decode(bytes).map(Some),
+        match self.record(table, key)? {
+            Some(stored) => self.resolve(stored).map(Some),
             None => Ok(None),
         }
     }
 
+    /// Stages `object` in `storage`'s engine, moving it out of the other one
+    /// when a `storage: plugin` table changed its mind; `Plugin` keeps it where it is.
     fn stage(
         &mut self,
         table: &TableName,
@@ -270,18 +323,25 @@ impl LocalStore for NodeStore {
         key: &[u8],
         object: &Object,
     ) -> Result<(), StoreError> {
+        let engine = match storage {
+            StorageKind::Plugin => self.current_engine(table, key)?,
+            resolved => resolved,
+        };
         let slot = (table.clone(), Bytes::copy_from_slice(key));
-        if storage == StorageKind::Memory {
-            self.memory.insert(slot, object.clone());
+        if engine == StorageKind::Memory {
+            self.memory.insert(slot.clone(), object.clone());
+            if self.table_db(table)?.is_some() || self.staged.contains_key(&slot) {
+                self.staged.insert(slot, None);
+            }
             return Ok(());
         }
-        let in_blobs = storage == StorageKind::Blob;
+        self.memory.remove(&slot);
         let staged_blobs = &mut self.staged_blobs;
-        let stored = StoredObject::from_object(object, in_blobs, |id, bytes| {
+        let stored = StoredObject::from_object(object, engine == StorageKind::Blob, |id, bytes| {
             staged_blobs.insert(id, bytes.clone());
         });
         self.staged
-            .insert(slot, encode_disk(&stored).map_err(storage_error)?);
+            .insert(slot, Some(encode_disk(&stored).map_err(storage_error)?));
         Ok(())
     }
 

@@ -228,3 +228,103 @@ fn uploads_are_validated_and_plugins_in_use_are_protected() {
     assert_eq!(node.call("GET", "/plugins/spare", &[], b"").status, 404);
     assert_eq!(node.call("DELETE", "/plugins/spare", &[], b"").status, 404);
 }
+
+#[test]
+fn a_storage_plugin_sends_large_objects_to_blobs_and_small_ones_to_lmdb() {
+    let mut cluster = Cluster::start("router", 3, &[]);
+    assert_eq!(
+        upload(
+            &cluster.nodes[0],
+            "size-router",
+            &plugin_wasm("size-router")
+        )
+        .status,
+        201
+    );
+    let bad = cluster.nodes[0].call(
+        "PUT",
+        "/tables/docs",
+        &[],
+        br#"{"storage":"plugin","storage_plugin":"nope"}"#,
+    );
+    assert_eq!(bad.status, 400);
+    cluster.create_table(
+        "docs",
+        r#"{"merge":"siblings","storage":"plugin","storage_plugin":"size-router"}"#,
+    );
+    let blob_files = |cluster: &Cluster| -> Vec<usize> {
+        cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                std::fs::read_dir(n.data_dir.join("blobs"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let small = vec![b's'; 100];
+    let large: Vec<u8> = (0..100 * 1024).map(|i: u32| (i % 253) as u8).collect();
+    assert_eq!(
+        cluster.nodes[1]
+            .call("PUT", "/tables/docs/keys/small?w=3", &[], &small)
+            .status,
+        204
+    );
+    let mut attempt = 0;
+    wait_until(
+        Duration::from_secs(10),
+        "the storage plugin on the coordinator",
+        || {
+            attempt += 1;
+            let path = format!("/tables/docs/keys/probe-{attempt}?w=3");
+            assert_eq!(cluster.nodes[1].call("PUT", &path, &[], &large).status, 204);
+            (blob_files(&cluster) == vec![1, 1, 1]).then_some(())
+        },
+    );
+    let put = cluster.nodes[0].call("PUT", "/tables/docs/keys/large?w=3", &[], &large);
+    assert_eq!(put.status, 204);
+    assert_eq!(
+        blob_files(&cluster),
+        vec![1, 1, 1],
+        "equal values share one blob file"
+    );
+    assert_eq!(
+        cluster.nodes[0]
+            .call("DELETE", "/plugins/size-router", &[], b"")
+            .status,
+        409
+    );
+    // Shrinking the object moves it back to LMDB.
+    let context = put.context().unwrap().to_owned();
+    assert_eq!(
+        cluster.nodes[2]
+            .call(
+                "PUT",
+                "/tables/docs/keys/large?w=3",
+                &[("x-cairn-context", &context)],
+                &small
+            )
+            .status,
+        204
+    );
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    cluster.wait_formed();
+    let read = |node: usize, key: &str| {
+        cluster.nodes[node].call("GET", &format!("/tables/docs/keys/{key}"), &[], b"")
+    };
+    let probe = read(2, &format!("probe-{attempt}"));
+    assert!(
+        probe.status == 200 && probe.body == large,
+        "the large value came back from its blob"
+    );
+    let shrunk = read(1, "large");
+    assert!(
+        shrunk.status == 200 && shrunk.body == small,
+        "the shrunk value came back from LMDB"
+    );
+    let kept = read(0, "small");
+    assert!(kept.status == 200 && kept.body == small);
+}

@@ -88,6 +88,21 @@ impl Node {
             Err(ConfigError::Conflict(m)) => return AdminReply::Conflict(m),
         };
         if let Some(plugin) = config
+            .storage_plugin
+            .as_deref()
+            .filter(|_| config.storage == StorageKind::Plugin)
+        {
+            if !self
+                .meta
+                .plugin(plugin)
+                .is_some_and(|p| p.exports("select_storage"))
+            {
+                return AdminReply::Invalid(format!(
+                    "no uploaded plugin {plugin:?} exports select_storage"
+                ));
+            }
+        }
+        if let Some(plugin) = config
             .plugin
             .as_deref()
             .filter(|_| config.merge == MergeMode::Plugin)
@@ -141,7 +156,9 @@ impl Node {
             {
                 users.push((table.clone(), "reconcile"));
             }
-            if entry.config.storage_plugin.as_deref() == Some(name) {
+            if entry.config.storage == StorageKind::Plugin
+                && entry.config.storage_plugin.as_deref() == Some(name)
+            {
                 users.push((table.clone(), "select_storage"));
             }
         }

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use cairn_sdk::{ReconcileInput, Resolution};
+use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
 
 use bytes::Bytes;
 
@@ -24,12 +24,13 @@ use super::msg::{
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
 use super::store::LocalStore;
-use super::table::MergeMode;
 use super::table::{ConfigError, TableConfig};
+use super::table::{MergeMode, StorageKind};
 use super::types::{NodeId, TableName};
 
 mod admin;
 mod modules;
+mod placement;
 mod reconcile;
 
 /// A joiner whose id answered this recently is refused (it may still be running).
@@ -105,6 +106,13 @@ pub enum Input {
         /// The message.
         message: Message,
     },
+    /// A `select_storage` call asked for by `Output::SelectStorage` finished.
+    StorageSelected {
+        /// The job id from the output.
+        job: u64,
+        /// The engine, or why there is none (the write then goes to LMDB).
+        outcome: Result<Storage, String>,
+    },
     /// A plugin call asked for by `Output::Reconcile` finished.
     Reconciled {
         /// The job id from the output.
@@ -148,6 +156,16 @@ pub enum Output {
         /// Its input.
         input: ReconcileInput,
     },
+    /// Run the table's `select_storage` off the node loop and answer with
+    /// `Input::StorageSelected`.
+    SelectStorage {
+        /// Job id.
+        job: u64,
+        /// The module to run.
+        sha256: String,
+        /// Its input.
+        query: StorageQuery,
+    },
     /// A plugin module is stored here now: compile it.
     ModuleArrived {
         /// Its sha256.
@@ -165,7 +183,7 @@ impl Output {
     pub fn after_commit(&self) -> bool {
         match self {
             Output::Send { message, .. } => message.is_answer(),
-            Output::Reconcile { .. } => false,
+            Output::Reconcile { .. } | Output::SelectStorage { .. } => false,
             Output::Reply { .. }
             | Output::AdminReply { .. }
             | Output::ModuleArrived { .. }
@@ -180,6 +198,8 @@ enum Pending {
     Put(PutFsm, Option<(TableName, Bytes)>),
     /// A read (or a write past 8 siblings) waiting for its plugin.
     Reconcile(reconcile::Job),
+    /// A write waiting for its table's plugin to choose the storage engine.
+    Placement(Box<placement::Placement>),
     Forward {
         client: u64,
         deadline_ms: u64,
@@ -310,6 +330,11 @@ impl Node {
                 self.outputs.push_back(Output::AdminReply { id, reply });
             }
             Input::Peer { from, message } => self.on_peer(from, message, store),
+            Input::StorageSelected { job, outcome } => {
+                if let Some(Pending::Placement(placement)) = self.pending.remove(&job) {
+                    self.finish_placement(*placement, outcome, store);
+                }
+            }
             Input::Reconciled { job, outcome } => {
                 if let Some(Pending::Reconcile(job)) = self.pending.remove(&job) {
                     self.finish_reconcile(job, outcome, store);
@@ -362,6 +387,7 @@ impl Node {
                 Pending::Get(f) => f.deadline_ms <= now,
                 Pending::Put(f, _) => f.deadline_ms <= now,
                 Pending::Reconcile(job) => job.deadline_ms <= now,
+                Pending::Placement(placement) => placement.deadline_ms <= now,
                 Pending::Forward { deadline_ms, .. } => *deadline_ms <= now,
             })
             .map(|(id, _)| *id)
@@ -383,6 +409,10 @@ impl Node {
                 Some(Pending::Put(fsm, writeback)) => {
                     self.pending.insert(id, Pending::Put(fsm, writeback));
                     self.progress_put(id);
+                }
+                Some(Pending::Placement(placement)) => {
+                    let failed = Err("the storage plugin did not answer in time".to_owned());
+                    self.finish_placement(*placement, failed, store);
                 }
                 Some(Pending::Reconcile(job)) => {
                     let failed =
@@ -606,8 +636,9 @@ impl Node {
                 table,
                 key,
                 object,
+                engine,
             } => {
-                let outcome = self.store_replica(&table, &key, &object, store);
+                let outcome = self.store_replica(&table, &key, &object, engine, store);
                 if let Some(addr) = self.addr_of(&from) {
                     self.outputs.push_back(Output::Send {
                         addr,
@@ -616,7 +647,7 @@ impl Node {
                 }
             }
             Message::Repair { table, key, object } => {
-                let _ = self.store_replica(&table, &key, &object, store);
+                let _ = self.store_replica(&table, &key, &object, None, store);
             }
             Message::ReplicaRead {
                 request,
@@ -678,6 +709,7 @@ impl Node {
         table: &TableName,
         key: &[u8],
         incoming: &Object,
+        engine: Option<StorageKind>,
         store: &mut dyn LocalStore,
     ) -> Result<(), ReplicaError> {
         let entry = self
@@ -694,7 +726,7 @@ impl Node {
         object.merge(incoming, mode);
         if object != before {
             store
-                .stage(table, storage, key, &object)
+                .stage(table, engine.unwrap_or(storage), key, &object)
                 .map_err(|e| ReplicaError::Storage(e.0))?;
         }
         Ok(())
@@ -945,7 +977,7 @@ impl Node {
         for node in stale {
             if node == self.config.id {
                 // Merge, never overwrite: the local copy may have moved on since the read.
-                let _ = self.store_replica(&fsm.table, &fsm.key, &merged, store);
+                let _ = self.store_replica(&fsm.table, &fsm.key, &merged, None, store);
             } else if let Some(addr) = self.addr_of(&node) {
                 let message = Message::Repair {
                     table: fsm.table.clone(),
@@ -979,6 +1011,34 @@ impl Node {
         w: u8,
         primaries: &[NodeId],
         deadline_ms: u64,
+        store: &mut dyn LocalStore,
+    ) -> Option<CausalContext> {
+        if config.storage == StorageKind::Plugin {
+            return self.start_placement(origin, write, config, w, primaries, deadline_ms, store);
+        }
+        self.put_placed(
+            origin,
+            write,
+            config,
+            w,
+            primaries,
+            deadline_ms,
+            config.storage,
+            store,
+        )
+    }
+
+    /// [`Node::start_put`] once the engine is known.
+    #[allow(clippy::too_many_arguments)]
+    fn put_placed(
+        &mut self,
+        origin: Origin,
+        write: Write,
+        config: &TableConfig,
+        w: u8,
+        primaries: &[NodeId],
+        deadline_ms: u64,
+        engine: StorageKind,
         store: &mut dyn LocalStore,
     ) -> Option<CausalContext> {
         let local = match store.load(&write.table, config.storage, &write.key) {
@@ -1032,7 +1092,7 @@ impl Node {
             self.reply(origin, ClientReply::TooManySiblings { siblings: live });
             return None;
         }
-        if let Err(e) = store.stage(&write.table, config.storage, &write.key, &object) {
+        if let Err(e) = store.stage(&write.table, engine, &write.key, &object) {
             self.reply(origin, ClientReply::Unavailable(e.to_string()));
             return None;
         }
@@ -1049,6 +1109,7 @@ impl Node {
                     table: write.table.clone(),
                     key: write.key.clone(),
                     object: object.clone(),
+                    engine: (config.storage == StorageKind::Plugin).then_some(engine),
                 };
                 self.outputs.push_back(Output::Send { addr, message });
             }
