@@ -12,7 +12,7 @@ use cairn::plugin::PluginRuntime;
 use cairn_sdk::{ReconcileInput, Sibling};
 
 fn cart(offset: usize) -> Vec<u8> {
-    let items: Vec<String> = (0..16)
+    let items: Vec<String> = (0..19)
         .map(|i| {
             format!(
                 r#""item-{:02}":{{"qty":{},"price":"{}.{:02}","updated_ms":{}}}"#,
