@@ -1,6 +1,7 @@
 //! The `cairn` command line: `serve`, `dev`, and client commands that talk to
 //! any node over HTTP.
 
+mod bench;
 mod client;
 mod dev;
 mod plugin;
@@ -44,6 +45,8 @@ pub enum Command {
     /// Cluster status and joins.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
+    /// Load a cluster and measure throughput and latency (YCSB-style workloads).
+    Bench(bench::BenchArgs),
     /// Upload and list WebAssembly plugins.
     #[command(subcommand)]
     Plugin(client::PluginCommand),
@@ -116,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Table(command) => client::table(&command),
         Command::Cluster(command) => client::cluster(&command),
         Command::Plugin(command) => client::plugin(&command),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

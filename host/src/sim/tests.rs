@@ -562,11 +562,19 @@ fn a_write_leaving_eight_live_versions_triggers_a_merge() {
     for i in 0..7 {
         written(&sim.call(i % 3, put("carts", "k", &format!("w{i}"), None), TIMEOUT_MS));
     }
-    assert_eq!(sim.local_object(0, "carts", b"k").unwrap().live_count(), 7, "no merge below 8");
+    assert_eq!(
+        sim.local_object(0, "carts", b"k").unwrap().live_count(),
+        7,
+        "no merge below 8"
+    );
     written(&sim.call(0, put("carts", "k", "w7", None), TIMEOUT_MS));
     sim.run_for(500);
     let object = sim.local_object(0, "carts", b"k").unwrap();
-    assert_eq!(object.live_count(), 1, "the coordinator merged the crowded key");
+    assert_eq!(
+        object.live_count(),
+        1,
+        "the coordinator merged the crowded key"
+    );
     let merged = object.live().next().unwrap().value.clone().unwrap();
     assert_eq!(&merged[..], b"w0,w1,w2,w3,w4,w5,w6,w7");
 }

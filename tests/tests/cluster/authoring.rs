@@ -94,3 +94,48 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_check() {
     let (code, out) = check(&module, None);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn cairn_bench_loads_runs_a_workload_and_reports_json() {
+    let cluster = cairn_tests::Cluster::start("bench", 3, &[]);
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let output = Command::new(cairn_bin())
+        .args([
+            "bench",
+            "--urls",
+            &urls.join(","),
+            "--merge",
+            "siblings",
+            "--workload",
+            "a",
+        ])
+        .args(["--keys", "50", "--clients", "4", "--ops", "300", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ops"], 300);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert_eq!(report["load"]["errors"], serde_json::json!({}));
+    let reads = report["latency"]["read"]["count"].as_u64().unwrap();
+    let updates = report["latency"]["update"]["count"].as_u64().unwrap();
+    assert_eq!(reads + updates, 300);
+    assert!(
+        reads > 50 && updates > 50,
+        "workload A is about half and half: {reads}/{updates}"
+    );
+    assert!(report["latency"]["read"]["p99_ms"].as_f64().unwrap() > 0.0);
+    // Every loaded key is there.
+    for key in [0, 25, 49] {
+        assert_eq!(
+            cluster.nodes[0]
+                .call("GET", &format!("/tables/bench/keys/k{key}"), &[], b"")
+                .status,
+            200
+        );
+    }
+}
