@@ -324,8 +324,8 @@ async fn client(url: String, plan: Arc<Plan>, index: u64, seed: u64) -> ClientSt
         let key = plan.chooser.next(&mut rng, sequence);
         sequence += 1;
         let update = match plan.workload {
-            Workload::A => rng.next_u64() % 2 == 0,
-            Workload::B => rng.next_u64() % 20 == 0,
+            Workload::A => rng.next_u64().is_multiple_of(2),
+            Workload::B => rng.next_u64().is_multiple_of(20),
             Workload::C => false,
             Workload::F | Workload::W => true,
         };
