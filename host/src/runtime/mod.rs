@@ -189,6 +189,7 @@ pub async fn serve(
         runtime: plugins,
         events: events.clone(),
         slots: Arc::new(Semaphore::new(INSTANCES_MAX as usize)),
+        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
     };
     let peers = tokio::spawn(net::serve(peer_listener, events));
     let http = tokio::spawn(crate::http::serve(http_listener, handle));
@@ -377,64 +378,87 @@ fn carry_out(
     Ok(())
 }
 
-/// Runs plugin calls and compilations off the node loop, on blocking threads,
-/// at most [`INSTANCES_MAX`] calls at once; a full pool answers at once.
+/// Plugin calls waiting for a free instance before new ones are turned away.
+const PLUGIN_CALLS_WAITING_MAX: usize = 256;
+
+/// Runs plugin calls and compilations off the node loop, on blocking threads:
+/// at most [`INSTANCES_MAX`] calls at once and [`PLUGIN_CALLS_WAITING_MAX`]
+/// waiting; beyond that a call is answered "unavailable" at once.
 struct PluginHost {
     runtime: Arc<PluginRuntime>,
     events: mpsc::Sender<Event>,
     slots: Arc<Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl PluginHost {
-    fn reconcile(&self, job: u64, sha256: &str, input: cairn_sdk::ReconcileInput) {
-        let events = self.events.clone();
-        let answer_now = |reason: &str| {
-            let outcome = Err(format!("unavailable: {reason}"));
-            if events.try_send(Event::Reconciled { job, outcome }).is_err() {
-                tracing::warn!(job, "plugin answer dropped: the node's queue is full");
+    /// Queues `call` for a free instance; `refused` is the event sent instead
+    /// when too many calls wait.
+    fn submit(&self, call: impl FnOnce() -> Event + Send + 'static, refused: Event) {
+        use std::sync::atomic::Ordering;
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= PLUGIN_CALLS_WAITING_MAX {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            if self.events.try_send(refused).is_err() {
+                tracing::warn!("plugin answer dropped: the node's queue is full");
             }
-        };
-        let Some(plugin) = self.runtime.get(sha256) else {
-            return answer_now("the plugin module is not on this node yet");
-        };
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return answer_now("the plugin pool is full");
-        };
-        let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = runtime
-                .reconcile(&plugin, &input)
-                .map_err(|e| e.header_value());
-            drop(permit);
-            let _ = events.blocking_send(Event::Reconciled { job, outcome });
+            return;
+        }
+        let (slots, waiting, events) = (
+            self.slots.clone(),
+            self.waiting.clone(),
+            self.events.clone(),
+        );
+        tokio::spawn(async move {
+            let permit = slots.acquire_owned().await;
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            tokio::task::spawn_blocking(move || {
+                let event = call();
+                drop(permit);
+                let _ = events.blocking_send(event);
+            });
         });
     }
 
-    fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
-        let events = self.events.clone();
-        let answer_now = |reason: &str| {
-            let outcome = Err(reason.to_owned());
-            if events
-                .try_send(Event::StorageSelected { job, outcome })
-                .is_err()
-            {
-                tracing::warn!(job, "storage answer dropped: the node's queue is full");
-            }
+    fn reconcile(&self, job: u64, sha256: &str, input: cairn_sdk::ReconcileInput) {
+        let unavailable = |reason: &str| Event::Reconciled {
+            job,
+            outcome: Err(format!("unavailable: {reason}")),
         };
         let Some(plugin) = self.runtime.get(sha256) else {
-            return answer_now("the storage plugin is not on this node yet");
-        };
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return answer_now("the plugin pool is full");
+            let _ = self
+                .events
+                .try_send(unavailable("the plugin module is not on this node yet"));
+            return;
         };
         let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = runtime
+        let call = move || Event::Reconciled {
+            job,
+            outcome: runtime
+                .reconcile(&plugin, &input)
+                .map_err(|e| e.header_value()),
+        };
+        self.submit(call, unavailable("the plugin pool is full"));
+    }
+
+    fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
+        let unavailable = |reason: &str| Event::StorageSelected {
+            job,
+            outcome: Err(reason.to_owned()),
+        };
+        let Some(plugin) = self.runtime.get(sha256) else {
+            let _ = self
+                .events
+                .try_send(unavailable("the storage plugin is not on this node yet"));
+            return;
+        };
+        let runtime = self.runtime.clone();
+        let call = move || Event::StorageSelected {
+            job,
+            outcome: runtime
                 .select_storage(&plugin, &query)
-                .map_err(|e| e.header_value());
-            drop(permit);
-            let _ = events.blocking_send(Event::StorageSelected { job, outcome });
-        });
+                .map_err(|e| e.header_value()),
+        };
+        self.submit(call, unavailable("the plugin pool is full"));
     }
 
     fn compile(&self, sha256: String, bytes: bytes::Bytes) {

@@ -80,12 +80,53 @@ pub struct BenchArgs {
     /// different nodes: siblings on siblings and plugin tables.
     #[arg(long, default_value_t = 1)]
     pub load_versions: u32,
+    /// What the values are: random letters, or shopping carts (JSON the
+    /// `shopping-cart` plugin merges; each load round writes another item).
+    #[arg(long, value_enum, default_value = "random")]
+    pub values: ValueKind,
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the benchmark writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValueKind {
+    /// Random letters.
+    Random,
+    /// Shopping carts of about `--value-bytes`.
+    Cart,
+}
+
+/// A value of about `bytes` bytes for load round `round`.
+fn make_value(kind: ValueKind, bytes: usize, round: u64, rng: &mut Rng) -> Bytes {
+    match kind {
+        ValueKind::Random => Bytes::from(
+            (0..bytes)
+                .map(|_| b'a' + (rng.next_u64() % 26) as u8)
+                .collect::<Vec<u8>>(),
+        ),
+        ValueKind::Cart => {
+            let mut items = Vec::new();
+            let mut size = 2;
+            let mut i = 0;
+            while size < bytes || items.is_empty() {
+                let item = format!(
+                    r#""r{round}-item{i}":{{"qty":{},"price":"{}.50","updated_ms":{}}}"#,
+                    i + 1,
+                    i + 2,
+                    round * 100 + i
+                );
+                size += item.len() + 1;
+                items.push(item);
+                i += 1;
+            }
+            Bytes::from(format!("{{{}}}", items.join(",")))
+        }
+    }
 }
 
 /// One operation's outcome class.
@@ -241,6 +282,7 @@ struct Plan {
     deadline: Instant,
     ops_left: Option<Arc<AtomicU64>>,
     done: Arc<AtomicU64>,
+    sequence: AtomicU64,
 }
 
 fn classify(status: u16) -> Option<String> {
@@ -308,7 +350,6 @@ async fn client(url: String, plan: Arc<Plan>, index: u64, seed: u64) -> ClientSt
     let mut connection = Connection::new(&url);
     let mut stats = ClientStats::new();
     let mut rng = Rng::new(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut sequence = index;
     loop {
         if Instant::now() >= plan.deadline {
             break;
@@ -321,8 +362,9 @@ async fn client(url: String, plan: Arc<Plan>, index: u64, seed: u64) -> ClientSt
                 break;
             }
         }
+        // One shared sequence, so a sequential pass reads every key once.
+        let sequence = plan.sequence.fetch_add(1, Ordering::Relaxed);
         let key = plan.chooser.next(&mut rng, sequence);
-        sequence += 1;
         let update = match plan.workload {
             Workload::A => rng.next_u64().is_multiple_of(2),
             Workload::B => rng.next_u64().is_multiple_of(20),
@@ -400,20 +442,22 @@ async fn table_mode(args: &BenchArgs) -> anyhow::Result<String> {
 
 /// Writes every key `load_versions` times (all keys once, then again...),
 /// each round through another node; returns how long it took and the errors.
-async fn load(
-    args: &BenchArgs,
-    value: &Bytes,
-) -> anyhow::Result<(Duration, BTreeMap<String, u64>)> {
+async fn load(args: &BenchArgs) -> anyhow::Result<(Duration, BTreeMap<String, u64>)> {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let keys = args.keys.max(1);
-    let total = keys * u64::from(args.load_versions.max(1));
+    let rounds = u64::from(args.load_versions.max(1));
+    let total = keys * rounds;
+    let mut rng = Rng::new(args.seed ^ 0x10AD);
+    let values: Vec<Bytes> = (0..rounds)
+        .map(|round| make_value(args.values, args.value_bytes, round, &mut rng))
+        .collect();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
         let next = next.clone();
         let urls = args.urls.clone();
         let table = args.table.clone();
-        let value = value.clone();
+        let values = values.clone();
         tasks.push(tokio::spawn(async move {
             let mut connections: Vec<Connection> =
                 urls.iter().map(|u| Connection::new(u)).collect();
@@ -427,7 +471,7 @@ async fn load(
                 let target = ((key + round) % connections.len() as u64) as usize;
                 let path = format!("/tables/{table}/keys/k{key}");
                 match connections[target]
-                    .send("PUT", &path, None, value.clone())
+                    .send("PUT", &path, None, values[round as usize].clone())
                     .await
                 {
                     Ok(answer) => {
@@ -452,16 +496,12 @@ async fn load(
 
 async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let mode = table_mode(args).await?;
-    let mut value = vec![0u8; args.value_bytes];
     let mut rng = Rng::new(args.seed);
-    for byte in &mut value {
-        *byte = b'a' + (rng.next_u64() % 26) as u8;
-    }
-    let value = Bytes::from(value);
+    let value = make_value(args.values, args.value_bytes, 1_000_000, &mut rng);
     let loaded = if args.no_load {
         None
     } else {
-        Some(load(args, &value).await?)
+        Some(load(args).await?)
     };
     let done = Arc::new(AtomicU64::new(0));
     let plan = Arc::new(Plan {
@@ -473,6 +513,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         deadline: Instant::now() + Duration::from_secs(args.duration_s),
         ops_left: args.ops.map(|n| Arc::new(AtomicU64::new(n))),
         done: done.clone(),
+        sequence: AtomicU64::new(0),
     });
     let started = Instant::now();
     let progress = tokio::spawn(progress(done.clone(), args.json));
