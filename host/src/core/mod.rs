@@ -11,6 +11,7 @@ pub mod node;
 pub mod object;
 pub mod quorum;
 pub mod ring;
+pub mod rng;
 pub mod store;
 pub mod table;
 pub mod types;

@@ -232,19 +232,6 @@ impl Clock {
     }
 }
 
-/// A small seeded generator (SplitMix64) for the node's random choices.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 struct Waiting {
     clients: HashMap<u64, oneshot::Sender<ClientReply>>,
     admins: HashMap<u64, oneshot::Sender<AdminReply>>,
@@ -265,7 +252,8 @@ async fn drive(
         admins: HashMap::new(),
         next_id: 1,
     };
-    let mut random = SplitMix(clock.now().wall_ms ^ u64::from(std::process::id()));
+    let mut random =
+        crate::core::rng::Rng::new(clock.now().wall_ms ^ u64::from(std::process::id()));
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deferred: Vec<Output> = Vec::new();
@@ -284,7 +272,7 @@ async fn drive(
                     next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
                     sweep_blobs(&node, &mut store);
                 }
-                node.handle(clock.now(), Input::Tick { random: random.next() }, &mut store);
+                node.handle(clock.now(), Input::Tick { random: random.next_u64() }, &mut store);
             }
         }
         for _ in 0..EVENTS_PER_TURN_MAX {

@@ -19,6 +19,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 use crate::core::causal::CausalContext;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
+pub use crate::core::rng::Rng;
 use crate::core::table::TablePatch;
 use crate::core::types::{NodeId, TableName};
 pub use store::MemoryStore;
@@ -27,40 +28,6 @@ pub use store::MemoryStore;
 const WALL_EPOCH_MS: u64 = 1_790_000_000_000;
 /// How often each node is ticked.
 const TICK_MS: u64 = 20;
-
-/// A small deterministic generator (SplitMix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 when n is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-
-    /// True with probability `per_mille`/1000.
-    pub fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 /// How hostile the network is.
 #[derive(Debug, Clone, Copy)]

@@ -834,15 +834,8 @@ impl Node {
                 context,
                 ..
             } => {
-                let write = Write {
-                    table,
-                    key,
-                    value,
-                    content_type,
-                    context: context.unwrap_or_default(),
-                    timestamp_ms: None,
-                    is_merge: false,
-                };
+                let write =
+                    Write::client(table, key, value, content_type, context.unwrap_or_default());
                 let _ = self.start_put(
                     origin,
                     write,
@@ -928,15 +921,13 @@ impl Node {
             (Some(Ok(merged)), Some(delete)) => {
                 let primaries = self.primaries_of(&table, &key, config.n);
                 let deadline_ms = now + self.config.request_timeout_ms;
-                let write = Write {
-                    table: table.clone(),
-                    key: key.clone(),
-                    value: None,
-                    content_type: String::new(),
-                    context: merged.clock.clone(),
-                    timestamp_ms: None,
-                    is_merge: false,
-                };
+                let write = Write::client(
+                    table.clone(),
+                    key.clone(),
+                    None,
+                    String::new(),
+                    merged.clock.clone(),
+                );
                 let _ = self.start_put(
                     origin,
                     write,
@@ -1185,6 +1176,27 @@ struct Write {
     timestamp_ms: Option<u64>,
     /// Whether this is a plugin merge's write-back.
     is_merge: bool,
+}
+
+impl Write {
+    /// A client's write (or delete, with no value), stamped by the coordinator's clock.
+    fn client(
+        table: TableName,
+        key: Bytes,
+        value: Option<Bytes>,
+        content_type: String,
+        context: CausalContext,
+    ) -> Write {
+        Write {
+            table,
+            key,
+            value,
+            content_type,
+            context,
+            timestamp_ms: None,
+            is_merge: false,
+        }
+    }
 }
 
 /// A new epoch above `floor`: at least the wall clock in seconds, so that even a
