@@ -107,7 +107,7 @@ impl ClusterMeta {
                 }
             }
         }
-        if let Some(theirs) = &other.ring {
+        if let Some(theirs) = other.ring.as_ref().filter(|r| r.is_valid()) {
             let replace = match &self.ring {
                 Some(mine) => theirs.supersedes(mine),
                 None => true,

@@ -48,6 +48,13 @@ impl Ring {
         }
     }
 
+    /// Whether this ring can be used: a power-of-two partition count within
+    /// bounds. Rings come from peers; a malformed one is ignored, never used.
+    pub fn is_valid(&self) -> bool {
+        let q = self.owners.len();
+        q.is_power_of_two() && q <= super::limits::PARTITIONS_MAX as usize
+    }
+
     /// Number of partitions.
     pub fn partitions(&self) -> usize {
         self.owners.len()
@@ -167,6 +174,38 @@ mod tests {
             let list = ring.preference_list(p);
             assert_eq!(list.len(), 3);
         }
+    }
+
+    #[test]
+    fn malformed_rings_from_peers_are_not_valid() {
+        let n = NodeId::new("n").unwrap();
+        assert!(Ring::single(&n, 256, 3).is_valid());
+        assert!(!Ring {
+            version: 9,
+            target_n: 3,
+            owners: Vec::new()
+        }
+        .is_valid());
+        assert!(!Ring {
+            version: 9,
+            target_n: 3,
+            owners: vec![n.clone(); 3]
+        }
+        .is_valid());
+        let mut meta = crate::core::meta::ClusterMeta::empty();
+        meta.ring = Some(Ring::single(&n, 8, 3));
+        let mut bad = meta.clone();
+        bad.ring = Some(Ring {
+            version: 99,
+            target_n: 3,
+            owners: vec![n.clone(); 5],
+        });
+        meta.merge(&bad);
+        assert_eq!(
+            meta.ring.as_ref().map(|r| r.version),
+            Some(1),
+            "the malformed ring was ignored"
+        );
     }
 
     #[test]

@@ -573,6 +573,9 @@ impl Node {
     }
 
     fn on_join_accepted(&mut self, meta: ClusterMeta, store: &mut dyn LocalStore) {
+        if !meta.ring.as_ref().is_some_and(Ring::is_valid) {
+            return;
+        }
         if self.is_member() && self.meta.members.len() > 1 {
             return;
         }
