@@ -226,7 +226,7 @@ fn print_welcome(urls: &[String], plugins: &[String]) {
         );
     } else {
         println!(
-            "Plugins: {}. Table carts (n3 r2 w2) merges with shopping-cart.",
+            "Plugins: {}. Table carts merges with shopping-cart.",
             plugins.join(", ")
         );
     }
