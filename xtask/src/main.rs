@@ -81,8 +81,10 @@ fn test(filters: &[String]) -> Result<(), String> {
             "warnings",
         ],
     )?;
-    // The cluster tests spawn this binary and upload these plugins.
-    run("cargo", &["build", "-p", "cairn"])?;
+        // The cluster tests spawn the cairn binary and upload these plugins. Build
+    // with the same package and target selection as the test run below, so
+    // the features unify alike and the tests reuse every compiled dependency.
+    run("cargo", &["build", "--workspace", "--all-targets"])?;
     build_plugins()?;
     let mut args = vec!["test", "--workspace"];
     if !filters.is_empty() {
