@@ -81,7 +81,7 @@ fn test(filters: &[String]) -> Result<(), String> {
             "warnings",
         ],
     )?;
-        // The cluster tests spawn the cairn binary and upload these plugins. Build
+    // The cluster tests spawn the cairn binary and upload these plugins. Build
     // with the same package and target selection as the test run below, so
     // the features unify alike and the tests reuse every compiled dependency.
     run("cargo", &["build", "--workspace", "--all-targets"])?;

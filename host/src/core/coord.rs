@@ -52,6 +52,8 @@ pub struct GetFsm {
     pub deadline_ms: u64,
     /// Set when this read is the first half of a delete.
     pub then_delete: Option<DeleteAfterRead>,
+    /// The node's turn when the read began (and loaded the local copy).
+    pub started_turn: u64,
 }
 
 impl GetFsm {
@@ -78,6 +80,7 @@ impl GetFsm {
             replied: false,
             deadline_ms,
             then_delete,
+            started_turn: 0,
         }
     }
 
@@ -145,6 +148,8 @@ pub struct PutFsm {
     replied: bool,
     /// When the write gives up waiting.
     pub deadline_ms: u64,
+    /// The node's turn when the coordinator staged its own copy.
+    pub started_turn: u64,
 }
 
 impl PutFsm {
@@ -163,6 +168,7 @@ impl PutFsm {
             context_out,
             replied: false,
             deadline_ms,
+            started_turn: 0,
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
-use crate::core::node::{Input, Node, NodeConfig, Now, Output};
+use crate::core::node::{Input, Node, NodeConfig, Now, Output, Release};
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
 use crate::plugin::{PluginRuntime, INSTANCES_MAX};
@@ -281,31 +281,20 @@ async fn drive(
                 Err(_) => break,
             }
         }
-        while let Some(output) = node.poll_output() {
-            if output.after_commit() {
-                deferred.push(output);
-            } else {
-                carry_out(output, &mut outbound, &mut waiting, &host)?;
+        while let Some((output, release)) = node.poll_output() {
+            match release {
+                Release::AfterCommit => deferred.push(output),
+                Release::Now => carry_out(output, &mut outbound, &mut waiting, &host)?,
             }
         }
-        let committed = store.commit();
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "commit failed; answers of this turn are withheld");
+        if let Err(e) = store.commit() {
+            // The node counted this turn's writes as stored; it must not go on
+            // as if they were. A restart takes a new epoch and resyncs.
+            anyhow::bail!("commit failed, stopping the node: {e}");
         }
+        node.end_turn();
         for output in deferred.drain(..) {
-            match (&committed, output) {
-                (Ok(_), output) => carry_out(output, &mut outbound, &mut waiting, &host)?,
-                (Err(e), Output::Reply { id, .. }) => {
-                    let reply = ClientReply::Unavailable(e.to_string());
-                    carry_out(
-                        Output::Reply { id, reply },
-                        &mut outbound,
-                        &mut waiting,
-                        &host,
-                    )?;
-                }
-                (Err(_), _) => {}
-            }
+            carry_out(output, &mut outbound, &mut waiting, &host)?;
         }
     }
     store.mark_clean_shutdown()?;

@@ -18,7 +18,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 
 use crate::core::causal::CausalContext;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
-use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
+use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted, Release};
 pub use crate::core::rng::Rng;
 use crate::core::table::TablePatch;
 use crate::core::types::{NodeId, TableName};
@@ -243,13 +243,12 @@ impl Sim {
             let Some(node) = self.nodes[index].node.as_mut() else {
                 return;
             };
-            let Some(output) = node.poll_output() else {
+            let Some((output, release)) = node.poll_output() else {
                 break;
             };
-            if output.after_commit() {
-                answers.push(output);
-            } else {
-                self.carry_out(index, output);
+            match release {
+                Release::AfterCommit => answers.push(output),
+                Release::Now => self.carry_out(index, output),
             }
         }
         if self.crash_at_commit == Some(index) {
@@ -259,6 +258,9 @@ impl Sim {
             return;
         }
         self.nodes[index].store.commit();
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.end_turn();
+        }
         for output in answers {
             self.carry_out(index, output);
         }

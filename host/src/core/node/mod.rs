@@ -177,9 +177,20 @@ pub enum Output {
     Fatal(String),
 }
 
+/// When the driver may carry out an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// At once: requests, and answers that depend on nothing this turn staged.
+    Now,
+    /// Once this turn's staged writes are durable.
+    AfterCommit,
+}
+
 impl Output {
     /// Whether this output may only be released after the turn's staged writes
-    /// are durable: every answer (acks, replies), never a request.
+    /// are durable: every answer (acks, replies), never a request. The node
+    /// releases some answers earlier when it knows what they depend on is
+    /// already durable ([`Node::poll_output`] says which).
     pub fn after_commit(&self) -> bool {
         match self {
             Output::Send { message, .. } => message.is_answer(),
@@ -217,7 +228,9 @@ pub struct Node {
     last_heard: HashMap<NodeId, u64>,
     next_request: u64,
     pending: HashMap<u64, Pending>,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<(Output, Release)>,
+    /// Loop turns ended so far: writes staged in an earlier turn are durable.
+    turn: u64,
     next_ping_ms: u64,
     next_gossip_ms: u64,
     next_join_ms: u64,
@@ -272,6 +285,7 @@ impl Node {
             next_request: now.wall_ms << 16,
             pending: HashMap::new(),
             outputs: VecDeque::new(),
+            turn: 0,
             next_ping_ms: now.mono_ms,
             next_gossip_ms: now.mono_ms,
             next_join_ms: now.mono_ms,
@@ -314,9 +328,25 @@ impl Node {
         self.meta.members.contains_key(&self.config.id)
     }
 
-    /// Next output to carry out.
-    pub fn poll_output(&mut self) -> Option<Output> {
+    /// Next output to carry out, and when.
+    pub fn poll_output(&mut self) -> Option<(Output, Release)> {
         self.outputs.pop_front()
+    }
+
+    /// The driver committed everything staged so far: what was staged before
+    /// now is durable, so answers that depend only on it need not wait for the
+    /// next commit.
+    pub fn end_turn(&mut self) {
+        self.turn += 1;
+    }
+
+    fn emit(&mut self, output: Output) {
+        let release = if output.after_commit() {
+            Release::AfterCommit
+        } else {
+            Release::Now
+        };
+        self.outputs.push_back((output, release));
     }
 
     /// Feeds one input.
@@ -327,7 +357,7 @@ impl Node {
             Input::Client { id, op } => self.on_client(Origin::Local(id), op, store),
             Input::Admin { id, op } => {
                 let reply = self.on_admin(op, store);
-                self.outputs.push_back(Output::AdminReply { id, reply });
+                self.emit(Output::AdminReply { id, reply });
             }
             Input::Peer { from, message } => self.on_peer(from, message, store),
             Input::StorageSelected { job, outcome } => {
@@ -360,7 +390,7 @@ impl Node {
         if now >= self.next_ping_ms {
             self.next_ping_ms = now + PING_INTERVAL_MS;
             for addr in self.peer_addrs() {
-                self.outputs.push_back(Output::Send {
+                self.emit(Output::Send {
                     addr,
                     message: Message::Ping,
                 });
@@ -371,7 +401,7 @@ impl Node {
             let addrs = self.peer_addrs();
             if !addrs.is_empty() {
                 let addr = addrs[(random % addrs.len() as u64) as usize].clone();
-                self.outputs.push_back(Output::Send {
+                self.emit(Output::Send {
                     addr,
                     message: Message::Gossip(Box::new(self.meta.clone())),
                 });
@@ -473,7 +503,7 @@ impl Node {
         let addr = seeds[self.seed_cursor % seeds.len()].clone();
         self.seed_cursor += 1;
         let member = self.own_record(1);
-        self.outputs.push_back(Output::Send {
+        self.emit(Output::Send {
             addr,
             message: Message::JoinRequest {
                 member,
@@ -497,7 +527,7 @@ impl Node {
         let _ = store.stage_meta(&self.meta);
         let gossip = Message::Gossip(Box::new(self.meta.clone()));
         for addr in self.peer_addrs() {
-            self.outputs.push_back(Output::Send {
+            self.emit(Output::Send {
                 addr,
                 message: gossip.clone(),
             });
@@ -533,8 +563,7 @@ impl Node {
             message: Message::JoinRefused { reason },
         };
         let Some(ring) = self.meta.ring.clone() else {
-            self.outputs
-                .push_back(refuse("the seed has not joined a cluster itself".into()));
+            self.emit(refuse("the seed has not joined a cluster itself".into()));
             return;
         };
         if let Some(known) = self.meta.members.get(&from).cloned() {
@@ -543,7 +572,7 @@ impl Node {
                 && from != self.config.id
                 && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < REJOIN_QUIET_MS)
             {
-                self.outputs.push_back(refuse(format!(
+                self.emit(refuse(format!(
                     "node id {from} is already a member and answered within the last 10 s"
                 )));
                 return;
@@ -556,7 +585,7 @@ impl Node {
             self.meta.members.insert(from.clone(), record);
         } else {
             if self.meta.members.len() >= ring.partitions() {
-                self.outputs.push_back(refuse(
+                self.emit(refuse(
                     "the cluster has as many members as partitions".into(),
                 ));
                 return;
@@ -566,7 +595,7 @@ impl Node {
             self.meta.ring = Some(claimed);
         }
         self.meta_changed(store);
-        self.outputs.push_back(Output::Send {
+        self.emit(Output::Send {
             addr: reply_to,
             message: Message::JoinAccepted(Box::new(self.meta.clone())),
         });
@@ -589,8 +618,7 @@ impl Node {
             if record.epoch >= self.epoch {
                 let epoch = fresh_epoch(record.epoch, self.now);
                 if store.persist_epoch_now(epoch).is_err() {
-                    self.outputs
-                        .push_back(Output::Fatal("cannot persist a new epoch".into()));
+                    self.emit(Output::Fatal("cannot persist a new epoch".into()));
                     return;
                 }
                 self.epoch = epoch;
@@ -612,7 +640,7 @@ impl Node {
             Message::Hello { .. } | Message::Pong => {}
             Message::Ping => {
                 if let Some(addr) = self.addr_of(&from) {
-                    self.outputs.push_back(Output::Send {
+                    self.emit(Output::Send {
                         addr,
                         message: Message::Pong,
                     });
@@ -629,7 +657,7 @@ impl Node {
             Message::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
             Message::JoinRefused { reason } => {
                 if !self.is_member() {
-                    self.outputs.push_back(Output::Fatal(format!(
+                    self.emit(Output::Fatal(format!(
                         "the seed refused the join: {reason}"
                     )));
                 }
@@ -643,7 +671,7 @@ impl Node {
             } => {
                 let outcome = self.store_replica(&table, &key, &object, engine, store);
                 if let Some(addr) = self.addr_of(&from) {
-                    self.outputs.push_back(Output::Send {
+                    self.emit(Output::Send {
                         addr,
                         message: Message::ReplicaWriteAck { request, outcome },
                     });
@@ -664,7 +692,7 @@ impl Node {
                         .map_err(|e| ReplicaError::Storage(e.0)),
                 };
                 if let Some(addr) = self.addr_of(&from) {
-                    self.outputs.push_back(Output::Send {
+                    self.emit(Output::Send {
                         addr,
                         message: Message::ReplicaReadReply { request, outcome },
                     });
@@ -696,7 +724,8 @@ impl Node {
             }
             Message::ForwardReply { request, reply } => {
                 if let Some(Pending::Forward { client, .. }) = self.pending.remove(&request) {
-                    self.reply(Origin::Local(client), reply);
+                    // The coordinator answered after its own commit: nothing here to wait for.
+                    self.reply_when(Origin::Local(client), reply, Release::Now);
                 }
             }
         }
@@ -738,18 +767,24 @@ impl Node {
     // ---- clients --------------------------------------------------------------
 
     fn reply(&mut self, origin: Origin, reply: ClientReply) {
-        match origin {
-            Origin::Local(id) => self.outputs.push_back(Output::Reply { id, reply }),
-            Origin::Background => {}
-            Origin::Remote { node, request } => {
-                if let Some(addr) = self.addr_of(&node) {
-                    self.outputs.push_back(Output::Send {
-                        addr,
-                        message: Message::ForwardReply { request, reply },
-                    });
-                }
-            }
-        }
+        self.reply_when(origin, reply, Release::AfterCommit);
+    }
+
+    /// Answers a client; `Release::Now` when everything the answer vouches for
+    /// was durable before this turn.
+    fn reply_when(&mut self, origin: Origin, reply: ClientReply, release: Release) {
+        let output = match origin {
+            Origin::Local(id) => Output::Reply { id, reply },
+            Origin::Background => return,
+            Origin::Remote { node, request } => match self.addr_of(&node) {
+                Some(addr) => Output::Send {
+                    addr,
+                    message: Message::ForwardReply { request, reply },
+                },
+                None => return,
+            },
+        };
+        self.outputs.push_back((output, release));
     }
 
     fn on_client(&mut self, origin: Origin, op: ClientOp, store: &mut dyn LocalStore) {
@@ -877,7 +912,7 @@ impl Node {
                 needed,
             },
         );
-        self.outputs.push_back(Output::Send {
+        self.emit(Output::Send {
             addr,
             message: Message::Forward { request, op },
         });
@@ -890,19 +925,21 @@ impl Node {
     }
 
     fn start_get(&mut self, mut fsm: GetFsm, primaries: &[NodeId], store: &mut dyn LocalStore) {
+        fsm.started_turn = self.turn;
         let request = self.next_id();
         let local = store
             .load(&fsm.table, fsm.config.storage, &fsm.key)
             .map_err(|e| ReplicaError::Storage(e.0));
         fsm.record(&self.config.id.clone(), local);
-        for node in primaries.iter().filter(|p| **p != self.config.id) {
+        let me = self.config.id.clone();
+        for node in primaries.iter().filter(|p| **p != me) {
             if let Some(addr) = self.addr_of(node) {
                 let message = Message::ReplicaRead {
                     request,
                     table: fsm.table.clone(),
                     key: fsm.key.clone(),
                 };
-                self.outputs.push_back(Output::Send { addr, message });
+                self.emit(Output::Send { addr, message });
             }
         }
         self.pending.insert(request, Pending::Get(fsm));
@@ -917,6 +954,7 @@ impl Node {
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
+        let release = release_since(fsm.started_turn, self.turn);
         let then_delete = fsm.then_delete.clone();
         let merge = fsm.config.merge;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
@@ -954,7 +992,7 @@ impl Node {
                     merged: None,
                     plugin_error: None,
                 };
-                self.reply(origin, read);
+                self.reply_when(origin, read, release);
             }
             (Some(Err(failure)), _) => self.reply(origin, failure),
             (None, _) => {}
@@ -978,7 +1016,7 @@ impl Node {
                     key: fsm.key.clone(),
                     object: merged.clone(),
                 };
-                self.outputs.push_back(Output::Send { addr, message });
+                self.emit(Output::Send { addr, message });
             }
         }
     }
@@ -1095,8 +1133,10 @@ impl Node {
         let returned = context_out.clone();
         let request = self.next_id();
         let mut fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
+        fsm.started_turn = self.turn;
         fsm.record(&self.config.id.clone(), Ok(()));
-        for node in primaries.iter().filter(|p| **p != self.config.id) {
+        let me = self.config.id.clone();
+        for node in primaries.iter().filter(|p| **p != me) {
             if let Some(addr) = self.addr_of(node) {
                 let message = Message::ReplicaWrite {
                     request,
@@ -1105,7 +1145,7 @@ impl Node {
                     object: object.clone(),
                     engine: (config.storage == StorageKind::Plugin).then_some(engine),
                 };
-                self.outputs.push_back(Output::Send { addr, message });
+                self.emit(Output::Send { addr, message });
             }
         }
         let writeback = write
@@ -1150,6 +1190,7 @@ impl Node {
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
+        let release = release_since(fsm.started_turn, self.turn);
         // A write-back stops blocking other merges of its key once it is answered.
         let released = if answer.is_some() || done {
             writeback.take()
@@ -1160,11 +1201,22 @@ impl Node {
             self.writebacks.remove(&key);
         }
         if let Some(reply) = answer {
-            self.reply(origin, reply);
+            self.reply_when(origin, reply, release);
         }
         if done {
             self.pending.remove(&request);
         }
+    }
+}
+
+/// An answer built from a local copy staged or loaded in turn `started` may
+/// leave before the current turn's commit once that turn has ended (its commit
+/// is done); otherwise it waits for the commit.
+fn release_since(started: u64, current: u64) -> Release {
+    if started < current {
+        Release::Now
+    } else {
+        Release::AfterCommit
     }
 }
 

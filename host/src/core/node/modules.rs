@@ -57,7 +57,7 @@ impl Node {
             self.module_fetches
                 .insert(sha256.clone(), now + MODULE_FETCH_RETRY_MS);
             if let Some(addr) = peer.and_then(|p| self.addr_of(&p)) {
-                self.outputs.push_back(Output::Send {
+                self.emit(Output::Send {
                     addr,
                     message: Message::FetchModule { sha256 },
                 });
@@ -75,7 +75,7 @@ impl Node {
                 sha256,
                 bytes: Bytes::from(bytes),
             };
-            self.outputs.push_back(Output::Send { addr, message });
+            self.emit(Output::Send { addr, message });
         }
     }
 
@@ -94,7 +94,6 @@ impl Node {
         }
         self.module_fetches.remove(&sha256);
         self.modules_held.insert(sha256.clone());
-        self.outputs
-            .push_back(Output::ModuleArrived { sha256, bytes });
+        self.emit(Output::ModuleArrived { sha256, bytes });
     }
 }

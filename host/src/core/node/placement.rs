@@ -75,8 +75,7 @@ impl Node {
         };
         self.pending
             .insert(job, Pending::Placement(Box::new(placement)));
-        self.outputs
-            .push_back(Output::SelectStorage { job, sha256, query });
+        self.emit(Output::SelectStorage { job, sha256, query });
         None
     }
 

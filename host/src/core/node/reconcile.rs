@@ -71,7 +71,7 @@ impl Node {
         };
         let id = self.next_id();
         self.pending.insert(id, Pending::Reconcile(job));
-        self.outputs.push_back(Output::Reconcile {
+        self.emit(Output::Reconcile {
             job: id,
             sha256,
             input,
