@@ -1,0 +1,152 @@
+//! Micro-benchmarks of the hot pieces, so regressions show: ring lookup, causal
+//! context merge and token codec, object merge, peer frame codec, and an LMDB
+//! group commit. `cargo bench -p cairn --bench hot_paths`.
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use cairn::core::causal::{Actor, CausalContext, Dot};
+use cairn::core::codec::{decode_frame_body, encode_frame};
+use cairn::core::msg::Message;
+use cairn::core::object::{Object, Version};
+use cairn::core::ring::{partition_of, Ring};
+use cairn::core::store::LocalStore;
+use cairn::core::table::{MergeMode, StorageKind};
+use cairn::core::types::{NodeId, TableName};
+use cairn::storage::NodeStore;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+
+fn node(i: usize) -> NodeId {
+    NodeId::new(&format!("node{i}")).expect("valid id")
+}
+
+fn dot(i: usize, counter: u64) -> Dot {
+    Dot {
+        actor: Actor {
+            node: node(i % 3),
+            epoch: 1_790_000_000 + (i / 3) as u32,
+        },
+        counter,
+    }
+}
+
+fn context(actors: usize, loose: usize) -> CausalContext {
+    let mut c = CausalContext::new();
+    for i in 0..actors {
+        for k in 1..=20 {
+            c.add(dot(i, k));
+        }
+    }
+    for k in 0..loose {
+        c.add(dot(k, 30 + k as u64));
+    }
+    c
+}
+
+fn object(versions: usize, first: u64) -> Object {
+    let mut o = Object::default();
+    for i in 0..versions {
+        let v = Version {
+            dot: dot(i, first + i as u64),
+            timestamp_ms: 1_000 + i as u64,
+            value: Some(Bytes::from(vec![b'v'; 100])),
+            content_type: "application/octet-stream".into(),
+        };
+        o.apply_write(&CausalContext::new(), v, MergeMode::Siblings);
+    }
+    o
+}
+
+fn ring(c: &mut Criterion) {
+    let nodes: Vec<NodeId> = (0..3).map(node).collect();
+    let mut ring = Ring::single(&nodes[0], 256, 3);
+    ring = ring.claim_for(&nodes[1], &nodes[..2]);
+    ring = ring.claim_for(&nodes[2], &nodes);
+    let table = TableName::new("bench").expect("valid table");
+    c.bench_function("ring: partition and preference list of a key", |b| {
+        b.iter(|| {
+            let p = partition_of(ring.partitions(), &table, black_box(b"user:123456"));
+            black_box(ring.preference_list(p))
+        })
+    });
+}
+
+fn causal(c: &mut Criterion) {
+    let (a, b) = (context(6, 2), context(6, 3));
+    c.bench_function("causal: join two contexts of 6 actors", |bench| {
+        bench.iter(|| {
+            let mut joined = a.clone();
+            joined.join(black_box(&b));
+            joined
+        })
+    });
+    let token = a.to_token();
+    c.bench_function("causal: encode a context token", |bench| {
+        bench.iter(|| black_box(&a).to_token())
+    });
+    c.bench_function("causal: decode a context token", |bench| {
+        bench.iter(|| CausalContext::from_token(black_box(&token)).expect("valid token"))
+    });
+}
+
+fn objects(c: &mut Criterion) {
+    let (a, b) = (object(3, 1), object(3, 2));
+    c.bench_function("object: merge two replicas with 3 siblings", |bench| {
+        bench.iter(|| {
+            let mut merged = a.clone();
+            merged.merge(black_box(&b), MergeMode::Siblings);
+            merged
+        })
+    });
+}
+
+fn frames(c: &mut Criterion) {
+    let message = Message::ReplicaWrite {
+        request: 42,
+        table: TableName::new("bench").expect("valid table"),
+        key: Bytes::from_static(b"user:123456"),
+        object: object(1, 1),
+        engine: None,
+    };
+    let mut frame = Vec::new();
+    encode_frame(&message, &mut frame).expect("encodes");
+    c.bench_function("frame: encode a replica write of 100 B", |bench| {
+        let mut buf = Vec::with_capacity(512);
+        bench.iter(|| {
+            buf.clear();
+            encode_frame(black_box(&message), &mut buf).expect("encodes");
+        })
+    });
+    c.bench_function("frame: decode a replica write of 100 B", |bench| {
+        bench.iter(|| decode_frame_body(black_box(&frame[4..])).expect("decodes"))
+    });
+}
+
+fn group_commit(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("cairn-bench-commit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (mut store, _) = NodeStore::open(&dir, &node(0)).expect("store");
+    let table = TableName::new("bench").expect("valid table");
+    let value = object(1, 1);
+    let mut key = 0u64;
+    c.bench_function("lmdb: stage 16 objects and commit durably", |bench| {
+        bench.iter_batched(
+            || (),
+            |()| {
+                for _ in 0..16 {
+                    key += 1;
+                    store
+                        .stage(&table, StorageKind::Lmdb, &key.to_be_bytes(), &value)
+                        .expect("stage");
+                }
+                store.commit().expect("commit")
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, ring, causal, objects, frames, group_commit);
+criterion_main!(benches);
