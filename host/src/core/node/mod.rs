@@ -731,6 +731,21 @@ impl Node {
         }
     }
 
+    /// Sends a fresh `message()` to every replica in `primaries` but this node.
+    fn send_to_other_replicas(&mut self, primaries: &[NodeId], message: impl Fn() -> Message) {
+        for node in primaries.iter().filter(|p| **p != self.config.id) {
+            if let Some(addr) = self.addr_of(node) {
+                self.outputs.push_back((
+                    Output::Send {
+                        addr,
+                        message: message(),
+                    },
+                    Release::Now,
+                ));
+            }
+        }
+    }
+
     fn addr_of(&self, node: &NodeId) -> Option<String> {
         self.meta.members.get(node).map(|m| m.peer.clone())
     }
@@ -931,17 +946,11 @@ impl Node {
             .load(&fsm.table, fsm.config.storage, &fsm.key)
             .map_err(|e| ReplicaError::Storage(e.0));
         fsm.record(&self.config.id.clone(), local);
-        let me = self.config.id.clone();
-        for node in primaries.iter().filter(|p| **p != me) {
-            if let Some(addr) = self.addr_of(node) {
-                let message = Message::ReplicaRead {
-                    request,
-                    table: fsm.table.clone(),
-                    key: fsm.key.clone(),
-                };
-                self.emit(Output::Send { addr, message });
-            }
-        }
+        self.send_to_other_replicas(primaries, || Message::ReplicaRead {
+            request,
+            table: fsm.table.clone(),
+            key: fsm.key.clone(),
+        });
         self.pending.insert(request, Pending::Get(fsm));
         self.progress_get(request, store);
     }
@@ -1135,19 +1144,14 @@ impl Node {
         let mut fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
         fsm.started_turn = self.turn;
         fsm.record(&self.config.id.clone(), Ok(()));
-        let me = self.config.id.clone();
-        for node in primaries.iter().filter(|p| **p != me) {
-            if let Some(addr) = self.addr_of(node) {
-                let message = Message::ReplicaWrite {
-                    request,
-                    table: write.table.clone(),
-                    key: write.key.clone(),
-                    object: object.clone(),
-                    engine: (config.storage == StorageKind::Plugin).then_some(engine),
-                };
-                self.emit(Output::Send { addr, message });
-            }
-        }
+        let placed = (config.storage == StorageKind::Plugin).then_some(engine);
+        self.send_to_other_replicas(primaries, || Message::ReplicaWrite {
+            request,
+            table: write.table.clone(),
+            key: write.key.clone(),
+            object: object.clone(),
+            engine: placed,
+        });
         let writeback = write
             .is_merge
             .then(|| (write.table.clone(), write.key.clone()));
