@@ -45,7 +45,9 @@ pub struct NodeStore {
     staged_modules: HashMap<String, Vec<u8>>,
     blobs: BlobDir,
     staged_blobs: HashMap<BlobId, Bytes>,
-    tables: HashMap<TableName, Objects>,
+    /// Table databases opened so far; `None` records one that does not exist
+    /// yet (only this store's own commits create them).
+    tables: HashMap<TableName, Option<Objects>>,
     /// Records to write (`None`: to delete, when an object moved to memory).
     staged: HashMap<(TableName, Bytes), Option<Vec<u8>>>,
     staged_meta: Option<Vec<u8>>,
@@ -159,13 +161,13 @@ impl NodeStore {
         let count = self.staged.len();
         for ((table, key), record) in self.staged.drain() {
             let db = match self.tables.get(&table) {
-                Some(db) => *db,
-                None => {
+                Some(Some(db)) => *db,
+                Some(None) | None => {
                     let db: Objects = self
                         .env
                         .create_database(&mut wtxn, Some(&format!("t/{table}")))
                         .map_err(storage_error)?;
-                    self.tables.insert(table.clone(), db);
+                    self.tables.insert(table.clone(), Some(db));
                     db
                 }
             };
@@ -221,8 +223,8 @@ impl NodeStore {
     }
 
     fn table_db(&mut self, table: &TableName) -> Result<Option<Objects>, StoreError> {
-        if let Some(db) = self.tables.get(table) {
-            return Ok(Some(*db));
+        if let Some(known) = self.tables.get(table) {
+            return Ok(*known);
         }
         let rtxn = self.env.read_txn().map_err(storage_error)?;
         let db: Option<Objects> = self
@@ -230,9 +232,7 @@ impl NodeStore {
             .open_database(&rtxn, Some(&format!("t/{table}")))
             .map_err(storage_error)?;
         rtxn.commit().map_err(storage_error)?;
-        if let Some(db) = db {
-            self.tables.insert(table.clone(), db);
-        }
+        self.tables.insert(table.clone(), db);
         Ok(db)
     }
 }
