@@ -52,8 +52,8 @@ pub struct GetFsm {
     pub deadline_ms: u64,
     /// Set when this read is the first half of a delete.
     pub then_delete: Option<DeleteAfterRead>,
-    /// The node's turn when the read began (and loaded the local copy).
-    pub started_turn: u64,
+    /// The node's open batch when the read began (and loaded the local copy).
+    pub started_batch: u64,
 }
 
 impl GetFsm {
@@ -80,7 +80,7 @@ impl GetFsm {
             replied: false,
             deadline_ms,
             then_delete,
-            started_turn: 0,
+            started_batch: 0,
         }
     }
 
@@ -148,8 +148,8 @@ pub struct PutFsm {
     replied: bool,
     /// When the write gives up waiting.
     pub deadline_ms: u64,
-    /// The node's turn when the coordinator staged its own copy.
-    pub started_turn: u64,
+    /// The node's open batch when the coordinator staged its own copy.
+    pub started_batch: u64,
 }
 
 impl PutFsm {
@@ -168,7 +168,7 @@ impl PutFsm {
             context_out,
             replied: false,
             deadline_ms,
-            started_turn: 0,
+            started_batch: 0,
         }
     }
 

@@ -2,9 +2,14 @@
 //! the sans-IO [`Node`].
 //!
 //! Each turn it takes every event waiting (HTTP requests, peer frames, a
-//! timer tick), feeds them to the node, sends the requests it produced at
-//! once, commits everything staged in one LMDB transaction (group commit), and
-//! only then releases the answers — so nothing is acknowledged before it is durable.
+//! timer tick), feeds them to the node and sends the requests it produced at
+//! once. Writes are committed in batches by a thread of their own
+//! ([`commit::Committer`], group commit): when no batch is being committed,
+//! the loop seals everything staged into the next one and goes on serving
+//! while it syncs. Answers wait, held, until the batch they vouch for is
+//! durable — nothing is acknowledged early.
+
+mod commit;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
-use crate::core::node::{Input, Node, NodeConfig, Now, Output, Release};
+use crate::core::node::{HeldOutputs, Input, Node, NodeConfig, Now, Output};
+use crate::core::store::StoreError;
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
 use crate::plugin::{PluginRuntime, INSTANCES_MAX};
@@ -238,6 +244,23 @@ struct Waiting {
     next_id: u64,
 }
 
+/// The batch being committed, and where the committing thread answers.
+struct InFlight {
+    batch: u64,
+    done: oneshot::Receiver<Result<(), StoreError>>,
+}
+
+/// Waits for the in-flight batch (forever when there is none).
+async fn commit_finished(in_flight: &mut Option<InFlight>) -> (u64, Result<(), StoreError>) {
+    let Some(commit) = in_flight else {
+        return std::future::pending().await;
+    };
+    let outcome = (&mut commit.done)
+        .await
+        .unwrap_or_else(|_| Err(StoreError("the committing thread stopped".into())));
+    (commit.batch, outcome)
+}
+
 async fn drive(
     mut node: Node,
     mut store: NodeStore,
@@ -256,18 +279,27 @@ async fn drive(
         crate::core::rng::Rng::new(clock.now().wall_ms ^ u64::from(std::process::id()));
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut deferred: Vec<Output> = Vec::new();
+    let committer = commit::Committer::start(node.id().as_str(), store.writer())?;
+    let mut in_flight: Option<InFlight> = None;
+    let mut held = HeldOutputs::default();
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            (batch, outcome) = commit_finished(&mut in_flight), if in_flight.is_some() => {
+                in_flight = None;
+                batch_committed(outcome, &mut store)?;
+                for output in held.durable_through(batch) {
+                    carry_out(output, &mut outbound, &mut waiting, &host)?;
+                }
+            }
             event = inbox.recv() => match event {
                 Some(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
                 None => break,
             },
-                        _ = tick.tick() => {
+            _ = tick.tick() => {
                 if Instant::now() >= next_blob_sweep {
                     next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
                     sweep_blobs(&node, &mut store);
@@ -282,23 +314,46 @@ async fn drive(
             }
         }
         while let Some((output, release)) = node.poll_output() {
-            match release {
-                Release::AfterCommit => deferred.push(output),
-                Release::Now => carry_out(output, &mut outbound, &mut waiting, &host)?,
+            if let Some(output) = held.release_or_hold(output, release) {
+                carry_out(output, &mut outbound, &mut waiting, &host)?;
             }
         }
-        if let Err(e) = store.commit() {
-            // The node counted this turn's writes as stored; it must not go on
-            // as if they were. A restart takes a new epoch and resyncs.
-            anyhow::bail!("commit failed, stopping the node: {e}");
-        }
-        node.end_turn();
-        for output in deferred.drain(..) {
-            carry_out(output, &mut outbound, &mut waiting, &host)?;
+        if in_flight.is_none() {
+            let batch = node.seal_batch();
+            match store.seal()? {
+                Some(sealed) => {
+                    in_flight = Some(InFlight {
+                        batch,
+                        done: committer.commit(sealed),
+                    });
+                }
+                // Nothing staged: the batch is as durable as the ones before it.
+                None => {
+                    for output in held.durable_through(batch) {
+                        carry_out(output, &mut outbound, &mut waiting, &host)?;
+                    }
+                }
+            }
         }
     }
+    if in_flight.is_some() {
+        let (_, outcome) = commit_finished(&mut in_flight).await;
+        batch_committed(outcome, &mut store)?;
+    }
+    drop(committer);
     store.mark_clean_shutdown()?;
     tracing::info!(node = %node.id(), "node stopped cleanly");
+    Ok(())
+}
+
+/// Takes in the outcome of a batch's commit. A failed commit stops the node:
+/// it counted the batch's writes as stored and must not go on as if they
+/// were; a restart takes a new epoch and resyncs.
+fn batch_committed(outcome: Result<(), StoreError>, store: &mut NodeStore) -> anyhow::Result<()> {
+    if let Err(e) = outcome {
+        anyhow::bail!("commit failed, stopping the node: {e}");
+    }
+    store.batch_durable();
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //! wiped data dirs and restarts. The same seed replays the same run exactly.
 //!
 //! It drives nodes the way the real driver does: feed an input, send the
-//! requests it produced, commit the staged writes, then release the answers.
+//! requests it produced, seal the staged writes into a batch and commit it
+//! (taking 1–2 ms of virtual time, while the node goes on staging the next
+//! batch), and release each answer once the batch it vouches for is durable.
 
 mod store;
 #[cfg(test)]
@@ -18,7 +20,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 
 use crate::core::causal::CausalContext;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
-use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted, Release};
+use crate::core::node::{HeldOutputs, Input, Node, NodeConfig, Now, Output, Persisted};
 pub use crate::core::rng::Rng;
 use crate::core::table::TablePatch;
 use crate::core::types::{NodeId, TableName};
@@ -70,6 +72,12 @@ enum Event {
         job: u64,
         outcome: Result<cairn_sdk::Storage, String>,
     },
+    /// Node `node`'s sealed batch is durable (unless it crashed meanwhile).
+    Committed {
+        node: usize,
+        incarnation: u64,
+        batch: u64,
+    },
 }
 
 /// A native stand-in for a table plugin (the simulator runs no WebAssembly).
@@ -83,6 +91,11 @@ struct SimNode {
     config: NodeConfig,
     node: Option<Node>,
     store: MemoryStore,
+    /// Counts starts, so a commit finishing after a crash is ignored.
+    incarnation: u64,
+    /// Whether a sealed batch is being committed.
+    committing: bool,
+    held: HeldOutputs,
 }
 
 /// The simulated cluster.
@@ -97,6 +110,8 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     /// The network's faults; change them at any time.
     pub faults: NetworkFaults,
+    /// How long a batch's commit takes, smallest and largest (ms of virtual time).
+    pub commit_ms: (u64, u64),
     cut: Vec<(usize, usize)>,
     next_client_id: u64,
     crash_at_commit: Option<usize>,
@@ -123,6 +138,7 @@ impl Sim {
             payloads: BTreeMap::new(),
             nodes: Vec::new(),
             faults: NetworkFaults::none(),
+            commit_ms: (1, 2),
             cut: Vec::new(),
             next_client_id: 1,
             crash_at_commit: None,
@@ -146,6 +162,9 @@ impl Sim {
                 config,
                 node: None,
                 store: MemoryStore::default(),
+                incarnation: 0,
+                committing: false,
+                held: HeldOutputs::default(),
             });
             sim.start(i);
         }
@@ -188,10 +207,15 @@ impl Sim {
         self.nodes[index].node.is_some()
     }
 
-    /// Crashes node `index`: staged (uncommitted) writes are lost.
+    /// Crashes node `index`: staged and sealed-but-uncommitted writes are
+    /// lost, and so are the answers waiting for them.
     pub fn crash(&mut self, index: usize) {
-        self.nodes[index].node = None;
-        self.nodes[index].store.lose_staged();
+        let sim_node = &mut self.nodes[index];
+        sim_node.node = None;
+        sim_node.store.lose_staged();
+        sim_node.incarnation += 1;
+        sim_node.committing = false;
+        sim_node.held = HeldOutputs::default();
     }
 
     /// Crashes node `index` and wipes its data dir.
@@ -236,19 +260,19 @@ impl Sim {
         self.drain(index);
     }
 
-    /// Sends requests at once, commits, then releases answers.
+    /// Sends requests at once, holds answers until their batch is durable, and
+    /// starts committing the staged writes unless a commit is under way.
     fn drain(&mut self, index: usize) {
-        let mut answers = Vec::new();
         loop {
-            let Some(node) = self.nodes[index].node.as_mut() else {
+            let sim_node = &mut self.nodes[index];
+            let Some(node) = sim_node.node.as_mut() else {
                 return;
             };
             let Some((output, release)) = node.poll_output() else {
                 break;
             };
-            match release {
-                Release::AfterCommit => answers.push(output),
-                Release::Now => self.carry_out(index, output),
+            if let Some(output) = sim_node.held.release_or_hold(output, release) {
+                self.carry_out(index, output);
             }
         }
         if self.crash_at_commit == Some(index) {
@@ -257,11 +281,37 @@ impl Sim {
             self.crash(index);
             return;
         }
-        self.nodes[index].store.commit();
-        if let Some(node) = self.nodes[index].node.as_mut() {
-            node.end_turn();
+        let sim_node = &mut self.nodes[index];
+        let Some(node) = sim_node.node.as_mut() else {
+            return;
+        };
+        if sim_node.committing {
+            return;
         }
-        for output in answers {
+        let batch = node.seal_batch();
+        if sim_node.store.seal() {
+            sim_node.committing = true;
+            let incarnation = sim_node.incarnation;
+            let (fastest, slowest) = self.commit_ms;
+            let at = self.now_ms + fastest + self.rng.below(slowest.saturating_sub(fastest) + 1);
+            self.schedule(
+                at,
+                Event::Committed {
+                    node: index,
+                    incarnation,
+                    batch,
+                },
+            );
+        } else {
+            // Nothing staged: the batch is as durable as the ones before it.
+            self.batch_durable(index, batch);
+        }
+    }
+
+    /// Releases what waited for `batch` of node `index`.
+    fn batch_durable(&mut self, index: usize, batch: u64) {
+        let ready = self.nodes[index].held.durable_through(batch);
+        for output in ready {
             self.carry_out(index, output);
         }
     }
@@ -347,6 +397,20 @@ impl Sim {
                 Event::Placed { node, job, outcome } => {
                     self.feed(node, Input::StorageSelected { job, outcome })
                 }
+                Event::Committed {
+                    node,
+                    incarnation,
+                    batch,
+                } => {
+                    let sim_node = &mut self.nodes[node];
+                    if sim_node.incarnation == incarnation && sim_node.committing {
+                        sim_node.store.commit_sealed();
+                        sim_node.committing = false;
+                        self.batch_durable(node, batch);
+                        // What was staged meanwhile is sealed and committed next.
+                        self.drain(node);
+                    }
+                }
                 Event::Tick { node } => {
                     if self.is_up(node) {
                         let random = self.rng.next_u64();
@@ -396,6 +460,8 @@ impl Sim {
                 op: AdminOp::PutTable(table, patch),
             },
         );
+        // The answer leaves once the new table's metadata is committed.
+        self.run_for(5);
         assert!(
             matches!(self.admin_replies.remove(&id), Some(AdminReply::Table(..))),
             "seed {}: table not created",

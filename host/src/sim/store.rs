@@ -16,8 +16,11 @@ use crate::core::types::TableName;
 pub struct MemoryStore {
     committed: BTreeMap<(TableName, Bytes), Object>,
     staged: BTreeMap<(TableName, Bytes), Object>,
+    /// The batch being committed: lost in a crash, seen by loads meanwhile.
+    sealed: BTreeMap<(TableName, Bytes), Object>,
     meta: Option<ClusterMeta>,
     staged_meta: Option<ClusterMeta>,
+    sealed_meta: Option<ClusterMeta>,
     epoch: Option<u32>,
     modules: BTreeMap<String, Vec<u8>>,
 }
@@ -32,11 +35,31 @@ impl MemoryStore {
         }
     }
 
-    /// Makes staged writes durable.
-    pub fn commit(&mut self) {
+    /// Seals what is staged into the batch to commit next; false when nothing
+    /// was staged.
+    pub fn seal(&mut self) -> bool {
+        if self.staged.is_empty() && self.staged_meta.is_none() {
+            return false;
+        }
         let staged = std::mem::take(&mut self.staged);
-        self.committed.extend(staged);
+        self.sealed.extend(staged);
         if let Some(meta) = self.staged_meta.take() {
+            self.sealed_meta = Some(meta);
+        }
+        true
+    }
+
+    /// Makes everything staged or sealed durable at once (a node's start).
+    pub fn commit(&mut self) {
+        self.seal();
+        self.commit_sealed();
+    }
+
+    /// Makes the sealed batch durable; what was staged since stays staged.
+    pub fn commit_sealed(&mut self) {
+        let sealed = std::mem::take(&mut self.sealed);
+        self.committed.extend(sealed);
+        if let Some(meta) = self.sealed_meta.take() {
             self.meta = Some(meta);
         }
     }
@@ -45,6 +68,8 @@ impl MemoryStore {
     pub fn lose_staged(&mut self) {
         self.staged.clear();
         self.staged_meta = None;
+        self.sealed.clear();
+        self.sealed_meta = None;
     }
 
     /// The current object for a key.
@@ -52,6 +77,7 @@ impl MemoryStore {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
         self.staged
             .get(&slot)
+            .or_else(|| self.sealed.get(&slot))
             .or_else(|| self.committed.get(&slot))
             .cloned()
     }

@@ -213,6 +213,50 @@ fn a_context_naming_dots_the_coordinator_forgot_forces_a_new_epoch() {
     );
 }
 
+#[test]
+fn answers_wait_for_the_batch_they_vouch_for_and_are_lost_with_it() {
+    let mut sim = Sim::new(10, 3);
+    siblings_table(&mut sim);
+    // Slow disks: a commit takes 50 ms while messages take 1 ms.
+    sim.commit_ms = (50, 50);
+    let id = sim.submit(0, put("ev", "k", "slow", None));
+    sim.run_for(10);
+    assert!(
+        (0..3).all(|n| sim.local_object(n, "ev", b"k").is_some()),
+        "every replica staged the write"
+    );
+    assert!(sim.reply(id).is_none(), "no ack before the commits finish");
+    // A read of the not yet durable copy waits for it too.
+    let read = sim.submit(0, get("ev", "k", Some(1)));
+    sim.run_for(10);
+    assert!(sim.reply(read).is_none(), "no read of an uncommitted copy");
+    // Every replica crashes while its batch is being committed: the write is
+    // gone, and it was never acknowledged.
+    for node in 0..3 {
+        sim.crash(node);
+    }
+    sim.commit_ms = (1, 2);
+    for node in 0..3 {
+        sim.restart(node);
+    }
+    sim.run_for(3_000);
+    assert!(
+        sim.reply(id).is_none(),
+        "the lost write was never acknowledged"
+    );
+    assert!(sim.reply(read).is_none(), "the lost copy was never read");
+    let after = sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&after), BTreeSet::new());
+
+    // Without the crash the same write is acknowledged once two commits are done.
+    sim.commit_ms = (50, 50);
+    let id = sim.submit(0, put("ev", "k", "slow", None));
+    sim.run_for(45);
+    assert!(sim.reply(id).is_none(), "no ack before the commits finish");
+    sim.run_for(60);
+    written(&sim.reply(id).cloned());
+}
+
 /// One write a client attempted, for the invariant checks.
 struct Attempt {
     key: String,
@@ -258,6 +302,8 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
             delay_ms_min: 1,
             delay_ms_max: 40,
         };
+        // Commits slow enough that crashes often land while a batch is in flight.
+        sim.commit_ms = (1, 15);
         let keys = ["a", "b", "c"];
         let mut attempts: Vec<(u64, Attempt)> = Vec::new();
         let mut wiped = false;

@@ -38,7 +38,7 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
 }
 
 /// The directory of blob files.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BlobDir {
     dir: PathBuf,
 }

@@ -1,15 +1,19 @@
 //! A node's local storage: one LMDB environment per node (a database per table
 //! plus one for node state) and a volatile map for `memory` tables.
 //!
-//! Writes are staged in an overlay that reads see at once; [`NodeStore::commit`]
-//! writes the whole overlay in one LMDB transaction (group commit). The driver
-//! calls it once per loop turn and only then releases the acks.
+//! Writes are staged in an overlay that reads see at once. The driver seals
+//! the overlay into a [`SealedBatch`] ([`NodeStore::seal`]) and hands it to a
+//! [`BatchWriter`] on another thread, which writes it in one LMDB transaction
+//! (group commit) while the node stages the next batch; loads see the sealed
+//! batch until the driver reports it durable ([`NodeStore::batch_durable`]),
+//! and only then are the answers that depend on it released.
 
 mod blob;
 mod stored;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use heed::types::{Bytes as RawBytes, Str};
@@ -37,20 +41,96 @@ const STATE_META: &str = "meta";
 
 type Objects = Database<RawBytes, RawBytes>;
 
-/// The storage of one node.
-pub struct NodeStore {
+/// Writes not yet durable: the overlay being staged, or a sealed batch.
+#[derive(Default)]
+pub struct SealedBatch {
+    /// Records to write (`None`: to delete, when an object moved to memory).
+    records: HashMap<(TableName, Bytes), Option<Vec<u8>>>,
+    /// The databases of the tables `records` names.
+    dbs: HashMap<TableName, Objects>,
+    blobs: HashMap<BlobId, Bytes>,
+    modules: HashMap<String, Vec<u8>>,
+    meta: Option<Vec<u8>>,
+}
+
+impl SealedBatch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.blobs.is_empty()
+            && self.modules.is_empty()
+            && self.meta.is_none()
+    }
+
+    /// How many object records it writes.
+    pub fn records(&self) -> usize {
+        self.records.len()
+    }
+
+    fn record(&self, slot: &(TableName, Bytes)) -> Option<&Option<Vec<u8>>> {
+        self.records.get(slot)
+    }
+}
+
+/// Writes sealed batches durably. It holds no overlay, so it can run on a
+/// thread of its own while the node stages the next batch; it never opens
+/// or creates a database (LMDB allows that in one transaction at a time, and
+/// the node's thread does it).
+#[derive(Clone)]
+pub struct BatchWriter {
     env: Env,
     state: Database<Str, RawBytes>,
     modules: Database<Str, RawBytes>,
-    staged_modules: HashMap<String, Vec<u8>>,
     blobs: BlobDir,
-    staged_blobs: HashMap<BlobId, Bytes>,
+}
+
+impl BatchWriter {
+    /// Writes `batch` in one transaction and syncs it: blob files first (synced),
+    /// then the records that reference them, in key order.
+    pub fn write(&self, batch: &SealedBatch) -> Result<(), StoreError> {
+        if !batch.blobs.is_empty() {
+            for (id, bytes) in &batch.blobs {
+                self.blobs.write(id, bytes)?;
+            }
+            self.blobs.sync()?;
+        }
+        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
+        let mut records: Vec<_> = batch.records.iter().collect();
+        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for ((table, key), record) in records {
+            let db = batch.dbs.get(table).ok_or_else(|| {
+                StoreError(format!("table {table} has no database in this batch"))
+            })?;
+            match record {
+                Some(bytes) => db.put(&mut wtxn, key, bytes).map_err(storage_error)?,
+                None => {
+                    db.delete(&mut wtxn, key).map_err(storage_error)?;
+                }
+            }
+        }
+        for (sha256, bytes) in &batch.modules {
+            self.modules
+                .put(&mut wtxn, sha256, bytes)
+                .map_err(storage_error)?;
+        }
+        if let Some(meta) = &batch.meta {
+            self.state
+                .put(&mut wtxn, STATE_META, meta)
+                .map_err(storage_error)?;
+        }
+        wtxn.commit().map_err(storage_error)
+    }
+}
+
+/// The storage of one node.
+pub struct NodeStore {
+    env: Env,
+    writer: BatchWriter,
     /// Table databases opened so far; `None` records one that does not exist
-    /// yet (only this store's own commits create them).
+    /// yet (only this store creates them, when it first stages a record).
     tables: HashMap<TableName, Option<Objects>>,
-    /// Records to write (`None`: to delete, when an object moved to memory).
-    staged: HashMap<(TableName, Bytes), Option<Vec<u8>>>,
-    staged_meta: Option<Vec<u8>>,
+    staged: SealedBatch,
+    /// The batch being committed, if any: loads still see it.
+    sealed: Option<Arc<SealedBatch>>,
     memory: HashMap<(TableName, Bytes), Object>,
 }
 
@@ -115,16 +195,18 @@ impl NodeStore {
             .put(&mut wtxn, STATE_CLEAN, &[0u8])
             .map_err(storage_error)?;
         wtxn.commit().map_err(storage_error)?;
-        let store = NodeStore {
-            env,
+        let writer = BatchWriter {
+            env: env.clone(),
             state,
             modules,
-            staged_modules: HashMap::new(),
             blobs: BlobDir::open(dir.join("blobs"))?,
-            staged_blobs: HashMap::new(),
+        };
+        let store = NodeStore {
+            env,
+            writer,
             tables: HashMap::new(),
-            staged: HashMap::new(),
-            staged_meta: None,
+            staged: SealedBatch::default(),
+            sealed: None,
             memory: HashMap::new(),
         };
         Ok((
@@ -137,67 +219,62 @@ impl NodeStore {
         ))
     }
 
-    /// Whether anything waits for [`NodeStore::commit`].
+    /// Whether anything is staged since the last seal.
     pub fn has_staged(&self) -> bool {
         !self.staged.is_empty()
-            || self.staged_meta.is_some()
-            || !self.staged_modules.is_empty()
-            || !self.staged_blobs.is_empty()
     }
 
-    /// Writes everything staged in one transaction and syncs it to disk.
+    /// A writer for sealed batches, for the committing thread.
+    pub fn writer(&self) -> BatchWriter {
+        self.writer.clone()
+    }
+
+    /// Seals everything staged into a batch to commit; `None` when nothing was
+    /// staged. Loads see the batch until [`NodeStore::batch_durable`].
+    pub fn seal(&mut self) -> Result<Option<Arc<SealedBatch>>, StoreError> {
+        if self.sealed.is_some() {
+            return Err(StoreError(
+                "a batch is sealed before the previous one is durable".into(),
+            ));
+        }
+        if self.staged.is_empty() {
+            return Ok(None);
+        }
+        let batch = Arc::new(std::mem::take(&mut self.staged));
+        self.sealed = Some(batch.clone());
+        Ok(Some(batch))
+    }
+
+    /// The sealed batch was written and synced: loads now find it in LMDB.
+    pub fn batch_durable(&mut self) {
+        self.sealed = None;
+    }
+
+    /// Writes everything staged in one transaction and syncs it, on this
+    /// thread (start-up, shutdown, tests). Returns the records written.
     pub fn commit(&mut self) -> Result<usize, StoreError> {
-        if !self.has_staged() {
+        let Some(batch) = self.seal()? else {
             return Ok(0);
-        }
-        // Blob files first: the LMDB records that reference them come after.
-        if !self.staged_blobs.is_empty() {
-            for (id, bytes) in self.staged_blobs.drain() {
-                self.blobs.write(&id, &bytes)?;
-            }
-            self.blobs.sync()?;
-        }
-        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
-        let count = self.staged.len();
-        for ((table, key), record) in self.staged.drain() {
-            let db = match self.tables.get(&table) {
-                Some(Some(db)) => *db,
-                Some(None) | None => {
-                    let db: Objects = self
-                        .env
-                        .create_database(&mut wtxn, Some(&format!("t/{table}")))
-                        .map_err(storage_error)?;
-                    self.tables.insert(table.clone(), Some(db));
-                    db
-                }
-            };
-            match record {
-                Some(bytes) => db.put(&mut wtxn, &key, &bytes).map_err(storage_error)?,
-                None => {
-                    db.delete(&mut wtxn, &key).map_err(storage_error)?;
-                }
-            }
-        }
-        for (sha256, bytes) in self.staged_modules.drain() {
-            self.modules
-                .put(&mut wtxn, &sha256, &bytes)
-                .map_err(storage_error)?;
-        }
-        if let Some(meta) = self.staged_meta.take() {
-            self.state
-                .put(&mut wtxn, STATE_META, &meta)
-                .map_err(storage_error)?;
-        }
-        wtxn.commit().map_err(storage_error)?;
-        Ok(count)
+        };
+        let written = self.writer.write(&batch);
+        self.batch_durable();
+        written.map(|()| batch.records())
     }
 
-    /// Deletes blob files no object of `tables` references any more. Runs
-    /// between turns, when nothing is staged, so no file of an uncommitted
-    /// write can be taken. Returns the number of files deleted.
+    /// Deletes blob files that no object of `tables` references any more,
+    /// counting staged and sealed records as references (the node's own
+    /// thread calls this, so nothing is staged meanwhile; a sealed batch's
+    /// files are its references). Returns the number of files deleted.
     pub fn collect_blobs(&mut self, tables: &[TableName]) -> Result<usize, StoreError> {
-        self.commit()?;
         let mut referenced = HashSet::new();
+        let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
+        for batch in pending {
+            referenced.extend(batch.blobs.keys().copied());
+            for record in batch.records.values().flatten() {
+                let stored: StoredObject = decode_disk(record).map_err(storage_error)?;
+                referenced.extend(stored.blob_ids().copied());
+            }
+        }
         for table in tables {
             let Some(db) = self.table_db(table)? else {
                 continue;
@@ -209,14 +286,16 @@ impl NodeStore {
                 referenced.extend(stored.blob_ids().copied());
             }
         }
-        self.blobs.collect(&referenced)
+        self.writer.blobs.collect(&referenced)
     }
 
-    /// Records a clean shutdown: the next start keeps the epoch.
+    /// Records a clean shutdown: the next start keeps the epoch. Call it once
+    /// no batch is being committed.
     pub fn mark_clean_shutdown(&mut self) -> Result<(), StoreError> {
         self.commit()?;
         let mut wtxn = self.env.write_txn().map_err(storage_error)?;
-        self.state
+        self.writer
+            .state
             .put(&mut wtxn, STATE_CLEAN, &[1u8])
             .map_err(storage_error)?;
         wtxn.commit().map_err(storage_error)
@@ -235,6 +314,22 @@ impl NodeStore {
         self.tables.insert(table.clone(), db);
         Ok(db)
     }
+
+    /// The database of `table`, created (in a transaction of its own, once
+    /// per table) if it does not exist yet.
+    fn table_db_or_create(&mut self, table: &TableName) -> Result<Objects, StoreError> {
+        if let Some(db) = self.table_db(table)? {
+            return Ok(db);
+        }
+        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
+        let db: Objects = self
+            .env
+            .create_database(&mut wtxn, Some(&format!("t/{table}")))
+            .map_err(storage_error)?;
+        wtxn.commit().map_err(storage_error)?;
+        self.tables.insert(table.clone(), Some(db));
+        Ok(db)
+    }
 }
 
 impl NodeStore {
@@ -246,7 +341,8 @@ impl NodeStore {
         key: &[u8],
     ) -> Result<Option<StoredObject>, StoreError> {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
-        if let Some(record) = self.staged.get(&slot) {
+        let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
+        if let Some(record) = pending.filter_map(|batch| batch.record(&slot)).next() {
             return record
                 .as_deref()
                 .map(decode_disk)
@@ -262,9 +358,12 @@ impl NodeStore {
     }
 
     fn resolve(&self, stored: StoredObject) -> Result<Object, StoreError> {
-        stored.into_object(|id| match self.staged_blobs.get(id) {
-            Some(bytes) => Ok(bytes.clone()),
-            None => self.blobs.read(id),
+        stored.into_object(|id| {
+            let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
+            match pending.filter_map(|batch| batch.blobs.get(id)).next() {
+                Some(bytes) => Ok(bytes.clone()),
+                None => self.writer.blobs.read(id),
+            }
         })
     }
 
@@ -330,47 +429,56 @@ impl LocalStore for NodeStore {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
         if engine == StorageKind::Memory {
             self.memory.insert(slot.clone(), object.clone());
-            if self.table_db(table)?.is_some() || self.staged.contains_key(&slot) {
-                self.staged.insert(slot, None);
+            // A copy it had in LMDB goes (records exist only once the database does).
+            if let Some(db) = self.table_db(table)? {
+                self.staged.dbs.entry(table.clone()).or_insert(db);
+                self.staged.records.insert(slot, None);
             }
             return Ok(());
         }
         self.memory.remove(&slot);
-        let staged_blobs = &mut self.staged_blobs;
+        let db = self.table_db_or_create(table)?;
+        self.staged.dbs.entry(table.clone()).or_insert(db);
+        let staged_blobs = &mut self.staged.blobs;
         let stored = StoredObject::from_object(object, engine == StorageKind::Blob, |id, bytes| {
             staged_blobs.insert(id, bytes.clone());
         });
         self.staged
+            .records
             .insert(slot, Some(encode_disk(&stored).map_err(storage_error)?));
         Ok(())
     }
 
     fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError> {
-        self.staged_meta = Some(encode_disk(meta).map_err(storage_error)?);
+        self.staged.meta = Some(encode_disk(meta).map_err(storage_error)?);
         Ok(())
     }
 
     fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(storage_error)?;
         let bytes = encode_disk(&epoch).map_err(storage_error)?;
-        self.state
+        self.writer
+            .state
             .put(&mut wtxn, STATE_EPOCH, &bytes)
             .map_err(storage_error)?;
         wtxn.commit().map_err(storage_error)
     }
 
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.staged_modules
+        self.staged
+            .modules
             .insert(sha256.to_owned(), bytes.to_vec());
         Ok(())
     }
 
     fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(bytes) = self.staged_modules.get(sha256) {
+        let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
+        if let Some(bytes) = pending.filter_map(|batch| batch.modules.get(sha256)).next() {
             return Ok(Some(bytes.clone()));
         }
         let rtxn = self.env.read_txn().map_err(storage_error)?;
         Ok(self
+            .writer
             .modules
             .get(&rtxn, sha256)
             .map_err(storage_error)?

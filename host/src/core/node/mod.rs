@@ -29,9 +29,12 @@ use super::table::{MergeMode, StorageKind};
 use super::types::{NodeId, TableName};
 
 mod admin;
+mod held;
 mod modules;
 mod placement;
 mod reconcile;
+
+pub use held::HeldOutputs;
 
 /// A joiner whose id answered this recently is refused (it may still be running).
 const REJOIN_QUIET_MS: u64 = 10_000;
@@ -178,17 +181,23 @@ pub enum Output {
 }
 
 /// When the driver may carry out an output.
+///
+/// Writes are staged into numbered batches: the driver seals the open batch
+/// ([`Node::seal_batch`]), commits it (possibly while the node goes on staging
+/// the next one) and learns when it is durable. An answer names the batch
+/// whose durability it vouches for, so it leaves no earlier than that and no
+/// later than needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
-    /// At once: requests, and answers that depend on nothing this turn staged.
+    /// At once: requests, and answers that depend on nothing staged here.
     Now,
-    /// Once this turn's staged writes are durable.
-    AfterCommit,
+    /// Once batch `n` and every batch before it are durable.
+    AfterBatch(u64),
 }
 
 impl Output {
-    /// Whether this output may only be released after the turn's staged writes
-    /// are durable: every answer (acks, replies), never a request. The node
+    /// Whether this output may only be released after the staged writes it
+    /// follows are durable: every answer (acks, replies), never a request. The node
     /// releases some answers earlier when it knows what they depend on is
     /// already durable ([`Node::poll_output`] says which).
     pub fn after_commit(&self) -> bool {
@@ -229,8 +238,8 @@ pub struct Node {
     next_request: u64,
     pending: HashMap<u64, Pending>,
     outputs: VecDeque<(Output, Release)>,
-    /// Loop turns ended so far: writes staged in an earlier turn are durable.
-    turn: u64,
+    /// The batch writes are staged into now (batches sealed so far).
+    open_batch: u64,
     next_ping_ms: u64,
     next_gossip_ms: u64,
     next_join_ms: u64,
@@ -285,7 +294,7 @@ impl Node {
             next_request: now.wall_ms << 16,
             pending: HashMap::new(),
             outputs: VecDeque::new(),
-            turn: 0,
+            open_batch: 0,
             next_ping_ms: now.mono_ms,
             next_gossip_ms: now.mono_ms,
             next_join_ms: now.mono_ms,
@@ -333,16 +342,17 @@ impl Node {
         self.outputs.pop_front()
     }
 
-    /// The driver committed everything staged so far: what was staged before
-    /// now is durable, so answers that depend only on it need not wait for the
-    /// next commit.
-    pub fn end_turn(&mut self) {
-        self.turn += 1;
+    /// The driver sealed everything staged so far into one batch for its
+    /// storage to commit; what is staged from now on belongs to the next batch.
+    /// Returns the sealed batch's number, which [`Release::AfterBatch`] names.
+    pub fn seal_batch(&mut self) -> u64 {
+        self.open_batch += 1;
+        self.open_batch - 1
     }
 
     fn emit(&mut self, output: Output) {
         let release = if output.after_commit() {
-            Release::AfterCommit
+            Release::AfterBatch(self.open_batch)
         } else {
             Release::Now
         };
@@ -782,11 +792,10 @@ impl Node {
     // ---- clients --------------------------------------------------------------
 
     fn reply(&mut self, origin: Origin, reply: ClientReply) {
-        self.reply_when(origin, reply, Release::AfterCommit);
+        self.reply_when(origin, reply, Release::AfterBatch(self.open_batch));
     }
 
-    /// Answers a client; `Release::Now` when everything the answer vouches for
-    /// was durable before this turn.
+    /// Answers a client once the batch `release` names is durable.
     fn reply_when(&mut self, origin: Origin, reply: ClientReply, release: Release) {
         let output = match origin {
             Origin::Local(id) => Output::Reply { id, reply },
@@ -940,7 +949,7 @@ impl Node {
     }
 
     fn start_get(&mut self, mut fsm: GetFsm, primaries: &[NodeId], store: &mut dyn LocalStore) {
-        fsm.started_turn = self.turn;
+        fsm.started_batch = self.open_batch;
         let request = self.next_id();
         let local = store
             .load(&fsm.table, fsm.config.storage, &fsm.key)
@@ -963,7 +972,7 @@ impl Node {
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
-        let release = release_since(fsm.started_turn, self.turn);
+        let release = Release::AfterBatch(fsm.started_batch);
         let then_delete = fsm.then_delete.clone();
         let merge = fsm.config.merge;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
@@ -1142,7 +1151,7 @@ impl Node {
         let returned = context_out.clone();
         let request = self.next_id();
         let mut fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
-        fsm.started_turn = self.turn;
+        fsm.started_batch = self.open_batch;
         fsm.record(&self.config.id.clone(), Ok(()));
         let placed = (config.storage == StorageKind::Plugin).then_some(engine);
         self.send_to_other_replicas(primaries, || Message::ReplicaWrite {
@@ -1194,7 +1203,7 @@ impl Node {
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
-        let release = release_since(fsm.started_turn, self.turn);
+        let release = Release::AfterBatch(fsm.started_batch);
         // A write-back stops blocking other merges of its key once it is answered.
         let released = if answer.is_some() || done {
             writeback.take()
@@ -1210,17 +1219,6 @@ impl Node {
         if done {
             self.pending.remove(&request);
         }
-    }
-}
-
-/// An answer built from a local copy staged or loaded in turn `started` may
-/// leave before the current turn's commit once that turn has ended (its commit
-/// is done); otherwise it waits for the commit.
-fn release_since(started: u64, current: u64) -> Release {
-    if started < current {
-        Release::Now
-    } else {
-        Release::AfterCommit
     }
 }
 
