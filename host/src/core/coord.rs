@@ -148,8 +148,6 @@ pub struct PutFsm {
     replied: bool,
     /// When the write gives up waiting.
     pub deadline_ms: u64,
-    /// The node's open batch when the coordinator staged its own copy.
-    pub started_batch: u64,
 }
 
 impl PutFsm {
@@ -168,11 +166,10 @@ impl PutFsm {
             context_out,
             replied: false,
             deadline_ms,
-            started_batch: 0,
         }
     }
 
-    /// Takes one replica's ack.
+    /// Takes one replica's durable ack.
     pub fn record(&mut self, from: &NodeId, outcome: Result<(), ReplicaError>) {
         match outcome {
             Ok(()) => self.quorum.record_ok(from),

@@ -288,9 +288,10 @@ async fn drive(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            (batch, outcome) = commit_finished(&mut in_flight), if in_flight.is_some() => {
+                        (batch, outcome) = commit_finished(&mut in_flight), if in_flight.is_some() => {
                 in_flight = None;
                 batch_committed(outcome, &mut store)?;
+                node.batch_durable(batch);
                 for output in held.durable_through(batch) {
                     carry_out(output, &mut outbound, &mut waiting, &host)?;
                 }
@@ -313,26 +314,30 @@ async fn drive(
                 Err(_) => break,
             }
         }
-        while let Some((output, release)) = node.poll_output() {
-            if let Some(output) = held.release_or_hold(output, release) {
+        loop {
+            while let Some((output, release)) = node.poll_output() {
+                if let Some(output) = held.release_or_hold(output, release) {
+                    carry_out(output, &mut outbound, &mut waiting, &host)?;
+                }
+            }
+            if in_flight.is_some() {
+                break;
+            }
+            let batch = node.seal_batch();
+            if let Some(sealed) = store.seal()? {
+                in_flight = Some(InFlight {
+                    batch,
+                    done: committer.commit(sealed),
+                });
+                break;
+            }
+            // Nothing staged: the batch is as durable as the ones before it.
+            node.batch_durable(batch);
+            for output in held.durable_through(batch) {
                 carry_out(output, &mut outbound, &mut waiting, &host)?;
             }
-        }
-        if in_flight.is_none() {
-            let batch = node.seal_batch();
-            match store.seal()? {
-                Some(sealed) => {
-                    in_flight = Some(InFlight {
-                        batch,
-                        done: committer.commit(sealed),
-                    });
-                }
-                // Nothing staged: the batch is as durable as the ones before it.
-                None => {
-                    for output in held.durable_through(batch) {
-                        carry_out(output, &mut outbound, &mut waiting, &host)?;
-                    }
-                }
+            if !node.has_output() {
+                break;
             }
         }
     }

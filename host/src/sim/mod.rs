@@ -95,6 +95,8 @@ struct SimNode {
     incarnation: u64,
     /// Whether a sealed batch is being committed.
     committing: bool,
+    /// How long its commits take, fastest and slowest (ms of virtual time).
+    commit_ms: (u64, u64),
     held: HeldOutputs,
 }
 
@@ -110,8 +112,7 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     /// The network's faults; change them at any time.
     pub faults: NetworkFaults,
-    /// How long a batch's commit takes, smallest and largest (ms of virtual time).
-    pub commit_ms: (u64, u64),
+
     cut: Vec<(usize, usize)>,
     next_client_id: u64,
     crash_at_commit: Option<usize>,
@@ -138,7 +139,6 @@ impl Sim {
             payloads: BTreeMap::new(),
             nodes: Vec::new(),
             faults: NetworkFaults::none(),
-            commit_ms: (1, 2),
             cut: Vec::new(),
             next_client_id: 1,
             crash_at_commit: None,
@@ -164,6 +164,7 @@ impl Sim {
                 store: MemoryStore::default(),
                 incarnation: 0,
                 committing: false,
+                commit_ms: (1, 2),
                 held: HeldOutputs::default(),
             });
             sim.start(i);
@@ -237,6 +238,11 @@ impl Sim {
         }
     }
 
+    /// Makes node `index`'s commits take between `fastest` and `slowest` ms.
+    pub fn set_commit_ms(&mut self, index: usize, fastest: u64, slowest: u64) {
+        self.nodes[index].commit_ms = (fastest, slowest.max(fastest));
+    }
+
     /// Drops every message between `a` and `b`, both ways, until [`Sim::heal`].
     pub fn partition(&mut self, a: usize, b: usize) {
         self.cut.push((a, b));
@@ -260,9 +266,9 @@ impl Sim {
         self.drain(index);
     }
 
-    /// Sends requests at once, holds answers until their batch is durable, and
-    /// starts committing the staged writes unless a commit is under way.
-    fn drain(&mut self, index: usize) {
+    /// Carries out what node `index` produced: requests at once, answers
+    /// once the batch they vouch for is durable.
+    fn release_outputs(&mut self, index: usize) {
         loop {
             let sim_node = &mut self.nodes[index];
             let Some(node) = sim_node.node.as_mut() else {
@@ -275,6 +281,12 @@ impl Sim {
                 self.carry_out(index, output);
             }
         }
+    }
+
+    /// Releases outputs and starts committing the staged writes unless a
+    /// commit is under way.
+    fn drain(&mut self, index: usize) {
+        self.release_outputs(index);
         if self.crash_at_commit == Some(index) {
             // The requests already left; the commit and the answers never happen.
             self.crash_at_commit = None;
@@ -292,7 +304,7 @@ impl Sim {
         if sim_node.store.seal() {
             sim_node.committing = true;
             let incarnation = sim_node.incarnation;
-            let (fastest, slowest) = self.commit_ms;
+            let (fastest, slowest) = sim_node.commit_ms;
             let at = self.now_ms + fastest + self.rng.below(slowest.saturating_sub(fastest) + 1);
             self.schedule(
                 at,
@@ -308,12 +320,16 @@ impl Sim {
         }
     }
 
-    /// Releases what waited for `batch` of node `index`.
+    /// Tells node `index` that `batch` is durable and releases what waited for it.
     fn batch_durable(&mut self, index: usize, batch: u64) {
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.batch_durable(batch);
+        }
         let ready = self.nodes[index].held.durable_through(batch);
         for output in ready {
             self.carry_out(index, output);
         }
+        self.release_outputs(index);
     }
 
     fn carry_out(&mut self, index: usize, output: Output) {

@@ -218,7 +218,9 @@ fn answers_wait_for_the_batch_they_vouch_for_and_are_lost_with_it() {
     let mut sim = Sim::new(10, 3);
     siblings_table(&mut sim);
     // Slow disks: a commit takes 50 ms while messages take 1 ms.
-    sim.commit_ms = (50, 50);
+    for node in 0..3 {
+        sim.set_commit_ms(node, 50, 50);
+    }
     let id = sim.submit(0, put("ev", "k", "slow", None));
     sim.run_for(10);
     assert!(
@@ -235,8 +237,8 @@ fn answers_wait_for_the_batch_they_vouch_for_and_are_lost_with_it() {
     for node in 0..3 {
         sim.crash(node);
     }
-    sim.commit_ms = (1, 2);
     for node in 0..3 {
+        sim.set_commit_ms(node, 1, 2);
         sim.restart(node);
     }
     sim.run_for(3_000);
@@ -249,11 +251,34 @@ fn answers_wait_for_the_batch_they_vouch_for_and_are_lost_with_it() {
     assert_eq!(values(&after), BTreeSet::new());
 
     // Without the crash the same write is acknowledged once two commits are done.
-    sim.commit_ms = (50, 50);
+    for node in 0..3 {
+        sim.set_commit_ms(node, 50, 50);
+    }
     let id = sim.submit(0, put("ev", "k", "slow", None));
     sim.run_for(45);
     assert!(sim.reply(id).is_none(), "no ack before the commits finish");
     sim.run_for(60);
+    written(&sim.reply(id).cloned());
+}
+
+#[test]
+fn a_write_is_answered_once_any_two_replicas_have_it_durably() {
+    let mut sim = Sim::new(11, 3);
+    siblings_table(&mut sim);
+    // The coordinator's disk is slow; the other two are fast.
+    sim.set_commit_ms(0, 200, 200);
+    let id = sim.submit(0, put("ev", "k", "quick", None));
+    sim.run_for(20);
+    let context = written(&sim.reply(id).cloned());
+    assert!(!context.is_empty());
+    // With w=3 it waits for the slow disk too.
+    let id = sim.submit(0, all_replicas(put("ev", "k", "all", None)));
+    sim.run_for(20);
+    assert!(
+        sim.reply(id).is_none(),
+        "w=3 needs the coordinator's own commit"
+    );
+    sim.run_for(400);
     written(&sim.reply(id).cloned());
 }
 
@@ -303,7 +328,9 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
             delay_ms_max: 40,
         };
         // Commits slow enough that crashes often land while a batch is in flight.
-        sim.commit_ms = (1, 15);
+        for node in 0..count {
+            sim.set_commit_ms(node, 1, 15);
+        }
         let keys = ["a", "b", "c"];
         let mut attempts: Vec<(u64, Attempt)> = Vec::new();
         let mut wiped = false;

@@ -240,6 +240,9 @@ pub struct Node {
     outputs: VecDeque<(Output, Release)>,
     /// The batch writes are staged into now (batches sealed so far).
     open_batch: u64,
+    /// Writes this node coordinates whose own copy counts toward W once its
+    /// batch is durable: (batch, request), in batch order.
+    local_copies: VecDeque<(u64, u64)>,
     next_ping_ms: u64,
     next_gossip_ms: u64,
     next_join_ms: u64,
@@ -295,6 +298,7 @@ impl Node {
             pending: HashMap::new(),
             outputs: VecDeque::new(),
             open_batch: 0,
+            local_copies: VecDeque::new(),
             next_ping_ms: now.mono_ms,
             next_gossip_ms: now.mono_ms,
             next_join_ms: now.mono_ms,
@@ -342,12 +346,34 @@ impl Node {
         self.outputs.pop_front()
     }
 
+    /// Whether an output waits for [`Node::poll_output`].
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// The driver sealed everything staged so far into one batch for its
     /// storage to commit; what is staged from now on belongs to the next batch.
     /// Returns the sealed batch's number, which [`Release::AfterBatch`] names.
     pub fn seal_batch(&mut self) -> u64 {
         self.open_batch += 1;
         self.open_batch - 1
+    }
+
+    /// The driver made batch `batch` (and every earlier one) durable: the
+    /// coordinator's own copies staged in it now count toward their writes'
+    /// quorums. A write is answered once any W replicas have it durably, so a
+    /// coordinator with a slow disk does not hold up a write two others stored.
+    pub fn batch_durable(&mut self, batch: u64) {
+        while let Some(&(staged_in, request)) = self.local_copies.front() {
+            if staged_in > batch {
+                break;
+            }
+            self.local_copies.pop_front();
+            if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
+                fsm.record(&self.config.id, Ok(()));
+                self.progress_put(request);
+            }
+        }
     }
 
     fn emit(&mut self, output: Output) {
@@ -1150,9 +1176,8 @@ impl Node {
         context_out.add(dot);
         let returned = context_out.clone();
         let request = self.next_id();
-        let mut fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
-        fsm.started_batch = self.open_batch;
-        fsm.record(&self.config.id.clone(), Ok(()));
+        let fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
+        self.local_copies.push_back((self.open_batch, request));
         let placed = (config.storage == StorageKind::Plugin).then_some(engine);
         self.send_to_other_replicas(primaries, || Message::ReplicaWrite {
             request,
@@ -1203,7 +1228,6 @@ impl Node {
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
-        let release = Release::AfterBatch(fsm.started_batch);
         // A write-back stops blocking other merges of its key once it is answered.
         let released = if answer.is_some() || done {
             writeback.take()
@@ -1213,8 +1237,10 @@ impl Node {
         if let Some(key) = released {
             self.writebacks.remove(&key);
         }
+        // Every ack it counts is durable: remote ones are sent after their
+        // commit, the local one is counted at `batch_durable`.
         if let Some(reply) = answer {
-            self.reply_when(origin, reply, release);
+            self.reply_when(origin, reply, Release::Now);
         }
         if done {
             self.pending.remove(&request);
