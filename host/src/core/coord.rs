@@ -52,8 +52,8 @@ pub struct GetFsm {
     pub deadline_ms: u64,
     /// Set when this read is the first half of a delete.
     pub then_delete: Option<DeleteAfterRead>,
-    /// The node's open batch when the read began (and loaded the local copy).
-    pub started_batch: u64,
+    /// The batch the local copy it loaded waits for (`None`: it was durable).
+    pub local_batch: Option<u64>,
 }
 
 impl GetFsm {
@@ -80,7 +80,7 @@ impl GetFsm {
             replied: false,
             deadline_ms,
             then_delete,
-            started_batch: 0,
+            local_batch: None,
         }
     }
 

@@ -15,8 +15,22 @@ use super::types::TableName;
 #[error("storage: {0}")]
 pub struct StoreError(pub String);
 
+/// How far a key's local copy is on its way to disk, which decides how long
+/// an answer built from it must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    /// Nothing pending for the key: what a load returns is durable.
+    Durable,
+    /// Its newest write is in the batch being committed.
+    Sealed,
+    /// Its newest write is staged in the open batch.
+    Staged,
+}
+
 /// A node's local objects and state.
 pub trait LocalStore {
+    /// Where `key`'s newest local write stands (`Durable` when there is none pending).
+    fn copy_state(&self, table: &TableName, key: &[u8]) -> CopyState;
     /// The object stored for `key`, staged writes included.
     fn load(
         &mut self,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::core::meta::ClusterMeta;
 use crate::core::node::Persisted;
 use crate::core::object::Object;
-use crate::core::store::{LocalStore, StoreError};
+use crate::core::store::{CopyState, LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::TableName;
 
@@ -84,6 +84,17 @@ impl MemoryStore {
 }
 
 impl LocalStore for MemoryStore {
+    fn copy_state(&self, table: &TableName, key: &[u8]) -> CopyState {
+        let slot = (table.clone(), Bytes::copy_from_slice(key));
+        if self.staged.contains_key(&slot) {
+            CopyState::Staged
+        } else if self.sealed.contains_key(&slot) {
+            CopyState::Sealed
+        } else {
+            CopyState::Durable
+        }
+    }
+
     fn load(
         &mut self,
         table: &TableName,

@@ -259,6 +259,14 @@ fn answers_wait_for_the_batch_they_vouch_for_and_are_lost_with_it() {
     assert!(sim.reply(id).is_none(), "no ack before the commits finish");
     sim.run_for(60);
     written(&sim.reply(id).cloned());
+
+    // A read of a copy already durable does not wait for other keys' commits.
+    sim.run_for(200);
+    sim.submit(0, put("ev", "other", "slow", None));
+    sim.run_for(2);
+    let read = sim.submit(0, get("ev", "k", Some(2)));
+    sim.run_for(5);
+    assert_eq!(values(&sim.reply(read).cloned()), set(&["slow"]));
 }
 
 #[test]

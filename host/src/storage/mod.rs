@@ -23,7 +23,7 @@ use crate::core::codec::{decode_disk, encode_disk};
 use crate::core::meta::ClusterMeta;
 use crate::core::node::Persisted;
 use crate::core::object::Object;
-use crate::core::store::{LocalStore, StoreError};
+use crate::core::store::{CopyState, LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::{NodeId, TableName};
 use blob::{BlobDir, BlobId};
@@ -388,6 +388,21 @@ impl NodeStore {
 }
 
 impl LocalStore for NodeStore {
+    fn copy_state(&self, table: &TableName, key: &[u8]) -> CopyState {
+        let slot = (table.clone(), Bytes::copy_from_slice(key));
+        if self.staged.records.contains_key(&slot) {
+            CopyState::Staged
+        } else if self
+            .sealed
+            .as_ref()
+            .is_some_and(|batch| batch.records.contains_key(&slot))
+        {
+            CopyState::Sealed
+        } else {
+            CopyState::Durable
+        }
+    }
+
     /// For `storage: plugin` tables an object may be in memory or in LMDB
     /// (values inline or in blobs): memory is looked at first.
     fn load(

@@ -23,7 +23,7 @@ use super::msg::{
 };
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
-use super::store::LocalStore;
+use super::store::{CopyState, LocalStore};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
 use super::types::{NodeId, TableName};
@@ -373,6 +373,16 @@ impl Node {
                 fsm.record(&self.config.id, Ok(()));
                 self.progress_put(request);
             }
+        }
+    }
+
+    /// When an answer built from a local copy in `state` may leave.
+    fn release_for(&self, state: CopyState) -> Release {
+        match state {
+            CopyState::Durable => Release::Now,
+            // The batch being committed was sealed just before the open one.
+            CopyState::Sealed => Release::AfterBatch(self.open_batch.saturating_sub(1)),
+            CopyState::Staged => Release::AfterBatch(self.open_batch),
         }
     }
 
@@ -727,11 +737,11 @@ impl Node {
                         .load(&table, entry.config.storage, &key)
                         .map_err(|e| ReplicaError::Storage(e.0)),
                 };
+                let release = self.release_for(store.copy_state(&table, &key));
                 if let Some(addr) = self.addr_of(&from) {
-                    self.emit(Output::Send {
-                        addr,
-                        message: Message::ReplicaReadReply { request, outcome },
-                    });
+                    let message = Message::ReplicaReadReply { request, outcome };
+                    self.outputs
+                        .push_back((Output::Send { addr, message }, release));
                 }
             }
             Message::ReplicaWriteAck { request, outcome } => {
@@ -975,7 +985,10 @@ impl Node {
     }
 
     fn start_get(&mut self, mut fsm: GetFsm, primaries: &[NodeId], store: &mut dyn LocalStore) {
-        fsm.started_batch = self.open_batch;
+        fsm.local_batch = match self.release_for(store.copy_state(&fsm.table, &fsm.key)) {
+            Release::Now => None,
+            Release::AfterBatch(batch) => Some(batch),
+        };
         let request = self.next_id();
         let local = store
             .load(&fsm.table, fsm.config.storage, &fsm.key)
@@ -998,7 +1011,7 @@ impl Node {
         let answer = fsm.take_reply(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
-        let release = Release::AfterBatch(fsm.started_batch);
+        let release = fsm.local_batch.map_or(Release::Now, Release::AfterBatch);
         let then_delete = fsm.then_delete.clone();
         let merge = fsm.config.merge;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
