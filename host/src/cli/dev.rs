@@ -2,6 +2,8 @@
 //! with the demo tables created and a few commands to try printed.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -50,6 +52,9 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     let first_peer = format!("127.0.0.1:{}", args.base_port + 100);
     let mut threads = Vec::new();
     let mut urls = Vec::new();
+    // Nodes that bound both their sockets: until all have, a cluster that
+    // answers on these ports may be someone else's.
+    let bound = Arc::new(AtomicUsize::new(0));
     for i in 0..args.nodes {
         let id = NodeId::new(&format!("node{}", i + 1))?;
         let options = ServeOptions {
@@ -69,6 +74,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();
+        let bound = bound.clone();
         let thread = std::thread::Builder::new().name(id.to_string()).spawn(
             move || -> anyhow::Result<()> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -77,12 +83,15 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                runtime.block_on(runtime::serve(options, |_| {}, shutdown))
+                let on_bound = move |_| {
+                    bound.fetch_add(1, Ordering::SeqCst);
+                };
+                runtime.block_on(runtime::serve(options, on_bound, shutdown))
             },
         )?;
         threads.push(thread);
     }
-    let ready = wait_for_cluster(&urls[0], usize::from(args.nodes), &threads);
+    let ready = wait_for_cluster(&urls[0], usize::from(args.nodes), &bound, &threads);
     if let Err(e) = ready {
         let _ = stop.send(true);
         for thread in threads {
@@ -117,12 +126,17 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
 fn wait_for_cluster(
     url: &str,
     nodes: usize,
+    bound: &AtomicUsize,
     threads: &[std::thread::JoinHandle<anyhow::Result<()>>],
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if threads.iter().any(|t| t.is_finished()) {
             anyhow::bail!("a node stopped while starting (is a port in use?)");
+        }
+        if bound.load(Ordering::SeqCst) < nodes {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
         }
         if let Ok(answer) = exchange("GET", &format!("{url}/cluster"), &[], None) {
             let status: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);

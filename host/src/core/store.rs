@@ -21,8 +21,8 @@ pub struct StoreError(pub String);
 pub enum CopyState {
     /// Nothing pending for the key: what a load returns is durable.
     Durable,
-    /// Its newest write is in the batch being committed.
-    Sealed,
+    /// Its newest write is in sealed batch `n`, being committed.
+    Sealed(u64),
     /// Its newest write is staged in the open batch.
     Staged,
 }

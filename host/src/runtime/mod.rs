@@ -244,23 +244,6 @@ struct Waiting {
     next_id: u64,
 }
 
-/// The batch being committed, and where the committing thread answers.
-struct InFlight {
-    batch: u64,
-    done: oneshot::Receiver<Result<(), StoreError>>,
-}
-
-/// Waits for the in-flight batch (forever when there is none).
-async fn commit_finished(in_flight: &mut Option<InFlight>) -> (u64, Result<(), StoreError>) {
-    let Some(commit) = in_flight else {
-        return std::future::pending().await;
-    };
-    let outcome = (&mut commit.done)
-        .await
-        .unwrap_or_else(|_| Err(StoreError("the committing thread stopped".into())));
-    (commit.batch, outcome)
-}
-
 async fn drive(
     mut node: Node,
     mut store: NodeStore,
@@ -279,8 +262,7 @@ async fn drive(
         crate::core::rng::Rng::new(clock.now().wall_ms ^ u64::from(std::process::id()));
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let committer = commit::Committer::start(node.id().as_str(), store.writer())?;
-    let mut in_flight: Option<InFlight> = None;
+    let (committer, mut committed) = commit::Committer::start(node.id().as_str(), store.writer())?;
     let mut held = HeldOutputs::default();
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     tokio::pin!(shutdown);
@@ -288,9 +270,9 @@ async fn drive(
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-                        (batch, outcome) = commit_finished(&mut in_flight), if in_flight.is_some() => {
-                in_flight = None;
-                batch_committed(outcome, &mut store)?;
+            report = committed.recv() => {
+                let (batch, outcome) = report.unwrap_or_else(stopped_committer);
+                batch_committed(outcome, &mut store, batch)?;
                 node.batch_durable(batch);
                 for output in held.durable_through(batch) {
                     carry_out(output, &mut outbound, &mut waiting, &host)?;
@@ -320,18 +302,19 @@ async fn drive(
                     carry_out(output, &mut outbound, &mut waiting, &host)?;
                 }
             }
-            if in_flight.is_some() {
+            if store.has_staged() {
+                let batch = node.seal_batch();
+                if let Some(sealed) = store.seal(batch) {
+                    committer.commit(batch, sealed);
+                }
                 break;
             }
+            if store.has_sealed() {
+                // Nothing new: the open batch waits for the commits under way.
+                break;
+            }
+            // Nothing staged or pending: the batch is as durable as the ones before it.
             let batch = node.seal_batch();
-            if let Some(sealed) = store.seal()? {
-                in_flight = Some(InFlight {
-                    batch,
-                    done: committer.commit(sealed),
-                });
-                break;
-            }
-            // Nothing staged: the batch is as durable as the ones before it.
             node.batch_durable(batch);
             for output in held.durable_through(batch) {
                 carry_out(output, &mut outbound, &mut waiting, &host)?;
@@ -341,9 +324,9 @@ async fn drive(
             }
         }
     }
-    if in_flight.is_some() {
-        let (_, outcome) = commit_finished(&mut in_flight).await;
-        batch_committed(outcome, &mut store)?;
+    while store.has_sealed() {
+        let (batch, outcome) = committed.recv().await.unwrap_or_else(stopped_committer);
+        batch_committed(outcome, &mut store, batch)?;
     }
     drop(committer);
     store.mark_clean_shutdown()?;
@@ -351,14 +334,23 @@ async fn drive(
     Ok(())
 }
 
-/// Takes in the outcome of a batch's commit. A failed commit stops the node:
-/// it counted the batch's writes as stored and must not go on as if they
-/// were; a restart takes a new epoch and resyncs.
-fn batch_committed(outcome: Result<(), StoreError>, store: &mut NodeStore) -> anyhow::Result<()> {
+/// What the loop makes of a closed report channel: the thread stopped.
+fn stopped_committer() -> commit::Committed {
+    (0, Err(StoreError("the committing thread stopped".into())))
+}
+
+/// Takes in the outcome of a commit of the batches up to `batch`. A failed
+/// commit stops the node: it counted those writes as stored and must not go
+/// on as if they were; a restart takes a new epoch and resyncs.
+fn batch_committed(
+    outcome: Result<(), StoreError>,
+    store: &mut NodeStore,
+    batch: u64,
+) -> anyhow::Result<()> {
     if let Err(e) = outcome {
         anyhow::bail!("commit failed, stopping the node: {e}");
     }
-    store.batch_durable();
+    store.durable_through(batch);
     Ok(())
 }
 

@@ -72,7 +72,7 @@ enum Event {
         job: u64,
         outcome: Result<cairn_sdk::Storage, String>,
     },
-    /// Node `node`'s sealed batch is durable (unless it crashed meanwhile).
+    /// Node `node`'s sealed batches up to `batch` are durable (unless it crashed meanwhile).
     Committed {
         node: usize,
         incarnation: u64,
@@ -93,7 +93,7 @@ struct SimNode {
     store: MemoryStore,
     /// Counts starts, so a commit finishing after a crash is ignored.
     incarnation: u64,
-    /// Whether a sealed batch is being committed.
+    /// Whether a commit of sealed batches is under way.
     committing: bool,
     /// How long its commits take, fastest and slowest (ms of virtual time).
     commit_ms: (u64, u64),
@@ -283,8 +283,8 @@ impl Sim {
         }
     }
 
-    /// Releases outputs and starts committing the staged writes unless a
-    /// commit is under way.
+    /// Releases outputs, seals what was staged and hands it to the commit
+    /// (which takes every batch sealed so far when it is free).
     fn drain(&mut self, index: usize) {
         self.release_outputs(index);
         if self.crash_at_commit == Some(index) {
@@ -297,27 +297,37 @@ impl Sim {
         let Some(node) = sim_node.node.as_mut() else {
             return;
         };
-        if sim_node.committing {
-            return;
-        }
-        let batch = node.seal_batch();
-        if sim_node.store.seal() {
-            sim_node.committing = true;
-            let incarnation = sim_node.incarnation;
-            let (fastest, slowest) = sim_node.commit_ms;
-            let at = self.now_ms + fastest + self.rng.below(slowest.saturating_sub(fastest) + 1);
-            self.schedule(
-                at,
-                Event::Committed {
-                    node: index,
-                    incarnation,
-                    batch,
-                },
-            );
-        } else {
-            // Nothing staged: the batch is as durable as the ones before it.
+        if sim_node.store.has_staged() {
+            let batch = node.seal_batch();
+            sim_node.store.seal(batch);
+            if !sim_node.committing {
+                self.start_commit(index);
+            }
+        } else if !sim_node.store.has_sealed() {
+            // Nothing staged or pending: the batch is as durable as the ones before it.
+            let batch = node.seal_batch();
             self.batch_durable(index, batch);
         }
+    }
+
+    /// Node `index`'s commit takes every batch sealed so far.
+    fn start_commit(&mut self, index: usize) {
+        let sim_node = &mut self.nodes[index];
+        let Some(through) = sim_node.store.last_sealed() else {
+            return;
+        };
+        sim_node.committing = true;
+        let incarnation = sim_node.incarnation;
+        let (fastest, slowest) = sim_node.commit_ms;
+        let at = self.now_ms + fastest + self.rng.below(slowest.saturating_sub(fastest) + 1);
+        self.schedule(
+            at,
+            Event::Committed {
+                node: index,
+                incarnation,
+                batch: through,
+            },
+        );
     }
 
     /// Tells node `index` that `batch` is durable and releases what waited for it.
@@ -420,10 +430,11 @@ impl Sim {
                 } => {
                     let sim_node = &mut self.nodes[node];
                     if sim_node.incarnation == incarnation && sim_node.committing {
-                        sim_node.store.commit_sealed();
+                        sim_node.store.commit_through(batch);
                         sim_node.committing = false;
+                        // Batches sealed meanwhile go into the next commit at once.
+                        self.start_commit(node);
                         self.batch_durable(node, batch);
-                        // What was staged meanwhile is sealed and committed next.
                         self.drain(node);
                     }
                 }

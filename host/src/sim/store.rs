@@ -1,6 +1,6 @@
 //! The simulator's storage: committed state survives a crash, staged state does not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -11,16 +11,28 @@ use crate::core::store::{CopyState, LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::TableName;
 
+/// Writes of one sealed batch.
+#[derive(Debug, Default)]
+struct Batch {
+    objects: BTreeMap<(TableName, Bytes), Object>,
+    meta: Option<ClusterMeta>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.meta.is_none()
+    }
+}
+
 /// An in-memory [`LocalStore`] with the durability model of the real one.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     committed: BTreeMap<(TableName, Bytes), Object>,
-    staged: BTreeMap<(TableName, Bytes), Object>,
-    /// The batch being committed: lost in a crash, seen by loads meanwhile.
-    sealed: BTreeMap<(TableName, Bytes), Object>,
+    staged: Batch,
+    /// Batches handed to the commit, oldest first: lost in a crash, seen by
+    /// loads meanwhile.
+    sealed: VecDeque<(u64, Batch)>,
     meta: Option<ClusterMeta>,
-    staged_meta: Option<ClusterMeta>,
-    sealed_meta: Option<ClusterMeta>,
     epoch: Option<u32>,
     modules: BTreeMap<String, Vec<u8>>,
 }
@@ -35,49 +47,66 @@ impl MemoryStore {
         }
     }
 
-    /// Seals what is staged into the batch to commit next; false when nothing
-    /// was staged.
-    pub fn seal(&mut self) -> bool {
-        if self.staged.is_empty() && self.staged_meta.is_none() {
+    /// Whether anything is staged since the last seal.
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Whether sealed batches wait for their commit.
+    pub fn has_sealed(&self) -> bool {
+        !self.sealed.is_empty()
+    }
+
+    /// The newest sealed batch's number.
+    pub fn last_sealed(&self) -> Option<u64> {
+        self.sealed.back().map(|(number, _)| *number)
+    }
+
+    /// Seals what is staged into batch `number`; false when nothing was staged.
+    pub fn seal(&mut self, number: u64) -> bool {
+        if self.staged.is_empty() {
             return false;
         }
-        let staged = std::mem::take(&mut self.staged);
-        self.sealed.extend(staged);
-        if let Some(meta) = self.staged_meta.take() {
-            self.sealed_meta = Some(meta);
-        }
+        self.sealed
+            .push_back((number, std::mem::take(&mut self.staged)));
         true
     }
 
-    /// Makes everything staged or sealed durable at once (a node's start).
+    /// Makes everything staged durable at once (a node's start, nothing sealed).
     pub fn commit(&mut self) {
-        self.seal();
-        self.commit_sealed();
+        let staged = std::mem::take(&mut self.staged);
+        self.apply(staged);
     }
 
-    /// Makes the sealed batch durable; what was staged since stays staged.
-    pub fn commit_sealed(&mut self) {
-        let sealed = std::mem::take(&mut self.sealed);
-        self.committed.extend(sealed);
-        if let Some(meta) = self.sealed_meta.take() {
+    /// Makes sealed batches up to `number` durable; later ones and what is
+    /// staged stay pending.
+    pub fn commit_through(&mut self, number: u64) {
+        while self.sealed.front().is_some_and(|(n, _)| *n <= number) {
+            if let Some((_, batch)) = self.sealed.pop_front() {
+                self.apply(batch);
+            }
+        }
+    }
+
+    fn apply(&mut self, batch: Batch) {
+        self.committed.extend(batch.objects);
+        if let Some(meta) = batch.meta {
             self.meta = Some(meta);
         }
     }
 
     /// A crash: what was not committed is gone.
     pub fn lose_staged(&mut self) {
-        self.staged.clear();
-        self.staged_meta = None;
+        self.staged = Batch::default();
         self.sealed.clear();
-        self.sealed_meta = None;
     }
 
     /// The current object for a key.
     pub fn object(&self, table: &TableName, key: &[u8]) -> Option<Object> {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
-        self.staged
-            .get(&slot)
-            .or_else(|| self.sealed.get(&slot))
+        std::iter::once(&self.staged)
+            .chain(self.sealed.iter().rev().map(|(_, batch)| batch))
+            .find_map(|batch| batch.objects.get(&slot))
             .or_else(|| self.committed.get(&slot))
             .cloned()
     }
@@ -86,13 +115,14 @@ impl MemoryStore {
 impl LocalStore for MemoryStore {
     fn copy_state(&self, table: &TableName, key: &[u8]) -> CopyState {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
-        if self.staged.contains_key(&slot) {
-            CopyState::Staged
-        } else if self.sealed.contains_key(&slot) {
-            CopyState::Sealed
-        } else {
-            CopyState::Durable
+        if self.staged.objects.contains_key(&slot) {
+            return CopyState::Staged;
         }
+        self.sealed
+            .iter()
+            .rev()
+            .find(|(_, batch)| batch.objects.contains_key(&slot))
+            .map_or(CopyState::Durable, |(number, _)| CopyState::Sealed(*number))
     }
 
     fn load(
@@ -112,12 +142,13 @@ impl LocalStore for MemoryStore {
         object: &Object,
     ) -> Result<(), StoreError> {
         self.staged
+            .objects
             .insert((table.clone(), Bytes::copy_from_slice(key)), object.clone());
         Ok(())
     }
 
     fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError> {
-        self.staged_meta = Some(meta.clone());
+        self.staged.meta = Some(meta.clone());
         Ok(())
     }
 

@@ -2,16 +2,17 @@
 //! plus one for node state) and a volatile map for `memory` tables.
 //!
 //! Writes are staged in an overlay that reads see at once. The driver seals
-//! the overlay into a [`SealedBatch`] ([`NodeStore::seal`]) and hands it to a
-//! [`BatchWriter`] on another thread, which writes it in one LMDB transaction
-//! (group commit) while the node stages the next batch; loads see the sealed
-//! batch until the driver reports it durable ([`NodeStore::batch_durable`]),
-//! and only then are the answers that depend on it released.
+//! the overlay into a numbered [`SealedBatch`] ([`NodeStore::seal`]) and hands
+//! it to a [`BatchWriter`] on another thread, which writes every batch handed
+//! over since its last commit in one LMDB transaction (group commit) while
+//! the node stages more; loads see sealed batches until the driver reports
+//! them durable ([`NodeStore::durable_through`]), and only then are the
+//! answers that depend on them released.
 
 mod blob;
 mod stored;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -84,22 +85,33 @@ pub struct BatchWriter {
 }
 
 impl BatchWriter {
-    /// Writes `batch` in one transaction and syncs it: blob files first (synced),
-    /// then the records that reference them, in key order.
-    pub fn write(&self, batch: &SealedBatch) -> Result<(), StoreError> {
-        if !batch.blobs.is_empty() {
-            for (id, bytes) in &batch.blobs {
+    /// Writes `batches` (oldest first; a later batch's record for a key wins)
+    /// in one transaction and syncs it: blob files first (synced), then the
+    /// records that reference them, in key order.
+    pub fn write<B: std::ops::Deref<Target = SealedBatch>>(
+        &self,
+        batches: &[B],
+    ) -> Result<(), StoreError> {
+        let mut blobs = batches.iter().flat_map(|b| b.blobs.iter()).peekable();
+        if blobs.peek().is_some() {
+            for (id, bytes) in blobs {
                 self.blobs.write(id, bytes)?;
             }
             self.blobs.sync()?;
         }
-        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
-        let mut records: Vec<_> = batch.records.iter().collect();
+        let mut records = HashMap::new();
+        for batch in batches {
+            for (slot, record) in &batch.records {
+                let db = batch.dbs.get(&slot.0).ok_or_else(|| {
+                    StoreError(format!("table {} has no database in this batch", slot.0))
+                })?;
+                records.insert(slot, (*db, record));
+            }
+        }
+        let mut records: Vec<_> = records.into_iter().collect();
         records.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for ((table, key), record) in records {
-            let db = batch.dbs.get(table).ok_or_else(|| {
-                StoreError(format!("table {table} has no database in this batch"))
-            })?;
+        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
+        for ((_, key), (db, record)) in records {
             match record {
                 Some(bytes) => db.put(&mut wtxn, key, bytes).map_err(storage_error)?,
                 None => {
@@ -107,15 +119,17 @@ impl BatchWriter {
                 }
             }
         }
-        for (sha256, bytes) in &batch.modules {
-            self.modules
-                .put(&mut wtxn, sha256, bytes)
-                .map_err(storage_error)?;
-        }
-        if let Some(meta) = &batch.meta {
-            self.state
-                .put(&mut wtxn, STATE_META, meta)
-                .map_err(storage_error)?;
+        for batch in batches {
+            for (sha256, bytes) in &batch.modules {
+                self.modules
+                    .put(&mut wtxn, sha256, bytes)
+                    .map_err(storage_error)?;
+            }
+            if let Some(meta) = &batch.meta {
+                self.state
+                    .put(&mut wtxn, STATE_META, meta)
+                    .map_err(storage_error)?;
+            }
         }
         wtxn.commit().map_err(storage_error)
     }
@@ -129,8 +143,9 @@ pub struct NodeStore {
     /// yet (only this store creates them, when it first stages a record).
     tables: HashMap<TableName, Option<Objects>>,
     staged: SealedBatch,
-    /// The batch being committed, if any: loads still see it.
-    sealed: Option<Arc<SealedBatch>>,
+    /// Batches handed to the committing thread and not yet durable, oldest
+    /// first, with their numbers: loads still see them.
+    sealed: VecDeque<(u64, Arc<SealedBatch>)>,
     memory: HashMap<(TableName, Bytes), Object>,
 }
 
@@ -206,7 +221,7 @@ impl NodeStore {
             writer,
             tables: HashMap::new(),
             staged: SealedBatch::default(),
-            sealed: None,
+            sealed: VecDeque::new(),
             memory: HashMap::new(),
         };
         Ok((
@@ -229,36 +244,50 @@ impl NodeStore {
         self.writer.clone()
     }
 
-    /// Seals everything staged into a batch to commit; `None` when nothing was
-    /// staged. Loads see the batch until [`NodeStore::batch_durable`].
-    pub fn seal(&mut self) -> Result<Option<Arc<SealedBatch>>, StoreError> {
-        if self.sealed.is_some() {
-            return Err(StoreError(
-                "a batch is sealed before the previous one is durable".into(),
-            ));
-        }
-        if self.staged.is_empty() {
-            return Ok(None);
-        }
-        let batch = Arc::new(std::mem::take(&mut self.staged));
-        self.sealed = Some(batch.clone());
-        Ok(Some(batch))
+    /// Whether sealed batches wait to be reported durable.
+    pub fn has_sealed(&self) -> bool {
+        !self.sealed.is_empty()
     }
 
-    /// The sealed batch was written and synced: loads now find it in LMDB.
-    pub fn batch_durable(&mut self) {
-        self.sealed = None;
+    /// Seals everything staged into batch `number` (numbers increase) for the
+    /// committing thread; `None` when nothing was staged. Loads see the batch
+    /// until [`NodeStore::durable_through`] covers it.
+    pub fn seal(&mut self, number: u64) -> Option<Arc<SealedBatch>> {
+        if self.staged.is_empty() {
+            return None;
+        }
+        let batch = Arc::new(std::mem::take(&mut self.staged));
+        self.sealed.push_back((number, batch.clone()));
+        Some(batch)
+    }
+
+    /// Batches up to `number` were written and synced: loads find them in LMDB.
+    pub fn durable_through(&mut self, number: u64) {
+        while self.sealed.front().is_some_and(|(n, _)| *n <= number) {
+            self.sealed.pop_front();
+        }
+    }
+
+    /// Staged and sealed overlays, newest first: where loads look before LMDB.
+    fn pending(&self) -> impl Iterator<Item = &SealedBatch> {
+        std::iter::once(&self.staged).chain(self.sealed.iter().rev().map(|(_, b)| &**b))
     }
 
     /// Writes everything staged in one transaction and syncs it, on this
-    /// thread (start-up, shutdown, tests). Returns the records written.
+    /// thread (start-up, shutdown, tests), once no sealed batch is pending.
+    /// Returns the records written.
     pub fn commit(&mut self) -> Result<usize, StoreError> {
-        let Some(batch) = self.seal()? else {
+        if self.has_sealed() {
+            return Err(StoreError(
+                "sealed batches are still being committed".into(),
+            ));
+        }
+        if self.staged.is_empty() {
             return Ok(0);
-        };
-        let written = self.writer.write(&batch);
-        self.batch_durable();
-        written.map(|()| batch.records())
+        }
+        let batch = std::mem::take(&mut self.staged);
+        self.writer.write(&[&batch])?;
+        Ok(batch.records())
     }
 
     /// Deletes blob files that no object of `tables` references any more,
@@ -267,8 +296,7 @@ impl NodeStore {
     /// files are its references). Returns the number of files deleted.
     pub fn collect_blobs(&mut self, tables: &[TableName]) -> Result<usize, StoreError> {
         let mut referenced = HashSet::new();
-        let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
-        for batch in pending {
+        for batch in self.pending() {
             referenced.extend(batch.blobs.keys().copied());
             for record in batch.records.values().flatten() {
                 let stored: StoredObject = decode_disk(record).map_err(storage_error)?;
@@ -341,8 +369,7 @@ impl NodeStore {
         key: &[u8],
     ) -> Result<Option<StoredObject>, StoreError> {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
-        let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
-        if let Some(record) = pending.filter_map(|batch| batch.record(&slot)).next() {
+        if let Some(record) = self.pending().find_map(|batch| batch.record(&slot)) {
             return record
                 .as_deref()
                 .map(decode_disk)
@@ -358,13 +385,12 @@ impl NodeStore {
     }
 
     fn resolve(&self, stored: StoredObject) -> Result<Object, StoreError> {
-        stored.into_object(|id| {
-            let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
-            match pending.filter_map(|batch| batch.blobs.get(id)).next() {
+        stored.into_object(
+            |id| match self.pending().find_map(|batch| batch.blobs.get(id)) {
                 Some(bytes) => Ok(bytes.clone()),
                 None => self.writer.blobs.read(id),
-            }
-        })
+            },
+        )
     }
 
     /// Where an object of a `storage: plugin` table stays when no engine was
@@ -391,15 +417,16 @@ impl LocalStore for NodeStore {
     fn copy_state(&self, table: &TableName, key: &[u8]) -> CopyState {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
         if self.staged.records.contains_key(&slot) {
-            CopyState::Staged
-        } else if self
-            .sealed
-            .as_ref()
-            .is_some_and(|batch| batch.records.contains_key(&slot))
+            return CopyState::Staged;
+        }
+        let newest_sealed = self.sealed.iter().rev();
+        match newest_sealed
+            .filter(|(_, batch)| batch.records.contains_key(&slot))
+            .map(|(number, _)| *number)
+            .next()
         {
-            CopyState::Sealed
-        } else {
-            CopyState::Durable
+            Some(number) => CopyState::Sealed(number),
+            None => CopyState::Durable,
         }
     }
 
@@ -487,8 +514,7 @@ impl LocalStore for NodeStore {
     }
 
     fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let pending = std::iter::once(&self.staged).chain(self.sealed.as_deref());
-        if let Some(bytes) = pending.filter_map(|batch| batch.modules.get(sha256)).next() {
+        if let Some(bytes) = self.pending().find_map(|batch| batch.modules.get(sha256)) {
             return Ok(Some(bytes.clone()));
         }
         let rtxn = self.env.read_txn().map_err(storage_error)?;

@@ -4,6 +4,7 @@ use super::*;
 use crate::core::causal::tests::dot;
 use crate::core::causal::CausalContext;
 use crate::core::object::Version;
+use crate::core::store::CopyState;
 use crate::core::table::MergeMode;
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -161,5 +162,100 @@ fn committed_objects_epochs_and_shutdown_state_survive_reopening() {
     let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
     assert!(persisted.clean_shutdown);
     assert!(NodeStore::open(&dir, &NodeId::new("other").unwrap()).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sealed_batches_stay_visible_while_another_thread_commits_them() {
+    for engine in [StorageKind::Lmdb, StorageKind::Blob] {
+        let dir = temp_dir(&format!("sealed-{engine:?}"));
+        let id = NodeId::new("n1").unwrap();
+        let table = TableName::new("t").unwrap();
+        let first = object(&[Some(b"first")]);
+        let second = object(&[Some(b"second")]);
+        let third = object(&[Some(b"third")]);
+        {
+            let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+            assert_eq!(store.copy_state(&table, b"k"), CopyState::Durable);
+            assert!(store.seal(1).is_none(), "nothing staged, nothing sealed");
+            store.stage(&table, engine, b"k", &first).unwrap();
+            assert_eq!(store.copy_state(&table, b"k"), CopyState::Staged);
+            let one = store.seal(1).expect("something was staged");
+            assert_eq!(store.copy_state(&table, b"k"), CopyState::Sealed(1));
+            store.stage(&table, engine, b"k", &second).unwrap();
+            store.stage(&table, engine, b"j", &first).unwrap();
+            let two = store.seal(2).expect("something was staged");
+            assert_eq!(store.copy_state(&table, b"k"), CopyState::Sealed(2));
+            assert_eq!(store.copy_state(&table, b"j"), CopyState::Sealed(2));
+            store.stage(&table, engine, b"k", &third).unwrap();
+            assert_eq!(
+                store.load(&table, engine, b"k").unwrap(),
+                Some(third.clone()),
+                "{engine:?}: the newest overlay wins"
+            );
+            assert!(
+                store.commit().is_err(),
+                "no inline commit under sealed batches"
+            );
+            // The committing thread writes both sealed batches in one transaction.
+            let writer = store.writer();
+            std::thread::spawn(move || writer.write(&[one, two]))
+                .join()
+                .unwrap()
+                .unwrap();
+            store.durable_through(1);
+            assert!(store.has_sealed());
+            assert_eq!(store.copy_state(&table, b"j"), CopyState::Sealed(2));
+            store.durable_through(2);
+            assert!(!store.has_sealed());
+            assert_eq!(store.copy_state(&table, b"j"), CopyState::Durable);
+            assert_eq!(
+                store.load(&table, engine, b"k").unwrap(),
+                Some(third.clone()),
+                "{engine:?}: the staged write still wins"
+            );
+            // Only the sealed batches are durable: a crash now keeps `second`.
+        }
+        let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+        assert_eq!(
+            store.load(&table, engine, b"k").unwrap(),
+            Some(second),
+            "{engine:?}: the later sealed batch won, the staged one was lost"
+        );
+        assert_eq!(store.load(&table, engine, b"j").unwrap(), Some(first));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn blob_collection_keeps_files_of_staged_and_sealed_writes() {
+    let dir = temp_dir("blob-gc-pending");
+    let id = NodeId::new("n1").unwrap();
+    let table = TableName::new("b").unwrap();
+    let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+    let sealed_value = object(&[Some(b"in flight")]);
+    store
+        .stage(&table, StorageKind::Blob, b"k", &sealed_value)
+        .unwrap();
+    let batch = store.seal(1).unwrap();
+    store.writer().write(&[batch]).unwrap();
+    // Written but not yet reported durable, and another write staged.
+    store
+        .stage(&table, StorageKind::Blob, b"j", &object(&[Some(b"staged")]))
+        .unwrap();
+    assert_eq!(
+        store.collect_blobs(std::slice::from_ref(&table)).unwrap(),
+        0
+    );
+    store.durable_through(1);
+    store.commit().unwrap();
+    assert_eq!(
+        store.collect_blobs(std::slice::from_ref(&table)).unwrap(),
+        0
+    );
+    assert_eq!(
+        store.load(&table, StorageKind::Blob, b"k").unwrap(),
+        Some(sealed_value)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

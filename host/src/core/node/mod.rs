@@ -380,8 +380,7 @@ impl Node {
     fn release_for(&self, state: CopyState) -> Release {
         match state {
             CopyState::Durable => Release::Now,
-            // The batch being committed was sealed just before the open one.
-            CopyState::Sealed => Release::AfterBatch(self.open_batch.saturating_sub(1)),
+            CopyState::Sealed(batch) => Release::AfterBatch(batch),
             CopyState::Staged => Release::AfterBatch(self.open_batch),
         }
     }
