@@ -2,12 +2,11 @@
 //! the sans-IO [`Node`].
 //!
 //! Each turn it takes every event waiting (HTTP requests, peer frames, a
-//! timer tick), feeds them to the node and sends the requests it produced at
-//! once. Writes are committed in batches by a thread of their own
-//! ([`commit::Committer`], group commit): when no batch is being committed,
-//! the loop seals everything staged into the next one and goes on serving
-//! while it syncs. Answers wait, held, until the batch they vouch for is
-//! durable — nothing is acknowledged early.
+//! timer tick), feeds them to the node and carries out what is ready: requests
+//! at once, answers once the batch they vouch for is durable (the node holds
+//! them until then). What the turn staged is sealed into a numbered batch and
+//! handed to a thread of its own ([`commit::Committer`], group commit), so the
+//! loop goes on serving while LMDB syncs — nothing is acknowledged early.
 
 mod commit;
 
@@ -22,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
-use crate::core::node::{HeldOutputs, Input, Node, NodeConfig, Now, Output};
+use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
@@ -263,7 +262,7 @@ async fn drive(
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (committer, mut committed) = commit::Committer::start(node.id().as_str(), store.writer())?;
-    let mut held = HeldOutputs::default();
+
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     tokio::pin!(shutdown);
     loop {
@@ -271,12 +270,9 @@ async fn drive(
             biased;
             () = &mut shutdown => break,
             report = committed.recv() => {
-                let (batch, outcome) = report.unwrap_or_else(stopped_committer);
+                                let (batch, outcome) = report.unwrap_or_else(stopped_committer);
                 batch_committed(outcome, &mut store, batch)?;
                 node.batch_durable(batch);
-                for output in held.durable_through(batch) {
-                    carry_out(output, &mut outbound, &mut waiting, &host)?;
-                }
             }
             event = inbox.recv() => match event {
                 Some(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
@@ -296,32 +292,16 @@ async fn drive(
                 Err(_) => break,
             }
         }
-        loop {
-            while let Some((output, release)) = node.poll_output() {
-                if let Some(output) = held.release_or_hold(output, release) {
-                    carry_out(output, &mut outbound, &mut waiting, &host)?;
-                }
-            }
-            if store.has_staged() {
-                let batch = node.seal_batch();
-                if let Some(sealed) = store.seal(batch) {
-                    committer.commit(batch, sealed);
-                }
-                break;
-            }
-            if store.has_sealed() {
-                // Nothing new: the open batch waits for the commits under way.
-                break;
-            }
+        let batch = node.seal_batch();
+        match store.seal(batch) {
+            Some(sealed) => committer.commit(batch, sealed),
             // Nothing staged or pending: the batch is as durable as the ones before it.
-            let batch = node.seal_batch();
-            node.batch_durable(batch);
-            for output in held.durable_through(batch) {
-                carry_out(output, &mut outbound, &mut waiting, &host)?;
-            }
-            if !node.has_output() {
-                break;
-            }
+            None if !store.has_sealed() => node.batch_durable(batch),
+            // Nothing staged: the (empty) batch is durable once the commits under way are.
+            None => {}
+        }
+        while let Some(output) = node.poll_output() {
+            carry_out(output, &mut outbound, &mut waiting, &host)?;
         }
     }
     while store.has_sealed() {

@@ -20,7 +20,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 
 use crate::core::causal::CausalContext;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
-use crate::core::node::{HeldOutputs, Input, Node, NodeConfig, Now, Output, Persisted};
+use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
 pub use crate::core::rng::Rng;
 use crate::core::table::TablePatch;
 use crate::core::types::{NodeId, TableName};
@@ -97,7 +97,6 @@ struct SimNode {
     committing: bool,
     /// How long its commits take, fastest and slowest (ms of virtual time).
     commit_ms: (u64, u64),
-    held: HeldOutputs,
 }
 
 /// The simulated cluster.
@@ -165,7 +164,6 @@ impl Sim {
                 incarnation: 0,
                 committing: false,
                 commit_ms: (1, 2),
-                held: HeldOutputs::default(),
             });
             sim.start(i);
         }
@@ -216,7 +214,6 @@ impl Sim {
         sim_node.store.lose_staged();
         sim_node.incarnation += 1;
         sim_node.committing = false;
-        sim_node.held = HeldOutputs::default();
     }
 
     /// Crashes node `index` and wipes its data dir.
@@ -266,20 +263,11 @@ impl Sim {
         self.drain(index);
     }
 
-    /// Carries out what node `index` produced: requests at once, answers
-    /// once the batch they vouch for is durable.
+    /// Carries out what node `index` has ready: requests at once, answers
+    /// once the batch they vouch for is durable (the node holds them).
     fn release_outputs(&mut self, index: usize) {
-        loop {
-            let sim_node = &mut self.nodes[index];
-            let Some(node) = sim_node.node.as_mut() else {
-                return;
-            };
-            let Some((output, release)) = node.poll_output() else {
-                break;
-            };
-            if let Some(output) = sim_node.held.release_or_hold(output, release) {
-                self.carry_out(index, output);
-            }
+        while let Some(output) = self.nodes[index].node.as_mut().and_then(Node::poll_output) {
+            self.carry_out(index, output);
         }
     }
 
@@ -334,10 +322,6 @@ impl Sim {
     fn batch_durable(&mut self, index: usize, batch: u64) {
         if let Some(node) = self.nodes[index].node.as_mut() {
             node.batch_durable(batch);
-        }
-        let ready = self.nodes[index].held.durable_through(batch);
-        for output in ready {
-            self.carry_out(index, output);
         }
         self.release_outputs(index);
     }

@@ -1,8 +1,7 @@
 //! Answers waiting for the batch they vouch for to become durable.
 //!
-//! Both drivers (the real node loop and the simulator) commit batches in
-//! order, at most one at a time, and may stage the next batch meanwhile; this
-//! is their shared bookkeeping of which answers may leave.
+//! Drivers commit batches in order and tell the node which are durable; the
+//! node keeps here the answers that may not leave yet.
 
 use super::{Output, Release};
 
@@ -47,11 +46,13 @@ impl HeldOutputs {
     }
 
     /// How many outputs wait.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.held.len()
     }
 
     /// Whether no output waits.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

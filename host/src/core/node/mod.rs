@@ -34,7 +34,7 @@ mod modules;
 mod placement;
 mod reconcile;
 
-pub use held::HeldOutputs;
+use held::HeldOutputs;
 
 /// A joiner whose id answered this recently is refused (it may still be running).
 const REJOIN_QUIET_MS: u64 = 10_000;
@@ -199,7 +199,7 @@ impl Output {
     /// Whether this output may only be released after the staged writes it
     /// follows are durable: every answer (acks, replies), never a request. The node
     /// releases some answers earlier when it knows what they depend on is
-    /// already durable ([`Node::poll_output`] says which).
+    /// already durable ([`Release`]).
     pub fn after_commit(&self) -> bool {
         match self {
             Output::Send { message, .. } => message.is_answer(),
@@ -243,6 +243,8 @@ pub struct Node {
     /// Writes this node coordinates whose own copy counts toward W once its
     /// batch is durable: (batch, request), in batch order.
     local_copies: VecDeque<(u64, u64)>,
+    /// Answers waiting for their batch to be durable.
+    held: HeldOutputs,
     next_ping_ms: u64,
     next_gossip_ms: u64,
     next_join_ms: u64,
@@ -299,6 +301,7 @@ impl Node {
             outputs: VecDeque::new(),
             open_batch: 0,
             local_copies: VecDeque::new(),
+            held: HeldOutputs::default(),
             next_ping_ms: now.mono_ms,
             next_gossip_ms: now.mono_ms,
             next_join_ms: now.mono_ms,
@@ -341,14 +344,15 @@ impl Node {
         self.meta.members.contains_key(&self.config.id)
     }
 
-    /// Next output to carry out, and when.
-    pub fn poll_output(&mut self) -> Option<(Output, Release)> {
-        self.outputs.pop_front()
-    }
-
-    /// Whether an output waits for [`Node::poll_output`].
-    pub fn has_output(&self) -> bool {
-        !self.outputs.is_empty()
+    /// Next output to carry out now. Answers whose batch is not durable yet
+    /// are held back until [`Node::batch_durable`] covers it.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            let (output, release) = self.outputs.pop_front()?;
+            if let Some(output) = self.held.release_or_hold(output, release) {
+                return Some(output);
+            }
+        }
     }
 
     /// The driver sealed everything staged so far into one batch for its
@@ -360,10 +364,14 @@ impl Node {
     }
 
     /// The driver made batch `batch` (and every earlier one) durable: the
-    /// coordinator's own copies staged in it now count toward their writes'
-    /// quorums. A write is answered once any W replicas have it durably, so a
-    /// coordinator with a slow disk does not hold up a write two others stored.
+    /// answers held for it become ready, and the coordinator's own copies
+    /// staged in it now count toward their writes' quorums. A write is
+    /// answered once any W replicas have it durably, so a coordinator with a
+    /// slow disk does not hold up a write two others stored.
     pub fn batch_durable(&mut self, batch: u64) {
+        for output in self.held.durable_through(batch) {
+            self.outputs.push_back((output, Release::Now));
+        }
         while let Some(&(staged_in, request)) = self.local_copies.front() {
             if staged_in > batch {
                 break;
