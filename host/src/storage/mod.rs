@@ -137,7 +137,7 @@ impl BatchWriter {
 
 /// The storage of one node.
 pub struct NodeStore {
-    env: Env,
+    /// Writes batches; its environment also serves this store's reads.
     writer: BatchWriter,
     /// Table databases opened so far; `None` records one that does not exist
     /// yet (only this store creates them, when it first stages a record).
@@ -211,13 +211,12 @@ impl NodeStore {
             .map_err(storage_error)?;
         wtxn.commit().map_err(storage_error)?;
         let writer = BatchWriter {
-            env: env.clone(),
+            env,
             state,
             modules,
             blobs: BlobDir::open(dir.join("blobs"))?,
         };
         let store = NodeStore {
-            env,
             writer,
             tables: HashMap::new(),
             staged: SealedBatch::default(),
@@ -232,11 +231,6 @@ impl NodeStore {
                 meta,
             },
         ))
-    }
-
-    /// Whether anything is staged since the last seal.
-    pub fn has_staged(&self) -> bool {
-        !self.staged.is_empty()
     }
 
     /// A writer for sealed batches, for the committing thread.
@@ -307,7 +301,7 @@ impl NodeStore {
             let Some(db) = self.table_db(table)? else {
                 continue;
             };
-            let rtxn = self.env.read_txn().map_err(storage_error)?;
+            let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
             for entry in db.iter(&rtxn).map_err(storage_error)? {
                 let (_, bytes) = entry.map_err(storage_error)?;
                 let stored: StoredObject = decode_disk(bytes).map_err(storage_error)?;
@@ -321,7 +315,7 @@ impl NodeStore {
     /// no batch is being committed.
     pub fn mark_clean_shutdown(&mut self) -> Result<(), StoreError> {
         self.commit()?;
-        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
+        let mut wtxn = self.writer.env.write_txn().map_err(storage_error)?;
         self.writer
             .state
             .put(&mut wtxn, STATE_CLEAN, &[1u8])
@@ -333,8 +327,9 @@ impl NodeStore {
         if let Some(known) = self.tables.get(table) {
             return Ok(*known);
         }
-        let rtxn = self.env.read_txn().map_err(storage_error)?;
+        let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
         let db: Option<Objects> = self
+            .writer
             .env
             .open_database(&rtxn, Some(&format!("t/{table}")))
             .map_err(storage_error)?;
@@ -349,8 +344,9 @@ impl NodeStore {
         if let Some(db) = self.table_db(table)? {
             return Ok(db);
         }
-        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
+        let mut wtxn = self.writer.env.write_txn().map_err(storage_error)?;
         let db: Objects = self
+            .writer
             .env
             .create_database(&mut wtxn, Some(&format!("t/{table}")))
             .map_err(storage_error)?;
@@ -379,7 +375,7 @@ impl NodeStore {
         let Some(db) = self.table_db(table)? else {
             return Ok(None);
         };
-        let rtxn = self.env.read_txn().map_err(storage_error)?;
+        let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
         let found = db.get(&rtxn, key).map_err(storage_error)?;
         found.map(decode_disk).transpose().map_err(storage_error)
     }
@@ -497,7 +493,7 @@ impl LocalStore for NodeStore {
     }
 
     fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(storage_error)?;
+        let mut wtxn = self.writer.env.write_txn().map_err(storage_error)?;
         let bytes = encode_disk(&epoch).map_err(storage_error)?;
         self.writer
             .state
@@ -517,7 +513,7 @@ impl LocalStore for NodeStore {
         if let Some(bytes) = self.pending().find_map(|batch| batch.modules.get(sha256)) {
             return Ok(Some(bytes.clone()));
         }
-        let rtxn = self.env.read_txn().map_err(storage_error)?;
+        let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
         Ok(self
             .writer
             .modules
