@@ -12,6 +12,7 @@ use cairn::core::object::{Object, Version};
 use cairn::core::ring::{partition_of, Ring};
 use cairn::core::store::LocalStore;
 use cairn::core::table::{MergeMode, StorageKind};
+use cairn::core::token::ClientContext;
 use cairn::core::types::{NodeId, TableName};
 use cairn::storage::NodeStore;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -80,12 +81,19 @@ fn causal(c: &mut Criterion) {
             joined
         })
     });
-    let token = a.to_token();
+    let table = TableName::new("bench").expect("valid table");
+    let seen = ClientContext {
+        seen: a.clone(),
+        max_timestamp_ms: 1_700_000_000_000,
+    };
+    let token = seen.encode(&table, b"user:1");
     c.bench_function("causal: encode a context token", |bench| {
-        bench.iter(|| black_box(&a).to_token())
+        bench.iter(|| black_box(&seen).encode(&table, b"user:1"))
     });
     c.bench_function("causal: decode a context token", |bench| {
-        bench.iter(|| CausalContext::from_token(black_box(&token)).expect("valid token"))
+        bench.iter(|| {
+            ClientContext::decode(black_box(&token), &table, b"user:1").expect("valid token")
+        })
     });
 }
 

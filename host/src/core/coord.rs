@@ -3,11 +3,11 @@
 
 use bytes::Bytes;
 
-use super::causal::CausalContext;
 use super::msg::{ClientReply, ReplicaError};
 use super::object::{Object, Version};
 use super::quorum::QuorumTracker;
 use super::table::TableConfig;
+use super::token::ClientContext;
 use super::types::{NodeId, TableName};
 
 /// Who is waiting for the answer.
@@ -144,7 +144,7 @@ pub struct PutFsm {
     /// Who waits.
     pub origin: Origin,
     quorum: QuorumTracker,
-    context_out: CausalContext,
+    context_out: ClientContext,
     replied: bool,
     /// When the write gives up waiting.
     pub deadline_ms: u64,
@@ -157,7 +157,7 @@ impl PutFsm {
         origin: Origin,
         w: u8,
         asked: Vec<NodeId>,
-        context_out: CausalContext,
+        context_out: ClientContext,
         deadline_ms: u64,
     ) -> Self {
         PutFsm {

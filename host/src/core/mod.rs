@@ -14,6 +14,7 @@ pub mod ring;
 pub mod rng;
 pub mod store;
 pub mod table;
+pub mod token;
 pub mod types;
 
 #[cfg(test)]

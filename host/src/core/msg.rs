@@ -4,10 +4,10 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::causal::CausalContext;
 use super::meta::{ClusterMeta, Member, PluginEntry};
 use super::object::{Object, Version};
 use super::table::{MergeMode, StorageKind, TableConfig, TablePatch};
+use super::token::ClientContext;
 use super::types::{NodeId, TableName};
 
 /// A client's key operation, as the HTTP layer parsed it.
@@ -34,7 +34,7 @@ pub enum ClientOp {
         content_type: String,
         /// What this write supersedes; `None` means concurrent with everything
         /// (for a delete: whatever an R-quorum read sees).
-        context: Option<CausalContext>,
+        context: Option<ClientContext>,
         /// `?w=`.
         w: Option<u8>,
     },
@@ -65,7 +65,7 @@ pub enum ClientReply {
         /// Live versions.
         versions: Vec<Version>,
         /// What a write should carry to supersede them.
-        context: Option<CausalContext>,
+        context: Option<ClientContext>,
         /// The table's mode, which decides 200 or 300.
         merge: MergeMode,
         /// How many versions a plugin merged into the one returned (`X-Cairn-Merged`).
@@ -73,10 +73,11 @@ pub enum ClientReply {
         /// Why the plugin could not merge (`X-Cairn-Plugin-Error`).
         plugin_error: Option<String>,
     },
-    /// A durable write: the context covers the request's context plus the new version.
+    /// A durable write: the context names the new version, whose clock covers
+    /// everything the request's context covered.
     Written {
         /// The returned context.
-        context: CausalContext,
+        context: ClientContext,
     },
     /// Fewer replicas than the quorum answered in time (503).
     QuorumNotReached {
@@ -184,6 +185,17 @@ pub struct ClusterStatus {
     pub node: NodeId,
     /// Every member.
     pub members: Vec<MemberStatus>,
+    /// The join asked for with `POST /cluster/join`: under way, or why it failed.
+    pub join: Option<JoinStatus>,
+}
+
+/// A join this node was asked to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinStatus {
+    /// The seed asked.
+    pub seed: String,
+    /// `None` while under way; why it failed otherwise (the node serves as before).
+    pub failure: Option<String>,
 }
 
 /// One member as this node sees it.

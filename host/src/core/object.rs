@@ -87,9 +87,14 @@ impl Object {
     }
 
     /// A client write at its coordinator: the versions `context` covers are
-    /// superseded, `version` is added, and the clock learns both.
+    /// superseded, and so are the tombstones held here (a delete already
+    /// happened; superseding it loses nothing, and so repeated deletes with
+    /// stale contexts leave one tombstone, not one each); `version` is added
+    /// and the clock learns both. This only widens what the new dot is known
+    /// to descend, so merges stay a join.
     pub fn apply_write(&mut self, context: &CausalContext, version: Version, mode: MergeMode) {
-        self.versions.retain(|v| !context.covers(&v.dot));
+        self.versions
+            .retain(|v| v.is_live() && !context.covers(&v.dot));
         self.clock.join(context);
         self.clock.add(version.dot.clone());
         self.versions.push(version);
@@ -98,29 +103,38 @@ impl Object {
 
     /// Joins another replica's object into this one: a version survives if both
     /// hold it or if the other side has not seen it; the clocks are united.
-    /// Under `lww` only the winner is kept.
+    /// Under `lww` only the winner is kept. O(V log V) in the versions held.
     pub fn merge(&mut self, other: &Object, mode: MergeMode) {
         if mode == MergeMode::Lww {
             self.versions.extend(other.versions.iter().cloned());
         } else {
-            let other_clock = &other.clock;
-            self.versions.retain(|v| {
-                !other_clock.covers(&v.dot) || other.versions.iter().any(|o| o.dot == v.dot)
-            });
-            for version in &other.versions {
-                let here = self.versions.iter().any(|v| v.dot == version.dot);
-                if !here && !self.clock.covers(&version.dot) {
-                    self.versions.push(version.clone());
-                }
-            }
+            // Objects are kept sorted by dot; one from a peer may not be.
+            let mut theirs: Vec<&Version> = other.versions.iter().collect();
+            theirs.sort_by(|a, b| a.dot.cmp(&b.dot));
+            let held_there = |dot: &Dot| theirs.binary_search_by(|o| o.dot.cmp(dot)).is_ok();
+            self.versions
+                .retain(|v| !other.clock.covers(&v.dot) || held_there(&v.dot));
+            self.versions.sort_by(|a, b| a.dot.cmp(&b.dot));
+            let unseen: Vec<Version> = theirs
+                .iter()
+                .filter(|o| {
+                    !self.clock.covers(&o.dot)
+                        && self
+                            .versions
+                            .binary_search_by(|v| v.dot.cmp(&o.dot))
+                            .is_err()
+                })
+                .map(|o| (*o).clone())
+                .collect();
+            self.versions.extend(unseen);
         }
         self.clock.join(&other.clock);
         self.normalise(mode);
     }
 
     /// Sorts by dot, and under `lww` keeps only the largest-ranked version. A
-    /// coordinator stamps a write later than what it supersedes, so a descendant
-    /// always outranks its ancestors and "max rank" is a join.
+    /// coordinator stamps a write later than what it supersedes, so a
+    /// descendant always outranks its ancestors and "max rank" is a join.
     fn normalise(&mut self, mode: MergeMode) {
         self.versions.sort_by(|a, b| a.dot.cmp(&b.dot));
         self.versions.dedup_by(|a, b| a.dot == b.dot);
@@ -249,6 +263,62 @@ mod tests {
         assert!(o.clock.covers(&dot("a", 1, 2)), "the loser is still seen");
     }
 
+    #[test]
+    fn blind_deletes_fold_into_one_tombstone() {
+        // Each DELETE without a context is concurrent with the others; they
+        // once piled up as siblings (one key stalled its nodes at ~10^5).
+        let mut a = Object::default();
+        let mut b = Object::default();
+        for i in 1..=20_000u64 {
+            let side = if i % 2 == 0 { &mut a } else { &mut b };
+            let node = if i % 2 == 0 { "a" } else { "b" };
+            side.apply_write(
+                &CausalContext::new(),
+                version(node, i, i, None),
+                MergeMode::Siblings,
+            );
+        }
+        assert_eq!(a.versions.len(), 1, "one tombstone per coordinator");
+        a.merge(&b, MergeMode::Siblings);
+        assert_eq!(a.versions.len(), 2, "concurrent coordinators' tombstones");
+        a.apply_write(
+            &CausalContext::new(),
+            version("a", 20_001, 20_001, None),
+            MergeMode::Siblings,
+        );
+        assert_eq!(a.versions.len(), 1, "the next delete folds them");
+        assert!(
+            a.clock.covers(&dot("b", 1, 19_999)),
+            "every delete is still seen"
+        );
+        // A value written blind afterwards is concurrent with the tombstone and survives.
+        let mut c = Object::default();
+        c.apply_write(
+            &CausalContext::new(),
+            version("c", 1, 1, Some("back")),
+            MergeMode::Siblings,
+        );
+        a.merge(&c, MergeMode::Siblings);
+        assert_eq!(a.live_count(), 1);
+    }
+
+    #[test]
+    fn merging_many_siblings_accepts_unsorted_peers() {
+        let mut a = Object::default();
+        for i in 1..=64u64 {
+            a.apply_write(
+                &CausalContext::new(),
+                version("a", i, i, Some("v")),
+                MergeMode::Siblings,
+            );
+        }
+        let mut b = a.clone();
+        b.versions.reverse();
+        let mut m = a.clone();
+        m.merge(&b, MergeMode::Siblings);
+        assert_eq!(m, a);
+    }
+
     fn objects(mode: MergeMode) -> impl Strategy<Value = Object> {
         // Writes drawn from a fixed universe so one dot always names one version.
         prop::collection::vec(
@@ -291,18 +361,22 @@ mod tests {
 
         #[test]
         fn a_new_dot_dominates_what_its_context_covers(base in objects(MergeMode::Siblings), seen in prop::collection::vec(0usize..12, 0..6)) {
+            // The context may name the minting actor too (a client that saw
+            // earlier writes of this coordinator): the dot is minted above both.
             let mut context = CausalContext::new();
             for s in seen {
-                context.add(dot(["a", "b", "c"][s % 3], 1, (s / 3) as u64 + 1));
+                context.add(dot(["a", "b", "z"][s % 3], 1, (s / 3) as u64 + 1));
             }
             let mut after = base.clone();
-            let new_dot = dot("z", 1, after.clock.max_counter(&dot("z", 1, 1).actor) + 1);
+            let z = dot("z", 1, 1).actor;
+            let new_dot = dot("z", 1, after.clock.max_counter(&z).max(context.max_counter(&z)) + 1);
             after.apply_write(&context, Version { dot: new_dot.clone(), timestamp_ms: 99, value: Some(Bytes::from("n")), content_type: String::new() }, MergeMode::Siblings);
             prop_assert!(after.clock.descends(&context) && after.clock.descends(&base.clock));
             prop_assert!(!context.covers(&new_dot));
             for v in &base.versions {
                 let kept = after.versions.iter().any(|a| a.dot == v.dot);
-                prop_assert_eq!(kept, !context.covers(&v.dot), "exactly the covered versions are superseded");
+                let superseded = context.covers(&v.dot) || !v.is_live();
+                prop_assert_eq!(kept, !superseded, "exactly the covered versions and the tombstones are superseded");
             }
             // Merging the new object into any replica's copy keeps the new version.
             let mut replica = base.clone();

@@ -71,8 +71,8 @@ fn with_plugin_headers(
     response
 }
 
-/// A key operation's answer.
-pub fn client_reply(reply: ClientReply) -> HttpResponse {
+/// A key operation's answer; context tokens are bound to `key` of `table`.
+pub fn client_reply(reply: ClientReply, table: &TableName, key: &[u8]) -> HttpResponse {
     match reply {
         ClientReply::Read {
             versions,
@@ -81,7 +81,7 @@ pub fn client_reply(reply: ClientReply) -> HttpResponse {
             merged,
             plugin_error,
         } => {
-            let token = context.map(|c| c.to_token());
+            let token = context.map(|c| c.encode(table, key));
             let response = match versions.len() {
                 0 => with_context(error(StatusCode::NOT_FOUND, "not found"), token),
                 1 => {
@@ -114,7 +114,7 @@ pub fn client_reply(reply: ClientReply) -> HttpResponse {
         ClientReply::Written { context } => {
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::NO_CONTENT;
-            with_context(response, Some(context.to_token()))
+            with_context(response, Some(context.encode(table, key)))
         }
         ClientReply::QuorumNotReached { needed, acked } => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -170,9 +170,13 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
                     json!({ "id": m.id.as_str(), "http": m.http, "peer": m.peer, "status": m.status, "partitions": m.partitions })
                 })
                 .collect();
+            let join = status.join.map(|j| match j.failure {
+                None => json!({ "seed": j.seed, "state": "joining" }),
+                Some(reason) => json!({ "seed": j.seed, "state": "failed", "reason": reason }),
+            });
             json_response(
                 StatusCode::OK,
-                &json!({ "node": status.node.as_str(), "members": members }),
+                &json!({ "node": status.node.as_str(), "members": members, "join": join }),
             )
         }
         AdminReply::Preflist {

@@ -9,10 +9,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use super::respond::{admin_reply, client_reply, error, overloaded, HttpResponse, CONTEXT_HEADER};
-use crate::core::causal::CausalContext;
 use crate::core::limits::{CONTEXT_CHARS_MAX, KEY_BYTES_MAX};
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
+use crate::core::token::ClientContext;
 use crate::core::types::{validate_plugin_name, TableName};
 use crate::plugin::MODULE_BYTES_MAX;
 use crate::runtime::{NodeHandle, Unanswered};
@@ -127,6 +127,7 @@ async fn key_operation(
     key: Bytes,
 ) -> Result<HttpResponse, Refusal> {
     let query = request.uri().query().unwrap_or("").to_owned();
+    let bound_to = (table.clone(), key.clone());
     let op = match *request.method() {
         Method::GET => ClientOp::Get {
             table,
@@ -135,7 +136,7 @@ async fn key_operation(
         },
         Method::PUT => {
             let w = quorum_param(&query, "w")?;
-            let context = context_header(&request)?;
+            let context = context_header(&request, &table, &key)?;
             let content_type = request
                 .headers()
                 .get(CONTENT_TYPE)
@@ -154,7 +155,7 @@ async fn key_operation(
         }
         Method::DELETE => {
             let w = quorum_param(&query, "w")?;
-            let context = context_header(&request)?;
+            let context = context_header(&request, &table, &key)?;
             ClientOp::Put {
                 table,
                 key,
@@ -172,7 +173,7 @@ async fn key_operation(
         }
     };
     match node.client(op).await {
-        Ok(reply) => Ok(client_reply(reply)),
+        Ok(reply) => Ok(client_reply(reply, &bound_to.0, &bound_to.1)),
         Err(unanswered) => Err(unanswered.into()),
     }
 }
@@ -249,7 +250,12 @@ fn quorum_param(query: &str, name: &str) -> Result<Option<u8>, Refusal> {
     Ok(None)
 }
 
-fn context_header<B>(request: &Request<B>) -> Result<Option<CausalContext>, Refusal> {
+/// The request's context token, which must have been issued for this key.
+fn context_header<B>(
+    request: &Request<B>,
+    table: &TableName,
+    key: &[u8],
+) -> Result<Option<ClientContext>, Refusal> {
     let Some(raw) = request.headers().get(CONTEXT_HEADER) else {
         return Ok(None);
     };
@@ -262,7 +268,7 @@ fn context_header<B>(request: &Request<B>) -> Result<Option<CausalContext>, Refu
             format!("context token longer than {CONTEXT_CHARS_MAX} characters"),
         ));
     }
-    CausalContext::from_token(text)
+    ClientContext::decode(text, table, key)
         .map(Some)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
 }

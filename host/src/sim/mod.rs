@@ -18,11 +18,11 @@ use bytes::Bytes;
 
 use cairn_sdk::{ReconcileInput, Resolution};
 
-use crate::core::causal::CausalContext;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
 pub use crate::core::rng::Rng;
 use crate::core::table::TablePatch;
+use crate::core::token::ClientContext;
 use crate::core::types::{NodeId, TableName};
 pub use store::MemoryStore;
 
@@ -540,7 +540,7 @@ pub fn get(table: &str, key: &str, r: Option<u8>) -> ClientOp {
 }
 
 /// Shorthand for a PUT.
-pub fn put(table: &str, key: &str, value: &str, context: Option<CausalContext>) -> ClientOp {
+pub fn put(table: &str, key: &str, value: &str, context: Option<ClientContext>) -> ClientOp {
     ClientOp::Put {
         table: table_name(table),
         key: Bytes::copy_from_slice(key.as_bytes()),

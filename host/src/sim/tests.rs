@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{get, put, NetworkFaults, Rng, Sim};
-use crate::core::causal::CausalContext;
 use crate::core::msg::{ClientOp, ClientReply};
 use crate::core::table::{MergeMode, TablePatch};
+use crate::core::token::ClientContext;
 
 const TIMEOUT_MS: u64 = 5_000;
 
@@ -28,14 +28,14 @@ fn values(reply: &Option<ClientReply>) -> BTreeSet<String> {
     }
 }
 
-fn read_context(reply: &Option<ClientReply>) -> Option<CausalContext> {
+fn read_context(reply: &Option<ClientReply>) -> Option<ClientContext> {
     match reply {
         Some(ClientReply::Read { context, .. }) => context.clone(),
         other => panic!("not a read: {other:?}"),
     }
 }
 
-fn written(reply: &Option<ClientReply>) -> CausalContext {
+fn written(reply: &Option<ClientReply>) -> ClientContext {
     match reply {
         Some(ClientReply::Written { context }) => context.clone(),
         other => panic!("not written: {other:?}"),

@@ -88,15 +88,21 @@ impl BlobDir {
         Ok(Bytes::from(bytes))
     }
 
-    /// Deletes every blob not in `referenced` (and stray temporary files);
-    /// returns how many files went.
+    /// Deletes every blob not in `referenced`, and the temporary files of
+    /// blobs not in it (left by a crash); a referenced blob's temporary file
+    /// is being written by the committing thread and stays. Returns how many
+    /// files went.
     pub fn collect(&self, referenced: &HashSet<BlobId>) -> Result<usize, StoreError> {
         let mut removed = 0;
         let entries =
             std::fs::read_dir(&self.dir).map_err(|e| io_error("listing", &self.dir, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = parse_hex(&name).is_some_and(|id| referenced.contains(&id));
+            let blob = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".tmp"))
+                .unwrap_or(&name);
+            let keep = parse_hex(blob).is_some_and(|id| referenced.contains(&id));
             if !keep && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }

@@ -464,6 +464,15 @@ impl LocalStore for NodeStore {
             StorageKind::Plugin => self.current_engine(table, key)?,
             resolved => resolved,
         };
+        // Refused here, before anything is staged: a record LMDB cannot take
+        // would fail the whole batch's commit, other writes with it.
+        let key_max = self.writer.env.max_key_size();
+        if key.is_empty() || key.len() > key_max {
+            return Err(StoreError(format!(
+                "a key of {} bytes cannot be stored (1 to {key_max} bytes)",
+                key.len()
+            )));
+        }
         let slot = (table.clone(), Bytes::copy_from_slice(key));
         if engine == StorageKind::Memory {
             self.memory.insert(slot.clone(), object.clone());

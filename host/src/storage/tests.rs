@@ -259,3 +259,69 @@ fn blob_collection_keeps_files_of_staged_and_sealed_writes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keys_up_to_1024_bytes_are_stored_and_a_key_lmdb_cannot_take_is_refused_before_staging() {
+    let dir = temp_dir("long-keys");
+    let id = NodeId::new("n1").unwrap();
+    let table = TableName::new("t").unwrap();
+    let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+    let value = object(&[Some(b"v")]);
+    for engine in [StorageKind::Lmdb, StorageKind::Blob] {
+        // SPEC's longest key; LMDB's default limit (511 bytes) once failed
+        // the whole commit and stopped every replica of such a key.
+        let longest = vec![b'k'; crate::core::limits::KEY_BYTES_MAX];
+        store.stage(&table, engine, &longest, &value).unwrap();
+        store.commit().unwrap();
+        assert_eq!(
+            store.load(&table, engine, &longest).unwrap(),
+            Some(value.clone())
+        );
+        // What LMDB cannot store (a peer may send anything) is refused, and
+        // the batch it would have joined still commits.
+        let too_long = vec![b'k'; store.writer.env.max_key_size() + 1];
+        assert!(store.stage(&table, engine, &too_long, &value).is_err());
+        assert!(store.stage(&table, engine, b"", &value).is_err());
+        store.stage(&table, engine, b"fine", &value).unwrap();
+        store.commit().unwrap();
+        assert_eq!(
+            store.load(&table, engine, b"fine").unwrap(),
+            Some(value.clone())
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn blob_collection_spares_the_temporary_file_of_a_blob_being_written() {
+    let dir = temp_dir("blob-gc-tmp");
+    let id = NodeId::new("n1").unwrap();
+    let table = TableName::new("b").unwrap();
+    let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+    let value = b"being written".to_vec();
+    store
+        .stage(&table, StorageKind::Blob, b"k", &object(&[Some(&value)]))
+        .unwrap();
+    let _batch = store.seal(1).unwrap();
+    // The committing thread is between creating the temporary file and its rename.
+    let hex: String = blob::blob_id(&value)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let in_flight = dir.join("blobs").join(format!(".{hex}.tmp"));
+    std::fs::write(&in_flight, &value).unwrap();
+    // A crash's leftover of a blob nothing references.
+    let stray_hex: String = blob::blob_id(b"orphan")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stray = dir.join("blobs").join(format!(".{stray_hex}.tmp"));
+    std::fs::write(&stray, b"orphan").unwrap();
+    assert_eq!(
+        store.collect_blobs(std::slice::from_ref(&table)).unwrap(),
+        1
+    );
+    assert!(in_flight.exists(), "the in-flight file was collected");
+    assert!(!stray.exists(), "the stray file was kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -63,9 +63,11 @@ impl Node {
                         "this node is already in a cluster with other members".into(),
                     );
                 }
+                // The node keeps serving its one-node cluster until a seed
+                // accepts it: a wrong or silent seed leaves it as it was.
                 self.join_seed = Some(seed);
-                self.meta.members.remove(&self.config.id);
-                self.meta.ring = None;
+                self.join_started_ms = self.now.mono_ms;
+                self.join_failed = None;
                 self.next_join_ms = self.now.mono_ms;
                 AdminReply::Accepted
             }
@@ -141,9 +143,21 @@ impl Node {
                 partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
             })
             .collect();
+        let join = match (&self.join_seed, &self.join_failed) {
+            (Some(seed), _) => Some(JoinStatus {
+                seed: seed.clone(),
+                failure: None,
+            }),
+            (None, Some((seed, reason))) => Some(JoinStatus {
+                seed: seed.clone(),
+                failure: Some(reason.clone()),
+            }),
+            (None, None) => None,
+        };
         ClusterStatus {
             node: self.config.id.clone(),
             members,
+            join,
         }
     }
 

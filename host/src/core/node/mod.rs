@@ -19,13 +19,15 @@ use super::limits::{
 };
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
-    AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, MemberStatus, Message, ReplicaError,
+    AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, JoinStatus, MemberStatus, Message,
+    ReplicaError,
 };
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
 use super::store::{CopyState, LocalStore};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
+use super::token::ClientContext;
 use super::types::{NodeId, TableName};
 
 mod admin;
@@ -40,6 +42,8 @@ use held::HeldOutputs;
 const REJOIN_QUIET_MS: u64 = 10_000;
 /// How often a node that has not joined yet asks its seeds again.
 const JOIN_RETRY_MS: u64 = 1_000;
+/// A join asked for at runtime gives up after this long without an answer.
+const JOIN_GIVE_UP_MS: u64 = 30_000;
 
 /// Static facts about this node.
 #[derive(Debug, Clone)]
@@ -248,7 +252,12 @@ pub struct Node {
     next_ping_ms: u64,
     next_gossip_ms: u64,
     next_join_ms: u64,
+    /// The seed of a join asked for at runtime, while it is under way.
     join_seed: Option<String>,
+    /// When that join began.
+    join_started_ms: u64,
+    /// The last runtime join that failed: (seed, reason), for `/cluster`.
+    join_failed: Option<(String, String)>,
     seed_cursor: usize,
     /// Whether this process started on an empty data dir (a seed refuses a
     /// fresh node whose id answered within the last 10 s).
@@ -273,10 +282,18 @@ impl Node {
     ) -> Result<Node, super::store::StoreError> {
         // No metadata: it never finished founding or joining, so it holds no history.
         let fresh_data_dir = persisted.meta.is_none();
+        // Objects in memory are gone after any stop, and with them the dots
+        // they carried: a node keeping any in memory never reuses its epoch.
+        let forgets_objects = persisted.meta.as_ref().is_some_and(|meta| {
+            meta.tables
+                .values()
+                .any(|t| matches!(t.config.storage, StorageKind::Memory | StorageKind::Plugin))
+        });
+        let exhausted = |e: EpochExhausted| super::store::StoreError(e.to_string());
         let epoch = match persisted.epoch {
-            Some(e) if persisted.clean_shutdown => e,
-            Some(e) => fresh_epoch(e, now),
-            None => fresh_epoch(0, now),
+            Some(e) if persisted.clean_shutdown && !forgets_objects => e,
+            Some(e) => fresh_epoch(e, now).map_err(exhausted)?,
+            None => fresh_epoch(0, now).map_err(exhausted)?,
         };
         store.persist_epoch_now(epoch)?;
         let meta = match persisted.meta {
@@ -306,6 +323,8 @@ impl Node {
             next_gossip_ms: now.mono_ms,
             next_join_ms: now.mono_ms,
             join_seed: None,
+            join_started_ms: 0,
+            join_failed: None,
             seed_cursor: 0,
             fresh_data_dir,
             writebacks: HashSet::new(),
@@ -437,6 +456,16 @@ impl Node {
                 self.ask_to_join();
             }
             return;
+        }
+        if self.join_seed.is_some() && now >= self.next_join_ms {
+            self.next_join_ms = now + JOIN_RETRY_MS;
+            if now.saturating_sub(self.join_started_ms) >= JOIN_GIVE_UP_MS {
+                let seed = self.join_seed.take().unwrap_or_default();
+                let reason = format!("no answer from seed {seed} within 30 s");
+                self.join_failed = Some((seed, reason));
+            } else {
+                self.ask_to_join();
+            }
         }
         self.claim_if_empty(store);
         self.fetch_missing_modules(random, store);
@@ -658,23 +687,34 @@ impl Node {
         if !meta.ring.as_ref().is_some_and(Ring::is_valid) {
             return;
         }
-        if self.is_member() && self.meta.members.len() > 1 {
+        // Only a join this node asked for: a member is never moved into
+        // another cluster by a message it did not ask for.
+        if self.is_member() && self.join_seed.is_none() {
             return;
         }
         let mut adopted = meta;
+        // The cluster's definition of a table wins: a joiner's own config of
+        // the same name (another n, another engine) never replaces it.
         for (name, entry) in std::mem::take(&mut self.meta.tables) {
-            let mut mine = ClusterMeta::empty();
-            mine.tables.insert(name, entry);
-            adopted.merge(&mine);
+            adopted.tables.entry(name).or_insert(entry);
         }
         if let Some(record) = adopted.members.get(&self.config.id) {
             if record.epoch >= self.epoch {
-                let epoch = fresh_epoch(record.epoch, self.now);
-                if store.persist_epoch_now(epoch).is_err() {
-                    self.emit(Output::Fatal("cannot persist a new epoch".into()));
-                    return;
+                let persisted = fresh_epoch(record.epoch, self.now)
+                    .map_err(|e| e.to_string())
+                    .and_then(|epoch| {
+                        store
+                            .persist_epoch_now(epoch)
+                            .map(|()| epoch)
+                            .map_err(|e| e.to_string())
+                    });
+                match persisted {
+                    Ok(epoch) => self.epoch = epoch,
+                    Err(e) => {
+                        self.emit(Output::Fatal(format!("cannot take a new epoch: {e}")));
+                        return;
+                    }
                 }
-                self.epoch = epoch;
             }
         }
         self.meta = adopted;
@@ -709,7 +749,10 @@ impl Node {
             }
             Message::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
             Message::JoinRefused { reason } => {
-                if !self.is_member() {
+                if let Some(seed) = self.join_seed.take() {
+                    // A runtime join: the node goes on serving as before.
+                    self.join_failed = Some((seed, format!("the seed refused the join: {reason}")));
+                } else if !self.is_member() {
                     self.emit(Output::Fatal(format!(
                         "the seed refused the join: {reason}"
                     )));
@@ -861,6 +904,17 @@ impl Node {
         if self.meta.ring.is_none() {
             let reason = "this node has not joined a cluster yet";
             return self.reply(origin, ClientReply::Unavailable(reason.into()));
+        }
+        if let ClientOp::Put {
+            context: Some(context),
+            ..
+        } = &op
+        {
+            let limit = self.now.wall_ms / 1000 + CONTEXT_EPOCH_AHEAD_MAX_S;
+            if context.seen.actors().any(|a| u64::from(a.epoch) > limit) {
+                let reason = "context token names an epoch no node has reached";
+                return self.reply(origin, ClientReply::BadRequest(reason.into()));
+            }
         }
         let Some(entry) = self.meta.tables.get(op.table()) else {
             return self.reply(origin, ClientReply::UnknownTable);
@@ -1026,13 +1080,13 @@ impl Node {
             (Some(Ok(merged)), Some(delete)) => {
                 let primaries = self.primaries_of(&table, &key, config.n);
                 let deadline_ms = now + self.config.request_timeout_ms;
-                let write = Write::client(
-                    table.clone(),
-                    key.clone(),
-                    None,
-                    String::new(),
-                    merged.clock.clone(),
-                );
+                // The tombstone supersedes everything the read merged and is
+                // stamped after all of it, even versions this node lacks.
+                let seen = ClientContext {
+                    seen: merged.clock.clone(),
+                    max_timestamp_ms: ClientContext::of_versions(&merged.versions).max_timestamp_ms,
+                };
+                let write = Write::client(table.clone(), key.clone(), None, String::new(), seen);
                 let _ = self.start_put(
                     origin,
                     write,
@@ -1047,7 +1101,8 @@ impl Node {
                 self.start_reconcile(Some(origin), table, key, config, merged, store);
             }
             (Some(Ok(merged)), None) => {
-                let context = (!merged.is_empty()).then(|| merged.clock.clone());
+                let context = (!merged.versions.is_empty())
+                    .then(|| ClientContext::of_versions(&merged.versions));
                 let versions = live_sorted(&merged);
                 let read = ClientReply::Read {
                     versions,
@@ -1108,7 +1163,13 @@ impl Node {
         primaries: &[NodeId],
         deadline_ms: u64,
         store: &mut dyn LocalStore,
-    ) -> Option<CausalContext> {
+    ) -> Option<ClientContext> {
+        if write.is_merge {
+            // Held from before the storage plugin runs, so no concurrent read
+            // mints a second write-back of the key meanwhile.
+            self.writebacks
+                .insert((write.table.clone(), write.key.clone()));
+        }
         if config.storage == StorageKind::Plugin {
             return self.start_placement(origin, write, config, w, primaries, deadline_ms, store);
         }
@@ -1136,24 +1197,37 @@ impl Node {
         deadline_ms: u64,
         engine: StorageKind,
         store: &mut dyn LocalStore,
-    ) -> Option<CausalContext> {
+    ) -> Option<ClientContext> {
+        let mut write = write;
+        let merged_answer = write.merged_answer.take();
         let local = match store.load(&write.table, config.storage, &write.key) {
             Ok(found) => found.unwrap_or_default(),
             Err(e) => {
-                self.reply(origin, ClientReply::Unavailable(e.to_string()));
+                let failure = ClientReply::Unavailable(e.to_string());
+                self.abandon_write(origin, &write, merged_answer, failure);
                 return None;
             }
         };
         if self.may_have_forgotten(&local, &write.context) {
-            let epoch = fresh_epoch(
-                self.epoch
-                    .max(write.context.max_epoch_of(&self.config.id).unwrap_or(0)),
-                self.now,
-            );
-            if let Err(e) = store.persist_epoch_now(epoch) {
-                self.reply(origin, ClientReply::Unavailable(e.to_string()));
-                return None;
-            }
+            let floor = self
+                .epoch
+                .max(write.context.max_epoch_of(&self.config.id).unwrap_or(0));
+            let persisted = fresh_epoch(floor, self.now)
+                .map_err(|e| e.to_string())
+                .and_then(|epoch| {
+                    store
+                        .persist_epoch_now(epoch)
+                        .map(|()| epoch)
+                        .map_err(|e| e.to_string())
+                });
+            let epoch = match persisted {
+                Ok(epoch) => epoch,
+                Err(e) => {
+                    let failure = ClientReply::Unavailable(e);
+                    self.abandon_write(origin, &write, merged_answer, failure);
+                    return None;
+                }
+            };
             self.epoch = epoch;
             self.refresh_own_record(store);
         }
@@ -1165,35 +1239,48 @@ impl Node {
             counter: local.clock.max_counter(&actor) + 1,
             actor,
         };
+        // A descendant is stamped after every ancestor it supersedes: those
+        // held here and those the client saw elsewhere (clock skew must not
+        // let an ancestor outrank it under lww).
         let timestamp_ms = write.timestamp_ms.unwrap_or_else(|| {
-            self.now
-                .wall_ms
-                .max(local.max_timestamp_covered(&write.context) + 1)
+            let ancestors = local
+                .max_timestamp_covered(&write.context)
+                .max(write.seen_max_ms);
+            self.now.wall_ms.max(ancestors.saturating_add(1))
         });
         let content_type = if write.value.is_some() && write.content_type.is_empty() {
             "application/octet-stream".to_owned()
         } else {
-            write.content_type
+            write.content_type.clone()
         };
         let version = Version {
             dot: dot.clone(),
             timestamp_ms,
-            value: write.value,
+            value: write.value.clone(),
             content_type,
         };
         let mut object = local;
         object.apply_write(&write.context, version, config.merge);
         let live = object.live_count();
         if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
-            self.reply(origin, ClientReply::TooManySiblings { siblings: live });
+            let failure = ClientReply::TooManySiblings { siblings: live };
+            self.abandon_write(origin, &write, merged_answer, failure);
             return None;
         }
         if let Err(e) = store.stage(&write.table, engine, &write.key, &object) {
-            self.reply(origin, ClientReply::Unavailable(e.to_string()));
+            let failure = ClientReply::Unavailable(e.to_string());
+            self.abandon_write(origin, &write, merged_answer, failure);
             return None;
         }
-        let mut context_out = write.context;
-        context_out.add(dot);
+        // The new version's clock covers everything the request's context
+        // covered, so naming the new version alone supersedes all of it: the
+        // token stays one dot long however long a chain of writes gets.
+        let mut written = CausalContext::new();
+        written.add(dot);
+        let context_out = ClientContext {
+            seen: written,
+            max_timestamp_ms: timestamp_ms,
+        };
         let returned = context_out.clone();
         let request = self.next_id();
         let fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
@@ -1212,6 +1299,12 @@ impl Node {
         if let Some(key) = &writeback {
             self.writebacks.insert(key.clone());
         }
+        if let Some(answer) = merged_answer {
+            // The merged read is answered with the write-back's context, so
+            // a client writing with it supersedes the write-back too.
+            let (origin, reply) = answer.into_reply(returned.clone());
+            self.reply(origin, reply);
+        }
         self.pending.insert(request, Pending::Put(fsm, writeback));
         self.progress_put(request);
         let crowded =
@@ -1225,6 +1318,30 @@ impl Node {
             self.start_reconcile(None, write.table, write.key, config.clone(), object, store);
         }
         Some(returned)
+    }
+
+    /// A write that stopped before it was minted: its client (or the reader
+    /// waiting for a merge's write-back) gets `failure` (the merge itself,
+    /// with the read's context), and a write-back no longer holds its key.
+    fn abandon_write(
+        &mut self,
+        origin: Origin,
+        write: &Write,
+        merged_answer: Option<reconcile::MergedAnswer>,
+        failure: ClientReply,
+    ) {
+        if write.is_merge {
+            self.writebacks
+                .remove(&(write.table.clone(), write.key.clone()));
+        }
+        match merged_answer {
+            Some(answer) => {
+                let fallback = answer.read_context.clone();
+                let (origin, reply) = answer.into_reply(fallback);
+                self.reply(origin, reply);
+            }
+            None => self.reply(origin, failure),
+        }
     }
 
     /// Whether the client's context shows dots of this node that its local copy
@@ -1274,11 +1391,17 @@ struct Write {
     key: Bytes,
     value: Option<Bytes>,
     content_type: String,
+    /// The dots this write supersedes.
     context: CausalContext,
+    /// The largest timestamp among the versions the client saw: the write is
+    /// stamped after it.
+    seen_max_ms: u64,
     /// A plugin merge is stamped with the largest timestamp it merged.
     timestamp_ms: Option<u64>,
     /// Whether this is a plugin merge's write-back.
     is_merge: bool,
+    /// A merge's write-back: the read waiting to be answered once it is minted.
+    merged_answer: Option<reconcile::MergedAnswer>,
 }
 
 impl Write {
@@ -1288,24 +1411,40 @@ impl Write {
         key: Bytes,
         value: Option<Bytes>,
         content_type: String,
-        context: CausalContext,
+        context: ClientContext,
     ) -> Write {
         Write {
             table,
             key,
             value,
             content_type,
-            context,
+            context: context.seen,
+            seen_max_ms: context.max_timestamp_ms,
             timestamp_ms: None,
             is_merge: false,
+            merged_answer: None,
         }
     }
 }
 
 /// A new epoch above `floor`: at least the wall clock in seconds, so that even a
 /// node whose last epoch bump never reached its peers before its disk was
-/// wiped does not reuse it.
-fn fresh_epoch(floor: u32, now: Now) -> u32 {
-    let seconds = u32::try_from(now.wall_ms / 1000).unwrap_or(u32::MAX);
-    floor.saturating_add(1).max(seconds)
+/// wiped does not reuse it. Exhaustion is an error, never a repeat: an epoch
+/// used twice would mint dots that already name other versions.
+fn fresh_epoch(floor: u32, now: Now) -> Result<u32, EpochExhausted> {
+    let seconds = u32::try_from(now.wall_ms / 1000).map_err(|_| EpochExhausted)?;
+    let next = floor.checked_add(1).ok_or(EpochExhausted)?;
+    Ok(next.max(seconds))
 }
+
+/// No epoch is left above the last one (or the clock is past 2106): the node
+/// cannot mint dots that are certainly new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no fresh epoch is left for this node (epochs are exhausted); it cannot take writes")]
+pub struct EpochExhausted;
+
+/// How far ahead of this node's wall clock (in seconds) an epoch named by a
+/// client's context may be: epochs start at wall-clock seconds, so a larger
+/// one comes from a forged token or a clock far off, and accepting it would
+/// push this node's own epochs toward exhaustion.
+const CONTEXT_EPOCH_AHEAD_MAX_S: u64 = 7 * 24 * 3600;

@@ -30,7 +30,7 @@ impl Node {
         primaries: &[NodeId],
         deadline_ms: u64,
         store: &mut dyn LocalStore,
-    ) -> Option<CausalContext> {
+    ) -> Option<ClientContext> {
         let plugin = config
             .storage_plugin
             .as_deref()

@@ -25,6 +25,32 @@ pub(super) struct Job {
     pub(super) deadline_ms: u64,
 }
 
+/// A plugin merge's 200, waiting for its write-back to be minted so that it
+/// can carry the write-back's context.
+pub(super) struct MergedAnswer {
+    origin: Origin,
+    /// The merged value, as the one version answered.
+    version: Version,
+    /// How many versions were merged (`X-Cairn-Merged`).
+    merged: u32,
+    /// What the read saw: the context when no write-back is minted.
+    pub(super) read_context: ClientContext,
+}
+
+impl MergedAnswer {
+    /// The reply, carrying `context`, and who waits for it.
+    pub(super) fn into_reply(self, context: ClientContext) -> (Origin, ClientReply) {
+        let reply = ClientReply::Read {
+            versions: vec![self.version],
+            context: Some(context),
+            merge: MergeMode::Plugin,
+            merged: Some(self.merged),
+            plugin_error: None,
+        };
+        (self.origin, reply)
+    }
+}
+
 impl Node {
     /// Asks the driver to run the table plugin on `object`'s live versions.
     pub(super) fn start_reconcile(
@@ -105,7 +131,23 @@ impl Node {
             .max()
             .unwrap_or(0);
         let slot = (job.table.clone(), job.key.clone());
-        let mut context = job.object.clock.clone();
+        let answer = job.origin.clone().map(|origin| MergedAnswer {
+            origin,
+            version: Version {
+                dot: Dot {
+                    actor: Actor {
+                        node: self.config.id.clone(),
+                        epoch: self.epoch,
+                    },
+                    counter: 0,
+                },
+                timestamp_ms,
+                value: Some(Bytes::from(value.clone())),
+                content_type: content_type.clone(),
+            },
+            merged: job.versions.len() as u32,
+            read_context: ClientContext::of_versions(&job.object.versions),
+        });
         if !self.writebacks.contains(&slot) {
             let mut merged_dots = CausalContext::new();
             for version in &job.versions {
@@ -117,13 +159,17 @@ impl Node {
                 value: Some(Bytes::from(value.clone())),
                 content_type: content_type.clone(),
                 context: merged_dots,
+                seen_max_ms: timestamp_ms,
                 timestamp_ms: Some(timestamp_ms),
                 is_merge: true,
+                // Answered once the write-back is minted (after the storage
+                // plugin chose its engine, on `storage: plugin` tables).
+                merged_answer: answer,
             };
             let primaries = self.primaries_of(&job.table, &job.key, job.config.n);
             let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
             let w = job.config.w;
-            if let Some(written) = self.start_put(
+            let _ = self.start_put(
                 Origin::Background,
                 write,
                 &job.config,
@@ -131,38 +177,21 @@ impl Node {
                 &primaries,
                 deadline_ms,
                 store,
-            ) {
-                context = written;
-            }
+            );
+        } else if let Some(answer) = answer {
+            // Another write-back of the key is in flight: answer the merge
+            // with what the read saw.
+            let fallback = answer.read_context.clone();
+            let (origin, reply) = answer.into_reply(fallback);
+            self.reply(origin, reply);
         }
-        let Some(origin) = job.origin else { return };
-        let answer = Version {
-            dot: Dot {
-                actor: Actor {
-                    node: self.config.id.clone(),
-                    epoch: self.epoch,
-                },
-                counter: 0,
-            },
-            timestamp_ms,
-            value: Some(Bytes::from(value)),
-            content_type,
-        };
-        let reply = ClientReply::Read {
-            versions: vec![answer],
-            context: Some(context),
-            merge: MergeMode::Plugin,
-            merged: Some(job.versions.len() as u32),
-            plugin_error: None,
-        };
-        self.reply(origin, reply);
     }
 
     fn answer_siblings(&mut self, job: Job, plugin_error: Option<String>) {
         let Some(origin) = job.origin else { return };
         let reply = ClientReply::Read {
             versions: job.versions,
-            context: Some(job.object.clock),
+            context: Some(ClientContext::of_versions(&job.object.versions)),
             merge: MergeMode::Plugin,
             merged: None,
             plugin_error,
