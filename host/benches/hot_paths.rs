@@ -25,7 +25,7 @@ fn dot(i: usize, counter: u64) -> Dot {
     Dot {
         actor: Actor {
             node: node(i % 3),
-            epoch: 1_790_000_000 + (i / 3) as u32,
+            epoch: (1_790_000_000 + (i / 3) as u64) << 32,
         },
         counter,
     }

@@ -19,8 +19,11 @@ use super::types::NodeId;
 pub struct Actor {
     /// The minting node.
     pub node: NodeId,
-    /// The node's epoch when it minted.
-    pub epoch: u32,
+    /// The node's epoch when it minted: a generation (high 32 bits: at least
+    /// the wall clock's seconds when it was taken, above every earlier one
+    /// the node knew of) and a random nonce (low 32 bits), so that a node that
+    /// lost its disk and whose clock runs behind still never repeats one.
+    pub epoch: u64,
 }
 
 /// One event: the `counter`-th version minted by `actor`.
@@ -141,7 +144,7 @@ impl CausalContext {
 
     /// The largest counter any epoch of `node` has in this set, with its epoch:
     /// used to notice that a node may have forgotten dots it issued.
-    pub fn max_epoch_of(&self, node: &NodeId) -> Option<u32> {
+    pub fn max_epoch_of(&self, node: &NodeId) -> Option<u64> {
         self.vector
             .keys()
             .chain(self.loose.iter().map(|d| &d.actor))
@@ -193,7 +196,7 @@ impl CausalContext {
             .iter()
             .map(|n| NodeId::new(n).map_err(|_| ContextError::Malformed("bad node id")))
             .collect::<Result<Vec<_>, _>>()?;
-        let actor = |idx: u32, epoch: u32| -> Result<Actor, ContextError> {
+        let actor = |idx: u32, epoch: u64| -> Result<Actor, ContextError> {
             let node = nodes
                 .get(idx as usize)
                 .ok_or(ContextError::Malformed("bad actor index"))?;
@@ -234,8 +237,8 @@ impl CausalContext {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ClockWire {
     nodes: Vec<String>,
-    vector: Vec<(u32, u32, u64)>,
-    loose: Vec<(u32, u32, u64)>,
+    vector: Vec<(u32, u64, u64)>,
+    loose: Vec<(u32, u64, u64)>,
 }
 
 /// Why a context token was refused (answered 400).
@@ -258,14 +261,14 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    pub fn actor(node: &str, epoch: u32) -> Actor {
+    pub fn actor(node: &str, epoch: u64) -> Actor {
         Actor {
             node: NodeId::new(node).unwrap(),
             epoch,
         }
     }
 
-    pub fn dot(node: &str, epoch: u32, counter: u64) -> Dot {
+    pub fn dot(node: &str, epoch: u64, counter: u64) -> Dot {
         Dot {
             actor: actor(node, epoch),
             counter,
@@ -277,7 +280,7 @@ pub(crate) mod tests {
         for &(n, e, k) in dots {
             c.add(dot(
                 ["a", "b", "c"][n as usize % 3],
-                u32::from(e % 2),
+                u64::from(e % 2),
                 u64::from(k % 6) + 1,
             ));
         }

@@ -21,7 +21,7 @@ pub struct Member {
     pub peer: String,
     /// The highest epoch it has announced: a node resuming with a wiped data
     /// dir starts above it.
-    pub epoch: u32,
+    pub epoch: u64,
     /// Raised by the member itself whenever it changes its record; the larger wins.
     pub stamp: u64,
 }

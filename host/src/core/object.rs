@@ -35,7 +35,7 @@ impl Version {
     }
 
     /// The last-write-wins order: (timestamp_ms, node id, epoch, counter).
-    fn rank(&self) -> (u64, &str, u32, u64) {
+    fn rank(&self) -> (u64, &str, u64, u64) {
         (
             self.timestamp_ms,
             self.dot.actor.node.as_str(),

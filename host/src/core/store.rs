@@ -49,7 +49,7 @@ pub trait LocalStore {
     /// Stages the cluster metadata.
     fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError>;
     /// Makes a new epoch durable before it is used to mint any dot.
-    fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError>;
+    fn persist_epoch_now(&mut self, epoch: u64) -> Result<(), StoreError>;
     /// Stages a plugin module under its sha256.
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// A stored plugin module.

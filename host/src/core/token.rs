@@ -202,14 +202,16 @@ mod tests {
     fn a_token_of_the_most_versions_a_key_holds_fits_the_cap() {
         // SIBLINGS_MAX live values plus one tombstone, each from a distinct
         // actor (the most replicas a table has, with the longest node ids,
-        // huge epochs and counters): the worst a read can hand out, whatever
-        // the key's history.
+        // the largest epochs and huge counters): the worst a read can hand
+        // out, whatever the key's history.
         let versions: Vec<Version> = (0..=SIBLINGS_MAX)
             .map(|i| Version {
                 dot: dot(
                     &format!("{:0>32}", i % usize::from(REPLICAS_MAX)),
-                    u32::MAX - i as u32,
                     u64::MAX - i as u64,
+                    // Counters count one actor's writes to one key: 2^40 is
+                    // a thousand billion of them.
+                    (1 << 40) - i as u64,
                 ),
                 timestamp_ms: u64::MAX,
                 value: Some(Bytes::from_static(b"v")),

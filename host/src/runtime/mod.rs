@@ -177,6 +177,7 @@ pub async fn serve(
         partitions: options.partitions,
         target_n: options.target_n,
         request_timeout_ms: options.request_timeout_ms,
+        entropy: os_random(),
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;
@@ -524,4 +525,13 @@ fn sweep_blobs(node: &Node, store: &mut NodeStore) {
         Ok(removed) => tracing::info!(removed, "unreferenced blobs collected"),
         Err(e) => tracing::warn!(error = %e, "blob collection failed"),
     }
+}
+
+/// 64 random bits from the operating system (the standard library seeds its
+/// hash keys from it), for the nonces of this process's epochs.
+fn os_random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(u64::from(std::process::id()));
+    hasher.finish()
 }

@@ -40,6 +40,8 @@ pub struct NetworkFaults {
     pub delay_ms_min: u64,
     /// Largest delivery delay (random delays reorder messages).
     pub delay_ms_max: u64,
+    /// Messages delivered twice, per mille (a retransmission after a lost ack).
+    pub duplicate_per_mille: u64,
 }
 
 impl NetworkFaults {
@@ -49,6 +51,7 @@ impl NetworkFaults {
             loss_per_mille: 0,
             delay_ms_min: 1,
             delay_ms_max: 1,
+            duplicate_per_mille: 0,
         }
     }
 }
@@ -97,6 +100,8 @@ struct SimNode {
     committing: bool,
     /// How long its commits take, fastest and slowest (ms of virtual time).
     commit_ms: (u64, u64),
+    /// How far its wall clock is off the true time (skew; changing it is a jump).
+    clock_offset_ms: i64,
 }
 
 /// The simulated cluster.
@@ -156,6 +161,7 @@ impl Sim {
                 partitions: 64,
                 target_n: 3,
                 request_timeout_ms: 2_000,
+                entropy: 0,
             };
             sim.nodes.push(SimNode {
                 config,
@@ -164,6 +170,7 @@ impl Sim {
                 incarnation: 0,
                 committing: false,
                 commit_ms: (1, 2),
+                clock_offset_ms: 0,
             });
             sim.start(i);
         }
@@ -176,10 +183,28 @@ impl Sim {
         sim
     }
 
-    fn now(&self) -> Now {
+    /// Node `index`'s clocks: virtual time, and its own (maybe skewed) wall clock.
+    fn now(&self, index: usize) -> Now {
+        let wall = (WALL_EPOCH_MS + self.now_ms) as i64 + self.nodes[index].clock_offset_ms;
         Now {
             mono_ms: self.now_ms,
-            wall_ms: WALL_EPOCH_MS + self.now_ms,
+            wall_ms: wall.max(0) as u64,
+        }
+    }
+
+    /// Sets node `index`'s wall clock `offset_ms` away from the true time: a
+    /// skew from now on, and a jump when it changes while the node runs.
+    pub fn set_clock_offset(&mut self, index: usize, offset_ms: i64) {
+        self.nodes[index].clock_offset_ms = offset_ms;
+    }
+
+    /// Stops node `index` cleanly (SIGTERM): what it staged is committed first.
+    pub fn stop_cleanly(&mut self, index: usize) {
+        let sim_node = &mut self.nodes[index];
+        if sim_node.node.take().is_some() {
+            sim_node.store.shut_down_cleanly();
+            sim_node.incarnation += 1;
+            sim_node.committing = false;
         }
     }
 
@@ -190,7 +215,9 @@ impl Sim {
     }
 
     fn start(&mut self, index: usize) {
-        let now = self.now();
+        let now = self.now(index);
+        // Every process start draws fresh randomness, as the real one does.
+        self.nodes[index].config.entropy = self.rng.next_u64();
         let sim_node = &mut self.nodes[index];
         let persisted: Persisted = sim_node.store.persisted();
         let node = Node::new(sim_node.config.clone(), persisted, now, &mut sim_node.store);
@@ -254,7 +281,7 @@ impl Sim {
 
     /// Feeds one input to node `index` the way the driver does.
     fn feed(&mut self, index: usize, input: Input) {
-        let now = self.now();
+        let now = self.now(index);
         let sim_node = &mut self.nodes[index];
         let Some(node) = sim_node.node.as_mut() else {
             return;
@@ -345,6 +372,15 @@ impl Sim {
                     .saturating_sub(self.faults.delay_ms_min);
                 let delay = self.faults.delay_ms_min + self.rng.below(spread + 1);
                 let from = self.nodes[index].config.id.clone();
+                if self.rng.chance(self.faults.duplicate_per_mille) {
+                    let again = self.faults.delay_ms_min + self.rng.below(spread + 1);
+                    let copy = Event::Deliver {
+                        to,
+                        from: from.clone(),
+                        message: message.clone(),
+                    };
+                    self.schedule(self.now_ms + again, copy);
+                }
                 self.schedule(self.now_ms + delay, Event::Deliver { to, from, message });
             }
             Output::Reply { id, reply } => {
@@ -459,6 +495,62 @@ impl Sim {
         self.replies.remove(&id)
     }
 
+    /// Runs an admin operation at node `index` and returns its answer (once
+    /// its metadata is committed).
+    pub fn admin(&mut self, index: usize, op: AdminOp) -> Option<AdminReply> {
+        let id = self.next_client_id;
+        self.next_client_id += 1;
+        self.feed(index, Input::Admin { id, op });
+        for _ in 0..100 {
+            if let Some(reply) = self.admin_replies.remove(&id) {
+                return Some(reply);
+            }
+            self.run_for(5);
+        }
+        None
+    }
+
+    /// Delivers `message` to node `to` as if node `from` sent it (a peer's
+    /// frame, forged or replayed).
+    pub fn inject(&mut self, to: usize, from: usize, message: Message) {
+        let from = self.nodes[from].config.id.clone();
+        self.feed(to, Input::Peer { from, message });
+    }
+
+    /// Adds a node that founds a one-node cluster of its own (no seeds);
+    /// returns its index.
+    pub fn add_solo_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let id =
+            NodeId::new(&format!("node{}", i + 1)).unwrap_or_else(|_| unreachable!("valid id"));
+        let config = NodeConfig {
+            id,
+            http: format!("http-{}", i + 1),
+            peer: address(i),
+            seeds: Vec::new(),
+            partitions: 64,
+            target_n: 3,
+            request_timeout_ms: 2_000,
+            entropy: 0,
+        };
+        self.nodes.push(SimNode {
+            config,
+            node: None,
+            store: MemoryStore::default(),
+            incarnation: 0,
+            committing: false,
+            commit_ms: (1, 2),
+            clock_offset_ms: 0,
+        });
+        self.start(i);
+        i
+    }
+
+    /// The address node `index` listens on for peers.
+    pub fn peer_address(index: usize) -> String {
+        address(index)
+    }
+
     /// Creates a table through node `index` and lets gossip spread it.
     pub fn create_table(&mut self, index: usize, name: &str, patch: TablePatch) {
         let id = self.next_client_id;
@@ -490,6 +582,11 @@ impl Sim {
     ) -> Option<crate::core::object::Object> {
         let table = TableName::new(table).ok()?;
         self.nodes[index].store.object(&table, key)
+    }
+
+    /// Virtual time now.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
     }
 
     /// Number of nodes.
@@ -525,7 +622,7 @@ impl Sim {
     }
 
     /// The epoch node `index` runs under.
-    pub fn epoch(&self, index: usize) -> Option<u32> {
+    pub fn epoch(&self, index: usize) -> Option<u64> {
         self.nodes[index].node.as_ref().map(Node::epoch)
     }
 }
@@ -546,6 +643,19 @@ pub fn put(table: &str, key: &str, value: &str, context: Option<ClientContext>) 
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
         content_type: "text/plain".into(),
+        context,
+        w: None,
+    }
+}
+
+/// Shorthand for a DELETE (a tombstone; without a context it covers what
+/// an R-quorum read sees).
+pub fn delete_op(table: &str, key: &str, context: Option<ClientContext>) -> ClientOp {
+    ClientOp::Put {
+        table: table_name(table),
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: None,
+        content_type: String::new(),
         context,
         w: None,
     }

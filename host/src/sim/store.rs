@@ -33,18 +33,39 @@ pub struct MemoryStore {
     /// loads meanwhile.
     sealed: VecDeque<(u64, Batch)>,
     meta: Option<ClusterMeta>,
-    epoch: Option<u32>,
+    epoch: Option<u64>,
     modules: BTreeMap<String, Vec<u8>>,
+    /// Objects of `memory` tables: gone after any stop, clean or not.
+    memory: BTreeMap<(TableName, Bytes), Object>,
+    /// Whether the last stop was clean (a restart then keeps its epoch,
+    /// unless a table keeps objects in memory).
+    clean: bool,
 }
 
+/// The longest key the real store's LMDB takes (4 KiB pages, `longer-keys`).
+pub const STORE_KEY_BYTES_MAX: usize = 1982;
+
 impl MemoryStore {
-    /// What a restarted node reads back (never a clean shutdown: the simulator crashes nodes).
-    pub fn persisted(&self) -> Persisted {
+    /// What a restarting node reads back; like the real store, any stop
+    /// counts as unclean until a clean shutdown says otherwise.
+    pub fn persisted(&mut self) -> Persisted {
+        let clean_shutdown = std::mem::take(&mut self.clean);
         Persisted {
             epoch: self.epoch,
-            clean_shutdown: false,
+            clean_shutdown,
             meta: self.meta.clone(),
         }
+    }
+
+    /// A clean shutdown: everything pending is committed, objects in memory
+    /// are gone, and the next start may keep the epoch.
+    pub fn shut_down_cleanly(&mut self) {
+        while let Some((_, batch)) = self.sealed.pop_front() {
+            self.apply(batch);
+        }
+        self.commit();
+        self.memory.clear();
+        self.clean = true;
     }
 
     /// Whether anything is staged since the last seal.
@@ -95,15 +116,19 @@ impl MemoryStore {
         }
     }
 
-    /// A crash: what was not committed is gone.
+    /// A crash: what was not committed is gone, and so is memory.
     pub fn lose_staged(&mut self) {
         self.staged = Batch::default();
         self.sealed.clear();
+        self.memory.clear();
     }
 
     /// The current object for a key.
     pub fn object(&self, table: &TableName, key: &[u8]) -> Option<Object> {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
+        if let Some(object) = self.memory.get(&slot) {
+            return Some(object.clone());
+        }
         std::iter::once(&self.staged)
             .chain(self.sealed.iter().rev().map(|(_, batch)| batch))
             .find_map(|batch| batch.objects.get(&slot))
@@ -128,19 +153,34 @@ impl LocalStore for MemoryStore {
     fn load(
         &mut self,
         table: &TableName,
-        _storage: StorageKind,
+        storage: StorageKind,
         key: &[u8],
     ) -> Result<Option<Object>, StoreError> {
+        if storage == StorageKind::Memory {
+            let slot = (table.clone(), Bytes::copy_from_slice(key));
+            return Ok(self.memory.get(&slot).cloned());
+        }
         Ok(self.object(table, key))
     }
 
     fn stage(
         &mut self,
         table: &TableName,
-        _storage: StorageKind,
+        storage: StorageKind,
         key: &[u8],
         object: &Object,
     ) -> Result<(), StoreError> {
+        if key.is_empty() || key.len() > STORE_KEY_BYTES_MAX {
+            return Err(StoreError(format!(
+                "a key of {} bytes cannot be stored",
+                key.len()
+            )));
+        }
+        if storage == StorageKind::Memory {
+            self.memory
+                .insert((table.clone(), Bytes::copy_from_slice(key)), object.clone());
+            return Ok(());
+        }
         self.staged
             .objects
             .insert((table.clone(), Bytes::copy_from_slice(key)), object.clone());
@@ -152,7 +192,7 @@ impl LocalStore for MemoryStore {
         Ok(())
     }
 
-    fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError> {
+    fn persist_epoch_now(&mut self, epoch: u64) -> Result<(), StoreError> {
         self.epoch = Some(epoch);
         Ok(())
     }

@@ -194,7 +194,7 @@ impl NodeStore {
         let epoch = state
             .get(&wtxn, STATE_EPOCH)
             .map_err(storage_error)?
-            .map(decode_disk::<u32>)
+            .map(decode_disk::<u64>)
             .transpose()
             .map_err(storage_error)?;
         let clean_shutdown =
@@ -501,7 +501,7 @@ impl LocalStore for NodeStore {
         Ok(())
     }
 
-    fn persist_epoch_now(&mut self, epoch: u32) -> Result<(), StoreError> {
+    fn persist_epoch_now(&mut self, epoch: u64) -> Result<(), StoreError> {
         let mut wtxn = self.writer.env.write_txn().map_err(storage_error)?;
         let bytes = encode_disk(&epoch).map_err(storage_error)?;
         self.writer

@@ -24,6 +24,7 @@ use super::msg::{
 };
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
+use super::rng::Rng;
 use super::store::{CopyState, LocalStore};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
@@ -62,13 +63,16 @@ pub struct NodeConfig {
     pub target_n: u8,
     /// How long a client request may take before 503.
     pub request_timeout_ms: u64,
+    /// Random bits from the driver (the operating system's randomness in
+    /// production, the seed in the simulator): the nonces of fresh epochs.
+    pub entropy: u64,
 }
 
 /// What a node persisted, read back at start.
 #[derive(Debug, Clone, Default)]
 pub struct Persisted {
     /// The epoch it last used.
-    pub epoch: Option<u32>,
+    pub epoch: Option<u64>,
     /// Whether it shut down cleanly after that.
     pub clean_shutdown: bool,
     /// Its cluster metadata.
@@ -234,7 +238,9 @@ enum Pending {
 /// One Cairn node's protocol state.
 pub struct Node {
     config: NodeConfig,
-    epoch: u32,
+    epoch: u64,
+    /// Draws the nonces of fresh epochs.
+    rng: Rng,
     meta: ClusterMeta,
     now: Now,
     started_ms: u64,
@@ -290,10 +296,11 @@ impl Node {
                 .any(|t| matches!(t.config.storage, StorageKind::Memory | StorageKind::Plugin))
         });
         let exhausted = |e: EpochExhausted| super::store::StoreError(e.to_string());
+        let mut rng = Rng::new(config.entropy);
         let epoch = match persisted.epoch {
             Some(e) if persisted.clean_shutdown && !forgets_objects => e,
-            Some(e) => fresh_epoch(e, now).map_err(exhausted)?,
-            None => fresh_epoch(0, now).map_err(exhausted)?,
+            Some(e) => fresh_epoch(e, now, &mut rng).map_err(exhausted)?,
+            None => fresh_epoch(0, now, &mut rng).map_err(exhausted)?,
         };
         store.persist_epoch_now(epoch)?;
         let meta = match persisted.meta {
@@ -309,6 +316,7 @@ impl Node {
             started_ms: now.mono_ms,
             now,
             epoch,
+            rng,
             meta,
             last_heard: HashMap::new(),
             // Request ids must not repeat across restarts: a late answer to the
@@ -349,7 +357,7 @@ impl Node {
     }
 
     /// The epoch this node mints dots under.
-    pub fn epoch(&self) -> u32 {
+    pub fn epoch(&self) -> u64 {
         self.epoch
     }
 
@@ -700,7 +708,7 @@ impl Node {
         }
         if let Some(record) = adopted.members.get(&self.config.id) {
             if record.epoch >= self.epoch {
-                let persisted = fresh_epoch(record.epoch, self.now)
+                let persisted = fresh_epoch(record.epoch, self.now, &mut self.rng)
                     .map_err(|e| e.to_string())
                     .and_then(|epoch| {
                         store
@@ -911,7 +919,11 @@ impl Node {
         } = &op
         {
             let limit = self.now.wall_ms / 1000 + CONTEXT_EPOCH_AHEAD_MAX_S;
-            if context.seen.actors().any(|a| u64::from(a.epoch) > limit) {
+            if context
+                .seen
+                .actors()
+                .any(|a| epoch_generation(a.epoch) > limit)
+            {
                 let reason = "context token names an epoch no node has reached";
                 return self.reply(origin, ClientReply::BadRequest(reason.into()));
             }
@@ -1212,7 +1224,7 @@ impl Node {
             let floor = self
                 .epoch
                 .max(write.context.max_epoch_of(&self.config.id).unwrap_or(0));
-            let persisted = fresh_epoch(floor, self.now)
+            let persisted = fresh_epoch(floor, self.now, &mut self.rng)
                 .map_err(|e| e.to_string())
                 .and_then(|epoch| {
                     store
@@ -1427,14 +1439,24 @@ impl Write {
     }
 }
 
-/// A new epoch above `floor`: at least the wall clock in seconds, so that even a
-/// node whose last epoch bump never reached its peers before its disk was
-/// wiped does not reuse it. Exhaustion is an error, never a repeat: an epoch
-/// used twice would mint dots that already name other versions.
-fn fresh_epoch(floor: u32, now: Now) -> Result<u32, EpochExhausted> {
+/// A new epoch above `floor`: its generation (high 32 bits) is above
+/// `floor`'s and at least the wall clock in seconds, and its low 32 bits are
+/// random. The generation alone cannot keep a node whose last epoch bump never
+/// reached its peers before its disk was wiped, and whose clock now runs
+/// behind, from taking a generation it used before; the nonce makes a repeat
+/// of a whole epoch (and so of its dots) vanishingly unlikely. Exhaustion of
+/// generations is an error, never a repeat.
+pub fn fresh_epoch(floor: u64, now: Now, rng: &mut Rng) -> Result<u64, EpochExhausted> {
     let seconds = u32::try_from(now.wall_ms / 1000).map_err(|_| EpochExhausted)?;
-    let next = floor.checked_add(1).ok_or(EpochExhausted)?;
-    Ok(next.max(seconds))
+    let above = u32::try_from((floor >> 32) + 1).map_err(|_| EpochExhausted)?;
+    let generation = u64::from(above.max(seconds));
+    let nonce = rng.next_u64() & u64::from(u32::MAX);
+    Ok(generation << 32 | nonce)
+}
+
+/// The generation of an epoch: when (in wall-clock seconds, at the latest) it was taken.
+pub fn epoch_generation(epoch: u64) -> u64 {
+    epoch >> 32
 }
 
 /// No epoch is left above the last one (or the clock is past 2106): the node
