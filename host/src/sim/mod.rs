@@ -7,6 +7,8 @@
 //! (taking 1–2 ms of virtual time, while the node goes on staging the next
 //! batch), and release each answer once the batch it vouches for is durable.
 
+#[cfg(test)]
+mod holes;
 mod store;
 #[cfg(test)]
 mod tests;

@@ -10,9 +10,9 @@ use crate::core::table::{MergeMode, TablePatch};
 use crate::core::token::ClientContext;
 use crate::core::types::TableName;
 
-const TIMEOUT_MS: u64 = 5_000;
+pub(super) const TIMEOUT_MS: u64 = 5_000;
 
-fn siblings_table(sim: &mut Sim) {
+pub(super) fn siblings_table(sim: &mut Sim) {
     let patch = TablePatch {
         merge: Some(MergeMode::Siblings),
         ..Default::default()
@@ -20,7 +20,7 @@ fn siblings_table(sim: &mut Sim) {
     sim.create_table(0, "ev", patch);
 }
 
-fn values(reply: &Option<ClientReply>) -> BTreeSet<String> {
+pub(super) fn values(reply: &Option<ClientReply>) -> BTreeSet<String> {
     match reply {
         Some(ClientReply::Read { versions, .. }) => versions
             .iter()
@@ -30,14 +30,14 @@ fn values(reply: &Option<ClientReply>) -> BTreeSet<String> {
     }
 }
 
-fn read_context(reply: &Option<ClientReply>) -> Option<ClientContext> {
+pub(super) fn read_context(reply: &Option<ClientReply>) -> Option<ClientContext> {
     match reply {
         Some(ClientReply::Read { context, .. }) => context.clone(),
         other => panic!("not a read: {other:?}"),
     }
 }
 
-fn written(reply: &Option<ClientReply>) -> ClientContext {
+pub(super) fn written(reply: &Option<ClientReply>) -> ClientContext {
     match reply {
         Some(ClientReply::Written { context }) => context.clone(),
         other => panic!("not written: {other:?}"),
@@ -45,7 +45,7 @@ fn written(reply: &Option<ClientReply>) -> ClientContext {
 }
 
 /// The same write, acknowledged only once every replica has it.
-fn all_replicas(op: ClientOp) -> ClientOp {
+pub(super) fn all_replicas(op: ClientOp) -> ClientOp {
     match op {
         ClientOp::Put {
             table,
@@ -66,7 +66,7 @@ fn all_replicas(op: ClientOp) -> ClientOp {
     }
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
+pub(super) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
@@ -632,7 +632,7 @@ fn the_loss_check_excuses_only_writes_that_took_effect() {
 }
 
 /// A native stand-in for set-union: comma-separated words, merged sorted.
-fn union(input: &cairn_sdk::ReconcileInput) -> Result<cairn_sdk::Resolution, String> {
+pub(super) fn union(input: &cairn_sdk::ReconcileInput) -> Result<cairn_sdk::Resolution, String> {
     let mut words: Vec<String> = input
         .siblings
         .iter()
@@ -648,7 +648,7 @@ fn union(input: &cairn_sdk::ReconcileInput) -> Result<cairn_sdk::Resolution, Str
     Ok(cairn_sdk::Resolution::merged(words.join(",").into_bytes()))
 }
 
-fn plugin_table(sim: &mut Sim) {
+pub(super) fn plugin_table(sim: &mut Sim) {
     // The simulator's reconciler stands in for the module; the table only needs a live entry.
     let entry = crate::core::meta::PluginEntry {
         sha256: Some("00".repeat(32)),
@@ -667,7 +667,7 @@ fn plugin_table(sim: &mut Sim) {
     sim.create_table(0, "carts", patch);
 }
 
-fn merged_reply(reply: &Option<ClientReply>) -> (String, Option<u32>) {
+pub(super) fn merged_reply(reply: &Option<ClientReply>) -> (String, Option<u32>) {
     match reply {
         Some(ClientReply::Read {
             versions, merged, ..
