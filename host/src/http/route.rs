@@ -71,6 +71,10 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
             })?;
             admin(node, AdminOp::Join(seed.to_owned())).await
         }
+        (&Method::POST, ["cluster", "remove" | "replace"]) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "removing and replacing nodes is not built yet: a node leaves the ring only with its data, which needs partition transfer",
+        )),
         (&Method::GET, ["tables"]) => admin(node, AdminOp::ListTables).await,
         (&Method::GET, ["tables", table]) => {
             admin(node, AdminOp::GetTable(table_name(table)?)).await

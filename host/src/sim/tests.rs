@@ -198,7 +198,7 @@ fn a_node_that_crashed_before_its_commit_never_reuses_a_dot() {
 }
 
 #[test]
-fn a_context_naming_dots_the_coordinator_forgot_forces_a_new_epoch() {
+fn a_context_naming_dots_a_crashed_coordinator_forgot_supersedes_only_them() {
     let mut sim = Sim::new(9, 3);
     siblings_table(&mut sim);
     // node1 coordinates a write, reaches the replicas, and crashes before its commit.
@@ -207,20 +207,61 @@ fn a_context_naming_dots_the_coordinator_forgot_forces_a_new_epoch() {
     sim.run_for(100);
     let read = sim.call(1, get("ev", "k", Some(2)), TIMEOUT_MS);
     let context = read_context(&read);
+    let forgotten_epoch = context
+        .as_ref()
+        .and_then(|c| {
+            c.seen
+                .max_epoch_of(&crate::core::types::NodeId::new("node1").unwrap())
+        })
+        .expect("the read saw node1's dot");
     sim.restart(0);
     sim.run_for(2_000);
-    let epoch = sim.epoch(0);
     // The client writes through node1 with a context naming node1's forgotten dot.
     let reply = sim.call(0, put("ev", "k", "new", context), TIMEOUT_MS);
-    written(&reply);
+    let minted = written(&reply);
+    assert!(
+        minted
+            .seen
+            .max_epoch_of(&crate::core::types::NodeId::new("node1").unwrap())
+            > Some(forgotten_epoch),
+        "the new version was minted under the epoch of the forgotten one"
+    );
     sim.run_for(100);
-    assert!(sim.epoch(0) >= epoch);
     let read = sim.call(2, get("ev", "k", Some(3)), TIMEOUT_MS);
     assert_eq!(
         values(&read),
         set(&["new"]),
         "the context superseded the forgotten version, nothing else"
     );
+}
+
+#[test]
+fn a_context_naming_counters_of_the_current_epoch_above_the_local_copy_forces_a_new_epoch() {
+    let mut sim = Sim::new(10, 3);
+    siblings_table(&mut sim);
+    written(&sim.call(0, put("ev", "k", "v", None), TIMEOUT_MS));
+    let epoch = sim.epoch(0).unwrap();
+    // A context (say, from a backup restored under the node) naming a
+    // counter of node1's current actor that node1's copy never reached.
+    let mut seen = crate::core::causal::CausalContext::new();
+    seen.add(crate::core::causal::Dot {
+        actor: crate::core::causal::Actor {
+            node: crate::core::types::NodeId::new("node1").unwrap(),
+            epoch,
+        },
+        counter: 1_000,
+    });
+    let context = ClientContext {
+        seen,
+        max_timestamp_ms: 0,
+    };
+    written(&sim.call(0, put("ev", "k", "w", Some(context)), TIMEOUT_MS));
+    assert!(
+        sim.epoch(0).unwrap() > epoch,
+        "the coordinator kept its epoch"
+    );
+    let read = sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&read), set(&["v", "w"]));
 }
 
 #[test]

@@ -79,17 +79,78 @@ fn keys_follow_the_spec_end_to_end() {
         .status,
         400
     );
-    let long_context = "A".repeat(2049);
-    assert_eq!(
-        a.call(
-            "PUT",
-            "/tables/kv/keys/k",
-            &[("x-cairn-context", &long_context)],
-            b"v"
-        )
-        .status,
-        400
+    // The context cap, exactly: 2,048 characters of valid base64url are read
+    // (and refused for what they say), 2,050 are refused for their length.
+    let at_cap = a.call(
+        "PUT",
+        "/tables/kv/keys/k",
+        &[("x-cairn-context", &"A".repeat(2048))],
+        b"v",
     );
+    assert_eq!(at_cap.status, 400);
+    let reason = at_cap.json()["error"].as_str().unwrap_or("").to_owned();
+    assert!(reason.contains("token version"), "{reason}");
+    let over_cap = a.call(
+        "PUT",
+        "/tables/kv/keys/k",
+        &[("x-cairn-context", &"A".repeat(2050))],
+        b"v",
+    );
+    assert_eq!(over_cap.status, 400);
+    let reason = over_cap.json()["error"].as_str().unwrap_or("").to_owned();
+    assert!(reason.contains("longer than 2048"), "{reason}");
+
+    // A context is bound to its key: one read from another key is refused
+    // and the key keeps its value.
+    assert_eq!(
+        b.call("PUT", "/tables/kv/keys/bob", &[], b"bob's").status,
+        204
+    );
+    let other = a.call("GET", "/tables/kv/keys/a%2Fb%20c", &[], b"");
+    let foreign = other.context().unwrap().to_owned();
+    let refused = a.call(
+        "PUT",
+        "/tables/kv/keys/bob",
+        &[("x-cairn-context", &foreign)],
+        b"v",
+    );
+    assert_eq!(refused.status, 400);
+    let reason = refused.json()["error"].as_str().unwrap_or("").to_owned();
+    assert!(reason.contains("another table or key"), "{reason}");
+    let refused = a.call(
+        "DELETE",
+        "/tables/kv/keys/bob",
+        &[("x-cairn-context", &foreign)],
+        b"",
+    );
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        c.call("GET", "/tables/kv/keys/bob", &[], b"").text(),
+        "bob's"
+    );
+
+    // SPEC's longest key (1,024 bytes; LMDB's default limit is 511) is
+    // stored on every replica, and every node stays up.
+    let longest = format!("/tables/kv/keys/{}", "k".repeat(1024));
+    assert_eq!(
+        a.call("PUT", &format!("{longest}?w=3"), &[], b"long")
+            .status,
+        204
+    );
+    for node in [a, b, c] {
+        assert_eq!(
+            node.call("GET", &format!("{longest}?r=1"), &[], b"").text(),
+            "long"
+        );
+        assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
+    }
+    // Removal is not built yet: a clear 400, not "no such endpoint".
+    let remove = a.call("POST", "/cluster/remove", &[], br#"{"node":"x"}"#);
+    assert_eq!(remove.status, 400);
+    assert!(remove.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("not built"));
     assert_eq!(
         a.call(
             "GET",
@@ -543,4 +604,58 @@ fn large_values_in_a_blob_table_survive_a_restart_of_every_node() {
         .unwrap()
         .count();
     assert!(blobs >= 1, "values live in blob files");
+}
+
+#[test]
+fn a_join_to_a_wrong_seed_leaves_the_node_serving_and_a_joiner_keeps_the_clusters_tables() {
+    let cluster = Cluster::start("joined", 3, &[]);
+    cluster.create_table("events", EVENTS);
+    let root = cairn_tests::temp_dir("solo");
+    let node = &cairn_tests::NodeProcess::start(
+        "solo",
+        &root.join("solo"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+        &[],
+    );
+    // Its own `events`, created later: one replica, in memory.
+    let created = node.call(
+        "PUT",
+        "/tables/events",
+        &[],
+        br#"{"n":1,"r":1,"w":1,"storage":"memory"}"#,
+    );
+    assert_eq!(created.status, 200, "{}", created.text());
+    assert_eq!(
+        node.call("PUT", "/tables/events/keys/k", &[], b"v").status,
+        204
+    );
+
+    // Nothing listens at the seed: the node goes on serving its own cluster.
+    let join = node.call("POST", "/cluster/join", &[], br#"{"seed":"127.0.0.1:1"}"#);
+    assert_eq!(join.status, 202, "{}", join.text());
+    let status = node.cluster();
+    assert_eq!(status["join"]["state"], "joining", "{status}");
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(1));
+    let read = node.call("GET", "/tables/events/keys/k", &[], b"");
+    assert_eq!((read.status, read.text().as_str()), (200, "v"));
+
+    // A join to the real cluster: the cluster's definition of `events` wins everywhere.
+    let body = format!(r#"{{"seed":"{}"}}"#, cluster.nodes[0].peer);
+    assert_eq!(
+        node.call("POST", "/cluster/join", &[], body.as_bytes())
+            .status,
+        202
+    );
+    wait_until(Duration::from_secs(10), "the joiner to join", || {
+        let members = node.cluster()["members"].as_array()?.len();
+        (members == 4).then_some(())
+    });
+    for member in cluster.nodes.iter().chain([node]) {
+        wait_until(Duration::from_secs(2), "the table config to settle", || {
+            let config = member.call("GET", "/tables/events", &[], b"").json();
+            (config["n"] == 3 && config["storage"] == "lmdb").then_some(())
+        });
+    }
 }
