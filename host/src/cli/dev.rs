@@ -55,6 +55,8 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     // Nodes that bound both their sockets: until all have, a cluster that
     // answers on these ports may be someone else's.
     let bound = Arc::new(AtomicUsize::new(0));
+    // Every node thread reports here when it ends, with why.
+    let (ended, mut endings) = tokio::sync::mpsc::unbounded_channel::<(NodeId, String)>();
     for i in 0..args.nodes {
         let id = NodeId::new(&format!("node{}", i + 1))?;
         let options = ServeOptions {
@@ -75,6 +77,8 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();
         let bound = bound.clone();
+        let ended = ended.clone();
+        let node = id.clone();
         let thread = std::thread::Builder::new().name(id.to_string()).spawn(
             move || -> anyhow::Result<()> {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,7 +90,13 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
                 let on_bound = move |_| {
                     bound.fetch_add(1, Ordering::SeqCst);
                 };
-                runtime.block_on(runtime::serve(options, on_bound, shutdown))
+                let outcome = runtime.block_on(runtime::serve(options, on_bound, shutdown));
+                let why = match &outcome {
+                    Ok(()) => "it stopped".to_owned(),
+                    Err(e) => format!("{e:#}"),
+                };
+                let _ = ended.send((node, why));
+                outcome
             },
         )?;
         threads.push(thread);
@@ -110,8 +120,18 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(super::shutdown_signal());
-    println!("stopping...");
+    // Until Ctrl-C, or until a node stops by itself: then the cluster is not
+    // what was printed, so say which node stopped and why, and exit.
+    let died = runtime.block_on(async {
+        tokio::select! {
+            () = super::shutdown_signal() => None,
+            ending = endings.recv() => ending,
+        }
+    });
+    match &died {
+        None => println!("stopping..."),
+        Some((node, why)) => eprintln!("{node} stopped: {why}; stopping the other nodes"),
+    }
     let _ = stop.send(true);
     for thread in threads {
         match thread.join() {
@@ -120,7 +140,10 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             Err(_) => eprintln!("a node thread panicked"),
         }
     }
-    Ok(())
+    match died {
+        Some((node, _)) => anyhow::bail!("{node} stopped by itself"),
+        None => Ok(()),
+    }
 }
 
 fn wait_for_cluster(

@@ -260,8 +260,8 @@ async fn drive(
     };
     let mut random =
         crate::core::rng::Rng::new(clock.now().wall_ms ^ u64::from(std::process::id()));
-    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tick_every = Duration::from_millis(TICK_MS);
+    let mut next_tick = Instant::now() + tick_every;
     let (committer, mut committed) = commit::Committer::start(node.id().as_str(), store.writer())?;
 
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
@@ -279,19 +279,30 @@ async fn drive(
                 Some(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
                 None => break,
             },
-            _ = tick.tick() => {
-                if Instant::now() >= next_blob_sweep {
-                    next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
-                    sweep_blobs(&node, &mut store);
-                }
-                node.handle(clock.now(), Input::Tick { random: random.next_u64() }, &mut store);
-            }
+            () = tokio::time::sleep_until(next_tick.into()) => {}
         }
         for _ in 0..EVENTS_PER_TURN_MAX {
             match inbox.try_recv() {
                 Ok(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
                 Err(_) => break,
             }
+        }
+        // Checked every turn, not only when the inbox is empty: however long
+        // the backlog, deadlines (503 after the request timeout), pings and
+        // gossip still run on time.
+        if Instant::now() >= next_tick {
+            next_tick = Instant::now() + tick_every;
+            if Instant::now() >= next_blob_sweep {
+                next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
+                sweep_blobs(&node, &mut store);
+            }
+            node.handle(
+                clock.now(),
+                Input::Tick {
+                    random: random.next_u64(),
+                },
+                &mut store,
+            );
         }
         let batch = node.seal_batch();
         match store.seal(batch) {
