@@ -107,6 +107,18 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// The node's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The node process's resident memory in KiB (Linux), while it runs.
+    pub fn resident_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     /// Starts a node; `http`/`peer` may use port 0.
     pub fn start(
         id: &str,
@@ -182,13 +194,9 @@ impl NodeProcess {
         self.child = Some(child);
     }
 
-    fn pid(&self) -> String {
-        self.child.as_ref().expect("running").id().to_string()
-    }
-
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args([signal, &self.pid()])
+            .args([signal, &self.pid().expect("running").to_string()])
             .status()
             .expect("kill");
         assert!(status.success(), "kill {signal} failed");

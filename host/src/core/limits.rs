@@ -37,6 +37,19 @@ pub const PARTITIONS_DEFAULT: u32 = 256;
 pub const PARTITIONS_MAX: u32 = 1_024;
 /// Client requests one node coordinates or forwards at once; beyond it: 503 overloaded.
 pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
+/// Largest first frame (the hello naming the sender) on a peer connection:
+/// nothing larger is read from a connection that has not said who it is.
+pub const HELLO_FRAME_BYTES_MAX: usize = 1024;
+/// How long a new peer connection may take to send its hello.
+pub const PEER_HELLO_TIMEOUT_MS: u64 = 10_000;
+/// Peer connections one node accepts at once (each member dials one).
+pub const PEER_CONNECTIONS_MAX: usize = 1_100;
+/// HTTP connections one node serves at once; more are closed on accept.
+pub const HTTP_CONNECTIONS_MAX: usize = 1_024;
+/// Bytes of request bodies one node holds at once (admitted before reading).
+pub const HTTP_BODY_BYTES_IN_FLIGHT_MAX: usize = 512 * 1024 * 1024;
+/// An HTTP connection must send a request's headers within this long.
+pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
 /// Most distinct actors a context token may name (a bound for the decoder).
 pub const CONTEXT_ACTORS_MAX: usize = 512;
 

@@ -12,13 +12,20 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::core::limits::{HTTP_CONNECTIONS_MAX, HTTP_HEADER_TIMEOUT_MS};
 
 use crate::runtime::NodeHandle;
 
-/// Accepts HTTP/1.1 connections and serves each on the node's runtime.
+/// Accepts HTTP/1.1 connections and serves each on the node's runtime. At
+/// most [`HTTP_CONNECTIONS_MAX`] at once (more are closed at once, so
+/// descriptors stay for storage and peers), and a request's headers must
+/// arrive within [`HTTP_HEADER_TIMEOUT_MS`].
 pub async fn serve(listener: TcpListener, node: NodeHandle) {
+    let connections = std::sync::Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -28,9 +35,14 @@ pub async fn serve(listener: TcpListener, node: NodeHandle) {
                 continue;
             }
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tracing::warn!("too many HTTP connections; one closed on accept");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request: Request<Incoming>| {
                 let node = node.clone();
                 async move {
@@ -38,6 +50,8 @@ pub async fn serve(listener: TcpListener, node: NodeHandle) {
                 }
             });
             if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_millis(HTTP_HEADER_TIMEOUT_MS))
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

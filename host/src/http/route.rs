@@ -62,7 +62,7 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
         (&Method::GET, ["health"]) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
         (&Method::GET, ["cluster"]) => admin(node, AdminOp::ClusterStatus).await,
         (&Method::POST, ["cluster", "join"]) => {
-            let body: serde_json::Value = json_body(request).await?;
+            let body: serde_json::Value = json_body(request, node).await?;
             let seed = body.get("seed").and_then(|s| s.as_str()).ok_or_else(|| {
                 refuse(
                     StatusCode::BAD_REQUEST,
@@ -81,7 +81,7 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
         }
         (&Method::PUT, ["tables", table]) => {
             let name = table_name(table)?;
-            let patch: TablePatch = json_body(request).await?;
+            let patch: TablePatch = json_body(request, node).await?;
             admin(node, AdminOp::PutTable(name, patch)).await
         }
         (&Method::GET, ["tables", table, "preflist", key]) => {
@@ -147,7 +147,7 @@ async fn key_operation(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            let value = read_body(request, node.value_bytes_max).await?;
+            let value = read_body(request, node.value_bytes_max, node).await?;
             ClientOp::Put {
                 table,
                 key,
@@ -200,7 +200,7 @@ async fn upload_plugin(
     node: &NodeHandle,
     name: String,
 ) -> Result<HttpResponse, Refusal> {
-    let bytes = read_body(request, MODULE_BYTES_MAX).await?;
+    let bytes = read_body(request, MODULE_BYTES_MAX, node).await?;
     let runtime = node.plugins.clone();
     let module = bytes.clone();
     let compiled = tokio::task::spawn_blocking(move || runtime.compile(&module))
@@ -279,7 +279,11 @@ fn context_header<B>(
 
 /// Reads a body of at most `max` bytes: refused from Content-Length before
 /// reading when it announces more, and while reading otherwise.
-async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, Refusal> {
+async fn read_body(
+    request: Request<Incoming>,
+    max: usize,
+    node: &NodeHandle,
+) -> Result<Bytes, Refusal> {
     let too_large = || {
         refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -294,6 +298,8 @@ async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, Refu
     if announced.is_some_and(|len| len > max as u64) {
         return Err(too_large());
     }
+    let expected = announced.map_or(max, |len| len as usize);
+    let _admitted = node.admit_body(expected).ok_or(Refusal::Overloaded)?;
     match Limited::new(request.into_body(), max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
@@ -311,8 +317,9 @@ async fn read_body(request: Request<Incoming>, max: usize) -> Result<Bytes, Refu
 
 async fn json_body<T: serde::de::DeserializeOwned + Default>(
     request: Request<Incoming>,
+    node: &NodeHandle,
 ) -> Result<T, Refusal> {
-    let bytes = read_body(request, ADMIN_BODY_BYTES_MAX).await?;
+    let bytes = read_body(request, ADMIN_BODY_BYTES_MAX, node).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -7,19 +7,29 @@
 //! A garbage or oversized frame closes that connection and is logged.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::core::codec::{decode_frame_body, encode_frame, frame_body_len, FRAME_HEADER_BYTES};
+use crate::core::limits::{
+    FRAME_BYTES_MAX, HELLO_FRAME_BYTES_MAX, PEER_CONNECTIONS_MAX, PEER_HELLO_TIMEOUT_MS,
+};
 use crate::core::msg::Message;
 use crate::core::types::NodeId;
 use crate::runtime::Event;
 
 /// Messages queued for one peer before new ones are dropped.
 const PEER_QUEUE_MESSAGES_MAX: usize = 16_384;
+/// Encoded bytes queued for one peer before new messages are dropped: room
+/// for two of the largest frames, not 16,384 of them.
+const PEER_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
 /// Bytes gathered into one socket write.
 const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// First and largest pause between reconnect attempts.
@@ -31,7 +41,13 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// The sending half: one queue and connection task per peer address.
 pub struct Outbound {
     me: NodeId,
-    peers: HashMap<String, mpsc::Sender<Message>>,
+    peers: HashMap<String, PeerQueue>,
+}
+
+/// Encoded frames waiting for one peer, and their total size.
+struct PeerQueue {
+    frames: mpsc::Sender<Bytes>,
+    bytes: Arc<AtomicUsize>,
 }
 
 impl Outbound {
@@ -48,16 +64,36 @@ impl Outbound {
     pub fn send(&mut self, addr: &str, message: Message) {
         let queue = self.peers.entry(addr.to_owned()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
-            tokio::spawn(dial(addr.to_owned(), self.me.clone(), rx));
-            tx
+            let bytes = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(dial(addr.to_owned(), self.me.clone(), rx, bytes.clone()));
+            PeerQueue { frames: tx, bytes }
         });
-        if queue.try_send(message).is_err() {
+        let mut frame = Vec::new();
+        if let Err(e) = encode_frame(&message, &mut frame) {
+            tracing::warn!(peer = addr, error = %e, "message not sent");
+            return;
+        }
+        // Bounded in bytes as well as in messages: a slow peer costs at most
+        // PEER_QUEUE_BYTES_MAX of memory, however large the frames.
+        if queue.bytes.load(Ordering::Relaxed) + frame.len() > PEER_QUEUE_BYTES_MAX {
+            tracing::debug!(peer = addr, "peer queue full (bytes); message dropped");
+            return;
+        }
+        let len = frame.len();
+        queue.bytes.fetch_add(len, Ordering::Relaxed);
+        if queue.frames.try_send(Bytes::from(frame)).is_err() {
+            queue.bytes.fetch_sub(len, Ordering::Relaxed);
             tracing::debug!(peer = addr, "peer queue full; message dropped");
         }
     }
 }
 
-async fn dial(addr: String, me: NodeId, mut queue: mpsc::Receiver<Message>) {
+async fn dial(
+    addr: String,
+    me: NodeId,
+    mut queue: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+) {
     let mut backoff_ms = BACKOFF_MS_MIN;
     loop {
         let connect = tokio::time::timeout(
@@ -67,14 +103,16 @@ async fn dial(addr: String, me: NodeId, mut queue: mpsc::Receiver<Message>) {
         match connect.await {
             Ok(Ok(stream)) => {
                 backoff_ms = BACKOFF_MS_MIN;
-                if !write_loop(stream, &me, &mut queue).await {
+                if !write_loop(stream, &me, &mut queue, &queued).await {
                     return;
                 }
                 tracing::debug!(peer = %addr, "peer connection lost; reconnecting");
             }
             _ => {
                 // Whatever waited for this peer is stale by the time it is reachable.
-                while queue.try_recv().is_ok() {}
+                while let Ok(frame) = queue.try_recv() {
+                    queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                }
                 if queue.is_closed() {
                     return;
                 }
@@ -91,7 +129,12 @@ async fn dial(addr: String, me: NodeId, mut queue: mpsc::Receiver<Message>) {
 /// The peer never writes on a connection it accepted, so a readable socket means
 /// it closed: noticing that while idle reconnects before the next message,
 /// instead of losing that message to a dead socket.
-async fn write_loop(stream: TcpStream, me: &NodeId, queue: &mut mpsc::Receiver<Message>) -> bool {
+async fn write_loop(
+    stream: TcpStream,
+    me: &NodeId,
+    queue: &mut mpsc::Receiver<Bytes>,
+    queued: &AtomicUsize,
+) -> bool {
     let _ = stream.set_nodelay(true);
     let (mut closed, mut writer) = stream.into_split();
     let mut probe = [0u8; 1];
@@ -107,39 +150,43 @@ async fn write_loop(stream: TcpStream, me: &NodeId, queue: &mut mpsc::Receiver<M
             buf.clear();
         }
         let first = tokio::select! {
-            message = queue.recv() => match message {
-                Some(message) => message,
+            frame = queue.recv() => match frame {
+                Some(frame) => frame,
                 None => return false,
             },
             _ = closed.read(&mut probe) => return true,
         };
-        push(&first, &mut buf);
+        queued.fetch_sub(first.len(), Ordering::Relaxed);
+        buf.extend_from_slice(&first);
         while buf.len() < WRITE_BATCH_BYTES_MAX {
             match queue.try_recv() {
-                Ok(message) => push(&message, &mut buf),
+                Ok(frame) => {
+                    queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    buf.extend_from_slice(&frame);
+                }
                 Err(_) => break,
             }
         }
     }
 }
 
-fn push(message: &Message, buf: &mut Vec<u8>) {
-    if let Err(e) = encode_frame(message, buf) {
-        tracing::warn!(error = %e, "message not sent");
-    }
-}
-
 /// Accepts peer connections and turns their frames into events for the node loop.
 pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
+    let connections = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
+                let Ok(slot) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%remote, "too many peer connections; closed");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let events = events.clone();
                 tokio::spawn(async move {
                     if let Err(reason) = read_loop(stream, events).await {
                         tracing::warn!(%remote, %reason, "peer connection closed");
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -150,9 +197,12 @@ pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
     }
 }
 
+/// Reads one frame of at most `max` body bytes. Memory grows with the bytes
+/// that arrive, never with what the header announces.
 async fn read_frame(
     reader: &mut BufReader<TcpStream>,
     body: &mut Vec<u8>,
+    max: usize,
 ) -> Result<Option<Message>, String> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     match reader.read_exact(&mut header).await {
@@ -161,21 +211,40 @@ async fn read_frame(
         Err(e) => return Err(e.to_string()),
     }
     let len = frame_body_len(header).map_err(|e| e.to_string())?;
+    if len > max {
+        return Err(format!("frame of {len} bytes where at most {max} may come"));
+    }
     body.clear();
-    body.resize(len, 0);
-    reader.read_exact(body).await.map_err(|e| e.to_string())?;
+    body.shrink_to(64 * 1024);
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if read < len {
+        return Err(format!(
+            "connection closed {} bytes into a {len}-byte frame",
+            read
+        ));
+    }
     decode_frame_body(body).map(Some).map_err(|e| e.to_string())
 }
 
 async fn read_loop(stream: TcpStream, events: mpsc::Sender<Event>) -> Result<(), String> {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
-    let from = match read_frame(&mut reader, &mut body).await? {
+    // A connection proves nothing until its hello: a small frame, soon.
+    let hello = tokio::time::timeout(
+        Duration::from_millis(PEER_HELLO_TIMEOUT_MS),
+        read_frame(&mut reader, &mut body, HELLO_FRAME_BYTES_MAX),
+    );
+    let first = hello.await.map_err(|_| "no hello in time".to_owned())?;
+    let from = match first? {
         Some(Message::Hello { node }) => node,
         Some(_) => return Err("first frame was not a hello".into()),
         None => return Ok(()),
     };
-    while let Some(message) = read_frame(&mut reader, &mut body).await? {
+    while let Some(message) = read_frame(&mut reader, &mut body, FRAME_BYTES_MAX).await? {
         if events
             .send(Event::Peer {
                 from: from.clone(),

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::core::limits::HTTP_BODY_BYTES_IN_FLIGHT_MAX;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
@@ -118,7 +119,13 @@ pub struct NodeHandle {
     pub reply_timeout: Duration,
     /// The sandbox, for validating uploads off the node loop.
     pub plugins: Arc<PluginRuntime>,
+    /// KiB of request bodies being read: a body is admitted against it
+    /// before any of it is read.
+    body_budget: Arc<Semaphore>,
 }
+
+/// A request body's share of [`NodeHandle`]'s body budget, held while it is read.
+pub type BodyAdmission = tokio::sync::OwnedSemaphorePermit;
 
 /// Why a handler got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +137,18 @@ pub enum Unanswered {
 }
 
 impl NodeHandle {
+    /// Admits a request body of up to `bytes` before it is read: `None` when
+    /// the node's queue is full or too many body bytes are being read
+    /// already (the client gets 503 and retries), so memory never grows
+    /// with requests the node could not take anyway.
+    pub fn admit_body(&self, bytes: usize) -> Option<BodyAdmission> {
+        if self.events.capacity() == 0 {
+            return None;
+        }
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
+        self.body_budget.clone().try_acquire_many_owned(kib).ok()
+    }
+
     /// Runs a client operation through the node loop.
     pub async fn client(&self, op: ClientOp) -> Result<ClientReply, Unanswered> {
         let (reply, answer) = oneshot::channel();
@@ -190,6 +209,7 @@ pub async fn serve(
         value_bytes_max: options.value_bytes_max,
         reply_timeout: Duration::from_millis(options.request_timeout_ms + 2_000),
         plugins: plugins.clone(),
+        body_budget: Arc::new(Semaphore::new(HTTP_BODY_BYTES_IN_FLIGHT_MAX / 1024)),
     };
     let host = PluginHost {
         runtime: plugins,

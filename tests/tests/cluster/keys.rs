@@ -475,6 +475,49 @@ fn garbage_on_the_peer_port_closes_that_connection_only() {
 }
 
 #[test]
+fn announced_frame_lengths_cost_no_memory_before_their_bytes_arrive() {
+    use std::io::Read;
+    let cluster = Cluster::start("announced", 3, &[]);
+    cluster.create_table("events", EVENTS);
+    let target = &cluster.nodes[1];
+    let before = target.resident_kib().unwrap();
+    // Sixteen connections each announce a 64 MiB first frame and send
+    // nothing more: a hello is small, so each is refused at once.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(&target.peer).unwrap();
+        stream.write_all(&(64u32 << 20).to_be_bytes()).unwrap();
+        stream.write_all(&[1]).unwrap();
+        held.push(stream);
+    }
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let read = stream.read(&mut byte);
+        assert!(
+            matches!(read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the connection was kept open: {read:?}"
+        );
+    }
+    let after = target.resident_kib().unwrap();
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+    assert_eq!(
+        target
+            .call("PUT", "/tables/events/keys/k?w=3", &[], b"v")
+            .status,
+        204
+    );
+}
+
+#[test]
 fn a_node_restarted_with_its_data_dir_keeps_its_membership() {
     let mut cluster = Cluster::start("membership", 2, &[]);
     cluster.create_table("events", EVENTS);
