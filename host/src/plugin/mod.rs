@@ -19,8 +19,11 @@ pub use validate::{sha256_hex, PluginInfo};
 pub const MODULE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Fuel (roughly, wasm instructions) one call may spend.
 pub const FUEL_PER_CALL: u64 = 200_000_000;
-/// Wall-clock backstop for one call, in epoch ticks of [`EPOCH_TICK_MS`].
-pub const EPOCH_TICKS_PER_CALL: u64 = 100;
+/// Wall-clock backstop for one call, in epoch ticks of [`EPOCH_TICK_MS`]: 10 s,
+/// a last resort far above what the fuel budget takes on any node (about
+/// 0.3 s here), so a call that fits its fuel is never stopped by the clock on
+/// a loaded node while `cairn plugin check` passed it on an idle one.
+pub const EPOCH_TICKS_PER_CALL: u64 = 1_000;
 /// How often the epoch ticker advances.
 pub const EPOCH_TICK_MS: u64 = 10;
 /// Linear memory one instance may grow to.
@@ -29,8 +32,14 @@ pub const MEMORY_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const STACK_BYTES_MAX: usize = 256 * 1024;
 /// Largest answer a plugin may return (a merged value plus framing).
 pub const OUTPUT_BYTES_MAX: usize = 9 * 1024 * 1024;
-/// Instances that may exist at once (the pooling allocator's slots).
+/// Calls that may run at once (the node's plugin host admits no more).
 pub const INSTANCES_MAX: u32 = 8;
+/// Pool slots kept for the one validation call of a compilation (uploads and
+/// modules arriving from peers), so busy calls never make a valid module fail.
+pub const COMPILE_INSTANCES_MAX: u32 = 2;
+/// Calls one plugin may run at once on a node: a looping plugin leaves the
+/// other slots to the others.
+pub const INSTANCES_PER_PLUGIN_MAX: u32 = INSTANCES_MAX / 2;
 
 /// Export names of the plugin ABI.
 pub mod exports {

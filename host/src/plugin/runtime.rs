@@ -1,7 +1,8 @@
 //! The engine, the module registry and the per-call sandbox.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
@@ -9,18 +10,87 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 
 use super::validate::{check_shape, sha256_hex, PluginInfo};
 use super::{
-    exports, PluginError, EPOCH_TICKS_PER_CALL, EPOCH_TICK_MS, FUEL_PER_CALL, INSTANCES_MAX,
-    MEMORY_BYTES_MAX, OUTPUT_BYTES_MAX, STACK_BYTES_MAX,
+    exports, PluginError, COMPILE_INSTANCES_MAX, EPOCH_TICKS_PER_CALL, EPOCH_TICK_MS,
+    FUEL_PER_CALL, INSTANCES_MAX, MEMORY_BYTES_MAX, MODULE_BYTES_MAX, OUTPUT_BYTES_MAX,
+    STACK_BYTES_MAX,
 };
 
-/// What one call's store carries: its resource limits.
+/// What one call's store carries: its resource limits, and whether they
+/// refused a memory growth (so the failure is classified by what happened,
+/// not by the words of an error message).
 struct CallState {
     limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let decided = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(decided, Ok(true)) {
+            self.memory_refused = true;
+        }
+        decided
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Counts the validation calls of compilations in flight, so they never take
+/// more than the pool slots kept for them.
+#[derive(Default)]
+struct CompileGate {
+    running: Mutex<u32>,
+    freed: Condvar,
+}
+
+impl CompileGate {
+    fn enter(&self) -> CompileTurn<'_> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= COMPILE_INSTANCES_MAX {
+            running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        CompileTurn(self)
+    }
+}
+
+struct CompileTurn<'a>(&'a CompileGate);
+
+impl Drop for CompileTurn<'_> {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// A validated, compiled module, ready to instantiate.
@@ -34,6 +104,9 @@ pub struct CompiledPlugin {
 pub struct PluginRuntime {
     engine: Engine,
     modules: RwLock<HashMap<String, Arc<CompiledPlugin>>>,
+    compiling: CompileGate,
+    /// Largest merged value a plugin may answer (the node's `--value-bytes-max`).
+    merged_bytes_max: AtomicUsize,
 }
 
 impl PluginRuntime {
@@ -41,9 +114,10 @@ impl PluginRuntime {
     /// deadlines, a small instance pool) and starts its epoch ticker.
     pub fn new() -> Result<Arc<PluginRuntime>, PluginError> {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(INSTANCES_MAX)
-            .total_memories(INSTANCES_MAX)
-            .total_tables(INSTANCES_MAX)
+        let slots = INSTANCES_MAX + COMPILE_INSTANCES_MAX;
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
             .max_memory_size(MEMORY_BYTES_MAX);
         let mut config = Config::new();
         config
@@ -72,12 +146,25 @@ impl PluginRuntime {
         Ok(Arc::new(PluginRuntime {
             engine,
             modules: RwLock::new(HashMap::new()),
+            compiling: CompileGate::default(),
+            merged_bytes_max: AtomicUsize::new(crate::core::limits::VALUE_BYTES_MAX_DEFAULT),
         }))
+    }
+
+    /// Caps merged values at the node's `--value-bytes-max`.
+    pub fn set_merged_bytes_max(&self, bytes: usize) {
+        self.merged_bytes_max.store(bytes, Ordering::Relaxed);
     }
 
     /// Validates and compiles `bytes` (never a precompiled artifact: always
     /// from the wasm), checking its ABI version with one sandboxed call.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
+        if bytes.len() > MODULE_BYTES_MAX {
+            return Err(PluginError::Invalid(format!(
+                "module of {} bytes exceeds {MODULE_BYTES_MAX}",
+                bytes.len()
+            )));
+        }
         let sha256 = sha256_hex(bytes);
         if let Some(known) = self.get(&sha256) {
             return Ok(known);
@@ -97,8 +184,10 @@ impl PluginRuntime {
             },
             pre,
         };
-        let abi = self
-            .abi_version(&plugin)
+        let turn = self.compiling.enter();
+        let abi = self.abi_version(&plugin);
+        drop(turn);
+        let abi = abi
             .map_err(|e| PluginError::Invalid(format!("calling {}: {e}", exports::ABI_VERSION)))?;
         if abi != cairn_sdk::ABI_VERSION {
             return Err(PluginError::Invalid(format!(
@@ -134,7 +223,7 @@ impl PluginRuntime {
             content_type,
         } = &resolution
         {
-            if value.len() > crate::core::limits::VALUE_BYTES_MAX_DEFAULT {
+            if value.len() > self.merged_bytes_max.load(Ordering::Relaxed) {
                 return Err(PluginError::Output(format!(
                     "merged value of {} bytes",
                     value.len()
@@ -169,9 +258,18 @@ impl PluginRuntime {
         let func = instance
             .get_typed_func::<i64, i64>(&mut store, exports::SAMPLES)
             .map_err(|_| PluginError::Unavailable("the plugin has no sample generator".into()))?;
-        let packed = func.call(&mut store, seed as i64).map_err(classify)?;
+        let packed = func
+            .call(&mut store, seed as i64)
+            .map_err(|e| classify(e, &store))?;
         let bytes = read_output(&mut store, &instance, packed)?;
         decode(&bytes)
+    }
+
+    /// A live instance of `plugin`, held until dropped: what a running call
+    /// holds, for tests of the pool.
+    #[cfg(test)]
+    pub(crate) fn hold_instance(&self, plugin: &CompiledPlugin) -> Result<impl Drop, PluginError> {
+        self.instantiate(plugin).map(|(store, _)| store)
     }
 
     /// Creates one sandboxed instance and drops it: the setup every call pays,
@@ -187,7 +285,7 @@ impl PluginRuntime {
             .map_err(|e| PluginError::Invalid(e.to_string()))?;
         func.call(&mut store, ())
             .map(|v| v as u32)
-            .map_err(classify)
+            .map_err(|e| classify(e, &store))
     }
 
     fn instantiate(
@@ -199,13 +297,20 @@ impl PluginRuntime {
             .instances(1)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, CallState { limits });
-        store.limiter(|state| &mut state.limits);
+        let state = CallState {
+            limits,
+            memory_refused: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state);
         store
             .set_fuel(FUEL_PER_CALL)
             .map_err(|e| PluginError::Unavailable(e.to_string()))?;
         store.set_epoch_deadline(EPOCH_TICKS_PER_CALL);
-        let instance = plugin.pre.instantiate(&mut store).map_err(classify)?;
+        let instance = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &store))?;
         Ok((store, instance))
     }
 
@@ -228,7 +333,9 @@ impl PluginRuntime {
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, exports::ALLOC)
             .map_err(|e| PluginError::Unavailable(e.to_string()))?;
-        let ptr = alloc.call(&mut store, len).map_err(classify)?;
+        let ptr = alloc
+            .call(&mut store, len)
+            .map_err(|e| classify(e, &store))?;
         let start = usize::try_from(ptr as u32).unwrap_or(usize::MAX);
         let fits = start
             .checked_add(encoded.len())
@@ -247,7 +354,9 @@ impl PluginRuntime {
             .map_err(|_| {
                 PluginError::Unavailable(format!("the plugin does not export {export}"))
             })?;
-        let packed = func.call(&mut store, (ptr, len)).map_err(classify)?;
+        let packed = func
+            .call(&mut store, (ptr, len))
+            .map_err(|e| classify(e, &store))?;
         let bytes = read_output(&mut store, &instance, packed)?;
         decode(&bytes)
     }
@@ -293,21 +402,27 @@ fn decode<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, PluginError> {
     Ok(value)
 }
 
-/// Sorts a wasmtime failure into the kinds clients see.
-fn classify(error: wasmtime::Error) -> PluginError {
+/// Sorts a wasmtime failure into the kinds clients see, by what happened (a
+/// trap code, the limiter refusing memory, no pool slot), with the cause
+/// first in the detail so the plugin's own names never crowd it out.
+fn classify(error: wasmtime::Error, store: &Store<CallState>) -> PluginError {
+    if store.data().memory_refused {
+        return PluginError::Memory(format!(
+            "the call needed more than {MEMORY_BYTES_MAX} bytes of memory"
+        ));
+    }
     if let Some(trap) = error.downcast_ref::<Trap>() {
         return match trap {
             Trap::OutOfFuel => PluginError::Fuel("fuel budget exhausted".into()),
-            Trap::Interrupt => PluginError::Fuel("wall-clock deadline passed".into()),
+            Trap::Interrupt => PluginError::Fuel("wall-clock backstop passed".into()),
             other => PluginError::Trap(other.to_string()),
         };
     }
-    let text = format!("{error:#}");
-    if text.contains("memory")
-        && (text.contains("grow") || text.contains("limit") || text.contains("exceed"))
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
     {
-        PluginError::Memory(text)
-    } else {
-        PluginError::Trap(text)
+        return PluginError::Unavailable("no free sandbox instance".into());
     }
+    PluginError::Trap(error.root_cause().to_string())
 }

@@ -178,3 +178,30 @@ fn header_values_name_the_kind_and_stay_short() {
         "unavailable: pool full"
     );
 }
+
+#[test]
+fn a_module_compiles_while_every_call_slot_is_busy() {
+    // Eight calls in flight (a looping plugin filling the node's call slots)
+    // once made a valid upload fail: "maximum concurrent limit ... reached".
+    let runtime = PluginRuntime::new().unwrap();
+    let busy = runtime.compile(&module(1, &packed(16, 1), "")).unwrap();
+    let held: Vec<_> = (0..super::INSTANCES_MAX)
+        .map(|_| runtime.hold_instance(&busy).unwrap())
+        .collect();
+    let fresh = runtime.compile(&module(1, &packed(32, 5), ""));
+    assert!(fresh.is_ok(), "{:?}", fresh.err());
+    drop(held);
+}
+
+#[test]
+fn a_merge_larger_than_the_nodes_value_limit_is_an_output_error() {
+    let runtime = PluginRuntime::new().unwrap();
+    runtime.set_merged_bytes_max(1);
+    let result = run(&runtime, &module(1, &packed(32, 5), ""));
+    assert!(matches!(result, Err(PluginError::Output(_))), "{result:?}");
+    runtime.set_merged_bytes_max(2);
+    assert_eq!(
+        run(&runtime, &module(1, &packed(32, 5), "")),
+        Ok(Resolution::merged(b"hi".to_vec()))
+    );
+}

@@ -26,7 +26,7 @@ use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
-use crate::plugin::{PluginRuntime, INSTANCES_MAX};
+use crate::plugin::{CompiledPlugin, PluginRuntime, INSTANCES_MAX, INSTANCES_PER_PLUGIN_MAX};
 use crate::storage::NodeStore;
 
 /// Events waiting for the node loop before HTTP answers 503 overloaded.
@@ -211,12 +211,9 @@ pub async fn serve(
         plugins: plugins.clone(),
         body_budget: Arc::new(Semaphore::new(HTTP_BODY_BYTES_IN_FLIGHT_MAX / 1024)),
     };
-    let host = PluginHost {
-        runtime: plugins,
-        events: events.clone(),
-        slots: Arc::new(Semaphore::new(INSTANCES_MAX as usize)),
-        waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    };
+    plugins.set_merged_bytes_max(options.value_bytes_max);
+    let call_timeout = Duration::from_millis(options.request_timeout_ms);
+    let host = PluginHost::new(plugins, events.clone(), call_timeout);
     let peers = tokio::spawn(net::serve(peer_listener, events));
     let http = tokio::spawn(crate::http::serve(http_listener, handle));
     on_bound(bound);
@@ -419,98 +416,180 @@ fn carry_out(
     Ok(())
 }
 
-/// Plugin calls waiting for a free instance before new ones are turned away.
+/// Calls of one plugin waiting for a free instance before new ones are turned away.
 const PLUGIN_CALLS_WAITING_MAX: usize = 256;
 
-/// Runs plugin calls and compilations off the node loop, on blocking threads:
-/// at most [`INSTANCES_MAX`] calls at once and [`PLUGIN_CALLS_WAITING_MAX`]
-/// waiting; beyond that a call is answered "unavailable" at once.
-struct PluginHost {
-    runtime: Arc<PluginRuntime>,
-    events: mpsc::Sender<Event>,
+/// One plugin's share of the host: at most [`INSTANCES_PER_PLUGIN_MAX`] calls
+/// running and [`PLUGIN_CALLS_WAITING_MAX`] waiting, so a looping plugin can
+/// neither hold every instance nor fill the queue others wait in.
+struct PluginShare {
     slots: Arc<Semaphore>,
     waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// Runs plugin calls and compilations off the node loop, on blocking threads:
+/// at most [`INSTANCES_MAX`] calls at once, each plugin its share; a call
+/// whose request's deadline passed while it waited is not run.
+struct PluginHost {
+    runtime: Arc<PluginRuntime>,
+    events: mpsc::Sender<Event>,
+    slots: Arc<Semaphore>,
+    shares: std::sync::Mutex<HashMap<String, PluginShare>>,
+    /// Module bytes that reached this node, by sha256: a call finding its
+    /// module not compiled (yet, or after a failed compile) compiles it first.
+    arrived: Arc<std::sync::Mutex<HashMap<String, bytes::Bytes>>>,
+    /// How long a call may wait and run: the request timeout.
+    call_timeout: Duration,
+}
+
 impl PluginHost {
-    /// Queues `call` for a free instance; `refused` is the event sent instead
-    /// when too many calls wait.
-    fn submit(&self, call: impl FnOnce() -> Event + Send + 'static, refused: Event) {
+    fn new(
+        runtime: Arc<PluginRuntime>,
+        events: mpsc::Sender<Event>,
+        call_timeout: Duration,
+    ) -> Self {
+        PluginHost {
+            runtime,
+            events,
+            slots: Arc::new(Semaphore::new(INSTANCES_MAX as usize)),
+            shares: std::sync::Mutex::new(HashMap::new()),
+            arrived: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            call_timeout,
+        }
+    }
+
+    /// Queues `call` (given the compiled module) for a free instance of
+    /// plugin `sha256`; `refused(reason)` is the event sent instead when it
+    /// cannot run.
+    fn submit(
+        &self,
+        sha256: &str,
+        call: impl FnOnce(Arc<CompiledPlugin>) -> Event + Send + 'static,
+        refused: impl Fn(&str) -> Event + Send + 'static,
+    ) {
         use std::sync::atomic::Ordering;
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= PLUGIN_CALLS_WAITING_MAX {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            if self.events.try_send(refused).is_err() {
+        let (share_slots, waiting) = {
+            let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+            let share = shares
+                .entry(sha256.to_owned())
+                .or_insert_with(|| PluginShare {
+                    slots: Arc::new(Semaphore::new(INSTANCES_PER_PLUGIN_MAX as usize)),
+                    waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                });
+            (share.slots.clone(), share.waiting.clone())
+        };
+        if waiting.fetch_add(1, Ordering::Relaxed) >= PLUGIN_CALLS_WAITING_MAX {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            if self
+                .events
+                .try_send(refused("the plugin pool is full"))
+                .is_err()
+            {
                 tracing::warn!("plugin answer dropped: the node's queue is full");
             }
             return;
         }
-        let (slots, waiting, events) = (
+        let deadline = Instant::now() + self.call_timeout;
+        let (slots, events, runtime) = (
             self.slots.clone(),
-            self.waiting.clone(),
             self.events.clone(),
+            self.runtime.clone(),
         );
+        let arrived = self.arrived.clone();
+        let sha256 = sha256.to_owned();
         tokio::spawn(async move {
+            let share = share_slots.acquire_owned().await;
             let permit = slots.acquire_owned().await;
             waiting.fetch_sub(1, Ordering::Relaxed);
+            if Instant::now() >= deadline {
+                let _ = events
+                    .send(refused(
+                        "the request's deadline passed while the call waited",
+                    ))
+                    .await;
+                return;
+            }
             tokio::task::spawn_blocking(move || {
-                let event = call();
+                let event = match compiled(&runtime, &arrived, &sha256) {
+                    Ok(plugin) => call(plugin),
+                    Err(reason) => refused(&reason),
+                };
                 drop(permit);
+                drop(share);
                 let _ = events.blocking_send(event);
             });
         });
     }
 
     fn reconcile(&self, job: u64, sha256: &str, input: cairn_sdk::ReconcileInput) {
-        let unavailable = |reason: &str| Event::Reconciled {
+        let refused = move |reason: &str| Event::Reconciled {
             job,
             outcome: Err(format!("unavailable: {reason}")),
         };
-        let Some(plugin) = self.runtime.get(sha256) else {
-            let _ = self
-                .events
-                .try_send(unavailable("the plugin module is not on this node yet"));
-            return;
-        };
         let runtime = self.runtime.clone();
-        let call = move || Event::Reconciled {
+        let call = move |plugin: Arc<CompiledPlugin>| Event::Reconciled {
             job,
             outcome: runtime
                 .reconcile(&plugin, &input)
                 .map_err(|e| e.header_value()),
         };
-        self.submit(call, unavailable("the plugin pool is full"));
+        self.submit(sha256, call, refused);
     }
 
     fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
-        let unavailable = |reason: &str| Event::StorageSelected {
+        let refused = move |reason: &str| Event::StorageSelected {
             job,
             outcome: Err(reason.to_owned()),
         };
-        let Some(plugin) = self.runtime.get(sha256) else {
-            let _ = self
-                .events
-                .try_send(unavailable("the storage plugin is not on this node yet"));
-            return;
-        };
         let runtime = self.runtime.clone();
-        let call = move || Event::StorageSelected {
+        let call = move |plugin: Arc<CompiledPlugin>| Event::StorageSelected {
             job,
             outcome: runtime
                 .select_storage(&plugin, &query)
                 .map_err(|e| e.header_value()),
         };
-        self.submit(call, unavailable("the plugin pool is full"));
+        self.submit(sha256, call, refused);
     }
 
+    /// A module reached this node: compile it now (a call that comes first,
+    /// or after a failure, compiles it itself).
     fn compile(&self, sha256: String, bytes: bytes::Bytes) {
-        let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || match runtime.compile(&bytes) {
-            Ok(plugin) => runtime.insert(plugin),
-            Err(e) => {
-                tracing::warn!(%sha256, error = %e, "a stored plugin module does not compile")
+        self.arrived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha256.clone(), bytes);
+        let (runtime, arrived) = (self.runtime.clone(), self.arrived.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(reason) = compiled(&runtime, &arrived, &sha256) {
+                tracing::warn!(%sha256, %reason, "a plugin module that arrived does not compile yet");
             }
         });
     }
+}
+
+/// The compiled module `sha256`, compiling it from the bytes that arrived if
+/// that has not happened (or failed) before.
+fn compiled(
+    runtime: &PluginRuntime,
+    arrived: &std::sync::Mutex<HashMap<String, bytes::Bytes>>,
+    sha256: &str,
+) -> Result<Arc<CompiledPlugin>, String> {
+    if let Some(plugin) = runtime.get(sha256) {
+        return Ok(plugin);
+    }
+    let bytes = arrived
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(sha256)
+        .cloned();
+    let Some(bytes) = bytes else {
+        return Err("the plugin module is not on this node yet".into());
+    };
+    let plugin = runtime
+        .compile(&bytes)
+        .map_err(|e| format!("the plugin module does not compile here: {e}"))?;
+    runtime.insert(plugin.clone());
+    Ok(plugin)
 }
 
 /// Compiles every live plugin module this node stores, before it serves.
@@ -565,4 +644,81 @@ fn os_random() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(u64::from(std::process::id()));
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module speaking the ABI whose `reconcile` runs `body`.
+    fn module(body: &str) -> Vec<u8> {
+        let text = format!(
+            r#"(module
+                (memory (export "memory") 1)
+                (global $bump (mut i32) (i32.const 1024))
+                (data (i32.const 16) "\01")
+                (func (export "cairn_abi_version") (result i32) (i32.const 1))
+                (func (export "cairn_alloc") (param $len i32) (result i32)
+                    (local $p i32)
+                    (local.set $p (global.get $bump))
+                    (global.set $bump (i32.add (global.get $bump) (local.get $len)))
+                    (local.get $p))
+                (func (export "cairn_reconcile") (param i32 i32) (result i64) {body}))"#
+        );
+        wat::parse_str(text).expect("valid WAT")
+    }
+
+    fn arrive(host: &PluginHost, bytes: Vec<u8>) -> String {
+        let sha256 = crate::plugin::sha256_hex(&bytes);
+        host.compile(sha256.clone(), bytes::Bytes::from(bytes));
+        sha256
+    }
+
+    #[tokio::test]
+    async fn a_looping_plugin_leaves_instances_to_the_others_and_stale_calls_do_not_run() {
+        let (events, mut answers) = mpsc::channel(64);
+        let host = PluginHost::new(
+            PluginRuntime::new().unwrap(),
+            events,
+            Duration::from_secs(30),
+        );
+        let looper = arrive(&host, module("(loop $l (br $l)) (i64.const 0)"));
+        let good = arrive(&host, module("(i64.const 0x0000001000000001)"));
+        let input = cairn_sdk::ReconcileInput::for_test(&[b"[1]", b"[2]"]);
+        for job in 0..12 {
+            host.reconcile(job, &looper, input.clone());
+        }
+        host.reconcile(100, &good, input.clone());
+        // The good plugin's call does not queue behind the looping ones: it
+        // answers before more than the looper's share of them finished.
+        let mut order = Vec::new();
+        while let Some(Event::Reconciled { job, outcome }) = answers.recv().await {
+            order.push(job);
+            if job == 100 {
+                assert!(
+                    matches!(outcome, Ok(cairn_sdk::Resolution::KeepSiblings)),
+                    "{outcome:?}"
+                );
+                break;
+            }
+        }
+        assert!(
+            order.len() <= INSTANCES_PER_PLUGIN_MAX as usize,
+            "the good call waited for {} looping calls",
+            order.len() - 1
+        );
+
+        // A call whose request's deadline passed while it waited is not run.
+        let (events, mut answers) = mpsc::channel(64);
+        let host = PluginHost::new(PluginRuntime::new().unwrap(), events, Duration::ZERO);
+        let good = arrive(&host, module("(i64.const 0x0000001000000001)"));
+        host.reconcile(7, &good, input);
+        match answers.recv().await {
+            Some(Event::Reconciled { job: 7, outcome }) => {
+                let reason = outcome.unwrap_err();
+                assert!(reason.contains("deadline passed"), "{reason}");
+            }
+            _ => panic!("no answer"),
+        }
+    }
 }

@@ -321,15 +321,8 @@ fn a_peer_write_with_a_key_the_store_cannot_take_fails_only_itself() {
 }
 
 fn storage_plugin_table(sim: &mut Sim) {
-    let entry = crate::core::meta::PluginEntry {
-        sha256: Some("00".repeat(32)),
-        abi: cairn_sdk::ABI_VERSION,
-        exports: vec!["reconcile".into(), "select_storage".into()],
-        size_bytes: 0,
-        stamp_ms: 1,
-        origin: NodeId::new("node1").unwrap(),
-    };
-    sim.inject_plugin("union", entry);
+    sim.upload_plugin(0, "union", &["reconcile", "select_storage"], 1);
+    sim.run_for(1_000);
     let patch = TablePatch {
         merge: Some(MergeMode::Plugin),
         plugin: Some("union".into()),
@@ -338,6 +331,21 @@ fn storage_plugin_table(sim: &mut Sim) {
         ..Default::default()
     };
     table(sim, "carts", patch);
+}
+
+#[test]
+fn a_coordinator_lacking_a_freshly_uploaded_module_fetches_it_before_merging() {
+    let mut sim = Sim::new(62, 3);
+    sim.reconciler = union;
+    super::tests::plugin_table(&mut sim);
+    written(&sim.call(0, put("carts", "k", "a", None), TIMEOUT_MS));
+    written(&sim.call(1, put("carts", "k", "b", None), TIMEOUT_MS));
+    // A new version replaces the module; node3 hears of it by gossip at once
+    // but has not fetched the bytes when a read reaches it.
+    sim.upload_plugin(0, "union", &["reconcile"], 2);
+    sim.run_for(3);
+    let read = sim.call(2, get("carts", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(merged_reply(&read), ("a,b".to_owned(), Some(2)));
 }
 
 #[test]

@@ -104,6 +104,9 @@ struct SimNode {
     commit_ms: (u64, u64),
     /// How far its wall clock is off the true time (skew; changing it is a jump).
     clock_offset_ms: i64,
+    /// Plugin modules its driver has (uploaded here, arrived, or stored at
+    /// start): a call of any other answers "unavailable", as the real one does.
+    modules: std::collections::BTreeSet<String>,
 }
 
 /// The simulated cluster.
@@ -173,6 +176,7 @@ impl Sim {
                 committing: false,
                 commit_ms: (1, 2),
                 clock_offset_ms: 0,
+                modules: Default::default(),
             });
             sim.start(i);
         }
@@ -223,8 +227,21 @@ impl Sim {
         let sim_node = &mut self.nodes[index];
         let persisted: Persisted = sim_node.store.persisted();
         let node = Node::new(sim_node.config.clone(), persisted, now, &mut sim_node.store);
-        sim_node.node =
-            Some(node.unwrap_or_else(|e| panic!("seed {}: node start failed: {e}", self.seed)));
+        let node = node.unwrap_or_else(|e| panic!("seed {}: node start failed: {e}", self.seed));
+        // Like the real driver, it compiles the modules it stores before serving.
+        sim_node.modules.clear();
+        for sha256 in node
+            .meta()
+            .plugins
+            .values()
+            .filter_map(|p| p.sha256.clone())
+        {
+            use crate::core::store::LocalStore as _;
+            if let Ok(Some(_)) = sim_node.store.load_module(&sha256) {
+                sim_node.modules.insert(sha256);
+            }
+        }
+        sim_node.node = Some(node);
         sim_node.store.commit();
         self.drain(index);
         self.schedule(self.now_ms + TICK_MS, Event::Tick { node: index });
@@ -391,8 +408,12 @@ impl Sim {
             Output::AdminReply { id, reply } => {
                 self.admin_replies.insert(id, reply);
             }
-            Output::Reconcile { job, input, .. } => {
-                let outcome = (self.reconciler)(&input);
+            Output::Reconcile { job, input, sha256 } => {
+                let outcome = if self.nodes[index].modules.contains(&sha256) {
+                    (self.reconciler)(&input)
+                } else {
+                    Err("unavailable: the plugin module is not on this node yet".into())
+                };
                 self.schedule(
                     self.now_ms + 1,
                     Event::Reconciled {
@@ -402,9 +423,13 @@ impl Sim {
                     },
                 );
             }
-            Output::SelectStorage { job, .. } => {
+            Output::SelectStorage { job, sha256, .. } => {
                 // The simulator keeps every object in its one store.
-                let outcome = Ok(cairn_sdk::Storage::Lmdb);
+                let outcome = if self.nodes[index].modules.contains(&sha256) {
+                    Ok(cairn_sdk::Storage::Lmdb)
+                } else {
+                    Err("the storage plugin is not on this node yet".into())
+                };
                 self.schedule(
                     self.now_ms + 1,
                     Event::Placed {
@@ -414,7 +439,9 @@ impl Sim {
                     },
                 );
             }
-            Output::ModuleArrived { .. } => {}
+            Output::ModuleArrived { sha256, .. } => {
+                self.nodes[index].modules.insert(sha256);
+            }
             Output::Fatal(reason) => {
                 // A refused node stops, as the real one exits.
                 let _ = reason;
@@ -543,6 +570,7 @@ impl Sim {
             committing: false,
             commit_ms: (1, 2),
             clock_offset_ms: 0,
+            modules: Default::default(),
         });
         self.start(i);
         i
@@ -601,21 +629,34 @@ impl Sim {
         self.nodes.is_empty()
     }
 
-    /// Puts a plugin entry straight into every node's metadata (the simulator
-    /// has no HTTP upload and runs [`Sim::reconciler`] instead of modules).
-    pub fn inject_plugin(&mut self, name: &str, entry: crate::core::meta::PluginEntry) {
-        let mut meta = crate::core::meta::ClusterMeta::empty();
-        meta.plugins.insert(name.to_owned(), entry);
-        for index in 0..self.nodes.len() {
-            let from = self.nodes[index].config.id.clone();
-            self.feed(
-                index,
-                Input::Peer {
-                    from,
-                    message: Message::Gossip(Box::new(meta.clone())),
-                },
-            );
-        }
+    /// Uploads plugin `name` (version `version` of its stand-in bytes) to
+    /// node `index`, as `PUT /plugins/{name}` does after validating it there;
+    /// the other nodes fetch the module as real ones do. [`Sim::reconciler`]
+    /// stands in for the module's code. Returns the module's sha256.
+    pub fn upload_plugin(
+        &mut self,
+        index: usize,
+        name: &str,
+        exports: &[&str],
+        version: u32,
+    ) -> String {
+        let bytes = Bytes::from(format!("sim-module:{name}:{version}"));
+        let sha256 = crate::plugin::sha256_hex(&bytes);
+        let op = AdminOp::PutPlugin {
+            name: name.to_owned(),
+            sha256: sha256.clone(),
+            abi: cairn_sdk::ABI_VERSION,
+            exports: exports.iter().map(|e| (*e).to_owned()).collect(),
+            bytes,
+        };
+        self.nodes[index].modules.insert(sha256.clone());
+        let reply = self.admin(index, op);
+        assert!(
+            matches!(reply, Some(AdminReply::Plugin { .. })),
+            "seed {}: upload refused: {reply:?}",
+            self.seed
+        );
+        sha256
     }
 
     /// Node `index`'s protocol state, while it runs.

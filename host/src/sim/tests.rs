@@ -690,16 +690,9 @@ pub(super) fn union(input: &cairn_sdk::ReconcileInput) -> Result<cairn_sdk::Reso
 }
 
 pub(super) fn plugin_table(sim: &mut Sim) {
-    // The simulator's reconciler stands in for the module; the table only needs a live entry.
-    let entry = crate::core::meta::PluginEntry {
-        sha256: Some("00".repeat(32)),
-        abi: cairn_sdk::ABI_VERSION,
-        exports: vec!["reconcile".into()],
-        size_bytes: 0,
-        stamp_ms: 1,
-        origin: crate::core::types::NodeId::new("node1").unwrap(),
-    };
-    sim.inject_plugin("union", entry);
+    // The simulator's reconciler stands in for the module's code.
+    sim.upload_plugin(0, "union", &["reconcile"], 1);
+    sim.run_for(1_000);
     let patch = TablePatch {
         merge: Some(MergeMode::Plugin),
         plugin: Some("union".into()),

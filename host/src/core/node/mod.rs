@@ -275,6 +275,9 @@ pub struct Node {
     module_fetches: HashMap<String, u64>,
     /// Plugin modules stored on this node.
     modules_held: HashSet<String>,
+    /// Merges waiting for their plugin's module to arrive from a peer: by
+    /// sha256, the job and its input.
+    awaiting_module: HashMap<String, Vec<(u64, ReconcileInput)>>,
 }
 
 impl Node {
@@ -338,6 +341,7 @@ impl Node {
             writebacks: HashSet::new(),
             module_fetches: HashMap::new(),
             modules_held: HashSet::new(),
+            awaiting_module: HashMap::new(),
             config,
         };
         if node.meta.ring.is_some() {

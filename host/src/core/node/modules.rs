@@ -94,6 +94,10 @@ impl Node {
         }
         self.module_fetches.remove(&sha256);
         self.modules_held.insert(sha256.clone());
-        self.emit(Output::ModuleArrived { sha256, bytes });
+        self.emit(Output::ModuleArrived {
+            sha256: sha256.clone(),
+            bytes,
+        });
+        self.module_ready(&sha256);
     }
 }

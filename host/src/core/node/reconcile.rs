@@ -97,11 +97,54 @@ impl Node {
         };
         let id = self.next_id();
         self.pending.insert(id, Pending::Reconcile(job));
+        if !self.holds_module(&sha256, store) {
+            // Just uploaded elsewhere: fetch it now and merge once it is here
+            // (bounded by the request's deadline), rather than answer
+            // "unavailable" to a user who just uploaded it.
+            self.awaiting_module
+                .entry(sha256.clone())
+                .or_default()
+                .push((id, input));
+            self.module_fetches.remove(&sha256);
+            let random = self.next_request;
+            self.fetch_missing_modules(random, store);
+            return;
+        }
         self.emit(Output::Reconcile {
             job: id,
             sha256,
             input,
         });
+    }
+
+    /// Whether this node stores module `sha256` (learning it from the store
+    /// if it arrived there without this node noticing).
+    fn holds_module(&mut self, sha256: &str, store: &mut dyn LocalStore) -> bool {
+        if self.modules_held.contains(sha256) {
+            return true;
+        }
+        if let Ok(Some(_)) = store.load_module(sha256) {
+            self.modules_held.insert(sha256.to_owned());
+            return true;
+        }
+        false
+    }
+
+    /// A module arrived: the merges waiting for it run now.
+    pub(super) fn module_ready(&mut self, sha256: &str) {
+        for (job, input) in self.awaiting_module.remove(sha256).unwrap_or_default() {
+            if matches!(self.pending.get(&job), Some(Pending::Reconcile(_))) {
+                // After the module's own release (it leaves once stored), so
+                // the driver has the bytes before the call.
+                let call = Output::Reconcile {
+                    job,
+                    sha256: sha256.to_owned(),
+                    input,
+                };
+                let release = Release::AfterBatch(self.open_batch);
+                self.outputs.push_back((call, release));
+            }
+        }
     }
 
     /// Takes the plugin's answer: a merge is answered (200) and written back
