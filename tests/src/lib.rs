@@ -1,6 +1,10 @@
 //! Harness for process-level cluster tests: starts real `cairn serve`
-//! processes on loopback (ports chosen by the OS), pauses, kills and restarts
-//! them, and talks to them over HTTP.
+//! processes on loopback, pauses, kills and restarts them, and talks to them
+//! over HTTP.
+//!
+//! Ports come from [`free_port`], below the kernel's ephemeral range: a node
+//! restarted on its old port never finds it taken by a connection or a
+//! `bind(0)` of a test running in parallel.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,6 +13,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Ports handed out so far by [`free_port`] in this process.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A loopback port no one listens on, from 20000–31999 (below the ephemeral
+/// range 32768–60999, so the kernel never hands it to anyone else); each
+/// call returns another. `step` ports from it are free too (`cairn dev`
+/// takes `base..base+n` and `base+100..`).
+pub fn free_port(step: u16) -> u16 {
+    let start = 20_000 + (std::process::id() % 40) * 300;
+    loop {
+        let offset = NEXT_PORT.fetch_add(u32::from(step.max(1)), Ordering::Relaxed);
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if (0..step.max(1)).all(|i| free(port + i)) {
+            return port;
+        }
+    }
+}
 
 /// The `cairn` binary under test: `$CAIRN_BIN`, else the workspace's debug build.
 pub fn cairn_bin() -> PathBuf {
@@ -128,10 +154,14 @@ impl NodeProcess {
         seeds: &[String],
         extra: &[&str],
     ) -> NodeProcess {
+        let port_or_free = |addr: &str| match addr.strip_suffix(":0") {
+            Some(host) => format!("{host}:{}", free_port(1)),
+            None => addr.to_owned(),
+        };
         let mut node = NodeProcess {
             id: id.to_owned(),
-            http: http.to_owned(),
-            peer: peer.to_owned(),
+            http: port_or_free(http),
+            peer: port_or_free(peer),
             data_dir: data_dir.to_owned(),
             seeds: seeds.to_vec(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -172,10 +202,24 @@ impl NodeProcess {
         }
         let mut child = command.spawn().expect("spawn cairn serve");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
+        // The listening line, within a deadline: a node stuck before binding
+        // fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "node {} printed no listening line within 30 s (see {})",
+                    self.id,
+                    self.data_dir.with_extension("log").display()
+                )
+            });
         // "cairn node ID listening http=ADDR peer=ADDR"
         let field = |name: &str| {
             line.split_whitespace()

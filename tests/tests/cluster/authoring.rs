@@ -133,10 +133,16 @@ fn cairn_bench_loads_runs_a_workload_and_reports_json() {
     // Every loaded key is there (as siblings when two clients updated it
     // concurrently: four clients share 50 keys).
     for key in [0, 25, 49] {
-        let status = cluster.nodes[0]
-            .call("GET", &format!("/tables/bench/keys/k{key}"), &[], b"")
-            .status;
-        assert!(status == 200 || status == 300, "k{key}: {status}");
+        let read = cluster.nodes[0].call("GET", &format!("/tables/bench/keys/k{key}"), &[], b"");
+        let values = match read.status {
+            200 => vec![read.text()],
+            300 => read.sibling_values(),
+            other => panic!("k{key}: {other} {}", read.text()),
+        };
+        assert!(
+            !values.is_empty() && values.iter().all(|v| v.len() == 100),
+            "k{key}: {values:?}"
+        );
     }
 }
 
@@ -186,10 +192,7 @@ fn cairn_dev_refuses_ports_in_use_instead_of_adopting_another_cluster() {
 
 #[test]
 fn cairn_dev_reports_a_node_that_stops_and_exits() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = cairn_tests::free_port(101);
     let dir = temp_dir("dev-node-dies");
     let mut child = Command::new(cairn_bin())
         .args(["dev", "--nodes", "1", "--base-port", &port.to_string()])

@@ -354,9 +354,11 @@ fn quorums_fail_with_503_while_two_nodes_are_paused_and_recover() {
         (a.call("PUT", "/tables/events/keys/after", &[], b"x").status == 204).then_some(())
     });
     // The write that got 503 may still exist, as in Dynamo: it was stored on node1.
-    let values = b
-        .call("GET", "/tables/events/keys/k?r=3", &[], b"")
-        .sibling_values();
+    // (Read with a deadline: the resumed nodes first work through what they buffered.)
+    let values = wait_until(Duration::from_secs(5), "an r=3 read after resume", || {
+        let read = b.call("GET", "/tables/events/keys/k?r=3", &[], b"");
+        (read.status == 300).then(|| read.sibling_values())
+    });
     assert_eq!(values, vec!["before", "during"]);
 }
 

@@ -17,7 +17,7 @@ fn concurrent_then_read(
 ) -> cairn_tests::Reply {
     let mut attempt = 0;
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(2),
         "the plugin to be available on the reader",
         || {
             attempt += 1;
@@ -82,7 +82,7 @@ fn concurrent_carts_merge_server_side_and_a_reupload_reaches_every_node() {
         cluster.nodes[1].call("PUT", path, &[], b.as_bytes()).status,
         204
     );
-    let first = wait_until(Duration::from_secs(10), "a merge", || {
+    let first = wait_until(Duration::from_secs(2), "a merge", || {
         let r = cluster.nodes[0].call("GET", path, &[], b"");
         (r.status == 200).then_some(r)
     });
@@ -126,7 +126,7 @@ fn concurrent_carts_merge_server_side_and_a_reupload_reaches_every_node() {
     assert_eq!(swapped.status, 200, "{}", swapped.text());
     for reader in 0..3 {
         wait_until(
-            Duration::from_secs(10),
+            Duration::from_secs(2),
             "the new plugin on every node",
             || {
                 let read =
@@ -273,7 +273,7 @@ fn a_storage_plugin_sends_large_objects_to_blobs_and_small_ones_to_lmdb() {
     );
     let mut attempt = 0;
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(2),
         "the storage plugin on the coordinator",
         || {
             attempt += 1;
