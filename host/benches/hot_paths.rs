@@ -86,13 +86,15 @@ fn causal(c: &mut Criterion) {
         seen: a.clone(),
         max_timestamp_ms: 1_700_000_000_000,
     };
-    let token = seen.encode(&table, b"user:1");
+    let secret = cairn::core::token::TokenKey([7; 32]);
+    let token = seen.encode(&table, b"user:1", &secret);
     c.bench_function("causal: encode a context token", |bench| {
-        bench.iter(|| black_box(&seen).encode(&table, b"user:1"))
+        bench.iter(|| black_box(&seen).encode(&table, b"user:1", &secret))
     });
     c.bench_function("causal: decode a context token", |bench| {
         bench.iter(|| {
-            ClientContext::decode(black_box(&token), &table, b"user:1").expect("valid token")
+            ClientContext::decode(black_box(&token), &table, b"user:1", &secret)
+                .expect("valid token")
         })
     });
 }

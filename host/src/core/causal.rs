@@ -250,9 +250,9 @@ pub enum ContextError {
     /// Not a token this node can read.
     #[error("malformed context token: {0}")]
     Malformed(&'static str),
-    /// A token read from another table or key: using it would supersede
-    /// versions the client never saw.
-    #[error("context token belongs to another table or key; read this key for its context")]
+    /// A token read from another table or key (or another cluster, or
+    /// altered): using it would supersede versions the client never saw.
+    #[error("context token belongs to another table or key (or was not issued by this cluster); read this key for its context")]
     OtherKey,
 }
 

@@ -11,7 +11,7 @@ use super::limits::FRAME_BYTES_MAX;
 use super::msg::Message;
 
 /// Version byte of the peer frame format.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ring::Ring;
 use super::table::TableConfig;
+use super::token::TokenKey;
 use super::types::{NodeId, TableName};
 
 /// What the cluster knows of one member.
@@ -82,6 +83,31 @@ pub struct ClusterMeta {
     pub tables: BTreeMap<TableName, TableEntry>,
     /// Every plugin name, deleted ones included (so deletes spread too).
     pub plugins: BTreeMap<String, PluginEntry>,
+    /// The key context tokens are MACed with; drawn by whoever first needs
+    /// one (the founder), the smaller of two concurrent ones wins.
+    pub token_key: Option<TokenKey>,
+}
+
+/// Cluster metadata as builds before context-token keys stored it: still
+/// read from old data dirs (the key is drawn afresh).
+#[derive(Deserialize)]
+pub struct ClusterMetaV1 {
+    members: BTreeMap<NodeId, Member>,
+    ring: Option<Ring>,
+    tables: BTreeMap<TableName, TableEntry>,
+    plugins: BTreeMap<String, PluginEntry>,
+}
+
+impl From<ClusterMetaV1> for ClusterMeta {
+    fn from(old: ClusterMetaV1) -> Self {
+        ClusterMeta {
+            members: old.members,
+            ring: old.ring,
+            tables: old.tables,
+            plugins: old.plugins,
+            token_key: None,
+        }
+    }
 }
 
 impl ClusterMeta {
@@ -92,6 +118,7 @@ impl ClusterMeta {
             ring: None,
             tables: BTreeMap::new(),
             plugins: BTreeMap::new(),
+            token_key: None,
         }
     }
 
@@ -124,6 +151,12 @@ impl ClusterMeta {
                     self.tables.insert(name.clone(), theirs.clone());
                     changed = true;
                 }
+            }
+        }
+        if let Some(theirs) = other.token_key {
+            if self.token_key.is_none_or(|mine| theirs < mine) {
+                self.token_key = Some(theirs);
+                changed = true;
             }
         }
         for (name, theirs) in &other.plugins {

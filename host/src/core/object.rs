@@ -91,10 +91,12 @@ impl Object {
     /// happened; superseding it loses nothing, and so repeated deletes with
     /// stale contexts leave one tombstone, not one each); `version` is added
     /// and the clock learns both. This only widens what the new dot is known
-    /// to descend, so merges stay a join.
+    /// to descend, so merges stay a join. Under `lww` a held tombstone stays:
+    /// its timestamp may outrank the new write's, and the ranking decides.
     pub fn apply_write(&mut self, context: &CausalContext, version: Version, mode: MergeMode) {
+        let keep_tombstones = mode == MergeMode::Lww;
         self.versions
-            .retain(|v| v.is_live() && !context.covers(&v.dot));
+            .retain(|v| (v.is_live() || keep_tombstones) && !context.covers(&v.dot));
         self.clock.join(context);
         self.clock.add(version.dot.clone());
         self.versions.push(version);

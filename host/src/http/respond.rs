@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::core::meta::PluginEntry;
 use crate::core::msg::{AdminReply, ClientReply};
 use crate::core::table::{MergeMode, TableConfig};
+use crate::core::token::{ClientContext, TokenKey};
 use crate::core::types::TableName;
 
 /// The header carrying context tokens both ways.
@@ -71,8 +72,15 @@ fn with_plugin_headers(
     response
 }
 
-/// A key operation's answer; context tokens are bound to `key` of `table`.
-pub fn client_reply(reply: ClientReply, table: &TableName, key: &[u8]) -> HttpResponse {
+/// A key operation's answer; context tokens are bound to `key` of `table`
+/// and MACed with the cluster's `token_key`.
+pub fn client_reply(
+    reply: ClientReply,
+    table: &TableName,
+    key: &[u8],
+    token_key: Option<TokenKey>,
+) -> HttpResponse {
+    let encode = |c: &ClientContext| token_key.map(|secret| c.encode(table, key, &secret));
     match reply {
         ClientReply::Read {
             versions,
@@ -81,7 +89,7 @@ pub fn client_reply(reply: ClientReply, table: &TableName, key: &[u8]) -> HttpRe
             merged,
             plugin_error,
         } => {
-            let token = context.map(|c| c.encode(table, key));
+            let token = context.as_ref().and_then(encode);
             let response = match versions.len() {
                 0 => with_context(error(StatusCode::NOT_FOUND, "not found"), token),
                 1 => {
@@ -114,7 +122,7 @@ pub fn client_reply(reply: ClientReply, table: &TableName, key: &[u8]) -> HttpRe
         ClientReply::Written { context } => {
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::NO_CONTENT;
-            with_context(response, Some(context.encode(table, key)))
+            with_context(response, encode(&context))
         }
         ClientReply::QuorumNotReached { needed, acked } => json_response(
             StatusCode::SERVICE_UNAVAILABLE,

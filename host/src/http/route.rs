@@ -140,7 +140,7 @@ async fn key_operation(
         },
         Method::PUT => {
             let w = quorum_param(&query, "w")?;
-            let context = context_header(&request, &table, &key)?;
+            let context = context_header(&request, &table, &key, node)?;
             let content_type = request
                 .headers()
                 .get(CONTENT_TYPE)
@@ -159,7 +159,7 @@ async fn key_operation(
         }
         Method::DELETE => {
             let w = quorum_param(&query, "w")?;
-            let context = context_header(&request, &table, &key)?;
+            let context = context_header(&request, &table, &key, node)?;
             ClientOp::Put {
                 table,
                 key,
@@ -177,7 +177,12 @@ async fn key_operation(
         }
     };
     match node.client(op).await {
-        Ok(reply) => Ok(client_reply(reply, &bound_to.0, &bound_to.1)),
+        Ok(reply) => Ok(client_reply(
+            reply,
+            &bound_to.0,
+            &bound_to.1,
+            node.token_key(),
+        )),
         Err(unanswered) => Err(unanswered.into()),
     }
 }
@@ -259,6 +264,7 @@ fn context_header<B>(
     request: &Request<B>,
     table: &TableName,
     key: &[u8],
+    node: &NodeHandle,
 ) -> Result<Option<ClientContext>, Refusal> {
     let Some(raw) = request.headers().get(CONTEXT_HEADER) else {
         return Ok(None);
@@ -272,7 +278,13 @@ fn context_header<B>(
             format!("context token longer than {CONTEXT_CHARS_MAX} characters"),
         ));
     }
-    ClientContext::decode(text, table, key)
+    let Some(secret) = node.token_key() else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has not joined a cluster yet",
+        ));
+    };
+    ClientContext::decode(text, table, key, &secret)
         .map(Some)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
 }

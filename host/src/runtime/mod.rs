@@ -24,6 +24,7 @@ use crate::core::limits::HTTP_BODY_BYTES_IN_FLIGHT_MAX;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
+use crate::core::token::TokenKey;
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
 use crate::plugin::{CompiledPlugin, PluginRuntime, INSTANCES_MAX, INSTANCES_PER_PLUGIN_MAX};
@@ -122,6 +123,8 @@ pub struct NodeHandle {
     /// KiB of request bodies being read: a body is admitted against it
     /// before any of it is read.
     body_budget: Arc<Semaphore>,
+    /// The cluster's context-token key, as the node loop last saw it.
+    token_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
 }
 
 /// A request body's share of [`NodeHandle`]'s body budget, held while it is read.
@@ -137,6 +140,12 @@ pub enum Unanswered {
 }
 
 impl NodeHandle {
+    /// The key context tokens are issued and checked with (`None` until this
+    /// node belongs to a cluster).
+    pub fn token_key(&self) -> Option<TokenKey> {
+        *self.token_key.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Admits a request body of up to `bytes` before it is read: `None` when
     /// the node's queue is full or too many body bytes are being read
     /// already (the client gets 503 and retries), so memory never grows
@@ -197,6 +206,7 @@ pub async fn serve(
         target_n: options.target_n,
         request_timeout_ms: options.request_timeout_ms,
         entropy: os_random(),
+        cluster_secret: os_random_bytes(),
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;
@@ -210,7 +220,9 @@ pub async fn serve(
         reply_timeout: Duration::from_millis(options.request_timeout_ms + 2_000),
         plugins: plugins.clone(),
         body_budget: Arc::new(Semaphore::new(HTTP_BODY_BYTES_IN_FLIGHT_MAX / 1024)),
+        token_key: Arc::new(std::sync::RwLock::new(node.meta().token_key)),
     };
+    let published_key = handle.token_key.clone();
     plugins.set_merged_bytes_max(options.value_bytes_max);
     let call_timeout = Duration::from_millis(options.request_timeout_ms);
     let host = PluginHost::new(plugins, events.clone(), call_timeout);
@@ -224,6 +236,7 @@ pub async fn serve(
         Outbound::new(options.id.clone()),
         host,
         clock,
+        published_key,
         shutdown,
     )
     .await;
@@ -261,6 +274,7 @@ struct Waiting {
     next_id: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     mut node: Node,
     mut store: NodeStore,
@@ -268,8 +282,10 @@ async fn drive(
     mut outbound: Outbound,
     host: PluginHost,
     clock: Clock,
+    published_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let mut token_key = node.meta().token_key;
     let mut waiting = Waiting {
         clients: HashMap::new(),
         admins: HashMap::new(),
@@ -328,6 +344,11 @@ async fn drive(
             None if !store.has_sealed() => node.batch_durable(batch),
             // Nothing staged: the (empty) batch is durable once the commits under way are.
             None => {}
+        }
+        if node.meta().token_key != token_key {
+            // Before any answer of this turn leaves: its tokens use the new key.
+            token_key = node.meta().token_key;
+            *published_key.write().unwrap_or_else(|e| e.into_inner()) = token_key;
         }
         while let Some(output) = node.poll_output() {
             carry_out(output, &mut outbound, &mut waiting, &host)?;
@@ -638,12 +659,26 @@ fn sweep_blobs(node: &Node, store: &mut NodeStore) {
 }
 
 /// 64 random bits from the operating system (the standard library seeds its
-/// hash keys from it), for the nonces of this process's epochs.
+/// hash keys, 128 bits, from it), for the nonces of this process's epochs.
 fn os_random() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(u64::from(std::process::id()));
     hasher.finish()
+}
+
+/// 32 random bytes: SipHash outputs under one OS-random 128-bit hash key.
+fn os_random_bytes() -> [u8; 32] {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut hasher = state.build_hasher();
+        hasher.write_usize(i);
+        hasher.write_u64(u64::from(std::process::id()));
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    out
 }
 
 #[cfg(test)]

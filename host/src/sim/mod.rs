@@ -167,6 +167,7 @@ impl Sim {
                 target_n: 3,
                 request_timeout_ms: 2_000,
                 entropy: 0,
+                cluster_secret: [0; 32],
             };
             sim.nodes.push(SimNode {
                 config,
@@ -224,6 +225,11 @@ impl Sim {
         let now = self.now(index);
         // Every process start draws fresh randomness, as the real one does.
         self.nodes[index].config.entropy = self.rng.next_u64();
+        let mut secret = [0u8; 32];
+        for chunk in secret.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        }
+        self.nodes[index].config.cluster_secret = secret;
         let sim_node = &mut self.nodes[index];
         let persisted: Persisted = sim_node.store.persisted();
         let node = Node::new(sim_node.config.clone(), persisted, now, &mut sim_node.store);
@@ -561,6 +567,7 @@ impl Sim {
             target_n: 3,
             request_timeout_ms: 2_000,
             entropy: 0,
+            cluster_secret: [0; 32],
         };
         self.nodes.push(SimNode {
             config,

@@ -381,10 +381,11 @@ fn through_http(
     write_key: &str,
 ) -> Result<Option<ClientContext>, ContextError> {
     let table = TableName::new("ev").unwrap();
+    let secret = crate::core::token::TokenKey([9; 32]);
     context
         .map(|c| {
-            let token = c.encode(&table, read_key.as_bytes());
-            ClientContext::decode(&token, &table, write_key.as_bytes())
+            let token = c.encode(&table, read_key.as_bytes(), &secret);
+            ClientContext::decode(&token, &table, write_key.as_bytes(), &secret)
         })
         .transpose()
 }

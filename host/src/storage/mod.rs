@@ -202,7 +202,13 @@ impl NodeStore {
         let meta = state
             .get(&wtxn, STATE_META)
             .map_err(storage_error)?
-            .map(decode_disk::<ClusterMeta>)
+            .map(|bytes| {
+                decode_disk::<ClusterMeta>(bytes).or_else(|e| {
+                    decode_disk::<crate::core::meta::ClusterMetaV1>(bytes)
+                        .map(ClusterMeta::from)
+                        .map_err(|_| e)
+                })
+            })
             .transpose()
             .map_err(storage_error)?;
         // Until a clean shutdown says otherwise, any stop is unclean.

@@ -325,3 +325,30 @@ fn blob_collection_spares_the_temporary_file_of_a_blob_being_written() {
     assert!(!stray.exists(), "the stray file was kept");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cluster_metadata_written_before_token_keys_still_opens() {
+    let dir = temp_dir("meta-v1");
+    let id = NodeId::new("n1").unwrap();
+    let mut meta = ClusterMeta::empty();
+    meta.tables.insert(
+        TableName::new("t").unwrap(),
+        crate::core::meta::TableEntry {
+            config: crate::core::table::TableConfig::apply(None, &Default::default()).unwrap(),
+            stamp_ms: 1,
+            origin: id.clone(),
+        },
+    );
+    // The old layout is the new one without the trailing `token_key` (None: one byte).
+    let mut old = encode_disk(&meta).unwrap();
+    assert_eq!(old.pop(), Some(0));
+    {
+        let (store, _) = NodeStore::open(&dir, &id).unwrap();
+        let mut wtxn = store.writer.env.write_txn().unwrap();
+        store.writer.state.put(&mut wtxn, STATE_META, &old).unwrap();
+        wtxn.commit().unwrap();
+    }
+    let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
+    assert_eq!(persisted.meta, Some(meta));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,7 +28,7 @@ use super::rng::Rng;
 use super::store::{CopyState, LocalStore};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
-use super::token::ClientContext;
+use super::token::{ClientContext, TokenKey};
 use super::types::{NodeId, TableName};
 
 mod admin;
@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// Random bits from the driver (the operating system's randomness in
     /// production, the seed in the simulator): the nonces of fresh epochs.
     pub entropy: u64,
+    /// Random bytes from the driver: the context-token key of a cluster this
+    /// node founds (or of one that has none yet).
+    pub cluster_secret: [u8; 32],
 }
 
 /// What a node persisted, read back at start.
@@ -311,6 +314,7 @@ impl Node {
             None if config.seeds.is_empty() => {
                 let mut meta = ClusterMeta::empty();
                 meta.ring = Some(Ring::single(&config.id, config.partitions, config.target_n));
+                meta.token_key = Some(TokenKey(config.cluster_secret));
                 meta
             }
             None => ClusterMeta::empty(),
@@ -478,6 +482,11 @@ impl Node {
             } else {
                 self.ask_to_join();
             }
+        }
+        if self.meta.token_key.is_none() {
+            // A cluster from before token keys: the smallest drawn key wins.
+            self.meta.token_key = Some(TokenKey(self.config.cluster_secret));
+            self.meta_changed(store);
         }
         self.claim_if_empty(store);
         self.fetch_missing_modules(random, store);
@@ -1224,7 +1233,14 @@ impl Node {
                 return None;
             }
         };
-        if self.may_have_forgotten(&local, &write.context) {
+        let current = Actor {
+            node: self.config.id.clone(),
+            epoch: self.epoch,
+        };
+        // Counters exhausted under this epoch (a clock from a peer may say
+        // so): a fresh epoch starts them again, never a wrapped counter.
+        let exhausted = local.clock.max_counter(&current) == u64::MAX;
+        if exhausted || self.may_have_forgotten(&local, &write.context) {
             let floor = self
                 .epoch
                 .max(write.context.max_epoch_of(&self.config.id).unwrap_or(0));
@@ -1251,10 +1267,12 @@ impl Node {
             node: self.config.id.clone(),
             epoch: self.epoch,
         };
-        let dot = Dot {
-            counter: local.clock.max_counter(&actor) + 1,
-            actor,
+        let Some(counter) = local.clock.max_counter(&actor).checked_add(1) else {
+            let failure = ClientReply::Unavailable("no counter left for this key's writes".into());
+            self.abandon_write(origin, &write, merged_answer, failure);
+            return None;
         };
+        let dot = Dot { counter, actor };
         // A descendant is stamped after every ancestor it supersedes: those
         // held here and those the client saw elsewhere (clock skew must not
         // let an ancestor outrank it under lww).
