@@ -26,11 +26,28 @@ pub enum Origin {
     },
 }
 
-/// A delete without a context: after the read, write a tombstone covering it.
+/// A write that begins with a quorum read.
 #[derive(Debug, Clone)]
-pub struct DeleteAfterRead {
-    /// `?w=`.
-    pub w: u8,
+pub enum AfterRead {
+    /// A delete without a context: after the read, a tombstone covering it.
+    Delete {
+        /// `?w=`.
+        w: u8,
+    },
+    /// A write whose context names versions this coordinator does not hold:
+    /// what the read found is merged into its copy first, so the write
+    /// supersedes there too what the client saw superseded (a stale copy
+    /// must not keep a deleted value next to the new one).
+    Write {
+        /// `?w=`.
+        w: u8,
+        /// The value, or `None` for a delete with a context.
+        value: Option<Bytes>,
+        /// Its media type.
+        content_type: String,
+        /// The client's context.
+        context: ClientContext,
+    },
 }
 
 /// A coordinated read.
@@ -50,8 +67,8 @@ pub struct GetFsm {
     replied: bool,
     /// When the read gives up waiting.
     pub deadline_ms: u64,
-    /// Set when this read is the first half of a delete.
-    pub then_delete: Option<DeleteAfterRead>,
+    /// Set when this read is the first half of a write.
+    pub then: Option<AfterRead>,
     /// The batch the local copy it loaded waits for (`None`: it was durable).
     pub local_batch: Option<u64>,
 }
@@ -67,7 +84,7 @@ impl GetFsm {
         r: u8,
         asked: Vec<NodeId>,
         deadline_ms: u64,
-        then_delete: Option<DeleteAfterRead>,
+        then: Option<AfterRead>,
     ) -> Self {
         GetFsm {
             origin,
@@ -79,7 +96,7 @@ impl GetFsm {
             merged: Object::default(),
             replied: false,
             deadline_ms,
-            then_delete,
+            then,
             local_batch: None,
         }
     }

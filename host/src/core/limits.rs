@@ -42,6 +42,13 @@ pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
 pub const HELLO_FRAME_BYTES_MAX: usize = 1024;
 /// How long a new peer connection may take to send its hello.
 pub const PEER_HELLO_TIMEOUT_MS: u64 = 10_000;
+/// A peer connection silent this long is closed (members ping every second).
+pub const PEER_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Bytes of peer frames being read at once, over all connections: a frame is
+/// admitted against it before its body is read.
+pub const PEER_INBOUND_BYTES_MAX: usize = 4 * FRAME_BYTES_MAX;
+/// How long a request body may take to arrive.
+pub const HTTP_BODY_TIMEOUT_MS: u64 = 30_000;
 /// Peer connections one node accepts at once (each member dials one).
 pub const PEER_CONNECTIONS_MAX: usize = 1_100;
 /// HTTP connections one node serves at once; more are closed on accept.

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use super::respond::{admin_reply, client_reply, error, overloaded, HttpResponse, CONTEXT_HEADER};
-use crate::core::limits::{CONTEXT_CHARS_MAX, KEY_BYTES_MAX};
+use crate::core::limits::{CONTEXT_CHARS_MAX, HTTP_BODY_TIMEOUT_MS, KEY_BYTES_MAX};
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
 use crate::core::token::ClientContext;
@@ -312,7 +312,21 @@ async fn read_body(
     }
     let expected = announced.map_or(max, |len| len as usize);
     let _admitted = node.admit_body(expected).ok_or(Refusal::Overloaded)?;
-    match Limited::new(request.into_body(), max).collect().await {
+    // A body trickling in must not hold its share of the budget forever.
+    let deadline = std::time::Duration::from_millis(HTTP_BODY_TIMEOUT_MS);
+    let collected =
+        tokio::time::timeout(deadline, Limited::new(request.into_body(), max).collect())
+            .await
+            .map_err(|_| {
+                refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {} s",
+                        HTTP_BODY_TIMEOUT_MS / 1000
+                    ),
+                )
+            })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

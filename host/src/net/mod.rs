@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::core::codec::{decode_frame_body, encode_frame, frame_body_len, FRAME_HEADER_BYTES};
 use crate::core::limits::{
     FRAME_BYTES_MAX, HELLO_FRAME_BYTES_MAX, PEER_CONNECTIONS_MAX, PEER_HELLO_TIMEOUT_MS,
+    PEER_IDLE_TIMEOUT_MS, PEER_INBOUND_BYTES_MAX,
 };
 use crate::core::msg::Message;
 use crate::core::types::NodeId;
@@ -173,6 +174,8 @@ async fn write_loop(
 /// Accepts peer connections and turns their frames into events for the node loop.
 pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
     let connections = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+    // KiB of frame bodies being read, shared by every connection.
+    let inbound = Arc::new(Semaphore::new(PEER_INBOUND_BYTES_MAX / 1024));
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
@@ -182,8 +185,9 @@ pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
                 };
                 let _ = stream.set_nodelay(true);
                 let events = events.clone();
+                let inbound = inbound.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = read_loop(stream, events).await {
+                    if let Err(reason) = read_loop(stream, events, &inbound).await {
                         tracing::warn!(%remote, %reason, "peer connection closed");
                     }
                     drop(slot);
@@ -197,12 +201,14 @@ pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
     }
 }
 
-/// Reads one frame of at most `max` body bytes. Memory grows with the bytes
+/// Reads one frame of at most `max` body bytes, admitted against the node's
+/// `inbound` budget before its body is read. Memory grows with the bytes
 /// that arrive, never with what the header announces.
 async fn read_frame(
     reader: &mut BufReader<TcpStream>,
     body: &mut Vec<u8>,
     max: usize,
+    inbound: &Semaphore,
 ) -> Result<Option<Message>, String> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     match reader.read_exact(&mut header).await {
@@ -214,6 +220,10 @@ async fn read_frame(
     if len > max {
         return Err(format!("frame of {len} bytes where at most {max} may come"));
     }
+    let kib = u32::try_from(len.div_ceil(1024).max(1)).map_err(|e| e.to_string())?;
+    // Waits while other connections' frames use the budget: the sender's
+    // queue backs up, nothing is allocated meanwhile.
+    let _admitted = inbound.acquire_many(kib).await.map_err(|e| e.to_string())?;
     body.clear();
     body.shrink_to(64 * 1024);
     let read = (&mut *reader)
@@ -230,13 +240,17 @@ async fn read_frame(
     decode_frame_body(body).map(Some).map_err(|e| e.to_string())
 }
 
-async fn read_loop(stream: TcpStream, events: mpsc::Sender<Event>) -> Result<(), String> {
+async fn read_loop(
+    stream: TcpStream,
+    events: mpsc::Sender<Event>,
+    inbound: &Semaphore,
+) -> Result<(), String> {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
     // A connection proves nothing until its hello: a small frame, soon.
     let hello = tokio::time::timeout(
         Duration::from_millis(PEER_HELLO_TIMEOUT_MS),
-        read_frame(&mut reader, &mut body, HELLO_FRAME_BYTES_MAX),
+        read_frame(&mut reader, &mut body, HELLO_FRAME_BYTES_MAX, inbound),
     );
     let first = hello.await.map_err(|_| "no hello in time".to_owned())?;
     let from = match first? {
@@ -244,7 +258,16 @@ async fn read_loop(stream: TcpStream, events: mpsc::Sender<Event>) -> Result<(),
         Some(_) => return Err("first frame was not a hello".into()),
         None => return Ok(()),
     };
-    while let Some(message) = read_frame(&mut reader, &mut body, FRAME_BYTES_MAX).await? {
+    loop {
+        // Members ping every second: a silent connection is a dead one, and
+        // its slot goes back to the pool.
+        let next = tokio::time::timeout(
+            Duration::from_millis(PEER_IDLE_TIMEOUT_MS),
+            read_frame(&mut reader, &mut body, FRAME_BYTES_MAX, inbound),
+        );
+        let Some(message) = next.await.map_err(|_| "idle for 30 s".to_owned())?? else {
+            break;
+        };
         if events
             .send(Event::Peer {
                 from: from.clone(),

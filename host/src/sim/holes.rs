@@ -384,3 +384,33 @@ fn concurrent_readers_of_a_storage_plugin_table_mint_one_merge() {
         assert_eq!(object.live_count(), 1, "node{}: two write-backs", node + 1);
     }
 }
+
+#[test]
+fn a_coordinator_lacking_what_a_context_saw_reads_before_writing() {
+    let mut sim = Sim::new(63, 3);
+    siblings_table(&mut sim);
+    written(&sim.call(0, all_replicas(put("ev", "k", "v0", None)), TIMEOUT_MS));
+    // node3 misses the delete of v0.
+    sim.partition(2, 0);
+    sim.partition(2, 1);
+    let before = sim.call(0, get("ev", "k", Some(2)), TIMEOUT_MS);
+    written(&sim.call(0, delete_op("ev", "k", read_context(&before)), TIMEOUT_MS));
+    let after_delete = sim.call(0, get("ev", "k", Some(2)), TIMEOUT_MS);
+    assert_eq!(values(&after_delete), set(&[]));
+    sim.heal();
+    // A write descending the delete, coordinated by node3, which still holds v0.
+    written(&sim.call(
+        2,
+        put("ev", "k", "v2", read_context(&after_delete)),
+        TIMEOUT_MS,
+    ));
+    // node3's own copy never shows the deleted value next to the new one.
+    let own = sim.local_object(2, "ev", b"k").unwrap();
+    let live: Vec<_> = own
+        .live()
+        .map(|v| String::from_utf8_lossy(v.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(live, vec!["v2"]);
+    let read = sim.call(2, get("ev", "k", Some(1)), TIMEOUT_MS);
+    assert_eq!(values(&read), set(&["v2"]));
+}

@@ -12,7 +12,7 @@ use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
 use bytes::Bytes;
 
 use super::causal::{Actor, CausalContext, Dot};
-use super::coord::{live_sorted, DeleteAfterRead, GetFsm, Origin, PutFsm};
+use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, GOSSIP_INTERVAL_MS, MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX,
     PING_INTERVAL_MS, SIBLINGS_MAX, TABLES_MAX,
@@ -224,7 +224,7 @@ impl Output {
 }
 
 enum Pending {
-    Get(GetFsm),
+    Get(Box<GetFsm>),
     /// A write; a plugin write-back also names the key it holds in `writebacks`.
     Put(PutFsm, Option<(TableName, Bytes)>),
     /// A read (or a write past 8 siblings) waiting for its plugin.
@@ -1006,7 +1006,34 @@ impl Node {
                     r,
                     primaries.clone(),
                     deadline_ms,
-                    Some(DeleteAfterRead { w: needed }),
+                    Some(AfterRead::Delete { w: needed }),
+                );
+                self.start_get(fsm, &primaries, store);
+            }
+            ClientOp::Put {
+                table,
+                key,
+                value,
+                content_type,
+                context: Some(context),
+                ..
+            } if self.lacks_what_was_seen(&table, config.storage, &key, &context, store) => {
+                let r = config.r;
+                let then = AfterRead::Write {
+                    w: needed,
+                    value,
+                    content_type,
+                    context,
+                };
+                let fsm = GetFsm::new(
+                    origin,
+                    table,
+                    key,
+                    config,
+                    r,
+                    primaries.clone(),
+                    deadline_ms,
+                    Some(then),
                 );
                 self.start_get(fsm, &primaries, store);
             }
@@ -1085,7 +1112,7 @@ impl Node {
             table: fsm.table.clone(),
             key: fsm.key.clone(),
         });
-        self.pending.insert(request, Pending::Get(fsm));
+        self.pending.insert(request, Pending::Get(Box::new(fsm)));
         self.progress_get(request, store);
     }
 
@@ -1098,11 +1125,56 @@ impl Node {
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
         let release = fsm.local_batch.map_or(Release::Now, Release::AfterBatch);
-        let then_delete = fsm.then_delete.clone();
+        let then = fsm.then.clone();
         let merge = fsm.config.merge;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
-        match (answer, then_delete) {
-            (Some(Ok(merged)), Some(delete)) => {
+        match (answer, then) {
+            (
+                answer @ Some(_),
+                Some(AfterRead::Write {
+                    w,
+                    value,
+                    content_type,
+                    context,
+                }),
+            ) => {
+                if let Some(Ok(merged)) = answer {
+                    // Dots of this node's own actor that its copy lacks, in
+                    // the read or in the context: it may have forgotten dots
+                    // it issued, and takes a fresh epoch before it mints
+                    // (merging first would hide that).
+                    let before = store
+                        .load(&table, config.storage, &key)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    let current = Actor {
+                        node: self.config.id.clone(),
+                        epoch: self.epoch,
+                    };
+                    let forgot = merged.clock.max_counter(&current)
+                        > before.clock.max_counter(&current)
+                        || self.may_have_forgotten(&before, &context.seen);
+                    if forgot {
+                        let floor = self
+                            .epoch
+                            .max(context.seen.max_epoch_of(&self.config.id).unwrap_or(0));
+                        if let Err(e) = self.take_fresh_epoch(floor, store) {
+                            self.reply(origin, ClientReply::Unavailable(e));
+                            return self.finish_get(request, done, store);
+                        }
+                    }
+                    // A failed merge leaves the local copy as it was; the
+                    // write then goes on as it would have without the read.
+                    let _ = self.store_replica(&table, &key, &merged, None, store);
+                }
+                // Without a quorum read the write still goes on, as it would have.
+                let primaries = self.primaries_of(&table, &key, config.n);
+                let deadline_ms = now + self.config.request_timeout_ms;
+                let write = Write::client(table.clone(), key.clone(), value, content_type, context);
+                let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
+            }
+            (Some(Ok(merged)), Some(AfterRead::Delete { w })) => {
                 let primaries = self.primaries_of(&table, &key, config.n);
                 let deadline_ms = now + self.config.request_timeout_ms;
                 // The tombstone supersedes everything the read merged and is
@@ -1112,15 +1184,7 @@ impl Node {
                     max_timestamp_ms: ClientContext::of_versions(&merged.versions).max_timestamp_ms,
                 };
                 let write = Write::client(table.clone(), key.clone(), None, String::new(), seen);
-                let _ = self.start_put(
-                    origin,
-                    write,
-                    &config,
-                    delete.w,
-                    &primaries,
-                    deadline_ms,
-                    store,
-                );
+                let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }
             (Some(Ok(merged)), None) if merge == MergeMode::Plugin && merged.live_count() >= 2 => {
                 self.start_reconcile(Some(origin), table, key, config, merged, store);
@@ -1141,11 +1205,25 @@ impl Node {
             (Some(Err(failure)), _) => self.reply(origin, failure),
             (None, _) => {}
         }
+        self.finish_get(request, done, store);
+    }
+
+    /// Once a read is done, it repairs the replicas that differed.
+    fn finish_get(&mut self, request: u64, done: bool, store: &mut dyn LocalStore) {
         if done {
             if let Some(Pending::Get(fsm)) = self.pending.remove(&request) {
                 self.read_repair(&fsm, store);
             }
         }
+    }
+
+    /// Takes a fresh epoch above `floor`, durable before it is used.
+    fn take_fresh_epoch(&mut self, floor: u64, store: &mut dyn LocalStore) -> Result<(), String> {
+        let epoch = fresh_epoch(floor, self.now, &mut self.rng).map_err(|e| e.to_string())?;
+        store.persist_epoch_now(epoch).map_err(|e| e.to_string())?;
+        self.epoch = epoch;
+        self.refresh_own_record(store);
+        Ok(())
     }
 
     fn read_repair(&mut self, fsm: &GetFsm, store: &mut dyn LocalStore) {
@@ -1244,24 +1322,11 @@ impl Node {
             let floor = self
                 .epoch
                 .max(write.context.max_epoch_of(&self.config.id).unwrap_or(0));
-            let persisted = fresh_epoch(floor, self.now, &mut self.rng)
-                .map_err(|e| e.to_string())
-                .and_then(|epoch| {
-                    store
-                        .persist_epoch_now(epoch)
-                        .map(|()| epoch)
-                        .map_err(|e| e.to_string())
-                });
-            let epoch = match persisted {
-                Ok(epoch) => epoch,
-                Err(e) => {
-                    let failure = ClientReply::Unavailable(e);
-                    self.abandon_write(origin, &write, merged_answer, failure);
-                    return None;
-                }
-            };
-            self.epoch = epoch;
-            self.refresh_own_record(store);
+            if let Err(e) = self.take_fresh_epoch(floor, store) {
+                let failure = ClientReply::Unavailable(e);
+                self.abandon_write(origin, &write, merged_answer, failure);
+                return None;
+            }
         }
         let actor = Actor {
             node: self.config.id.clone(),
@@ -1375,6 +1440,22 @@ impl Node {
                 self.reply(origin, reply);
             }
             None => self.reply(origin, failure),
+        }
+    }
+
+    /// Whether a client's context names versions this node's copy of the key
+    /// has never seen (it read them from other replicas).
+    fn lacks_what_was_seen(
+        &self,
+        table: &TableName,
+        storage: StorageKind,
+        key: &[u8],
+        context: &ClientContext,
+        store: &mut dyn LocalStore,
+    ) -> bool {
+        match store.load(table, storage, key) {
+            Ok(found) => !found.unwrap_or_default().clock.descends(&context.seen),
+            Err(_) => false,
         }
     }
 
