@@ -107,6 +107,12 @@ struct SimNode {
     /// Plugin modules its driver has (uploaded here, arrived, or stored at
     /// start): a call of any other answers "unavailable", as the real one does.
     modules: std::collections::BTreeSet<String>,
+    /// Stopped (SIGSTOP): it runs nothing, and what reaches it waits.
+    paused: bool,
+    /// Events that reached it while paused, in order.
+    held_events: Vec<Event>,
+    /// Inputs fed to it while paused (client requests), in order.
+    held_inputs: Vec<Input>,
 }
 
 /// The simulated cluster.
@@ -126,6 +132,8 @@ pub struct Sim {
     next_client_id: u64,
     crash_at_commit: Option<usize>,
     replies: BTreeMap<u64, ClientReply>,
+    /// When each reply came, in virtual time.
+    replied_at: BTreeMap<u64, u64>,
     /// What plugin tables' `reconcile` does here.
     pub reconciler: Reconciler,
     admin_replies: BTreeMap<u64, AdminReply>,
@@ -152,6 +160,7 @@ impl Sim {
             next_client_id: 1,
             crash_at_commit: None,
             replies: BTreeMap::new(),
+            replied_at: BTreeMap::new(),
             reconciler: no_plugins,
             admin_replies: BTreeMap::new(),
         };
@@ -178,6 +187,9 @@ impl Sim {
                 commit_ms: (1, 2),
                 clock_offset_ms: 0,
                 modules: Default::default(),
+                paused: false,
+                held_events: Vec::new(),
+                held_inputs: Vec::new(),
             });
             sim.start(i);
         }
@@ -258,10 +270,41 @@ impl Sim {
         self.nodes[index].node.is_some()
     }
 
+    /// Pauses node `index` (SIGSTOP): it runs nothing — no ticks, no
+    /// commits — while messages, answers of its plugin calls and client
+    /// requests for it wait, to be delivered on [`Sim::resume`].
+    pub fn pause(&mut self, index: usize) {
+        self.nodes[index].paused = true;
+    }
+
+    /// Resumes a paused node: everything that waited reaches it now, in order.
+    pub fn resume(&mut self, index: usize) {
+        let sim_node = &mut self.nodes[index];
+        if !std::mem::take(&mut sim_node.paused) {
+            return;
+        }
+        let events = std::mem::take(&mut sim_node.held_events);
+        let inputs = std::mem::take(&mut sim_node.held_inputs);
+        for event in events {
+            self.schedule(self.now_ms, event);
+        }
+        for input in inputs {
+            self.feed(index, input);
+        }
+    }
+
+    /// Whether node `index` is paused.
+    pub fn is_paused(&self, index: usize) -> bool {
+        self.nodes[index].paused
+    }
+
     /// Crashes node `index`: staged and sealed-but-uncommitted writes are
     /// lost, and so are the answers waiting for them.
     pub fn crash(&mut self, index: usize) {
         let sim_node = &mut self.nodes[index];
+        sim_node.paused = false;
+        sim_node.held_events.clear();
+        sim_node.held_inputs.clear();
         sim_node.node = None;
         sim_node.store.lose_staged();
         sim_node.incarnation += 1;
@@ -308,6 +351,10 @@ impl Sim {
     fn feed(&mut self, index: usize, input: Input) {
         let now = self.now(index);
         let sim_node = &mut self.nodes[index];
+        if sim_node.paused && sim_node.node.is_some() {
+            sim_node.held_inputs.push(input);
+            return;
+        }
         let Some(node) = sim_node.node.as_mut() else {
             return;
         };
@@ -410,6 +457,7 @@ impl Sim {
             }
             Output::Reply { id, reply } => {
                 self.replies.insert(id, reply);
+                self.replied_at.insert(id, self.now_ms);
             }
             Output::AdminReply { id, reply } => {
                 self.admin_replies.insert(id, reply);
@@ -468,6 +516,23 @@ impl Sim {
             let Some(event) = self.payloads.remove(&sequence) else {
                 continue;
             };
+            let target = match &event {
+                Event::Deliver { to, .. } => *to,
+                Event::Reconciled { node, .. }
+                | Event::Placed { node, .. }
+                | Event::Committed { node, .. }
+                | Event::Tick { node } => *node,
+            };
+            if self.nodes[target].paused && self.is_up(target) {
+                match event {
+                    // A stopped process does not tick; it ticks again once resumed.
+                    Event::Tick { node } => {
+                        self.schedule(self.now_ms + TICK_MS, Event::Tick { node })
+                    }
+                    other => self.nodes[target].held_events.push(other),
+                }
+                continue;
+            }
             match event {
                 Event::Deliver { to, from, message } => {
                     self.feed(to, Input::Peer { from, message })
@@ -512,6 +577,11 @@ impl Sim {
         self.next_client_id += 1;
         self.feed(index, Input::Client { id, op });
         id
+    }
+
+    /// When the answer to a submitted operation came (virtual time).
+    pub fn replied_at(&self, id: u64) -> Option<u64> {
+        self.replied_at.get(&id).copied()
     }
 
     /// The answer to a submitted operation, if it came.
@@ -578,6 +648,9 @@ impl Sim {
             commit_ms: (1, 2),
             clock_offset_ms: 0,
             modules: Default::default(),
+            paused: false,
+            held_events: Vec::new(),
+            held_inputs: Vec::new(),
         });
         self.start(i);
         i
