@@ -362,6 +362,7 @@ struct Attempt {
 const FAULT_SEEDS: u64 = 200;
 
 static SEEDS_WITH_ACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static CART_WORDS_CHECKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn hostile_network() -> NetworkFaults {
     NetworkFaults {
@@ -447,6 +448,16 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
         let count = 3 + rng.below(3) as usize;
         let mut sim = Sim::new(seed, count);
         siblings_table(&mut sim);
+        // A set-union plugin table (nothing acknowledged may go missing from
+        // the merged set) and an lww table (loss by design; replicas converge).
+        sim.reconciler = union;
+        plugin_table(&mut sim);
+        let lww = TablePatch {
+            merge: Some(MergeMode::Lww),
+            ..Default::default()
+        };
+        sim.create_table(0, "reg", lww);
+        let mut cart_attempts: Vec<(u64, &str, String)> = Vec::new();
         sim.faults = hostile_network();
         // Commits slow enough that crashes often land while a batch is in flight.
         for node in 0..count {
@@ -499,6 +510,25 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
                 } else {
                     sim.pause(node);
                 }
+            } else if sim.is_up(node) && rng.chance(100) {
+                // Read the set, add a word, write it back with the context.
+                let key = ["p", "q"][rng.below(2) as usize];
+                let word = format!("{key}{step}");
+                let read = sim.call(node, get("carts", key, None), TIMEOUT_MS);
+                let (mut words, context) = match &read {
+                    Some(ClientReply::Read { context, .. }) => (words_of(&read), context.clone()),
+                    _ => (BTreeSet::new(), None),
+                };
+                words.insert(word.clone());
+                if !sim.is_up(node) {
+                    continue;
+                }
+                let value: Vec<String> = words.into_iter().collect();
+                let id = sim.submit(node, put("carts", key, &value.join(","), context));
+                cart_attempts.push((id, key, word));
+            } else if sim.is_up(node) && rng.chance(100) {
+                let value = format!("r{step}");
+                sim.submit(node, put("reg", "r", &value, None));
             } else if sim.is_up(node) {
                 let key = keys[rng.below(keys.len() as u64) as usize].to_owned();
                 let delete = deletable(&key) && rng.chance(300);
@@ -642,19 +672,41 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
                 );
             }
         }
+        // The set-union table: every acknowledged word is in the merged set.
+        for key in ["p", "q"] {
+            let read = sim.call(0, get("carts", key, Some(3)), TIMEOUT_MS);
+            let words = match &read {
+                Some(ClientReply::Read { .. }) => words_of(&read),
+                other => panic!("seed {seed}: final read of cart {key} failed: {other:?}"),
+            };
+            for (id, _, word) in cart_attempts.iter().filter(|(_, k, _)| *k == key) {
+                if matches!(sim.reply(*id), Some(ClientReply::Written { .. })) {
+                    CART_WORDS_CHECKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    assert!(
+                        words.contains(word),
+                        "seed {seed}: acknowledged {word} lost from cart {key}: {words:?}"
+                    );
+                }
+            }
+        }
         // Read repair (anti-entropy is not built yet): reads through every
-        // node leave every replica of a key identical.
-        for key in keys {
+        // node leave every replica of a key identical, in every table.
+        let all_keys: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|k| ("ev", *k))
+            .chain([("carts", "p"), ("carts", "q"), ("reg", "r")])
+            .collect();
+        for (table, key) in &all_keys {
             for node in 0..count {
-                sim.call(node, get("ev", key, Some(3)), TIMEOUT_MS);
+                sim.call(node, get(table, key, Some(3)), TIMEOUT_MS);
             }
         }
         sim.run_for(1_000);
-        for key in keys {
+        for (table, key) in &all_keys {
             let copies: Vec<_> = (0..count)
-                .filter_map(|n| sim.local_object(n, "ev", key.as_bytes()))
+                .filter_map(|n| sim.local_object(n, table, key.as_bytes()))
                 .collect();
-            if !found[key].is_empty() {
+            if *table == "ev" && !found[*key].is_empty() {
                 assert!(
                     copies.len() >= 3.min(count),
                     "seed {seed}: {key} on {} nodes",
@@ -663,13 +715,18 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
             }
             assert!(
                 copies.windows(2).all(|w| w[0] == w[1]),
-                "seed {seed}: replicas of {key} differ"
+                "seed {seed}: replicas of {table}/{key} differ"
             );
         }
     });
     let runs = seeds(1_000, FAULT_SEEDS).len() as u64;
     let with_acks = SEEDS_WITH_ACKS.load(std::sync::atomic::Ordering::Relaxed);
     assert!(with_acks * 10 >= runs * 9, "only {with_acks} of {runs} runs acknowledged anything: the faults are too harsh to test much");
+    let carts = CART_WORDS_CHECKED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        carts >= runs,
+        "only {carts} acknowledged cart words in {runs} runs"
+    );
 }
 
 #[test]
@@ -696,6 +753,15 @@ fn the_loss_check_excuses_only_writes_that_took_effect() {
     // Once z is found, z took effect, so y (which z superseded) did too.
     found.insert("k".to_owned(), set(&["z"]));
     assert_eq!(effective(&attempts, &found), vec![true, true, true]);
+}
+
+/// The words of every version a read returned (comma-separated sets).
+fn words_of(reply: &Option<ClientReply>) -> BTreeSet<String> {
+    values(reply)
+        .iter()
+        .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 /// A native stand-in for set-union: comma-separated words, merged sorted.
