@@ -144,6 +144,10 @@ fn keys_follow_the_spec_end_to_end() {
         );
         assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
     }
+    // The other boundaries: an empty key and 1,025 bytes are refused.
+    assert_eq!(a.call("PUT", "/tables/kv/keys/", &[], b"v").status, 400);
+    let too_long = format!("/tables/kv/keys/{}", "k".repeat(1025));
+    assert_eq!(a.call("PUT", &too_long, &[], b"v").status, 400);
     // Removal is not built yet: a clear 400, not "no such endpoint".
     let remove = a.call("POST", "/cluster/remove", &[], br#"{"node":"x"}"#);
     assert_eq!(remove.status, 400);
