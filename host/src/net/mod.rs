@@ -201,35 +201,48 @@ pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
     }
 }
 
-/// Reads one frame of at most `max` body bytes, admitted against the node's
-/// `inbound` budget before its body is read. Memory grows with the bytes
-/// that arrive, never with what the header announces.
+/// Frames up to this size skip the shared budget (their memory is bounded
+/// by the connection cap), so pings and acks never queue behind large frames.
+const SMALL_FRAME_BYTES: usize = 64 * 1024;
+/// How long a frame's body may take to arrive once its header did.
+const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads one frame of at most `max` body bytes, waiting at most `idle` for
+/// its header; a large frame is admitted against the node's `inbound` budget
+/// before its body is read. Memory grows with the bytes that arrive, never
+/// with what the header announces.
 async fn read_frame(
     reader: &mut BufReader<TcpStream>,
     body: &mut Vec<u8>,
     max: usize,
     inbound: &Semaphore,
+    idle: Duration,
 ) -> Result<Option<Message>, String> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+    match tokio::time::timeout(idle, reader.read_exact(&mut header)).await {
+        Err(_) => return Err(format!("silent for {} s", idle.as_secs())),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(e)) => return Err(e.to_string()),
     }
     let len = frame_body_len(header).map_err(|e| e.to_string())?;
     if len > max {
         return Err(format!("frame of {len} bytes where at most {max} may come"));
     }
-    let kib = u32::try_from(len.div_ceil(1024).max(1)).map_err(|e| e.to_string())?;
-    // Waits while other connections' frames use the budget: the sender's
-    // queue backs up, nothing is allocated meanwhile.
-    let _admitted = inbound.acquire_many(kib).await.map_err(|e| e.to_string())?;
+    // A large frame waits while other connections' frames use the budget:
+    // the sender's queue backs up, nothing is allocated meanwhile.
+    let _admitted = if len > SMALL_FRAME_BYTES {
+        let kib = u32::try_from(len.div_ceil(1024)).map_err(|e| e.to_string())?;
+        Some(inbound.acquire_many(kib).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     body.clear();
-    body.shrink_to(64 * 1024);
-    let read = (&mut *reader)
-        .take(len as u64)
-        .read_to_end(body)
+    body.shrink_to(SMALL_FRAME_BYTES);
+    let mut limited = (&mut *reader).take(len as u64);
+    let read = tokio::time::timeout(FRAME_BODY_TIMEOUT, limited.read_to_end(body))
         .await
+        .map_err(|_| format!("a {len}-byte frame did not arrive within 60 s"))?
         .map_err(|e| e.to_string())?;
     if read < len {
         return Err(format!(
@@ -248,9 +261,16 @@ async fn read_loop(
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
     // A connection proves nothing until its hello: a small frame, soon.
+    let hello_within = Duration::from_millis(PEER_HELLO_TIMEOUT_MS);
     let hello = tokio::time::timeout(
-        Duration::from_millis(PEER_HELLO_TIMEOUT_MS),
-        read_frame(&mut reader, &mut body, HELLO_FRAME_BYTES_MAX, inbound),
+        hello_within,
+        read_frame(
+            &mut reader,
+            &mut body,
+            HELLO_FRAME_BYTES_MAX,
+            inbound,
+            hello_within,
+        ),
     );
     let first = hello.await.map_err(|_| "no hello in time".to_owned())?;
     let from = match first? {
@@ -258,14 +278,12 @@ async fn read_loop(
         Some(_) => return Err("first frame was not a hello".into()),
         None => return Ok(()),
     };
+    // Members ping every second: a connection silent for 30 s is a dead one,
+    // and its slot goes back to the pool.
+    let idle = Duration::from_millis(PEER_IDLE_TIMEOUT_MS);
     loop {
-        // Members ping every second: a silent connection is a dead one, and
-        // its slot goes back to the pool.
-        let next = tokio::time::timeout(
-            Duration::from_millis(PEER_IDLE_TIMEOUT_MS),
-            read_frame(&mut reader, &mut body, FRAME_BYTES_MAX, inbound),
-        );
-        let Some(message) = next.await.map_err(|_| "idle for 30 s".to_owned())?? else {
+        let next = read_frame(&mut reader, &mut body, FRAME_BYTES_MAX, inbound, idle);
+        let Some(message) = next.await? else {
             break;
         };
         if events

@@ -205,13 +205,13 @@ pub async fn serve(
         partitions: options.partitions,
         target_n: options.target_n,
         request_timeout_ms: options.request_timeout_ms,
-        entropy: os_random(),
-        cluster_secret: os_random_bytes(),
+        entropy: os_random()?,
+        cluster_secret: os_random_bytes()?,
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;
     let plugins = PluginRuntime::new()?;
-    compile_stored_modules(&node, &mut store, &plugins);
+    let uncompiled = compile_stored_modules(&node, &mut store, &plugins);
     tracing::info!(node = %options.id, epoch = node.epoch(), http = %bound.http, peer = %bound.peer, "node started");
     let (events, inbox) = mpsc::channel(EVENT_QUEUE_MAX);
     let handle = NodeHandle {
@@ -225,7 +225,7 @@ pub async fn serve(
     let published_key = handle.token_key.clone();
     plugins.set_merged_bytes_max(options.value_bytes_max);
     let call_timeout = Duration::from_millis(options.request_timeout_ms);
-    let host = PluginHost::new(plugins, events.clone(), call_timeout);
+    let host = PluginHost::new(plugins, events.clone(), call_timeout, uncompiled);
     let peers = tokio::spawn(net::serve(peer_listener, events));
     let http = tokio::spawn(crate::http::serve(http_listener, handle));
     on_bound(bound);
@@ -456,9 +456,10 @@ struct PluginHost {
     events: mpsc::Sender<Event>,
     slots: Arc<Semaphore>,
     shares: std::sync::Mutex<HashMap<String, PluginShare>>,
-    /// Module bytes that reached this node, by sha256: a call finding its
-    /// module not compiled (yet, or after a failed compile) compiles it first.
-    arrived: Arc<std::sync::Mutex<HashMap<String, bytes::Bytes>>>,
+    /// Module bytes that reached this node and are not compiled yet, by
+    /// sha256: a call finding its module not compiled (yet, or after a
+    /// failed compile) compiles it first.
+    arrived: Arc<std::sync::Mutex<HashMap<String, Arrived>>>,
     /// How long a call may wait and run: the request timeout.
     call_timeout: Duration,
 }
@@ -468,13 +469,18 @@ impl PluginHost {
         runtime: Arc<PluginRuntime>,
         events: mpsc::Sender<Event>,
         call_timeout: Duration,
+        uncompiled: HashMap<String, bytes::Bytes>,
     ) -> Self {
+        let arrived = uncompiled
+            .into_iter()
+            .map(|(sha256, bytes)| (sha256, Arrived::new(bytes)))
+            .collect();
         PluginHost {
             runtime,
             events,
             slots: Arc::new(Semaphore::new(INSTANCES_MAX as usize)),
             shares: std::sync::Mutex::new(HashMap::new()),
-            arrived: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            arrived: Arc::new(std::sync::Mutex::new(arrived)),
             call_timeout,
         }
     }
@@ -523,6 +529,8 @@ impl PluginHost {
             let permit = slots.acquire_owned().await;
             waiting.fetch_sub(1, Ordering::Relaxed);
             if Instant::now() >= deadline {
+                drop(permit);
+                drop(share);
                 let _ = events
                     .send(refused(
                         "the request's deadline passed while the call waited",
@@ -578,7 +586,7 @@ impl PluginHost {
         self.arrived
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(sha256.clone(), bytes);
+            .insert(sha256.clone(), Arrived::new(bytes));
         let (runtime, arrived) = (self.runtime.clone(), self.arrived.clone());
         tokio::task::spawn_blocking(move || {
             if let Err(reason) = compiled(&runtime, &arrived, &sha256) {
@@ -588,34 +596,80 @@ impl PluginHost {
     }
 }
 
+/// A module that reached this node, not compiled yet.
+struct Arrived {
+    bytes: bytes::Bytes,
+    /// When a compile of it last failed: calls do not try again for a while.
+    failed_at: Option<Instant>,
+}
+
+impl Arrived {
+    fn new(bytes: bytes::Bytes) -> Self {
+        Arrived {
+            bytes,
+            failed_at: None,
+        }
+    }
+}
+
+/// How long after a failed compile calls answer at once instead of trying again.
+const COMPILE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// The compiled module `sha256`, compiling it from the bytes that arrived if
-/// that has not happened (or failed) before.
+/// that has not happened (or failed more than a few seconds ago). The bytes
+/// are dropped once it compiled.
 fn compiled(
     runtime: &PluginRuntime,
-    arrived: &std::sync::Mutex<HashMap<String, bytes::Bytes>>,
+    arrived: &std::sync::Mutex<HashMap<String, Arrived>>,
     sha256: &str,
 ) -> Result<Arc<CompiledPlugin>, String> {
     if let Some(plugin) = runtime.get(sha256) {
         return Ok(plugin);
     }
-    let bytes = arrived
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(sha256)
-        .cloned();
-    let Some(bytes) = bytes else {
-        return Err("the plugin module is not on this node yet".into());
+    let bytes = {
+        let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner());
+        match arrived.get(sha256) {
+            None => return Err("the plugin module is not on this node yet".into()),
+            Some(a)
+                if a.failed_at
+                    .is_some_and(|t| t.elapsed() < COMPILE_RETRY_AFTER) =>
+            {
+                return Err("the plugin module did not compile here; retrying shortly".into());
+            }
+            Some(a) => a.bytes.clone(),
+        }
     };
-    let plugin = runtime
-        .compile(&bytes)
-        .map_err(|e| format!("the plugin module does not compile here: {e}"))?;
-    runtime.insert(plugin.clone());
-    Ok(plugin)
+    match runtime.compile(&bytes) {
+        Ok(plugin) => {
+            runtime.insert(plugin.clone());
+            arrived
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(sha256);
+            Ok(plugin)
+        }
+        Err(e) => {
+            if let Some(a) = arrived
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(sha256)
+            {
+                a.failed_at = Some(Instant::now());
+            }
+            Err(format!("the plugin module does not compile here: {e}"))
+        }
+    }
 }
 
-/// Compiles every live plugin module this node stores, before it serves.
-fn compile_stored_modules(node: &Node, store: &mut NodeStore, plugins: &PluginRuntime) {
+/// Compiles every live plugin module this node stores, before it serves;
+/// returns those that did not compile, for calls to try again.
+fn compile_stored_modules(
+    node: &Node,
+    store: &mut NodeStore,
+    plugins: &PluginRuntime,
+) -> HashMap<String, bytes::Bytes> {
     use crate::core::store::LocalStore as _;
+    let mut uncompiled = HashMap::new();
     for (name, entry) in &node.meta().plugins {
         let Some(sha256) = &entry.sha256 else {
             continue;
@@ -624,13 +678,15 @@ fn compile_stored_modules(node: &Node, store: &mut NodeStore, plugins: &PluginRu
             Ok(Some(bytes)) => match plugins.compile(&bytes) {
                 Ok(plugin) => plugins.insert(plugin),
                 Err(e) => {
-                    tracing::warn!(plugin = %name, error = %e, "stored plugin does not compile")
+                    tracing::warn!(plugin = %name, error = %e, "stored plugin does not compile");
+                    uncompiled.insert(sha256.clone(), bytes::Bytes::from(bytes));
                 }
             },
             Ok(None) => {}
             Err(e) => tracing::warn!(plugin = %name, error = %e, "cannot read a stored plugin"),
         }
     }
+    uncompiled
 }
 
 /// Deletes blob files that no object of a blob table references any more.
@@ -658,27 +714,19 @@ fn sweep_blobs(node: &Node, store: &mut NodeStore) {
     }
 }
 
-/// 64 random bits from the operating system (the standard library seeds its
-/// hash keys, 128 bits, from it), for the nonces of this process's epochs.
-fn os_random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(u64::from(std::process::id()));
-    hasher.finish()
+/// 64 random bits from the operating system, for the nonces of this
+/// process's epochs.
+fn os_random() -> anyhow::Result<u64> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
-/// 32 random bytes: SipHash outputs under one OS-random 128-bit hash key.
-fn os_random_bytes() -> [u8; 32] {
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    let mut out = [0u8; 32];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut hasher = state.build_hasher();
-        hasher.write_usize(i);
-        hasher.write_u64(u64::from(std::process::id()));
-        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
-    }
-    out
+/// 32 random bytes from the operating system: a cluster's token key.
+fn os_random_bytes() -> anyhow::Result<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -716,6 +764,7 @@ mod tests {
             PluginRuntime::new().unwrap(),
             events,
             Duration::from_secs(30),
+            HashMap::new(),
         );
         let looper = arrive(&host, module("(loop $l (br $l)) (i64.const 0)"));
         let good = arrive(&host, module("(i64.const 0x0000001000000001)"));
@@ -745,7 +794,12 @@ mod tests {
 
         // A call whose request's deadline passed while it waited is not run.
         let (events, mut answers) = mpsc::channel(64);
-        let host = PluginHost::new(PluginRuntime::new().unwrap(), events, Duration::ZERO);
+        let host = PluginHost::new(
+            PluginRuntime::new().unwrap(),
+            events,
+            Duration::ZERO,
+            HashMap::new(),
+        );
         let good = arrive(&host, module("(i64.const 0x0000001000000001)"));
         host.reconcile(7, &good, input);
         match answers.recv().await {

@@ -220,6 +220,10 @@ impl Sim {
     /// Stops node `index` cleanly (SIGTERM): what it staged is committed first.
     pub fn stop_cleanly(&mut self, index: usize) {
         let sim_node = &mut self.nodes[index];
+        // What waited for a stopped process dies with it.
+        sim_node.paused = false;
+        sim_node.held_events.clear();
+        sim_node.held_inputs.clear();
         if sim_node.node.take().is_some() {
             sim_node.store.shut_down_cleanly();
             sim_node.incarnation += 1;

@@ -278,9 +278,10 @@ pub struct Node {
     module_fetches: HashMap<String, u64>,
     /// Plugin modules stored on this node.
     modules_held: HashSet<String>,
-    /// Merges waiting for their plugin's module to arrive from a peer: by
-    /// sha256, the job and its input.
-    awaiting_module: HashMap<String, Vec<(u64, ReconcileInput)>>,
+    /// Merges waiting for their plugin's module to arrive from a peer: the
+    /// jobs by sha256 (their inputs stay in the pending jobs; an expired job
+    /// leaves the list at the next tick).
+    awaiting_module: HashMap<String, Vec<u64>>,
 }
 
 impl Node {
@@ -513,6 +514,13 @@ impl Node {
     }
 
     fn expire(&mut self, now: u64, store: &mut dyn LocalStore) {
+        if !self.awaiting_module.is_empty() {
+            let pending = &self.pending;
+            self.awaiting_module.retain(|_, jobs| {
+                jobs.retain(|job| pending.contains_key(job));
+                !jobs.is_empty()
+            });
+        }
         let mut due: Vec<u64> = self
             .pending
             .iter()
@@ -761,7 +769,9 @@ impl Node {
                 }
             }
             Message::Gossip(meta) => {
-                if self.is_member() && self.meta.merge(&meta) {
+                // A node joining another cluster takes that cluster's state
+                // whole from its acceptance, never piecemeal from gossip.
+                if self.is_member() && self.join_seed.is_none() && self.meta.merge(&meta) {
                     let _ = store.stage_meta(&self.meta);
                 }
             }
@@ -1126,6 +1136,7 @@ impl Node {
         let origin = fsm.origin.clone();
         let release = fsm.local_batch.map_or(Release::Now, Release::AfterBatch);
         let then = fsm.then.clone();
+        let read_deadline_ms = fsm.deadline_ms;
         let merge = fsm.config.merge;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
         match (answer, then) {
@@ -1168,9 +1179,10 @@ impl Node {
                     // write then goes on as it would have without the read.
                     let _ = self.store_replica(&table, &key, &merged, None, store);
                 }
-                // Without a quorum read the write still goes on, as it would have.
+                // Without a quorum read the write still goes on, as it would
+                // have; within the request's one deadline.
                 let primaries = self.primaries_of(&table, &key, config.n);
-                let deadline_ms = now + self.config.request_timeout_ms;
+                let deadline_ms = read_deadline_ms;
                 let write = Write::client(table.clone(), key.clone(), value, content_type, context);
                 let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }

@@ -37,6 +37,25 @@ pub(super) struct MergedAnswer {
     pub(super) read_context: ClientContext,
 }
 
+impl Job {
+    /// What the plugin is given: the live versions, oldest first.
+    fn input(&self) -> ReconcileInput {
+        ReconcileInput {
+            table: self.table.to_string(),
+            key: self.key.to_vec(),
+            siblings: self
+                .versions
+                .iter()
+                .map(|v| Sibling {
+                    value: v.value.as_deref().unwrap_or_default().to_vec(),
+                    content_type: v.content_type.clone(),
+                    timestamp_ms: v.timestamp_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl MergedAnswer {
     /// The reply, carrying `context`, and who waits for it.
     pub(super) fn into_reply(self, context: ClientContext) -> (Origin, ClientReply) {
@@ -82,32 +101,22 @@ impl Node {
             let reason = "unavailable: the table's plugin is not uploaded".to_owned();
             return self.finish_reconcile(job, Err(reason), store);
         };
-        let input = ReconcileInput {
-            table: job.table.to_string(),
-            key: job.key.to_vec(),
-            siblings: job
-                .versions
-                .iter()
-                .map(|v| Sibling {
-                    value: v.value.as_deref().unwrap_or_default().to_vec(),
-                    content_type: v.content_type.clone(),
-                    timestamp_ms: v.timestamp_ms,
-                })
-                .collect(),
-        };
+        let input = job.input();
         let id = self.next_id();
         self.pending.insert(id, Pending::Reconcile(job));
         if !self.holds_module(&sha256, store) {
             // Just uploaded elsewhere: fetch it now and merge once it is here
             // (bounded by the request's deadline), rather than answer
-            // "unavailable" to a user who just uploaded it.
-            self.awaiting_module
-                .entry(sha256.clone())
-                .or_default()
-                .push((id, input));
-            self.module_fetches.remove(&sha256);
-            let random = self.next_request;
-            self.fetch_missing_modules(random, store);
+            // "unavailable" to a user who just uploaded it. Only the first
+            // waiter asks at once; the rest wait for that fetch.
+            let waiters = self.awaiting_module.entry(sha256.clone()).or_default();
+            let first = waiters.is_empty();
+            waiters.push(id);
+            if first {
+                self.module_fetches.remove(&sha256);
+                let random = self.next_request;
+                self.fetch_missing_modules(random, store);
+            }
             return;
         }
         self.emit(Output::Reconcile {
@@ -132,8 +141,9 @@ impl Node {
 
     /// A module arrived: the merges waiting for it run now.
     pub(super) fn module_ready(&mut self, sha256: &str) {
-        for (job, input) in self.awaiting_module.remove(sha256).unwrap_or_default() {
-            if matches!(self.pending.get(&job), Some(Pending::Reconcile(_))) {
+        for job in self.awaiting_module.remove(sha256).unwrap_or_default() {
+            if let Some(Pending::Reconcile(waiting)) = self.pending.get(&job) {
+                let input = waiting.input();
                 // After the module's own release (it leaves once stored), so
                 // the driver has the bytes before the call.
                 let call = Output::Reconcile {
