@@ -1025,33 +1025,6 @@ impl Node {
                 key,
                 value,
                 content_type,
-                context: Some(context),
-                ..
-            } if self.lacks_what_was_seen(&table, config.storage, &key, &context, store) => {
-                let r = config.r;
-                let then = AfterRead::Write {
-                    w: needed,
-                    value,
-                    content_type,
-                    context,
-                };
-                let fsm = GetFsm::new(
-                    origin,
-                    table,
-                    key,
-                    config,
-                    r,
-                    primaries.clone(),
-                    deadline_ms,
-                    Some(then),
-                );
-                self.start_get(fsm, &primaries, store);
-            }
-            ClientOp::Put {
-                table,
-                key,
-                value,
-                content_type,
                 context,
                 ..
             } => {
@@ -1183,7 +1156,9 @@ impl Node {
                 // have; within the request's one deadline.
                 let primaries = self.primaries_of(&table, &key, config.n);
                 let deadline_ms = read_deadline_ms;
-                let write = Write::client(table.clone(), key.clone(), value, content_type, context);
+                let mut write =
+                    Write::client(table.clone(), key.clone(), value, content_type, context);
+                write.read_first = false;
                 let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }
             (Some(Ok(merged)), Some(AfterRead::Delete { w })) => {
@@ -1195,7 +1170,9 @@ impl Node {
                     seen: merged.clock.clone(),
                     max_timestamp_ms: ClientContext::of_versions(&merged.versions).max_timestamp_ms,
                 };
-                let write = Write::client(table.clone(), key.clone(), None, String::new(), seen);
+                let mut write =
+                    Write::client(table.clone(), key.clone(), None, String::new(), seen);
+                write.read_first = false;
                 let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }
             (Some(Ok(merged)), None) if merge == MergeMode::Plugin && merged.live_count() >= 2 => {
@@ -1323,6 +1300,32 @@ impl Node {
                 return None;
             }
         };
+        if write.read_first && !local.clock.descends(&write.context) {
+            // The client saw versions this copy lacks (it read them from
+            // other replicas): read the key at R and merge first, so the
+            // write supersedes here too what the client saw superseded.
+            let then = AfterRead::Write {
+                w,
+                value: write.value,
+                content_type: write.content_type,
+                context: ClientContext {
+                    seen: write.context,
+                    max_timestamp_ms: write.seen_max_ms,
+                },
+            };
+            let fsm = GetFsm::new(
+                origin,
+                write.table,
+                write.key,
+                config.clone(),
+                config.r,
+                primaries.to_vec(),
+                deadline_ms,
+                Some(then),
+            );
+            self.start_get(fsm, primaries, store);
+            return None;
+        }
         let current = Actor {
             node: self.config.id.clone(),
             epoch: self.epoch,
@@ -1455,22 +1458,6 @@ impl Node {
         }
     }
 
-    /// Whether a client's context names versions this node's copy of the key
-    /// has never seen (it read them from other replicas).
-    fn lacks_what_was_seen(
-        &self,
-        table: &TableName,
-        storage: StorageKind,
-        key: &[u8],
-        context: &ClientContext,
-        store: &mut dyn LocalStore,
-    ) -> bool {
-        match store.load(table, storage, key) {
-            Ok(found) => !found.unwrap_or_default().clock.descends(&context.seen),
-            Err(_) => false,
-        }
-    }
-
     /// Whether the client's context shows dots of this node that its local copy
     /// lacks: then it may have forgotten dots it issued and must not reuse them.
     fn may_have_forgotten(&self, local: &Object, context: &CausalContext) -> bool {
@@ -1529,6 +1516,9 @@ struct Write {
     is_merge: bool,
     /// A merge's write-back: the read waiting to be answered once it is minted.
     merged_answer: Option<reconcile::MergedAnswer>,
+    /// Whether a coordinator lacking versions the context names reads the
+    /// key first (client writes; not the write that follows such a read).
+    read_first: bool,
 }
 
 impl Write {
@@ -1550,6 +1540,7 @@ impl Write {
             timestamp_ms: None,
             is_merge: false,
             merged_answer: None,
+            read_first: true,
         }
     }
 }

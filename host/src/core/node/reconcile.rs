@@ -218,6 +218,7 @@ impl Node {
                 // Answered once the write-back is minted (after the storage
                 // plugin chose its engine, on `storage: plugin` tables).
                 merged_answer: answer,
+                read_first: false,
             };
             let primaries = self.primaries_of(&job.table, &job.key, job.config.n);
             let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
