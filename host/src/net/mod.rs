@@ -219,7 +219,14 @@ async fn read_frame(
     idle: Duration,
 ) -> Result<Option<Message>, String> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    match tokio::time::timeout(idle, reader.read_exact(&mut header)).await {
+    // Only a read that has to wait for the socket is timed: under load the
+    // next header is usually buffered already, and a timer per frame costs.
+    let read = if reader.buffer().len() >= FRAME_HEADER_BYTES {
+        Ok(reader.read_exact(&mut header).await)
+    } else {
+        tokio::time::timeout(idle, reader.read_exact(&mut header)).await
+    };
+    match read {
         Err(_) => return Err(format!("silent for {} s", idle.as_secs())),
         Ok(Ok(_)) => {}
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -240,10 +247,15 @@ async fn read_frame(
     body.clear();
     body.shrink_to(SMALL_FRAME_BYTES);
     let mut limited = (&mut *reader).take(len as u64);
-    let read = tokio::time::timeout(FRAME_BODY_TIMEOUT, limited.read_to_end(body))
-        .await
-        .map_err(|_| format!("a {len}-byte frame did not arrive within 60 s"))?
-        .map_err(|e| e.to_string())?;
+    let read = if len > SMALL_FRAME_BYTES {
+        // A large frame holds budget while it arrives: it gets a deadline.
+        tokio::time::timeout(FRAME_BODY_TIMEOUT, limited.read_to_end(body))
+            .await
+            .map_err(|_| format!("a {len}-byte frame did not arrive within 60 s"))?
+    } else {
+        limited.read_to_end(body).await
+    }
+    .map_err(|e| e.to_string())?;
     if read < len {
         return Err(format!(
             "connection closed {} bytes into a {len}-byte frame",
