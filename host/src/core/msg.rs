@@ -163,6 +163,8 @@ pub enum AdminReply {
         entry: PluginEntry,
         /// Whether this upload created the name.
         created: bool,
+        /// For an upload: (nodes holding the module, members) when answered.
+        spread: Option<(usize, usize)>,
     },
     /// Every live plugin.
     Plugins(Vec<(String, PluginEntry)>),
@@ -307,6 +309,12 @@ pub enum Message {
         /// The bytes.
         bytes: Bytes,
     },
+    /// A module's bytes are stored here now: told to the node that took its
+    /// upload, which answers the upload once every member holds it.
+    ModuleStored {
+        /// Hex sha256.
+        sha256: String,
+    },
     /// Coordinate this client operation for me.
     Forward {
         /// The forwarder's request id.
@@ -334,6 +342,7 @@ impl Message {
                 | Message::ForwardReply { .. }
                 | Message::JoinAccepted(_)
                 | Message::Module { .. }
+                | Message::ModuleStored { .. }
         )
     }
 }

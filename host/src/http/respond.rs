@@ -206,13 +206,21 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
             name,
             entry,
             created,
+            spread,
         } => {
             let status = if created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            json_response(status, &plugin_json(&name, &entry))
+            let mut body = plugin_json(&name, &entry);
+            if let (Some((holding, members)), Value::Object(map)) = (spread, &mut body) {
+                map.insert(
+                    "nodes".into(),
+                    json!({ "holding": holding, "members": members }),
+                );
+            }
+            json_response(status, &body)
         }
         AdminReply::Plugins(plugins) => {
             let list: Vec<Value> = plugins.iter().map(|(n, e)| plugin_json(n, e)).collect();

@@ -414,3 +414,34 @@ fn a_coordinator_lacking_what_a_context_saw_reads_before_writing() {
     let read = sim.call(2, get("ev", "k", Some(1)), TIMEOUT_MS);
     assert_eq!(values(&read), set(&["v2"]));
 }
+
+#[test]
+fn an_upload_is_answered_once_every_member_holds_the_module() {
+    let mut sim = Sim::new(64, 3);
+    let bytes_name = "spread";
+    let op = AdminOp::PutPlugin {
+        name: bytes_name.into(),
+        sha256: crate::plugin::sha256_hex(b"sim-module:spread"),
+        abi: cairn_sdk::ABI_VERSION,
+        exports: vec!["reconcile".into()],
+        bytes: Bytes::from_static(b"sim-module:spread"),
+    };
+    match sim.admin(0, op) {
+        Some(AdminReply::Plugin { spread, .. }) => assert_eq!(spread, Some((3, 3))),
+        other => panic!("{other:?}"),
+    }
+    // With a member down, the answer comes after the wait and says so.
+    sim.crash(2);
+    sim.run_for(6_000);
+    let op = AdminOp::PutPlugin {
+        name: "later".into(),
+        sha256: crate::plugin::sha256_hex(b"sim-module:later"),
+        abi: cairn_sdk::ABI_VERSION,
+        exports: vec!["reconcile".into()],
+        bytes: Bytes::from_static(b"sim-module:later"),
+    };
+    match sim.admin(0, op) {
+        Some(AdminReply::Plugin { spread, .. }) => assert_eq!(spread, Some((2, 3))),
+        other => panic!("{other:?}"),
+    }
+}

@@ -610,7 +610,8 @@ impl Sim {
         let id = self.next_client_id;
         self.next_client_id += 1;
         self.feed(index, Input::Admin { id, op });
-        for _ in 0..100 {
+        // An upload waits up to 2 s for the module to spread.
+        for _ in 0..600 {
             if let Some(reply) = self.admin_replies.remove(&id) {
                 return Some(reply);
             }

@@ -57,6 +57,11 @@ fn concurrent_carts_merge_server_side_and_a_reupload_reaches_every_node() {
     );
     assert_eq!(created.status, 201, "{}", created.text());
     assert_eq!(created.json()["exports"], serde_json::json!(["reconcile"]));
+    // Answered once every member holds the module: usable anywhere at once.
+    assert_eq!(
+        created.json()["nodes"],
+        serde_json::json!({"holding": 3, "members": 3})
+    );
     cluster.create_table(
         "carts",
         r#"{"n":3,"r":2,"w":2,"merge":"plugin","plugin":"shopping-cart"}"#,

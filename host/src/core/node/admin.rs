@@ -22,6 +22,7 @@ impl Node {
                     entry: entry.clone(),
                     name,
                     created: false,
+                    spread: None,
                 },
                 None => AdminReply::NotFound(format!("no plugin {name}")),
             },
@@ -214,6 +215,7 @@ impl Node {
             name,
             entry,
             created,
+            spread: None,
         }
     }
 

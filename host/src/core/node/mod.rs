@@ -38,6 +38,7 @@ mod placement;
 mod reconcile;
 
 use held::HeldOutputs;
+use modules::UploadWait;
 
 /// A joiner whose id answered this recently is refused (it may still be running).
 const REJOIN_QUIET_MS: u64 = 10_000;
@@ -278,6 +279,9 @@ pub struct Node {
     module_fetches: HashMap<String, u64>,
     /// Plugin modules stored on this node.
     modules_held: HashSet<String>,
+    /// Uploads taken here, answered once every member that is up holds the
+    /// module (or after `modules::UPLOAD_SPREAD_WAIT_MS`).
+    uploads: Vec<UploadWait>,
     /// Merges waiting for their plugin's module to arrive from a peer: the
     /// jobs by sha256 (their inputs stay in the pending jobs; an expired job
     /// leaves the list at the next tick).
@@ -347,6 +351,7 @@ impl Node {
             module_fetches: HashMap::new(),
             modules_held: HashSet::new(),
             awaiting_module: HashMap::new(),
+            uploads: Vec::new(),
             config,
         };
         if node.meta.ring.is_some() {
@@ -446,7 +451,7 @@ impl Node {
             Input::Client { id, op } => self.on_client(Origin::Local(id), op, store),
             Input::Admin { id, op } => {
                 let reply = self.on_admin(op, store);
-                self.emit(Output::AdminReply { id, reply });
+                self.answer_admin(id, reply);
             }
             Input::Peer { from, message } => self.on_peer(from, message, store),
             Input::StorageSelected { job, outcome } => {
@@ -474,6 +479,7 @@ impl Node {
             }
             return;
         }
+        self.answer_uploads();
         if self.join_seed.is_some() && now >= self.next_join_ms {
             self.next_join_ms = now + JOIN_RETRY_MS;
             if now.saturating_sub(self.join_started_ms) >= JOIN_GIVE_UP_MS {
@@ -839,6 +845,14 @@ impl Node {
             }
             Message::FetchModule { sha256 } => self.send_module(&from, sha256, store),
             Message::Module { sha256, bytes } => self.receive_module(sha256, bytes, store),
+            Message::ModuleStored { sha256 } => {
+                for upload in &mut self.uploads {
+                    if upload.sha256 == sha256 {
+                        upload.holders.insert(from.clone());
+                    }
+                }
+                self.answer_uploads();
+            }
             Message::Forward { request, op } => {
                 self.on_client(
                     Origin::Remote {

@@ -16,7 +16,89 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// How long an upload waits for the other members to hold its module before
+/// it is answered with how many do (SPEC: a plugin reaches every up node
+/// within 2 s).
+pub(super) const UPLOAD_SPREAD_WAIT_MS: u64 = 2_000;
+
+/// An upload's answer, waiting for the module to reach the other members.
+pub(super) struct UploadWait {
+    admin_id: u64,
+    pub(super) sha256: String,
+    reply: AdminReply,
+    pub(super) holders: HashSet<NodeId>,
+    deadline_ms: u64,
+}
+
 impl Node {
+    /// Answers an admin operation; an upload waits (bounded) until every
+    /// member that is up holds the module, so its answer can say where it is.
+    pub(super) fn answer_admin(&mut self, id: u64, reply: AdminReply) {
+        let sha256 = match &reply {
+            AdminReply::Plugin {
+                entry,
+                spread: None,
+                ..
+            } => entry.sha256.clone(),
+            _ => None,
+        };
+        match sha256 {
+            Some(sha256) => {
+                self.uploads.push(UploadWait {
+                    admin_id: id,
+                    sha256,
+                    reply,
+                    holders: HashSet::new(),
+                    deadline_ms: self.now.mono_ms + UPLOAD_SPREAD_WAIT_MS,
+                });
+                self.answer_uploads();
+            }
+            None => self.emit(Output::AdminReply { id, reply }),
+        }
+    }
+
+    /// Answers the uploads every up member holds, or whose wait is over.
+    pub(super) fn answer_uploads(&mut self) {
+        if self.uploads.is_empty() {
+            return;
+        }
+        let now = self.now.mono_ms;
+        let up: Vec<NodeId> = self
+            .meta
+            .members
+            .keys()
+            .filter(|id| **id != self.config.id && self.status_of(id) == "up")
+            .cloned()
+            .collect();
+        let members = self.meta.members.len();
+        let (ready, waiting): (Vec<UploadWait>, Vec<UploadWait>) =
+            std::mem::take(&mut self.uploads)
+                .into_iter()
+                .partition(|u| now >= u.deadline_ms || up.iter().all(|id| u.holders.contains(id)));
+        self.uploads = waiting;
+        for upload in ready {
+            let holding = 1 + upload.holders.len();
+            let reply = match upload.reply {
+                AdminReply::Plugin {
+                    name,
+                    entry,
+                    created,
+                    ..
+                } => AdminReply::Plugin {
+                    name,
+                    entry,
+                    created,
+                    spread: Some((holding, members)),
+                },
+                other => other,
+            };
+            self.emit(Output::AdminReply {
+                id: upload.admin_id,
+                reply,
+            });
+        }
+    }
+
     /// Asks a peer for every live plugin module this node does not hold.
     pub(super) fn fetch_missing_modules(&mut self, random: u64, store: &mut dyn LocalStore) {
         let now = self.now.mono_ms;
@@ -99,5 +181,21 @@ impl Node {
             bytes,
         });
         self.module_ready(&sha256);
+        // The node that took the upload answers it once every member holds it.
+        let origins: Vec<NodeId> = self
+            .meta
+            .plugins
+            .values()
+            .filter(|p| p.sha256.as_deref() == Some(sha256.as_str()) && p.origin != self.config.id)
+            .map(|p| p.origin.clone())
+            .collect();
+        for origin in origins {
+            if let Some(addr) = self.addr_of(&origin) {
+                let message = Message::ModuleStored {
+                    sha256: sha256.clone(),
+                };
+                self.emit(Output::Send { addr, message });
+            }
+        }
     }
 }
