@@ -524,6 +524,29 @@ fn announced_frame_lengths_cost_no_memory_before_their_bytes_arrive() {
 }
 
 #[test]
+fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use std::io::Read;
+    let cluster = Cluster::start("slow-headers", 1, &[]);
+    let node = &cluster.nodes[0];
+    let mut stream = TcpStream::connect(&node.http).unwrap();
+    // Half a request line, then nothing: it must not hold the slot forever.
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let read = stream.read(&mut buf);
+    assert!(
+        matches!(read, Ok(_)) && started.elapsed() < Duration::from_secs(20),
+        "the connection was kept open: {read:?}"
+    );
+    assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
+}
+
+#[test]
 fn a_node_restarted_with_its_data_dir_keeps_its_membership() {
     let mut cluster = Cluster::start("membership", 2, &[]);
     cluster.create_table("events", EVENTS);
