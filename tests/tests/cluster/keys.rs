@@ -540,7 +540,7 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
     let mut buf = [0u8; 512];
     let read = stream.read(&mut buf);
     assert!(
-        matches!(read, Ok(_)) && started.elapsed() < Duration::from_secs(20),
+        read.is_ok() && started.elapsed() < Duration::from_secs(20),
         "the connection was kept open: {read:?}"
     );
     assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
