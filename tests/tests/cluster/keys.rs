@@ -547,6 +547,41 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
 }
 
 #[test]
+fn connections_beyond_the_cap_are_closed_and_the_node_recovers() {
+    use std::io::Read;
+    let cluster = Cluster::start("conn-cap", 1, &[]);
+    let node = &cluster.nodes[0];
+    // 1,024 idle connections fill the node's HTTP connection cap.
+    let idle: Vec<TcpStream> = (0..1024)
+        .map(|_| TcpStream::connect(&node.http).unwrap())
+        .collect();
+    // One more is closed at once rather than held (descriptors stay for
+    // storage and peers).
+    wait_until(
+        Duration::from_secs(10),
+        "a connection over the cap to be closed",
+        || {
+            let mut extra = TcpStream::connect(&node.http).ok()?;
+            extra
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let _ = extra.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut buf = [0u8; 64];
+            match extra.read(&mut buf) {
+                Ok(0) => Some(()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(()),
+                _ => None,
+            }
+        },
+    );
+    drop(idle);
+    wait_until(Duration::from_secs(15), "the node to serve again", || {
+        let health = cairn_tests::try_call("GET", &node.url("/health"), &[], b"").ok()?;
+        (health.status == 200).then_some(())
+    });
+}
+
+#[test]
 fn a_node_restarted_with_its_data_dir_keeps_its_membership() {
     let mut cluster = Cluster::start("membership", 2, &[]);
     cluster.create_table("events", EVENTS);
