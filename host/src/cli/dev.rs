@@ -73,6 +73,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             target_n: 3,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+            http_connections_max: crate::core::limits::HTTP_CONNECTIONS_MAX,
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// Largest value accepted by PUT; larger is 413.
     #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
     pub value_bytes_max: usize,
+    /// HTTP connections served at once; more are closed on accept.
+    #[arg(long, default_value_t = crate::core::limits::HTTP_CONNECTIONS_MAX)]
+    pub http_connections_max: usize,
 }
 
 impl ServeArgs {
@@ -104,6 +107,7 @@ impl ServeArgs {
             target_n: self.target_n,
             request_timeout_ms: self.request_timeout_ms,
             value_bytes_max: self.value_bytes_max,
+            http_connections_max: self.http_connections_max.max(1),
         })
     }
 }

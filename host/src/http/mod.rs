@@ -16,16 +16,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::core::limits::{HTTP_CONNECTIONS_MAX, HTTP_HEADER_TIMEOUT_MS};
+use crate::core::limits::HTTP_HEADER_TIMEOUT_MS;
 
 use crate::runtime::NodeHandle;
 
 /// Accepts HTTP/1.1 connections and serves each on the node's runtime. At
-/// most [`HTTP_CONNECTIONS_MAX`] at once (more are closed at once, so
-/// descriptors stay for storage and peers), and a request's headers must
-/// arrive within [`HTTP_HEADER_TIMEOUT_MS`].
-pub async fn serve(listener: TcpListener, node: NodeHandle) {
-    let connections = std::sync::Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+/// most `connections_max` at once (default `HTTP_CONNECTIONS_MAX`; more
+/// are closed at once, so descriptors stay for storage and peers), and a
+/// request's headers must arrive within [`HTTP_HEADER_TIMEOUT_MS`].
+pub async fn serve(listener: TcpListener, node: NodeHandle, connections_max: usize) {
+    let connections = std::sync::Arc::new(Semaphore::new(connections_max));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,

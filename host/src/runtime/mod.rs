@@ -99,6 +99,8 @@ pub struct ServeOptions {
     pub request_timeout_ms: u64,
     /// Largest value accepted.
     pub value_bytes_max: usize,
+    /// HTTP connections served at once (more are closed on accept).
+    pub http_connections_max: usize,
 }
 
 /// The addresses a started node listens on.
@@ -227,7 +229,11 @@ pub async fn serve(
     let call_timeout = Duration::from_millis(options.request_timeout_ms);
     let host = PluginHost::new(plugins, events.clone(), call_timeout, uncompiled);
     let peers = tokio::spawn(net::serve(peer_listener, events));
-    let http = tokio::spawn(crate::http::serve(http_listener, handle));
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        handle,
+        options.http_connections_max,
+    ));
     on_bound(bound);
     let result = drive(
         node,

@@ -549,10 +549,11 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
 #[test]
 fn connections_beyond_the_cap_are_closed_and_the_node_recovers() {
     use std::io::Read;
-    let cluster = Cluster::start("conn-cap", 1, &[]);
+    // A small cap, so the test needs few descriptors.
+    let cluster = Cluster::start("conn-cap", 1, &["--http-connections-max", "16"]);
     let node = &cluster.nodes[0];
-    // 1,024 idle connections fill the node's HTTP connection cap.
-    let idle: Vec<TcpStream> = (0..1024)
+    // 16 idle connections fill the node's HTTP connection cap.
+    let idle: Vec<TcpStream> = (0..16)
         .map(|_| TcpStream::connect(&node.http).unwrap())
         .collect();
     // One more is closed at once rather than held (descriptors stay for
