@@ -100,4 +100,4 @@ impl PluginError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

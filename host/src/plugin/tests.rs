@@ -5,7 +5,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 use super::{PluginError, PluginRuntime};
 
 /// A module speaking the ABI with a bump allocator; `reconcile` runs `body`.
-fn module(abi: i32, body: &str, extra: &str) -> Vec<u8> {
+pub(crate) fn module(abi: i32, body: &str, extra: &str) -> Vec<u8> {
     let text = format!(
         r#"(module
             (memory (export "memory") 1)
@@ -27,7 +27,7 @@ fn module(abi: i32, body: &str, extra: &str) -> Vec<u8> {
     wat::parse_str(text).expect("valid WAT")
 }
 
-fn packed(ptr: u64, len: u64) -> String {
+pub(crate) fn packed(ptr: u64, len: u64) -> String {
     format!("(i64.const {})", (ptr << 32) | len)
 }
 

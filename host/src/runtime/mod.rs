@@ -741,20 +741,7 @@ mod tests {
 
     /// A module speaking the ABI whose `reconcile` runs `body`.
     fn module(body: &str) -> Vec<u8> {
-        let text = format!(
-            r#"(module
-                (memory (export "memory") 1)
-                (global $bump (mut i32) (i32.const 1024))
-                (data (i32.const 16) "\01")
-                (func (export "cairn_abi_version") (result i32) (i32.const 1))
-                (func (export "cairn_alloc") (param $len i32) (result i32)
-                    (local $p i32)
-                    (local.set $p (global.get $bump))
-                    (global.set $bump (i32.add (global.get $bump) (local.get $len)))
-                    (local.get $p))
-                (func (export "cairn_reconcile") (param i32 i32) (result i64) {body}))"#
-        );
-        wat::parse_str(text).expect("valid WAT")
+        crate::plugin::tests::module(1, body, "")
     }
 
     fn arrive(host: &PluginHost, bytes: Vec<u8>) -> String {
@@ -773,7 +760,7 @@ mod tests {
             HashMap::new(),
         );
         let looper = arrive(&host, module("(loop $l (br $l)) (i64.const 0)"));
-        let good = arrive(&host, module("(i64.const 0x0000001000000001)"));
+        let good = arrive(&host, module(&crate::plugin::tests::packed(16, 1)));
         let input = cairn_sdk::ReconcileInput::for_test(&[b"[1]", b"[2]"]);
         for job in 0..12 {
             host.reconcile(job, &looper, input.clone());
@@ -806,7 +793,7 @@ mod tests {
             Duration::ZERO,
             HashMap::new(),
         );
-        let good = arrive(&host, module("(i64.const 0x0000001000000001)"));
+        let good = arrive(&host, module(&crate::plugin::tests::packed(16, 1)));
         host.reconcile(7, &good, input);
         match answers.recv().await {
             Some(Event::Reconciled { job: 7, outcome }) => {

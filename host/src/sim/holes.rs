@@ -321,16 +321,7 @@ fn a_peer_write_with_a_key_the_store_cannot_take_fails_only_itself() {
 }
 
 fn storage_plugin_table(sim: &mut Sim) {
-    sim.upload_plugin(0, "union", &["reconcile", "select_storage"], 1);
-    sim.run_for(1_000);
-    let patch = TablePatch {
-        merge: Some(MergeMode::Plugin),
-        plugin: Some("union".into()),
-        storage: Some(StorageKind::Plugin),
-        storage_plugin: Some("union".into()),
-        ..Default::default()
-    };
-    table(sim, "carts", patch);
+    super::tests::plugin_table_storing(sim, true);
 }
 
 #[test]

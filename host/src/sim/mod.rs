@@ -165,33 +165,8 @@ impl Sim {
             admin_replies: BTreeMap::new(),
         };
         for i in 0..count {
-            let id =
-                NodeId::new(&format!("node{}", i + 1)).unwrap_or_else(|_| unreachable!("valid id"));
-            let config = NodeConfig {
-                id,
-                http: format!("http-{}", i + 1),
-                peer: address(i),
-                seeds: if i == 0 { Vec::new() } else { vec![address(0)] },
-                partitions: 64,
-                target_n: 3,
-                request_timeout_ms: 2_000,
-                entropy: 0,
-                cluster_secret: [0; 32],
-            };
-            sim.nodes.push(SimNode {
-                config,
-                node: None,
-                store: MemoryStore::default(),
-                incarnation: 0,
-                committing: false,
-                commit_ms: (1, 2),
-                clock_offset_ms: 0,
-                modules: Default::default(),
-                paused: false,
-                held_events: Vec::new(),
-                held_inputs: Vec::new(),
-            });
-            sim.start(i);
+            let seeds = if i == 0 { Vec::new() } else { vec![address(0)] };
+            sim.add_node(seeds);
         }
         sim.run_for(3_000);
         // From now on every node knows every other as a seed, as an operator
@@ -630,6 +605,11 @@ impl Sim {
     /// Adds a node that founds a one-node cluster of its own (no seeds);
     /// returns its index.
     pub fn add_solo_node(&mut self) -> usize {
+        self.add_node(Vec::new())
+    }
+
+    /// Adds node `node{len+1}` with `seeds` and starts it; returns its index.
+    fn add_node(&mut self, seeds: Vec<String>) -> usize {
         let i = self.nodes.len();
         let id =
             NodeId::new(&format!("node{}", i + 1)).unwrap_or_else(|_| unreachable!("valid id"));
@@ -637,10 +617,11 @@ impl Sim {
             id,
             http: format!("http-{}", i + 1),
             peer: address(i),
-            seeds: Vec::new(),
+            seeds,
             partitions: 64,
             target_n: 3,
             request_timeout_ms: 2_000,
+            // Drawn afresh at every start.
             entropy: 0,
             cluster_secret: [0; 32],
         };

@@ -782,14 +782,29 @@ pub(super) fn union(input: &cairn_sdk::ReconcileInput) -> Result<cairn_sdk::Reso
 }
 
 pub(super) fn plugin_table(sim: &mut Sim) {
-    // The simulator's reconciler stands in for the module's code.
-    sim.upload_plugin(0, "union", &["reconcile"], 1);
+    plugin_table_storing(sim, false);
+}
+
+/// Table `carts` merged by plugin `union`, which also chooses each object's
+/// engine when `storage_plugin` is set. The simulator's reconciler stands in
+/// for the module's code.
+pub(super) fn plugin_table_storing(sim: &mut Sim, storage_plugin: bool) {
+    let exports: &[&str] = if storage_plugin {
+        &["reconcile", "select_storage"]
+    } else {
+        &["reconcile"]
+    };
+    sim.upload_plugin(0, "union", exports, 1);
     sim.run_for(1_000);
-    let patch = TablePatch {
+    let mut patch = TablePatch {
         merge: Some(MergeMode::Plugin),
         plugin: Some("union".into()),
         ..Default::default()
     };
+    if storage_plugin {
+        patch.storage = Some(crate::core::table::StorageKind::Plugin);
+        patch.storage_plugin = Some("union".into());
+    }
     sim.create_table(0, "carts", patch);
 }
 

@@ -63,13 +63,7 @@ impl Node {
             return;
         }
         let now = self.now.mono_ms;
-        let up: Vec<NodeId> = self
-            .meta
-            .members
-            .keys()
-            .filter(|id| **id != self.config.id && self.status_of(id) == "up")
-            .cloned()
-            .collect();
+        let up = self.other_members_up();
         let members = self.meta.members.len();
         let (ready, waiting): (Vec<UploadWait>, Vec<UploadWait>) =
             std::mem::take(&mut self.uploads)
@@ -99,6 +93,16 @@ impl Node {
         }
     }
 
+    /// The members other than this node that it considers up.
+    fn other_members_up(&self) -> Vec<NodeId> {
+        self.meta
+            .members
+            .keys()
+            .filter(|id| **id != self.config.id && self.status_of(id) == "up")
+            .cloned()
+            .collect()
+    }
+
     /// Asks a peer for every live plugin module this node does not hold.
     pub(super) fn fetch_missing_modules(&mut self, random: u64, store: &mut dyn LocalStore) {
         let now = self.now.mono_ms;
@@ -121,13 +125,7 @@ impl Node {
                 self.modules_held.insert(sha256);
                 continue;
             }
-            let others: Vec<NodeId> = self
-                .meta
-                .members
-                .keys()
-                .filter(|id| **id != self.config.id && self.status_of(id) == "up")
-                .cloned()
-                .collect();
+            let others = self.other_members_up();
             let asked_before = self.module_fetches.contains_key(&sha256);
             let peer = if !asked_before && others.contains(&origin) {
                 Some(origin)
