@@ -17,6 +17,16 @@ pub use validate::{sha256_hex, PluginInfo};
 
 /// Largest module accepted for upload.
 pub const MODULE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Functions one module may define (the example plugins define a few hundred).
+pub const FUNCTIONS_MAX: u32 = 10_000;
+/// Largest function body: compile time and memory grow faster than linearly
+/// in one function's size, so this, not the module size, bounds a compile.
+pub const FUNCTION_BODY_BYTES_MAX: usize = 256 * 1024;
+/// Locals one function may declare.
+pub const LOCALS_PER_FUNCTION_MAX: u32 = 4_096;
+/// Modules compiled at once on a node (uploads, arrivals from peers and
+/// starts): with the bounds above, this bounds the memory compiling takes.
+pub const COMPILES_MAX: u32 = 2;
 /// Fuel (roughly, wasm instructions) one call may spend.
 pub const FUEL_PER_CALL: u64 = 200_000_000;
 /// Wall-clock backstop for one call, in epoch ticks of [`EPOCH_TICK_MS`]: 10 s,

@@ -13,11 +13,10 @@ use wasmtime::{
     PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
 };
 
-use super::validate::{check_shape, sha256_hex, PluginInfo};
+use super::validate::{check_compile_bounds, check_shape, sha256_hex, PluginInfo};
 use super::{
-    exports, PluginError, COMPILE_INSTANCES_MAX, EPOCH_TICKS_PER_CALL, EPOCH_TICK_MS,
-    FUEL_PER_CALL, INSTANCES_MAX, MEMORY_BYTES_MAX, MODULE_BYTES_MAX, OUTPUT_BYTES_MAX,
-    STACK_BYTES_MAX,
+    exports, PluginError, COMPILES_MAX, COMPILE_INSTANCES_MAX, EPOCH_TICKS_PER_CALL, EPOCH_TICK_MS,
+    FUEL_PER_CALL, INSTANCES_MAX, MEMORY_BYTES_MAX, OUTPUT_BYTES_MAX, STACK_BYTES_MAX,
 };
 
 /// What one call's store carries: its resource limits, and whether they
@@ -64,18 +63,27 @@ impl ResourceLimiter for CallState {
     }
 }
 
-/// Counts the validation calls of compilations in flight, so they never take
-/// more than the pool slots kept for them.
-#[derive(Default)]
+/// Lets at most `max` threads through at once, the others wait: used for
+/// compiles (their memory) and for the validation calls of compilations (the
+/// pool slots kept for them).
 struct CompileGate {
+    max: u32,
     running: Mutex<u32>,
     freed: Condvar,
 }
 
 impl CompileGate {
+    fn new(max: u32) -> Self {
+        CompileGate {
+            max,
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
     fn enter(&self) -> CompileTurn<'_> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= COMPILE_INSTANCES_MAX {
+        while *running >= self.max {
             running = self.freed.wait(running).unwrap_or_else(|e| e.into_inner());
         }
         *running += 1;
@@ -105,6 +113,8 @@ pub struct PluginRuntime {
     engine: Engine,
     modules: RwLock<HashMap<String, Arc<CompiledPlugin>>>,
     compiling: CompileGate,
+    /// Compiles under way, at most [`COMPILES_MAX`].
+    compiles: CompileGate,
     /// Largest merged value a plugin may answer (the node's `--value-bytes-max`).
     merged_bytes_max: AtomicUsize,
 }
@@ -146,7 +156,8 @@ impl PluginRuntime {
         Ok(Arc::new(PluginRuntime {
             engine,
             modules: RwLock::new(HashMap::new()),
-            compiling: CompileGate::default(),
+            compiling: CompileGate::new(COMPILE_INSTANCES_MAX),
+            compiles: CompileGate::new(COMPILES_MAX),
             merged_bytes_max: AtomicUsize::new(crate::core::limits::VALUE_BYTES_MAX_DEFAULT),
         }))
     }
@@ -159,19 +170,16 @@ impl PluginRuntime {
     /// Validates and compiles `bytes` (never a precompiled artifact: always
     /// from the wasm), checking its ABI version with one sandboxed call.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
-        if bytes.len() > MODULE_BYTES_MAX {
-            return Err(PluginError::Invalid(format!(
-                "module of {} bytes exceeds {MODULE_BYTES_MAX}",
-                bytes.len()
-            )));
-        }
+        check_compile_bounds(bytes)?;
         let sha256 = sha256_hex(bytes);
         if let Some(known) = self.get(&sha256) {
             return Ok(known);
         }
+        let turn = self.compiles.enter();
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| PluginError::Invalid(format!("not a valid module: {e}")))?;
-        let found = check_shape(&module, bytes)?;
+        drop(turn);
+        let found = check_shape(&module)?;
         let linker: Linker<CallState> = Linker::new(&self.engine);
         let pre = linker
             .instantiate_pre(&module)

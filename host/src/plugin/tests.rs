@@ -205,3 +205,84 @@ fn a_merge_larger_than_the_nodes_value_limit_is_an_output_error() {
         Ok(Resolution::merged(b"hi".to_vec()))
     );
 }
+
+/// A function of `statements` additions over `locals` locals, each reading
+/// two locals far apart and writing a third, so many values stay live: what
+/// costs the register allocator most per byte.
+fn busy_function(locals: u32, statements: u32) -> String {
+    let mut text = String::from("(func (result i32)");
+    for _ in 0..locals {
+        text.push_str(" (local i32)");
+    }
+    let mut x: u32 = 1;
+    for _ in 0..statements {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let (a, b, c) = (x % locals, (x >> 8) % locals, (x >> 16) % locals);
+        text.push_str(&format!(
+            " (local.set {c} (i32.add (local.get {a}) (local.get {b})))"
+        ));
+    }
+    text.push_str(" (local.get 0))");
+    text
+}
+
+#[test]
+fn modules_beyond_the_compile_bounds_are_refused_before_compiling() {
+    use super::{FUNCTIONS_MAX, FUNCTION_BODY_BYTES_MAX, LOCALS_PER_FUNCTION_MAX};
+    let runtime = PluginRuntime::new().unwrap();
+    let refused = |bytes: &[u8], words: &str| match runtime.compile(bytes) {
+        Err(PluginError::Invalid(reason)) => assert!(reason.contains(words), "{reason}"),
+        other => panic!(
+            "expected a refusal naming {words:?}, got {:?}",
+            other.map(|_| ())
+        ),
+    };
+    // One local too many.
+    let locals = module(
+        1,
+        &packed(16, 1),
+        &busy_function(LOCALS_PER_FUNCTION_MAX + 1, 1),
+    );
+    refused(&locals, "locals");
+    // A body over the limit (each statement takes at most 10 bytes here).
+    let statements = (FUNCTION_BODY_BYTES_MAX / 8) as u32;
+    let big = module(1, &packed(16, 1), &busy_function(1_000, statements));
+    refused(&big, "function body");
+    // One function too many.
+    let many: String = (0..FUNCTIONS_MAX).map(|_| "(func)").collect();
+    refused(&module(1, &packed(16, 1), &many), "functions");
+    // Within every bound, the same shapes compile.
+    let fits = module(
+        1,
+        &packed(16, 1),
+        &busy_function(LOCALS_PER_FUNCTION_MAX, 1_000),
+    );
+    assert!(runtime.compile(&fits).is_ok());
+}
+
+/// How long the worst modules within the bounds take to compile; on demand:
+/// `cargo test -p cairn --release --lib compile_time_at_the_bounds -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn compile_time_at_the_bounds() {
+    use super::{FUNCTION_BODY_BYTES_MAX, LOCALS_PER_FUNCTION_MAX, MODULE_BYTES_MAX};
+    let runtime = PluginRuntime::new().unwrap();
+    for locals in [64, 1_024, LOCALS_PER_FUNCTION_MAX] {
+        let statements = (FUNCTION_BODY_BYTES_MAX / 11) as u32;
+        let one = busy_function(locals, statements);
+        let bytes = module(1, &packed(16, 1), &one);
+        let started = std::time::Instant::now();
+        runtime.compile(&bytes).unwrap();
+        let single = started.elapsed();
+        let copies = MODULE_BYTES_MAX / bytes.len();
+        let whole = module(1, &packed(16, 1), &one.repeat(copies));
+        let started = std::time::Instant::now();
+        runtime.compile(&whole).unwrap();
+        println!(
+            "{locals} locals: one function of {} bytes {single:?}; a {}-byte module of {copies} {:?}",
+            bytes.len(),
+            whole.len(),
+            started.elapsed()
+        );
+    }
+}

@@ -2,9 +2,13 @@
 //! what it declares, and imports nothing.
 
 use sha2::{Digest, Sha256};
+use wasmparser::{Parser, Payload};
 use wasmtime::{ExternType, Module, ValType};
 
-use super::{exports, PluginError, MODULE_BYTES_MAX};
+use super::{
+    exports, PluginError, FUNCTIONS_MAX, FUNCTION_BODY_BYTES_MAX, LOCALS_PER_FUNCTION_MAX,
+    MODULE_BYTES_MAX,
+};
 
 /// What validation learned about a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +27,52 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks the module's shape (everything but the ABI version, which needs a call).
-pub(super) fn check_shape(module: &Module, bytes: &[u8]) -> Result<Vec<String>, PluginError> {
+/// Bounds what compiling `bytes` can cost before the compiler sees them:
+/// compile time and memory grow with the size of each function and the
+/// number of its locals, so a module within these limits compiles in bounded
+/// time and memory however hostile its code (docs/decisions/0010).
+pub(super) fn check_compile_bounds(bytes: &[u8]) -> Result<(), PluginError> {
     if bytes.len() > MODULE_BYTES_MAX {
         return Err(PluginError::Invalid(format!(
-            "module larger than {MODULE_BYTES_MAX} bytes"
+            "module of {} bytes exceeds {MODULE_BYTES_MAX}",
+            bytes.len()
         )));
     }
+    let invalid =
+        |e: wasmparser::BinaryReaderError| PluginError::Invalid(format!("not a valid module: {e}"));
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::CodeSectionStart { count, .. } if count > FUNCTIONS_MAX => {
+                return Err(PluginError::Invalid(format!(
+                    "the module defines {count} functions; at most {FUNCTIONS_MAX} are accepted"
+                )));
+            }
+            Payload::CodeSectionEntry(body) => {
+                let size = body.range().len();
+                if size > FUNCTION_BODY_BYTES_MAX {
+                    return Err(PluginError::Invalid(format!(
+                        "a function body of {size} bytes exceeds {FUNCTION_BODY_BYTES_MAX}"
+                    )));
+                }
+                let mut locals = 0u64;
+                for group in body.get_locals_reader().map_err(invalid)? {
+                    let (count, _) = group.map_err(invalid)?;
+                    locals += u64::from(count);
+                }
+                if locals > u64::from(LOCALS_PER_FUNCTION_MAX) {
+                    return Err(PluginError::Invalid(format!(
+                        "a function declares {locals} locals; at most {LOCALS_PER_FUNCTION_MAX} are accepted"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks the module's shape (everything but the ABI version, which needs a call).
+pub(super) fn check_shape(module: &Module) -> Result<Vec<String>, PluginError> {
     if let Some(import) = module.imports().next() {
         return Err(PluginError::Invalid(format!(
             "imports are not allowed (found {}::{}): plugins get no WASI, clock, filesystem or network",
