@@ -8,6 +8,8 @@ use cairn_tests::{wait_until, Cluster};
 
 const KV: &str = r#"{"n":3,"r":2,"w":2,"merge":"lww"}"#;
 const EVENTS: &str = r#"{"n":3,"r":2,"w":2,"merge":"siblings"}"#;
+/// For one-node clusters: one replica, so quorums are met without the others.
+const SOLO: &str = r#"{"n":1,"r":1,"w":1,"merge":"lww"}"#;
 
 #[test]
 fn keys_follow_the_spec_end_to_end() {
@@ -765,5 +767,72 @@ fn a_join_to_a_wrong_seed_leaves_the_node_serving_and_a_joiner_keeps_the_cluster
             let config = member.call("GET", "/tables/events", &[], b"").json();
             (config["n"] == 3 && config["storage"] == "lmdb").then_some(())
         });
+    }
+}
+
+/// Reads what arrived on `stream` until the peer closes it or `timeout`
+/// passes, as text.
+fn read_reply(stream: &mut TcpStream, timeout: Duration) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn bodies_are_admitted_against_a_budget_before_reading_and_a_stalled_body_times_out() {
+    // Values up to 64 MiB: eight announced bodies take the whole 512 MiB
+    // budget for bodies in flight.
+    let cluster = Cluster::start("body-budget", 1, &["--value-bytes-max", "67108864"]);
+    cluster.create_table("kv", SOLO);
+    let node = &cluster.nodes[0];
+    let announce = |stream: &mut TcpStream, key: &str, len: usize| {
+        let head = format!(
+            "PUT /tables/kv/keys/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(b"only the first bytes").unwrap();
+    };
+    let mut stalled: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let mut stream = TcpStream::connect(&node.http).unwrap();
+            announce(&mut stream, &format!("big{i}"), 64 * 1024 * 1024);
+            stream
+        })
+        .collect();
+    // Once they are admitted, a small body finds no room and is refused at
+    // once, before the node reads it; other requests still work.
+    let refused = wait_until(Duration::from_secs(10), "the budget to be taken", || {
+        let put = node.call("PUT", "/tables/kv/keys/small", &[], b"v");
+        (put.status == 503).then_some(put)
+    });
+    assert!(refused.text().contains("overloaded"), "{}", refused.text());
+    assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
+    assert_eq!(
+        node.call("GET", "/tables/kv/keys/small", &[], b"").status,
+        404
+    );
+    // A body that stops arriving is answered 408 after 30 s, which gives
+    // its share of the budget back.
+    for stream in &mut stalled {
+        let reply = read_reply(stream, Duration::from_secs(45));
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+    drop(stalled);
+    let put = node.call("PUT", "/tables/kv/keys/small", &[], b"v");
+    assert_eq!(put.status, 204, "{}", put.text());
+    for i in 0..8 {
+        let got = node.call("GET", &format!("/tables/kv/keys/big{i}"), &[], b"");
+        assert_eq!(got.status, 404, "a partial body is never stored");
     }
 }
