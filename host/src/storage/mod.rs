@@ -10,6 +10,7 @@
 //! answers that depend on them released.
 
 mod blob;
+mod lock;
 mod stored;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -28,6 +29,7 @@ use crate::core::store::{CopyState, LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::{NodeId, TableName};
 use blob::{BlobDir, BlobId};
+use lock::DataDirLock;
 use stored::StoredObject;
 
 /// LMDB's map size: address space reserved, not disk used.
@@ -147,6 +149,8 @@ pub struct NodeStore {
     /// first, with their numbers: loads still see them.
     sealed: VecDeque<(u64, Arc<SealedBatch>)>,
     memory: HashMap<(TableName, Bytes), Object>,
+    /// Keeps other processes off this data dir while the store lives.
+    _lock: DataDirLock,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> StoreError {
@@ -155,12 +159,13 @@ fn storage_error(e: impl std::fmt::Display) -> StoreError {
 
 impl NodeStore {
     /// Opens (or creates) the data dir of node `id`. Refuses a dir that
-    /// belongs to another node id.
+    /// belongs to another node id, or that another process has open.
     pub fn open(dir: &Path, id: &NodeId) -> Result<(NodeStore, Persisted), StoreError> {
         std::fs::create_dir_all(dir).map_err(storage_error)?;
+        let lock = DataDirLock::acquire(dir)?;
         // SAFETY: heed requires the caller to ensure the environment is not opened
-        // twice in one process and the file is not modified by others; a data dir
-        // belongs to exactly one node, which opens it once.
+        // twice in one process and the file is not modified by others; the lock
+        // just taken keeps every other opener (this process included) out.
         let env = unsafe {
             EnvOpenOptions::new()
                 .map_size(MAP_BYTES)
@@ -228,6 +233,7 @@ impl NodeStore {
             staged: SealedBatch::default(),
             sealed: VecDeque::new(),
             memory: HashMap::new(),
+            _lock: lock,
         };
         Ok((
             store,

@@ -352,3 +352,23 @@ fn cluster_metadata_written_before_token_keys_still_opens() {
     assert_eq!(persisted.meta, Some(meta));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_data_dir_in_use_is_refused_with_its_holder_and_free_again_once_closed() {
+    let dir = temp_dir("locked");
+    let id = NodeId::new("n1").unwrap();
+    let (store, _) = NodeStore::open(&dir, &id).unwrap();
+    let refused = NodeStore::open(&dir, &id)
+        .err()
+        .expect("a second open is refused");
+    assert!(
+        refused
+            .0
+            .contains(&format!("in use by process {}", std::process::id())),
+        "{}",
+        refused.0
+    );
+    drop(store);
+    assert!(NodeStore::open(&dir, &id).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}

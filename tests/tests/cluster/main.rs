@@ -1,6 +1,7 @@
 //! Cluster-level tests over real `cairn serve` processes on loopback, in one
 //! test binary to keep link time down.
 
+mod abuse;
 mod authoring;
 mod keys;
 mod plugins;
