@@ -1,6 +1,6 @@
 //! Client commands: thin wrappers over the HTTP API that print what a node answers.
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -165,9 +165,14 @@ pub fn exchange(
         builder = builder.header(*name, *value);
     }
     let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default())?;
-    let mut response = agent
+    let response = agent
         .run(request)
-        .with_context(|| format!("{method} {url}"))?;
+        .map_err(|e| explain_send_error(e, method, url))?;
+    answer_of(response)
+}
+
+/// Reads a whole answer.
+fn answer_of(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Answer> {
     let header = |name: &str| {
         response
             .headers()
@@ -203,28 +208,61 @@ fn quorum_query(name: &str, value: Option<u8>) -> String {
     value.map(|v| format!("?{name}={v}")).unwrap_or_default()
 }
 
+/// The server's reason from an error answer: its JSON `error`, or the body
+/// as text when it is not a Cairn answer.
+fn reason(answer: &Answer) -> String {
+    serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).trim().to_owned())
+}
+
 fn fail_unless_ok(answer: &Answer) -> anyhow::Result<()> {
     if answer.status >= 400 {
-        anyhow::bail!(
-            "HTTP {}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body)
-        );
+        anyhow::bail!("HTTP {}: {}", answer.status, reason(answer));
     }
     Ok(())
 }
 
-/// `cairn put`.
+/// Says what a broken connection during an upload most likely means: the
+/// node refused the body (too large) and closed, and its answer was lost.
+fn explain_send_error(e: ureq::Error, method: &str, url: &str) -> anyhow::Error {
+    let broken = matches!(&e, ureq::Error::Io(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    ));
+    if broken {
+        anyhow::anyhow!(
+            "{method} {url}: the node closed the connection while the value was sent \
+             (a value larger than the node's --value-bytes-max is refused with 413)"
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("{method} {url}"))
+    }
+}
+
+/// stdin's length when it is a regular file (`< file`), so the value can be
+/// announced: a node then refuses one over its limit before a byte is sent.
+fn stdin_file_len() -> Option<u64> {
+    use std::io::Seek as _;
+    use std::os::fd::AsFd as _;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let mut file = std::fs::File::from(fd);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let at = file.stream_position().ok()?;
+    Some(meta.len().saturating_sub(at))
+}
+
+/// `cairn put`. A value from stdin is streamed, not read into memory; every
+/// PUT asks `Expect: 100-continue`, so a refusal arrives before the body.
 pub fn put(args: &PutArgs) -> anyhow::Result<()> {
-    let value = match args.value.as_deref() {
-        None | Some("-") => {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf)?;
-            buf
-        }
-        Some(v) => v.as_bytes().to_vec(),
-    };
-    let mut headers = vec![("content-type", args.content_type.as_str())];
+    let mut headers = vec![
+        ("content-type", args.content_type.as_str()),
+        ("expect", "100-continue"),
+    ];
     if let Some(context) = &args.context {
         headers.push(("x-cairn-context", context));
     }
@@ -234,13 +272,32 @@ pub fn put(args: &PutArgs) -> anyhow::Result<()> {
         &args.key,
         &quorum_query("w", args.w),
     );
-    let answer = exchange("PUT", &url, &headers, Some(&value))?;
+    let answer = match args.value.as_deref() {
+        Some(value) if value != "-" => exchange("PUT", &url, &headers, Some(value.as_bytes()))?,
+        _ => {
+            let length = stdin_file_len().map(|n| n.to_string());
+            if let Some(length) = &length {
+                headers.push(("content-length", length));
+            }
+            let mut request = agent().put(&url);
+            for (name, value) in &headers {
+                request = request.header(*name, *value);
+            }
+            let stdin = std::io::stdin();
+            let mut reader = stdin.lock();
+            let response = request
+                .send(ureq::SendBody::from_reader(&mut reader))
+                .map_err(|e| explain_send_error(e, "PUT", &url))?;
+            answer_of(response)?
+        }
+    };
     fail_unless_ok(&answer)?;
     println!("stored; context: {}", answer.context.unwrap_or_default());
     Ok(())
 }
 
-/// `cairn get`.
+/// `cairn get`. One value goes to stdout byte for byte (its content type and
+/// context to stderr); siblings are listed; any error shows the node's reason.
 pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     let url = key_url(
         &args.target,
@@ -251,10 +308,9 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     let answer = exchange("GET", &url, &[], None)?;
     match answer.status {
         200 => {
-            std::io::stdout().write_all(&answer.body)?;
-            if !answer.body.ends_with(b"\n") {
-                println!();
-            }
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&answer.body)?;
+            stdout.flush()?;
             eprintln!("content-type: {}", answer.content_type.unwrap_or_default());
             eprintln!("context: {}", answer.context.unwrap_or_default());
             Ok(())
@@ -275,10 +331,9 @@ pub fn get(args: &GetArgs) -> anyhow::Result<()> {
             println!("context: {}", body["context"].as_str().unwrap_or(""));
             Ok(())
         }
-        404 => anyhow::bail!("not found"),
         _ => {
             fail_unless_ok(&answer)?;
-            Ok(())
+            anyhow::bail!("unexpected HTTP {}: {}", answer.status, reason(&answer))
         }
     }
 }
