@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::core::limits::{
-    PARTITIONS_DEFAULT, PARTITIONS_MAX, REQUEST_TIMEOUT_MS_DEFAULT, VALUE_BYTES_MAX_DEFAULT,
+    OBJECT_LIVE_BYTES_MAX, PARTITIONS_DEFAULT, PARTITIONS_MAX, PARTITIONS_MIN,
+    REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX, REQUEST_TIMEOUT_MS_MIN,
+    VALUE_BYTES_MAX_DEFAULT,
 };
 use crate::core::types::NodeId;
 use crate::runtime::{self, ServeOptions};
@@ -91,11 +93,32 @@ impl ServeArgs {
     /// Checks the arguments and turns them into runtime options.
     pub fn options(&self) -> anyhow::Result<ServeOptions> {
         let id = NodeId::new(&self.node_id)?;
-        if !self.partitions.is_power_of_two() || self.partitions > PARTITIONS_MAX as usize {
-            anyhow::bail!("--partitions must be a power of two up to {PARTITIONS_MAX}");
+        if !self.partitions.is_power_of_two()
+            || !(PARTITIONS_MIN as usize..=PARTITIONS_MAX as usize).contains(&self.partitions)
+        {
+            anyhow::bail!(
+                "--partitions must be a power of two from {PARTITIONS_MIN} to {PARTITIONS_MAX}"
+            );
         }
         if self.target_n == 0 {
             anyhow::bail!("--target-n must be at least 1");
+        }
+        for seed in &self.seeds {
+            crate::core::types::validate_peer_address(seed)
+                .map_err(|e| anyhow::anyhow!("--seed {seed:?}: {e}"))?;
+        }
+        if !(REQUEST_TIMEOUT_MS_MIN..=REQUEST_TIMEOUT_MS_MAX).contains(&self.request_timeout_ms) {
+            anyhow::bail!(
+                "--request-timeout-ms must be between {REQUEST_TIMEOUT_MS_MIN} and {REQUEST_TIMEOUT_MS_MAX}"
+            );
+        }
+        if !(1..=OBJECT_LIVE_BYTES_MAX).contains(&self.value_bytes_max) {
+            anyhow::bail!(
+                "--value-bytes-max must be between 1 and {OBJECT_LIVE_BYTES_MAX} (what one key may hold)"
+            );
+        }
+        if self.http_connections_max == 0 {
+            anyhow::bail!("--http-connections-max must be at least 1");
         }
         Ok(ServeOptions {
             id,
@@ -107,7 +130,7 @@ impl ServeArgs {
             target_n: self.target_n,
             request_timeout_ms: self.request_timeout_ms,
             value_bytes_max: self.value_bytes_max,
-            http_connections_max: self.http_connections_max.max(1),
+            http_connections_max: self.http_connections_max,
         })
     }
 }

@@ -11,8 +11,14 @@ pub const VALUE_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 pub const CONTEXT_CHARS_MAX: usize = 2048;
 /// Most live versions one key may hold before a client write gets 409.
 pub const SIBLINGS_MAX: usize = 64;
-/// Most live bytes one key may hold before a client write gets 409.
+/// Most live bytes (values and their content types) one key may hold before
+/// a client write gets 409.
 pub const OBJECT_LIVE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Longest Content-Type a value may carry (400 beyond).
+pub const CONTENT_TYPE_BYTES_MAX: usize = 256;
+/// What one version costs in a frame beyond its value and content type, at
+/// most: its dot (a node id, an epoch, a counter), timestamp and framing.
+const VERSION_OVERHEAD_BYTES_MAX: usize = NODE_ID_CHARS_MAX + 64;
 /// Largest replication factor a table may ask for.
 pub const REPLICAS_MAX: u8 = 9;
 /// Longest table name.
@@ -25,6 +31,11 @@ pub const TABLES_MAX: usize = 400;
 pub const FRAME_BYTES_MAX: usize = OBJECT_LIVE_BYTES_MAX + 4 * 1024 * 1024;
 /// Default time a client request may take before it is answered 503.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// Shortest request timeout a node accepts: below it, a healthy cluster's
+/// requests would time out.
+pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
+/// Longest request timeout a node accepts.
+pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 /// A member with no message for this long is reported `down`.
 pub const MEMBER_DOWN_AFTER_MS: u64 = 5_000;
 /// How often a node pings every member (any message counts as an answer).
@@ -35,6 +46,9 @@ pub const GOSSIP_INTERVAL_MS: u64 = 1_000;
 pub const PARTITIONS_DEFAULT: u32 = 256;
 /// Largest partition count a cluster may be created with.
 pub const PARTITIONS_MAX: u32 = 1_024;
+/// Fewest partitions a cluster may have: enough that a table's n replicas
+/// land on distinct nodes.
+pub const PARTITIONS_MIN: u32 = 16;
 /// Client requests one node coordinates or forwards at once; beyond it: 503 overloaded.
 pub const CLIENT_REQUESTS_IN_FLIGHT_MAX: usize = 16_384;
 /// Largest first frame (the hello naming the sender) on a peer connection:
@@ -61,6 +75,22 @@ pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const CONTEXT_ACTORS_MAX: usize = 512;
 
 const _: () = assert!(CONTEXT_CHARS_MAX < FRAME_BYTES_MAX);
+// Any object the limits admit fits one frame, so replicas can always receive
+// what a coordinator accepted: its live bytes, each version's overhead, a
+// clock of as many actors as a context may name, and room for the message.
+const _: () = assert!(
+    OBJECT_LIVE_BYTES_MAX
+        + (SIBLINGS_MAX + 1) * (CONTENT_TYPE_BYTES_MAX + VERSION_OVERHEAD_BYTES_MAX)
+        + CONTEXT_ACTORS_MAX * (NODE_ID_CHARS_MAX + 32)
+        + KEY_BYTES_MAX
+        + 64 * 1024
+        < FRAME_BYTES_MAX
+);
 const _: () = assert!(VALUE_BYTES_MAX_DEFAULT <= OBJECT_LIVE_BYTES_MAX);
-const _: () = assert!(PARTITIONS_DEFAULT.is_power_of_two() && PARTITIONS_MAX.is_power_of_two());
+const _: () = assert!(
+    PARTITIONS_DEFAULT.is_power_of_two()
+        && PARTITIONS_MAX.is_power_of_two()
+        && PARTITIONS_MIN.is_power_of_two()
+        && PARTITIONS_MIN >= REPLICAS_MAX as u32
+);
 const _: () = assert!(MEMBER_DOWN_AFTER_MS > 2 * PING_INTERVAL_MS);

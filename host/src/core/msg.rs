@@ -209,7 +209,8 @@ pub struct MemberStatus {
     pub http: String,
     /// Peer address.
     pub peer: String,
-    /// `up` or `down`, from this node's failure detection.
+    /// `up` or `down`, from this node's failure detection; `joining` for this
+    /// node while no seed has admitted it yet.
     pub status: &'static str,
     /// Partitions it owns.
     pub partitions: usize,

@@ -29,9 +29,13 @@ impl Version {
         self.value.is_some()
     }
 
-    /// Value bytes held (0 for a tombstone).
+    /// Bytes a live version holds, its content type included (0 for a
+    /// tombstone): every byte counts against the object's limit, so whatever
+    /// a coordinator admits fits in a frame to its replicas.
     pub fn live_bytes(&self) -> usize {
-        self.value.as_ref().map_or(0, Bytes::len)
+        self.value
+            .as_ref()
+            .map_or(0, |value| value.len() + self.content_type.len())
     }
 
     /// The last-write-wins order: (timestamp_ms, node id, epoch, counter).

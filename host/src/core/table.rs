@@ -119,14 +119,33 @@ impl TableConfig {
                 ));
             }
         }
+        let merge = patch.merge.unwrap_or(base.merge);
+        let storage = patch.storage.unwrap_or(base.storage);
+        // A plugin name on a table that does not use it would be kept, shown
+        // and checked by nobody: refuse it, and forget the merge plugin when
+        // the merge mode moves away from "plugin".
+        if patch.plugin.is_some() && merge != MergeMode::Plugin {
+            return Err(ConfigError::Invalid(
+                "\"plugin\" is only for tables with merge \"plugin\"".into(),
+            ));
+        }
+        if patch.storage_plugin.is_some() && storage != StorageKind::Plugin {
+            return Err(ConfigError::Invalid(
+                "\"storage_plugin\" is only for tables with storage \"plugin\"".into(),
+            ));
+        }
         let config = TableConfig {
             n: patch.n.unwrap_or(base.n),
             r: patch.r.unwrap_or(base.r),
             w: patch.w.unwrap_or(base.w),
-            merge: patch.merge.unwrap_or(base.merge),
-            plugin: patch.plugin.clone().or(base.plugin),
-            storage: patch.storage.unwrap_or(base.storage),
-            storage_plugin: patch.storage_plugin.clone().or(base.storage_plugin),
+            merge,
+            plugin: (merge == MergeMode::Plugin)
+                .then(|| patch.plugin.clone().or(base.plugin))
+                .flatten(),
+            storage,
+            storage_plugin: (storage == StorageKind::Plugin)
+                .then(|| patch.storage_plugin.clone().or(base.storage_plugin))
+                .flatten(),
         };
         config.validate()?;
         Ok(config)
@@ -162,6 +181,28 @@ impl TableConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_names_belong_only_to_tables_that_use_them() {
+        let patch = |json: &str| serde_json::from_str::<TablePatch>(json).unwrap();
+        for stray in [
+            r#"{"merge":"lww","plugin":"carts"}"#,
+            r#"{"plugin":"carts"}"#,
+            r#"{"storage":"lmdb","storage_plugin":"router"}"#,
+        ] {
+            let refused = TableConfig::apply(None, &patch(stray));
+            assert!(
+                matches!(refused, Err(ConfigError::Invalid(ref m)) if m.contains("only for")),
+                "{stray}: {refused:?}"
+            );
+        }
+        let merged = patch(r#"{"merge":"plugin","plugin":"carts"}"#);
+        let plugin = TableConfig::apply(None, &merged).unwrap();
+        assert_eq!(plugin.plugin.as_deref(), Some("carts"));
+        // Moving to lww forgets the merge plugin.
+        let lww = TableConfig::apply(Some(&plugin), &patch(r#"{"merge":"lww"}"#)).unwrap();
+        assert_eq!(lww.plugin, None);
+    }
 
     #[test]
     fn defaults_are_n3_r2_w2_lww_lmdb() {

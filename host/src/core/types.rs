@@ -128,6 +128,29 @@ impl<'de> Deserialize<'de> for TableName {
     }
 }
 
+/// Checks that `address` reads as HOST:PORT (an IP address or a host name,
+/// and a port from 1 to 65535), so a typo in a seed is refused at once
+/// instead of leaving a node asking nobody. Names resolve when connecting.
+pub fn validate_peer_address(address: &str) -> Result<(), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| "a peer address is HOST:PORT".to_owned())?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let host_ok = bare.parse::<core::net::IpAddr>().is_ok()
+        || (!bare.is_empty()
+            && bare.len() <= 253
+            && bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    if !host_ok {
+        return Err(format!("{host:?} is neither an IP address nor a host name"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!("{port:?} is not a port from 1 to 65535")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +175,28 @@ mod tests {
     fn decoding_checks_the_pattern_too() {
         let bytes = postcard::to_allocvec("bad id!").unwrap();
         assert!(postcard::from_bytes::<NodeId>(&bytes).is_err());
+    }
+
+    #[test]
+    fn peer_addresses_are_host_and_port() {
+        for good in [
+            "127.0.0.1:9080",
+            "node-2.example:9080",
+            "[::1]:9080",
+            "localhost:1",
+        ] {
+            assert_eq!(validate_peer_address(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "nonsense",
+            "host:",
+            "host:0",
+            "host:65536",
+            ":9080",
+            "a b:9080",
+            "x:y",
+        ] {
+            assert!(validate_peer_address(bad).is_err(), "{bad}");
+        }
     }
 }

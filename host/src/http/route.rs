@@ -4,16 +4,20 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
 use super::respond::{admin_reply, client_reply, error, overloaded, HttpResponse, CONTEXT_HEADER};
-use crate::core::limits::{CONTEXT_CHARS_MAX, HTTP_BODY_TIMEOUT_MS, KEY_BYTES_MAX};
+use crate::core::limits::{
+    CONTENT_TYPE_BYTES_MAX, CONTEXT_CHARS_MAX, HTTP_BODY_TIMEOUT_MS, KEY_BYTES_MAX,
+};
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
 use crate::core::token::ClientContext;
-use crate::core::types::{validate_plugin_name, TableName};
+use crate::core::types::{validate_peer_address, validate_plugin_name, TableName};
 use crate::plugin::MODULE_BYTES_MAX;
 use crate::runtime::{NodeHandle, Unanswered};
 
@@ -27,6 +31,8 @@ enum Refusal {
     Status(StatusCode, String),
     /// The node's queue is full: 503 with Retry-After.
     Overloaded,
+    /// 405, with the methods the endpoint answers in `Allow`.
+    NotAllowed { allow: &'static str, reason: String },
 }
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
@@ -50,13 +56,60 @@ pub async fn handle(request: Request<Incoming>, node: &NodeHandle) -> HttpRespon
         Ok(response) => response,
         Err(Refusal::Status(status, reason)) => error(status, reason),
         Err(Refusal::Overloaded) => overloaded(),
+        Err(Refusal::NotAllowed { allow, reason }) => {
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, reason);
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+            response
+        }
     }
+}
+
+/// The methods an endpoint answers (the `Allow` header of its 405 and
+/// OPTIONS answers), or `None` for a path that is no endpoint.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    Some(match segments {
+        [""] | ["health"] | ["cluster"] | ["tables"] | ["plugins"] => "GET, HEAD, OPTIONS",
+        ["tables", _, "preflist", _] => "GET, HEAD, OPTIONS",
+        ["cluster", "join" | "remove" | "replace"] => "POST, OPTIONS",
+        ["tables", _] => "GET, HEAD, PUT, OPTIONS",
+        ["plugins", _] | ["tables", _, "keys", _] => "GET, HEAD, PUT, DELETE, OPTIONS",
+        _ => return None,
+    })
 }
 
 async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpResponse, Refusal> {
     let path = request.uri().path().to_owned();
-    let method = request.method().clone();
     let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+    let Some(allow) = allowed_methods(&segments) else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path}"),
+        ));
+    };
+    let method = request.method().clone();
+    if method == Method::OPTIONS {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+        return Ok(response);
+    }
+    if !allow.split(", ").any(|m| m == method.as_str()) {
+        return Err(Refusal::NotAllowed {
+            allow,
+            reason: format!("{method} is not allowed on {path}"),
+        });
+    }
+    check_transfer_coding(&request)?;
+    // HEAD is answered as GET; hyper sends the head without the body.
+    let method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method
+    };
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => Ok(dashboard()),
         (&Method::GET, ["health"]) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
@@ -68,6 +121,9 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
                     StatusCode::BAD_REQUEST,
                     "body must be {\"seed\":\"HOST:PORT\"}",
                 )
+            })?;
+            validate_peer_address(seed).map_err(|e| {
+                refuse(StatusCode::BAD_REQUEST, format!("seed {seed:?}: {e}"))
             })?;
             admin(node, AdminOp::Join(seed.to_owned())).await
         }
@@ -101,38 +157,44 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
         }
         (_, ["tables", table, "keys", key]) => {
             let (table, key) = (table_name(table)?, key_bytes(key)?);
-            key_operation(request, node, table, key).await
+            key_operation(request, method, node, table, key).await
         }
-        (
-            _,
-            [""]
-            | ["health"]
-            | ["cluster"]
-            | ["cluster", "join"]
-            | ["tables"]
-            | ["tables", _]
-            | ["plugins"]
-            | ["plugins", _],
-        ) => Err(refuse(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not allowed on {path}"),
-        )),
-        _ => Err(refuse(
-            StatusCode::NOT_FOUND,
-            format!("no such endpoint: {path}"),
-        )),
+        // Every pair allowed above is routed; this is for the compiler.
+        _ => Err(Refusal::NotAllowed {
+            allow,
+            reason: format!("{method} is not allowed on {path}"),
+        }),
     }
+}
+
+/// Refuses bodies in a transfer coding this server does not decode (only
+/// `chunked` is): stored undecoded, they would be wrong values. A PUT's
+/// `Content-Encoding` is refused by [`key_operation`] for the same reason.
+fn check_transfer_coding<B>(request: &Request<B>) -> Result<(), Refusal> {
+    for value in request.headers().get_all(TRANSFER_ENCODING) {
+        let text = value.to_str().unwrap_or("?");
+        for coding in text.split(',').map(str::trim) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(refuse(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!("Transfer-Encoding {coding} is not supported; send the body plain or chunked"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn key_operation(
     request: Request<Incoming>,
+    method: Method,
     node: &NodeHandle,
     table: TableName,
     key: Bytes,
 ) -> Result<HttpResponse, Refusal> {
     let query = request.uri().query().unwrap_or("").to_owned();
     let bound_to = (table.clone(), key.clone());
-    let op = match *request.method() {
+    let op = match method {
         Method::GET => ClientOp::Get {
             table,
             key,
@@ -141,12 +203,15 @@ async fn key_operation(
         Method::PUT => {
             let w = quorum_param(&query, "w")?;
             let context = context_header(&request, &table, &key, node)?;
-            let content_type = request
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let content_type = content_type_header(&request)?;
+            if let Some(coding) = request.headers().get(CONTENT_ENCODING) {
+                if !coding.as_bytes().eq_ignore_ascii_case(b"identity") {
+                    return Err(refuse(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "values are stored as sent: send them without a Content-Encoding",
+                    ));
+                }
+            }
             let value = read_body(request, node.value_bytes_max, node).await?;
             ClientOp::Put {
                 table,
@@ -233,8 +298,26 @@ fn table_name(raw: &str) -> Result<TableName, Refusal> {
     TableName::new(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// Percent-decodes `raw`, refusing a `%` not followed by two hex digits
+/// (taken literally, `%zz` would name another key than the client meant).
+fn percent_decoded(raw: &str, what: &str) -> Result<Vec<u8>, Refusal> {
+    let bytes = raw.as_bytes();
+    for (i, _) in raw.match_indices('%') {
+        let escape = bytes.get(i + 1..i + 3);
+        if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{what} has an invalid percent-escape: a % must be followed by two hex digits"
+                ),
+            ));
+        }
+    }
+    Ok(percent_decode_str(raw).collect())
+}
+
 fn key_bytes(raw: &str) -> Result<Bytes, Refusal> {
-    let key: Vec<u8> = percent_decode_str(raw).collect();
+    let key = percent_decoded(raw, "the key")?;
     if key.is_empty() || key.len() > KEY_BYTES_MAX {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
@@ -244,19 +327,33 @@ fn key_bytes(raw: &str) -> Result<Bytes, Refusal> {
     Ok(Bytes::from(key))
 }
 
+/// `?NAME=` as a quorum: percent-decoded, at most once.
 fn quorum_param(query: &str, name: &str) -> Result<Option<u8>, Refusal> {
+    let mut found = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == name {
-            return v.parse::<u8>().map(Some).map_err(|_| {
+        if percent_decoded(k, "the query")? != name.as_bytes() {
+            continue;
+        }
+        if found.is_some() {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("?{name}= given more than once"),
+            ));
+        }
+        let value = percent_decoded(v, "the query")?;
+        let parsed = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse::<u8>().ok())
+            .ok_or_else(|| {
                 refuse(
                     StatusCode::BAD_REQUEST,
                     format!("?{name}= must be a number between 1 and n"),
                 )
-            });
-        }
+            })?;
+        found = Some(parsed);
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// The request's context token, which must have been issued for this key.
@@ -266,9 +363,16 @@ fn context_header<B>(
     key: &[u8],
     node: &NodeHandle,
 ) -> Result<Option<ClientContext>, Refusal> {
-    let Some(raw) = request.headers().get(CONTEXT_HEADER) else {
+    let mut values = request.headers().get_all(CONTEXT_HEADER).iter();
+    let Some(raw) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "more than one X-Cairn-Context header: send the one context the write descends from",
+        ));
+    }
     let text = raw
         .to_str()
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "context token must be ASCII"))?;
@@ -287,6 +391,31 @@ fn context_header<B>(
     ClientContext::decode(text, table, key, &secret)
         .map(Some)
         .map_err(|e| refuse(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// The Content-Type of a PUT: printable ASCII of at most
+/// [`CONTENT_TYPE_BYTES_MAX`] bytes, stored with the value ("" when absent).
+fn content_type_header(request: &Request<Incoming>) -> Result<String, Refusal> {
+    let mut values = request.headers().get_all(CONTENT_TYPE).iter();
+    let Some(raw) = values.next() else {
+        return Ok(String::new());
+    };
+    if values.next().is_some() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "more than one Content-Type header",
+        ));
+    }
+    if raw.len() > CONTENT_TYPE_BYTES_MAX {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("Content-Type longer than {CONTENT_TYPE_BYTES_MAX} bytes"),
+        ));
+    }
+    let text = raw
+        .to_str()
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "Content-Type must be ASCII"))?;
+    Ok(text.to_owned())
 }
 
 /// Reads a body of at most `max` bytes: refused from Content-Length before

@@ -38,6 +38,8 @@ const EVENTS_PER_TURN_MAX: usize = 4_096;
 const BLOB_SWEEP_INTERVAL_MS: u64 = 60_000;
 /// How often the node is told time passed.
 const TICK_MS: u64 = 20;
+/// How often a node that no seed has admitted says so in its log.
+const JOIN_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Something for the node loop to handle.
 pub enum Event {
@@ -244,6 +246,7 @@ pub async fn serve(
         clock,
         published_key,
         shutdown,
+        options.seeds.clone(),
     )
     .await;
     peers.abort();
@@ -290,6 +293,7 @@ async fn drive(
     clock: Clock,
     published_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
     shutdown: impl Future<Output = ()>,
+    seeds: Vec<String>,
 ) -> anyhow::Result<()> {
     let mut token_key = node.meta().token_key;
     let mut waiting = Waiting {
@@ -304,6 +308,7 @@ async fn drive(
     let (committer, mut committed) = commit::Committer::start(node.id().as_str(), store.writer())?;
 
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
+    let mut next_join_warning = Instant::now() + JOIN_WARNING_INTERVAL;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -331,6 +336,14 @@ async fn drive(
         // gossip still run on time.
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + tick_every;
+            if !node.is_member() && Instant::now() >= next_join_warning {
+                next_join_warning = Instant::now() + JOIN_WARNING_INTERVAL;
+                tracing::warn!(
+                    node = %node.id(),
+                    seeds = ?seeds,
+                    "no seed has admitted this node yet; it keeps asking and refuses admin changes until then"
+                );
+            }
             if Instant::now() >= next_blob_sweep {
                 next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
                 sweep_blobs(&node, &mut store);

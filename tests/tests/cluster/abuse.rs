@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cairn_tests::{cairn_bin, wait_until, Cluster};
+use cairn_tests::{cairn_bin, Cluster};
 
 /// One replica: these tests run one-node clusters.
 const SOLO: &str = r#"{"n":1,"r":1,"w":1,"merge":"lww"}"#;
@@ -23,11 +23,8 @@ fn a_second_process_on_a_data_dir_in_use_refuses_to_start_and_names_the_holder()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = wait_until(
-        Duration::from_secs(20),
-        "the second process to exit",
-        || second.try_wait().ok().flatten(),
-    );
+    let status = wait_until_or_kill(&mut second, Duration::from_secs(20))
+        .expect("the second process kept running");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success());
@@ -42,4 +39,218 @@ fn a_second_process_on_a_data_dir_in_use_refuses_to_start_and_names_the_holder()
     assert_eq!(members[0]["http"], node.http.as_str());
     let got = node.call("GET", "/tables/kv/keys/k", &[], b"");
     assert_eq!((got.status, got.text().as_str()), (200, "v"));
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it if it does not (so
+/// a failing test leaves no process behind) and returns `None`.
+fn wait_until_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Sends `request` as written (for what an HTTP client library would not
+/// send) and returns the answer's status line and headers.
+fn raw_exchange(http: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn requests_that_cannot_be_taken_as_meant_are_refused_with_the_reason() {
+    let cluster = Cluster::start("strict-http", 1, &[]);
+    cluster.create_table("kv", SOLO);
+    let node = &cluster.nodes[0];
+    // Unknown paths are 404; known ones name their methods.
+    assert_eq!(node.call("GET", "/tables/kv/nope", &[], b"").status, 404);
+    let wrong = node.call("DELETE", "/health", &[], b"");
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("GET, HEAD, OPTIONS"));
+    let options = node.call("OPTIONS", "/tables/kv/keys/k", &[], b"");
+    assert_eq!(options.status, 204);
+    assert_eq!(
+        options.header("allow"),
+        Some("GET, HEAD, PUT, DELETE, OPTIONS")
+    );
+    assert_eq!(node.call("PUT", "/tables/kv/keys/k", &[], b"v").status, 204);
+    let head = node.call("HEAD", "/tables/kv/keys/k", &[], b"");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert!(head.context().is_some());
+
+    // A malformed percent-escape names no key: refused, not taken literally.
+    let escaped = node.call("PUT", "/tables/kv/keys/a%zz", &[], b"v");
+    assert_eq!(escaped.status, 400);
+    assert!(
+        escaped.text().contains("percent-escape"),
+        "{}",
+        escaped.text()
+    );
+    assert_eq!(
+        node.call("GET", "/tables/kv/keys/a%25zz", &[], b"").status,
+        404
+    );
+    // Quorum parameters are percent-decoded, and given at most once.
+    assert_eq!(
+        node.call("PUT", "/tables/kv/keys/q?%77=%31", &[], b"v")
+            .status,
+        204
+    );
+    let twice = node.call("PUT", "/tables/kv/keys/q?w=1&w=1", &[], b"v");
+    assert_eq!(twice.status, 400);
+    assert!(twice.text().contains("more than once"), "{}", twice.text());
+
+    // Two contexts: the node cannot know which one the write descends from.
+    let context = head.context().unwrap().to_owned();
+    let two = node.call(
+        "PUT",
+        "/tables/kv/keys/k",
+        &[("x-cairn-context", &context), ("x-cairn-context", &context)],
+        b"w",
+    );
+    assert_eq!(two.status, 400);
+    assert!(two.text().contains("more than one"), "{}", two.text());
+
+    // Content types: at most 256 bytes of ASCII, one header.
+    let long_type = "t".repeat(257);
+    let long = node.call(
+        "PUT",
+        "/tables/kv/keys/c",
+        &[("content-type", &long_type)],
+        b"v",
+    );
+    assert_eq!(long.status, 400);
+    assert!(long.text().contains("256"), "{}", long.text());
+    let fits = "t".repeat(256);
+    assert_eq!(
+        node.call("PUT", "/tables/kv/keys/c", &[("content-type", &fits)], b"v")
+            .status,
+        204
+    );
+    let got = node.call("GET", "/tables/kv/keys/c", &[], b"");
+    assert_eq!(got.header("content-type"), Some(fits.as_str()));
+
+    // Encoded bodies would be stored as the wrong bytes: refused.
+    let gzip = node.call(
+        "PUT",
+        "/tables/kv/keys/z",
+        &[("content-encoding", "gzip")],
+        b"\x1f\x8b",
+    );
+    assert_eq!(gzip.status, 415);
+    let coded = raw_exchange(
+        &node.http,
+        "PUT /tables/kv/keys/z HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nv\r\n0\r\n\r\n",
+    );
+    assert!(coded.starts_with("HTTP/1.1 501"), "{coded}");
+    assert_eq!(node.call("GET", "/tables/kv/keys/z", &[], b"").status, 404);
+    assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
+}
+
+#[test]
+fn a_bad_seed_is_refused_and_a_node_waiting_to_join_says_so() {
+    // A seed that is no HOST:PORT stops `serve` with the reason.
+    let dir = cairn_tests::temp_dir("bad-seed");
+    let mut serve = Command::new(cairn_bin())
+        .args(["serve", "--node-id", "x", "--http", "127.0.0.1:0"])
+        .args(["--peer", "127.0.0.1:0", "--seed", "nonsense", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until_or_kill(&mut serve, Duration::from_secs(20));
+    assert!(exited.is_some_and(|s| !s.success()), "serve kept running");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("nonsense"), "{stderr}");
+
+    // A seed nobody answers at: the node serves, says it is joining, and
+    // refuses admin changes it could not share.
+    let silent = format!("127.0.0.1:{}", cairn_tests::free_port(1));
+    let node = cairn_tests::NodeProcess::start(
+        "lonely",
+        &cairn_tests::temp_dir("lonely"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        std::slice::from_ref(&silent),
+        &[],
+    );
+    let cluster = node.cluster();
+    let members = cluster["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{cluster}");
+    assert_eq!(members[0]["status"], "joining", "{cluster}");
+    assert_eq!(cluster["join"]["seed"], silent.as_str(), "{cluster}");
+    let create = node.call("PUT", "/tables/kv", &[], SOLO.as_bytes());
+    assert_eq!(create.status, 503);
+    assert!(create.text().contains("join"), "{}", create.text());
+    let join = node.call("POST", "/cluster/join", &[], br#"{"seed":"no port"}"#);
+    assert_eq!(join.status, 400);
+}
+
+#[test]
+fn the_cli_moves_values_byte_exact_and_shows_the_nodes_reasons() {
+    let cluster = Cluster::start("cli", 1, &["--value-bytes-max", "1024"]);
+    cluster.create_table("kv", SOLO);
+    let node = &cluster.nodes[0];
+    let url = format!("http://{}", node.http);
+    let cli = |args: &[&str], stdin: Option<&std::path::Path>| {
+        let mut command = Command::new(cairn_bin());
+        command.args(args).args(["--url", &url]);
+        if let Some(path) = stdin {
+            command.stdin(std::fs::File::open(path).unwrap());
+        }
+        command.output().unwrap()
+    };
+    // A binary value without a trailing newline comes back exactly.
+    let value: Vec<u8> = (0u8..=255).collect();
+    let file = cluster.root.join("value.bin");
+    std::fs::write(&file, &value).unwrap();
+    let put = cli(&["put", "kv", "bin"], Some(&file));
+    assert!(put.status.success(), "{put:?}");
+    let got = cli(&["get", "kv", "bin"], None);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(got.stdout, value);
+    // A value over the node's limit is refused with its reason, and a
+    // missing key says so.
+    std::fs::write(&file, vec![b'x'; 4096]).unwrap();
+    let big = cli(&["put", "kv", "big"], Some(&file));
+    assert!(!big.status.success());
+    let stderr = String::from_utf8_lossy(&big.stderr);
+    assert!(
+        stderr.contains("413") && stderr.contains("1024"),
+        "{stderr}"
+    );
+    let missing = cli(&["get", "kv", "big"], None);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("404") && stderr.contains("not found"),
+        "{stderr}"
+    );
 }

@@ -8,6 +8,18 @@ use crate::core::table::TablePatch;
 impl Node {
     /// Answers one admin operation.
     pub(super) fn on_admin(&mut self, op: AdminOp, store: &mut dyn LocalStore) -> AdminReply {
+        let changes_cluster = matches!(
+            op,
+            AdminOp::PutTable(..) | AdminOp::PutPlugin { .. } | AdminOp::DeletePlugin(_)
+        );
+        if changes_cluster && !self.is_member() {
+            // A change made before joining would be carried into a cluster
+            // that never agreed to it (and could break its rules).
+            return AdminReply::Unavailable(format!(
+                "this node has not joined a cluster yet (seeds: {}); see GET /cluster",
+                self.config.seeds.join(", ")
+            ));
+        }
         match op {
             AdminOp::PutTable(name, patch) => self.put_table(name, &patch, store),
             AdminOp::PutPlugin {
@@ -143,8 +155,25 @@ impl Node {
                 status: self.status_of(id),
                 partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut members = members;
+        if !self.is_member() {
+            // Not in the cluster's member list yet, but a member of nothing
+            // else either: it shows itself, joining.
+            members.push(MemberStatus {
+                id: self.config.id.clone(),
+                http: self.config.http.clone(),
+                peer: self.config.peer.clone(),
+                status: "joining",
+                partitions: 0,
+            });
+        }
         let join = match (&self.join_seed, &self.join_failed) {
+            // Started with --seed and not admitted yet: it keeps asking.
+            _ if !self.is_member() => Some(JoinStatus {
+                seed: self.config.seeds.join(","),
+                failure: None,
+            }),
             (Some(seed), _) => Some(JoinStatus {
                 seed: seed.clone(),
                 failure: None,

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
 use super::limits::{
-    CLIENT_REQUESTS_IN_FLIGHT_MAX, GOSSIP_INTERVAL_MS, MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX,
-    PING_INTERVAL_MS, SIBLINGS_MAX, TABLES_MAX,
+    CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
+    MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX, TABLES_MAX,
 };
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
@@ -963,6 +963,14 @@ impl Node {
             {
                 let reason = "context token names an epoch no node has reached";
                 return self.reply(origin, ClientReply::BadRequest(reason.into()));
+            }
+        }
+        if let ClientOp::Put { content_type, .. } = &op {
+            // The HTTP layer refuses these too; a peer's forwarded write is
+            // held to the same bound, so every admitted object fits a frame.
+            if content_type.len() > CONTENT_TYPE_BYTES_MAX {
+                let reason = format!("Content-Type longer than {CONTENT_TYPE_BYTES_MAX} bytes");
+                return self.reply(origin, ClientReply::BadRequest(reason));
             }
         }
         let Some(entry) = self.meta.tables.get(op.table()) else {

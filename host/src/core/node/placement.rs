@@ -58,7 +58,11 @@ impl Node {
             .filter(|v| !write.context.covers(&v.dot))
             .map(Version::live_bytes)
             .sum();
-        let total_live_bytes = (kept + write.value.as_ref().map_or(0, Bytes::len)) as u64;
+        let new_bytes = write
+            .value
+            .as_ref()
+            .map_or(0, |v| v.len() + write.content_type.len());
+        let total_live_bytes = (kept + new_bytes) as u64;
         let query = StorageQuery {
             table: write.table.to_string(),
             key: write.key.to_vec(),
