@@ -74,6 +74,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             http_connections_max: crate::core::limits::HTTP_CONNECTIONS_MAX,
+            disk_reserve_bytes: crate::core::limits::DISK_RESERVE_BYTES_DEFAULT,
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// HTTP connections served at once; more are closed on accept.
     #[arg(long, default_value_t = crate::core::limits::HTTP_CONNECTIONS_MAX)]
     pub http_connections_max: usize,
+    /// Free bytes kept on the data dir's disk: a write that would leave less
+    /// is refused with 507 (reads go on).
+    #[arg(long, default_value_t = crate::core::limits::DISK_RESERVE_BYTES_DEFAULT)]
+    pub disk_reserve_bytes: u64,
 }
 
 impl ServeArgs {
@@ -131,6 +135,7 @@ impl ServeArgs {
             request_timeout_ms: self.request_timeout_ms,
             value_bytes_max: self.value_bytes_max,
             http_connections_max: self.http_connections_max,
+            disk_reserve_bytes: self.disk_reserve_bytes,
         })
     }
 }

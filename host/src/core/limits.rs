@@ -67,6 +67,10 @@ pub const HTTP_BODY_TIMEOUT_MS: u64 = 30_000;
 pub const PEER_CONNECTIONS_MAX: usize = 1_100;
 /// HTTP connections one node serves at once; more are closed on accept.
 pub const HTTP_CONNECTIONS_MAX: usize = 1_024;
+/// Free space a node keeps on its data dir's disk by default: writes that
+/// would leave less are refused (507) before they are staged, so LMDB and
+/// the blob files never run into a full disk mid-commit.
+pub const DISK_RESERVE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Bytes of request bodies one node holds at once (admitted before reading).
 pub const HTTP_BODY_BYTES_IN_FLIGHT_MAX: usize = 512 * 1024 * 1024;
 /// An HTTP connection must send a request's headers within this long.

@@ -99,6 +99,9 @@ pub enum ClientReply {
     BadRequest(String),
     /// This node cannot serve (it has not joined a cluster yet, storage failed): 503.
     Unavailable(String),
+    /// The coordinator's disk is below its free-space reserve: 507, and the
+    /// write was not staged anywhere.
+    InsufficientStorage(String),
 }
 
 /// Cluster and table administration, answered by the node's own metadata.

@@ -10,10 +10,28 @@ use super::object::Object;
 use super::table::StorageKind;
 use super::types::TableName;
 
-/// A storage failure, reported to whoever asked (a 503 or a failed replica ack).
+/// A storage failure, reported to whoever asked (a 503 or 507, or a failed
+/// replica ack).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The engine failed.
+    #[error("storage: {0}")]
+    Failed(String),
+    /// The data dir's disk is too full for the write, which is refused before
+    /// anything is staged (so a commit never fails for want of space the
+    /// node knew it lacked); reads and smaller writes go on.
+    #[error("insufficient storage: {0}")]
+    Full(String),
+}
+
+impl StoreError {
+    /// The reason alone, without the kind's prefix.
+    pub fn reason(&self) -> &str {
+        match self {
+            StoreError::Failed(reason) | StoreError::Full(reason) => reason,
+        }
+    }
+}
 
 /// How far a key's local copy is on its way to disk, which decides how long
 /// an answer built from it must wait.

@@ -9,10 +9,11 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::core::meta::PluginEntry;
-use crate::core::msg::{AdminReply, ClientReply};
+use crate::core::msg::{AdminReply, ClientReply, ClusterStatus};
 use crate::core::table::{MergeMode, TableConfig};
 use crate::core::token::{ClientContext, TokenKey};
 use crate::core::types::TableName;
+use crate::storage::DiskGauge;
 
 /// The header carrying context tokens both ways.
 pub const CONTEXT_HEADER: &str = "x-cairn-context";
@@ -136,6 +137,10 @@ pub fn client_reply(
         ClientReply::Overloaded => overloaded(),
         ClientReply::BadRequest(message) => error(StatusCode::BAD_REQUEST, message),
         ClientReply::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+        ClientReply::InsufficientStorage(message) => error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("insufficient storage: {message}"),
+        ),
     }
 }
 
@@ -160,6 +165,42 @@ fn plugin_json(name: &str, entry: &PluginEntry) -> Value {
     })
 }
 
+fn cluster_json(status: ClusterStatus) -> Value {
+    let members: Vec<Value> = status
+        .members
+        .iter()
+        .map(|m| {
+            json!({ "id": m.id.as_str(), "http": m.http, "peer": m.peer, "status": m.status, "partitions": m.partitions })
+        })
+        .collect();
+    let join = status.join.map(|j| match j.failure {
+        None => json!({ "seed": j.seed, "state": "joining" }),
+        Some(reason) => json!({ "seed": j.seed, "state": "failed", "reason": reason }),
+    });
+    json!({ "node": status.node.as_str(), "members": members, "join": join })
+}
+
+/// `GET /cluster`: the node's view of the cluster, and its own disk: free
+/// bytes, the reserve, and whether writes are refused for want of space.
+pub fn cluster_reply(reply: AdminReply, disk: &DiskGauge) -> HttpResponse {
+    let AdminReply::Cluster(status) = reply else {
+        return admin_reply(reply);
+    };
+    let mut body = cluster_json(status);
+    if let Value::Object(map) = &mut body {
+        let writes = if disk.refusing() {
+            "refused"
+        } else {
+            "accepted"
+        };
+        map.insert(
+            "disk".into(),
+            json!({ "free_bytes": disk.free_bytes(), "reserve_bytes": disk.reserve_bytes(), "writes": writes }),
+        );
+    }
+    json_response(StatusCode::OK, &body)
+}
+
 /// An admin operation's answer.
 pub fn admin_reply(reply: AdminReply) -> HttpResponse {
     match reply {
@@ -170,23 +211,7 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
             let list: Vec<Value> = tables.iter().map(|(n, c)| table_json(n, c)).collect();
             json_response(StatusCode::OK, &json!({ "tables": list }))
         }
-        AdminReply::Cluster(status) => {
-            let members: Vec<Value> = status
-                .members
-                .iter()
-                .map(|m| {
-                    json!({ "id": m.id.as_str(), "http": m.http, "peer": m.peer, "status": m.status, "partitions": m.partitions })
-                })
-                .collect();
-            let join = status.join.map(|j| match j.failure {
-                None => json!({ "seed": j.seed, "state": "joining" }),
-                Some(reason) => json!({ "seed": j.seed, "state": "failed", "reason": reason }),
-            });
-            json_response(
-                StatusCode::OK,
-                &json!({ "node": status.node.as_str(), "members": members, "join": join }),
-            )
-        }
+        AdminReply::Cluster(status) => json_response(StatusCode::OK, &cluster_json(status)),
         AdminReply::Preflist {
             primaries,
             fallbacks,

@@ -113,7 +113,10 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => Ok(dashboard()),
         (&Method::GET, ["health"]) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
-        (&Method::GET, ["cluster"]) => admin(node, AdminOp::ClusterStatus).await,
+        (&Method::GET, ["cluster"]) => {
+            let status = node.admin(AdminOp::ClusterStatus).await?;
+            Ok(super::respond::cluster_reply(status, &node.disk))
+        }
         (&Method::POST, ["cluster", "join"]) => {
             let body: serde_json::Value = json_body(request, node).await?;
             let seed = body.get("seed").and_then(|s| s.as_str()).ok_or_else(|| {

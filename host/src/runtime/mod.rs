@@ -28,7 +28,7 @@ use crate::core::token::TokenKey;
 use crate::core::types::NodeId;
 use crate::net::{self, Outbound};
 use crate::plugin::{CompiledPlugin, PluginRuntime, INSTANCES_MAX, INSTANCES_PER_PLUGIN_MAX};
-use crate::storage::NodeStore;
+use crate::storage::{DiskGauge, NodeStore};
 
 /// Events waiting for the node loop before HTTP answers 503 overloaded.
 const EVENT_QUEUE_MAX: usize = 65_536;
@@ -103,6 +103,8 @@ pub struct ServeOptions {
     pub value_bytes_max: usize,
     /// HTTP connections served at once (more are closed on accept).
     pub http_connections_max: usize,
+    /// Free bytes kept on the data dir's disk (writes that would leave less get 507).
+    pub disk_reserve_bytes: u64,
 }
 
 /// The addresses a started node listens on.
@@ -129,6 +131,8 @@ pub struct NodeHandle {
     body_budget: Arc<Semaphore>,
     /// The cluster's context-token key, as the node loop last saw it.
     token_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
+    /// Free space on the data dir's disk and its reserve, for `/cluster`.
+    pub disk: Arc<DiskGauge>,
 }
 
 /// A request body's share of [`NodeHandle`]'s body budget, held while it is read.
@@ -194,6 +198,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (mut store, persisted) = NodeStore::open(&options.data_dir, &options.id)?;
+    store.reserve_disk(options.disk_reserve_bytes);
     let http_listener = TcpListener::bind(&options.http).await?;
     let peer_listener = TcpListener::bind(&options.peer).await?;
     let bound = Bound {
@@ -225,6 +230,7 @@ pub async fn serve(
         plugins: plugins.clone(),
         body_budget: Arc::new(Semaphore::new(HTTP_BODY_BYTES_IN_FLIGHT_MAX / 1024)),
         token_key: Arc::new(std::sync::RwLock::new(node.meta().token_key)),
+        disk: store.disk_gauge(),
     };
     let published_key = handle.token_key.clone();
     plugins.set_merged_bytes_max(options.value_bytes_max);
@@ -309,6 +315,7 @@ async fn drive(
 
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     let mut next_join_warning = Instant::now() + JOIN_WARNING_INTERVAL;
+    let mut disk_refusing = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -336,6 +343,7 @@ async fn drive(
         // gossip still run on time.
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + tick_every;
+            watch_disk(&node, &mut store, &mut disk_refusing);
             if !node.is_member() && Instant::now() >= next_join_warning {
                 next_join_warning = Instant::now() + JOIN_WARNING_INTERVAL;
                 tracing::warn!(
@@ -383,9 +391,36 @@ async fn drive(
     Ok(())
 }
 
+/// Samples free space and says in the log when writes start or stop being
+/// refused for want of it.
+fn watch_disk(node: &Node, store: &mut NodeStore, refusing: &mut bool) {
+    if let Err(e) = store.sample_disk() {
+        tracing::warn!(node = %node.id(), "{e}");
+        return;
+    }
+    let gauge = store.disk_gauge();
+    if gauge.refusing() != *refusing {
+        *refusing = gauge.refusing();
+        let (free, reserve) = (gauge.free_bytes(), gauge.reserve_bytes());
+        if *refusing {
+            tracing::warn!(
+                node = %node.id(),
+                free_bytes = free,
+                reserve_bytes = reserve,
+                "the data dir's disk is below its free-space reserve: writes are refused with 507 until space is freed; reads go on"
+            );
+        } else {
+            tracing::info!(node = %node.id(), free_bytes = free, reserve_bytes = reserve, "free space is above the reserve again: writes are accepted");
+        }
+    }
+}
+
 /// What the loop makes of a closed report channel: the thread stopped.
 fn stopped_committer() -> commit::Committed {
-    (0, Err(StoreError("the committing thread stopped".into())))
+    (
+        0,
+        Err(StoreError::Failed("the committing thread stopped".into())),
+    )
 }
 
 /// Takes in the outcome of a commit of the batches up to `batch`. A failed

@@ -171,7 +171,7 @@ impl LocalStore for MemoryStore {
         object: &Object,
     ) -> Result<(), StoreError> {
         if key.is_empty() || key.len() > STORE_KEY_BYTES_MAX {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "a key of {} bytes cannot be stored",
                 key.len()
             )));

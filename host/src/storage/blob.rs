@@ -34,7 +34,7 @@ fn parse_hex(name: &str) -> Option<BlobId> {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError(format!("{what} {}: {e}", path.display()))
+    StoreError::Failed(format!("{what} {}: {e}", path.display()))
 }
 
 /// The directory of blob files.
@@ -62,13 +62,20 @@ impl BlobDir {
             return Ok(());
         }
         let temporary = self.dir.join(format!(".{}.tmp", hex(id)));
-        let mut file =
-            std::fs::File::create(&temporary).map_err(|e| io_error("creating", &temporary, e))?;
-        file.write_all(bytes)
-            .map_err(|e| io_error("writing", &temporary, e))?;
-        file.sync_all()
-            .map_err(|e| io_error("syncing", &temporary, e))?;
-        std::fs::rename(&temporary, &path).map_err(|e| io_error("renaming", &temporary, e))
+        let written = Self::write_file(&temporary, bytes)
+            .and_then(|()| std::fs::rename(&temporary, &path).map_err(|e| ("renaming", e)));
+        written.map_err(|(what, e)| {
+            // A half-written file (a full disk, no descriptor left) is of no
+            // use to anyone and would hold the space that ran out.
+            let _ = std::fs::remove_file(&temporary);
+            io_error(what, &temporary, e)
+        })
+    }
+
+    fn write_file(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
+        let mut file = std::fs::File::create(path).map_err(|e| ("creating", e))?;
+        file.write_all(bytes).map_err(|e| ("writing", e))?;
+        file.sync_all().map_err(|e| ("syncing", e))
     }
 
     /// Makes the batch's renames durable.
@@ -83,7 +90,10 @@ impl BlobDir {
         let path = self.path(id);
         let bytes = std::fs::read(&path).map_err(|e| io_error("reading", &path, e))?;
         if blob_id(&bytes) != *id {
-            return Err(StoreError(format!("blob {} is corrupt", path.display())));
+            return Err(StoreError::Failed(format!(
+                "blob {} is corrupt",
+                path.display()
+            )));
         }
         Ok(Bytes::from(bytes))
     }

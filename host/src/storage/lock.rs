@@ -23,7 +23,8 @@ impl DataDirLock {
     /// Takes the lock of `dir`, or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<DataDirLock, StoreError> {
         let path = dir.join(LOCK_FILE);
-        let failed = |e: std::io::Error| StoreError(format!("cannot lock {}: {e}", path.display()));
+        let failed =
+            |e: std::io::Error| StoreError::Failed(format!("cannot lock {}: {e}", path.display()));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -47,7 +48,7 @@ impl DataDirLock {
                 } else {
                     format!("process {holder}")
                 };
-                Err(StoreError(format!(
+                Err(StoreError::Failed(format!(
                     "data dir {} is in use by {holder}: one data dir serves one running node",
                     dir.display()
                 )))

@@ -11,6 +11,7 @@
 
 mod blob;
 mod lock;
+mod space;
 mod stored;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -30,6 +31,8 @@ use crate::core::table::StorageKind;
 use crate::core::types::{NodeId, TableName};
 use blob::{BlobDir, BlobId};
 use lock::DataDirLock;
+pub use space::DiskGauge;
+use space::DiskSpace;
 use stored::StoredObject;
 
 /// LMDB's map size: address space reserved, not disk used.
@@ -54,6 +57,8 @@ pub struct SealedBatch {
     blobs: HashMap<BlobId, Bytes>,
     modules: HashMap<String, Vec<u8>>,
     meta: Option<Vec<u8>>,
+    /// What writing it may take on disk ([`DiskSpace::cost`] of each write).
+    disk_bytes: u64,
 }
 
 impl SealedBatch {
@@ -105,7 +110,7 @@ impl BatchWriter {
         for batch in batches {
             for (slot, record) in &batch.records {
                 let db = batch.dbs.get(&slot.0).ok_or_else(|| {
-                    StoreError(format!("table {} has no database in this batch", slot.0))
+                    StoreError::Failed(format!("table {} has no database in this batch", slot.0))
                 })?;
                 records.insert(slot, (*db, record));
             }
@@ -149,12 +154,14 @@ pub struct NodeStore {
     /// first, with their numbers: loads still see them.
     sealed: VecDeque<(u64, Arc<SealedBatch>)>,
     memory: HashMap<(TableName, Bytes), Object>,
+    /// Free space, and the reserve writes must leave.
+    space: DiskSpace,
     /// Keeps other processes off this data dir while the store lives.
     _lock: DataDirLock,
 }
 
 fn storage_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::Failed(e.to_string())
 }
 
 impl NodeStore {
@@ -186,7 +193,7 @@ impl NodeStore {
             .map(|b| String::from_utf8_lossy(b).into_owned());
         match owner {
             Some(owner) if owner != id.as_str() => {
-                return Err(StoreError(format!(
+                return Err(StoreError::Failed(format!(
                     "data dir {} belongs to node {owner}, not {id}",
                     dir.display()
                 )));
@@ -233,6 +240,7 @@ impl NodeStore {
             staged: SealedBatch::default(),
             sealed: VecDeque::new(),
             memory: HashMap::new(),
+            space: DiskSpace::open(dir)?,
             _lock: lock,
         };
         Ok((
@@ -243,6 +251,32 @@ impl NodeStore {
                 meta,
             },
         ))
+    }
+
+    /// Refuses writes that would leave less than `bytes` free on the data
+    /// dir's disk (none are refused for space until this is called).
+    pub fn reserve_disk(&mut self, bytes: u64) {
+        self.space.set_reserve(bytes);
+    }
+
+    /// Free space and reserve as last sampled, for status pages.
+    pub fn disk_gauge(&self) -> Arc<DiskGauge> {
+        self.space.gauge()
+    }
+
+    /// Samples free space now (the driver calls it on every tick).
+    pub fn sample_disk(&mut self) -> Result<(), StoreError> {
+        self.space.sample()
+    }
+
+    /// Bytes staged or being committed, not yet reflected in free space.
+    fn pending_disk_bytes(&self) -> u64 {
+        self.pending().map(|batch| batch.disk_bytes).sum()
+    }
+
+    /// Refuses a write of `cost` bytes that would eat into the reserve.
+    fn admit_disk(&self, cost: u64) -> Result<(), StoreError> {
+        self.space.admit(self.pending_disk_bytes(), cost)
     }
 
     /// A writer for sealed batches, for the committing thread.
@@ -272,6 +306,9 @@ impl NodeStore {
         while self.sealed.front().is_some_and(|(n, _)| *n <= number) {
             self.sealed.pop_front();
         }
+        // What those batches took is on disk now, no longer pending; a failed
+        // sample keeps the last one (the next tick tries again).
+        let _ = self.space.sample();
     }
 
     /// Staged and sealed overlays, newest first: where loads look before LMDB.
@@ -284,7 +321,7 @@ impl NodeStore {
     /// Returns the records written.
     pub fn commit(&mut self) -> Result<usize, StoreError> {
         if self.has_sealed() {
-            return Err(StoreError(
+            return Err(StoreError::Failed(
                 "sealed batches are still being committed".into(),
             ));
         }
@@ -480,7 +517,7 @@ impl LocalStore for NodeStore {
         // would fail the whole batch's commit, other writes with it.
         let key_max = self.writer.env.max_key_size();
         if key.is_empty() || key.len() > key_max {
-            return Err(StoreError(format!(
+            return Err(StoreError::Failed(format!(
                 "a key of {} bytes cannot be stored (1 to {key_max} bytes)",
                 key.len()
             )));
@@ -495,16 +532,24 @@ impl LocalStore for NodeStore {
             }
             return Ok(());
         }
+        let mut blobs = Vec::new();
+        let stored = StoredObject::from_object(object, engine == StorageKind::Blob, |id, bytes| {
+            blobs.push((id, bytes.clone()));
+        });
+        let record = encode_disk(&stored).map_err(storage_error)?;
+        let blob_bytes: usize = blobs
+            .iter()
+            .filter(|(id, _)| !self.staged.blobs.contains_key(id))
+            .map(|(_, bytes)| bytes.len())
+            .sum();
+        let cost = DiskSpace::cost((key.len() + record.len()) as u64, blob_bytes as u64);
+        self.admit_disk(cost)?;
         self.memory.remove(&slot);
         let db = self.table_db_or_create(table)?;
         self.staged.dbs.entry(table.clone()).or_insert(db);
-        let staged_blobs = &mut self.staged.blobs;
-        let stored = StoredObject::from_object(object, engine == StorageKind::Blob, |id, bytes| {
-            staged_blobs.insert(id, bytes.clone());
-        });
-        self.staged
-            .records
-            .insert(slot, Some(encode_disk(&stored).map_err(storage_error)?));
+        self.staged.blobs.extend(blobs);
+        self.staged.records.insert(slot, Some(record));
+        self.staged.disk_bytes += cost;
         Ok(())
     }
 
@@ -524,6 +569,9 @@ impl LocalStore for NodeStore {
     }
 
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let cost = DiskSpace::cost((sha256.len() + bytes.len()) as u64, 0);
+        self.admit_disk(cost)?;
+        self.staged.disk_bytes += cost;
         self.staged
             .modules
             .insert(sha256.to_owned(), bytes.to_vec());

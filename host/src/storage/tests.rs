@@ -363,12 +363,58 @@ fn a_data_dir_in_use_is_refused_with_its_holder_and_free_again_once_closed() {
         .expect("a second open is refused");
     assert!(
         refused
-            .0
+            .reason()
             .contains(&format!("in use by process {}", std::process::id())),
-        "{}",
-        refused.0
+        "{refused}"
     );
     drop(store);
     assert!(NodeStore::open(&dir, &id).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn writes_that_would_eat_into_the_disk_reserve_are_refused_before_staging() {
+    let dir = temp_dir("reserve");
+    let id = NodeId::new("n1").unwrap();
+    let table = TableName::new("t").unwrap();
+    let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+    let free = store.disk_gauge().free_bytes();
+    assert!(free > 0);
+    // A reserve a little under the free space: a small write fits, a value
+    // larger than the gap does not, in either engine that writes to disk.
+    store.reserve_disk(free - (1 << 20));
+    store
+        .stage(&table, StorageKind::Lmdb, b"small", &object(&[Some(b"v")]))
+        .unwrap();
+    let large = vec![1u8; 2 << 20];
+    for engine in [StorageKind::Lmdb, StorageKind::Blob] {
+        let refused = store
+            .stage(&table, engine, b"large", &object(&[Some(&large)]))
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::Full(_)),
+            "{engine:?}: {refused}"
+        );
+        assert_eq!(store.load(&table, engine, b"large").unwrap(), None);
+    }
+    // Memory tables take no disk.
+    store
+        .stage(
+            &table,
+            StorageKind::Memory,
+            b"large",
+            &object(&[Some(&large)]),
+        )
+        .unwrap();
+    // What is staged counts until it is durable: the gap is taken.
+    store.reserve_disk(free - (20 << 10));
+    let second = store
+        .stage(&table, StorageKind::Lmdb, b"small2", &object(&[Some(b"v")]))
+        .unwrap_err();
+    assert!(matches!(second, StoreError::Full(_)), "{second}");
+    store.commit().unwrap();
+    assert_eq!(
+        store.load(&table, StorageKind::Lmdb, b"small").unwrap(),
+        Some(object(&[Some(b"v")]))
+    );
 }

@@ -254,3 +254,120 @@ fn the_cli_moves_values_byte_exact_and_shows_the_nodes_reasons() {
         "{stderr}"
     );
 }
+
+/// A small tmpfs, unmounted when dropped: a disk that fills up for real.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(label: &str, mib: u32) -> SmallDisk {
+        let path = cairn_tests::temp_dir(label);
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount");
+        assert!(
+            status.success(),
+            "mounting a {mib} MiB tmpfs at {} failed: this test needs root (CI runs as root)",
+            path.display()
+        );
+        SmallDisk { path }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_with_507_keeps_serving_reads_and_recovers() {
+    let disk = SmallDisk::mount("full-disk", 48);
+    let reserve = 8 * 1024 * 1024;
+    let node = cairn_tests::NodeProcess::start(
+        "full",
+        &disk.path.join("node"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+        &["--disk-reserve-bytes", &reserve.to_string()],
+    );
+    for (name, config) in [
+        ("kv", SOLO),
+        (
+            "files",
+            r#"{"n":1,"r":1,"w":1,"merge":"lww","storage":"blob"}"#,
+        ),
+    ] {
+        let created = node.call("PUT", &format!("/tables/{name}"), &[], config.as_bytes());
+        assert_eq!(created.status, 200, "{}", created.text());
+    }
+    // 1 MiB values until the disk has no room above the reserve: every write
+    // before is stored, the one that does not fit is answered 507.
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 1024 * 1024];
+    let mut stored = 0;
+    let refused = loop {
+        assert!(stored < 48, "48 MiB of values fit a 48 MiB disk");
+        let put = node.call(
+            "PUT",
+            &format!("/tables/kv/keys/k{stored}"),
+            &[],
+            &value(stored),
+        );
+        if put.status != 204 {
+            break put;
+        }
+        stored += 1;
+    };
+    assert_eq!(refused.status, 507, "{}", refused.text());
+    assert!(refused.text().contains("reserve"), "{}", refused.text());
+    assert!(stored >= 20, "only {stored} MiB fit above an 8 MiB reserve");
+    // Reads go on, and the node is up.
+    for i in [0, stored - 1] {
+        let got = node.call("GET", &format!("/tables/kv/keys/k{i}"), &[], b"");
+        assert_eq!((got.status, got.body == value(i)), (200, true), "k{i}");
+    }
+
+    // Another process fills the disk below the reserve: every write is
+    // refused early, blob files included, and /cluster says why.
+    let free = node.cluster()["disk"]["free_bytes"].as_u64().unwrap();
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - 2 * 1024 * 1024) as usize]).unwrap();
+    let cluster = cairn_tests::wait_until(
+        Duration::from_secs(10),
+        "/cluster to say writes are refused",
+        || {
+            let cluster = node.cluster();
+            (cluster["disk"]["writes"] == "refused").then_some(cluster)
+        },
+    );
+    assert_eq!(cluster["disk"]["reserve_bytes"], reserve, "{cluster}");
+    assert_eq!(
+        node.call("PUT", "/tables/kv/keys/small", &[], b"v").status,
+        507
+    );
+    let blob = node.call("PUT", "/tables/files/keys/f", &[], &value(1));
+    assert_eq!(blob.status, 507, "{}", blob.text());
+    let blobs = disk.path.join("node").join("blobs");
+    let leftovers: Vec<_> = std::fs::read_dir(&blobs).unwrap().flatten().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
+
+    // Space freed: writes are accepted again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    cairn_tests::wait_until(
+        Duration::from_secs(10),
+        "writes to be accepted again",
+        || {
+            let put = node.call("PUT", "/tables/files/keys/f", &[], &value(1));
+            (put.status == 204).then_some(())
+        },
+    );
+    assert_eq!(node.cluster()["disk"]["writes"], "accepted");
+    let got = node.call("GET", "/tables/files/keys/f", &[], b"");
+    assert_eq!((got.status, got.body == value(1)), (200, true));
+    drop(node);
+}

@@ -25,7 +25,7 @@ use super::msg::{
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
 use super::rng::Rng;
-use super::store::{CopyState, LocalStore};
+use super::store::{CopyState, LocalStore, StoreError};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
 use super::token::{ClientContext, TokenKey};
@@ -296,7 +296,7 @@ impl Node {
         persisted: Persisted,
         now: Now,
         store: &mut dyn LocalStore,
-    ) -> Result<Node, super::store::StoreError> {
+    ) -> Result<Node, StoreError> {
         // No metadata: it never finished founding or joining, so it holds no history.
         let fresh_data_dir = persisted.meta.is_none();
         // Objects in memory are gone after any stop, and with them the dots
@@ -306,7 +306,7 @@ impl Node {
                 .values()
                 .any(|t| matches!(t.config.storage, StorageKind::Memory | StorageKind::Plugin))
         });
-        let exhausted = |e: EpochExhausted| super::store::StoreError(e.to_string());
+        let exhausted = |e: EpochExhausted| StoreError::Failed(e.to_string());
         let mut rng = Rng::new(config.entropy);
         let epoch = match persisted.epoch {
             Some(e) if persisted.clean_shutdown && !forgets_objects => e,
@@ -822,7 +822,7 @@ impl Node {
                     None => Err(ReplicaError::UnknownTable),
                     Some(entry) => store
                         .load(&table, entry.config.storage, &key)
-                        .map_err(|e| ReplicaError::Storage(e.0)),
+                        .map_err(|e| ReplicaError::Storage(e.to_string())),
                 };
                 let release = self.release_for(store.copy_state(&table, &key));
                 if let Some(addr) = self.addr_of(&from) {
@@ -908,14 +908,14 @@ impl Node {
         let (storage, mode) = (entry.config.storage, entry.config.merge);
         let mut object = store
             .load(table, storage, key)
-            .map_err(|e| ReplicaError::Storage(e.0))?
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?
             .unwrap_or_default();
         let before = object.clone();
         object.merge(incoming, mode);
         if object != before {
             store
                 .stage(table, engine.unwrap_or(storage), key, &object)
-                .map_err(|e| ReplicaError::Storage(e.0))?;
+                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         }
         Ok(())
     }
@@ -1110,7 +1110,7 @@ impl Node {
         let request = self.next_id();
         let local = store
             .load(&fsm.table, fsm.config.storage, &fsm.key)
-            .map_err(|e| ReplicaError::Storage(e.0));
+            .map_err(|e| ReplicaError::Storage(e.to_string()));
         fsm.record(&self.config.id.clone(), local);
         self.send_to_other_replicas(primaries, || Message::ReplicaRead {
             request,
@@ -1404,7 +1404,10 @@ impl Node {
             return None;
         }
         if let Err(e) = store.stage(&write.table, engine, &write.key, &object) {
-            let failure = ClientReply::Unavailable(e.to_string());
+            let failure = match e {
+                StoreError::Full(reason) => ClientReply::InsufficientStorage(reason),
+                StoreError::Failed(_) => ClientReply::Unavailable(e.to_string()),
+            };
             self.abandon_write(origin, &write, merged_answer, failure);
             return None;
         }
