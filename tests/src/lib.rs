@@ -129,6 +129,9 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     seeds: Vec<String>,
     extra: Vec<String>,
+    /// Starts the process with this open-files limit (soft and hard), as
+    /// `ulimit -n` would.
+    pub open_files_limit: Option<u64>,
     child: Option<Child>,
 }
 
@@ -166,6 +169,7 @@ impl NodeProcess {
             seeds: seeds.to_vec(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
+            open_files_limit: None,
         };
         node.spawn();
         node
@@ -177,7 +181,15 @@ impl NodeProcess {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("log file");
-        let mut command = Command::new(cairn_bin());
+        let mut command = match self.open_files_limit {
+            Some(limit) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={limit}:{limit}")).arg("--");
+                prlimit.arg(cairn_bin());
+                prlimit
+            }
+            None => Command::new(cairn_bin()),
+        };
         command
             .args([
                 "serve",

@@ -107,8 +107,9 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     if let Err(e) = ready {
         let _ = stop.send(true);
         for thread in threads {
+            let node = thread.thread().name().unwrap_or("a node").to_owned();
             if let Ok(Err(node_error)) = thread.join() {
-                eprintln!("node failed: {node_error:#}");
+                eprintln!("{node} failed: {node_error:#}");
             }
         }
         return Err(e);

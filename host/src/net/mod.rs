@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::core::codec::{decode_frame_body, encode_frame, frame_body_len, FRAME_HEADER_BYTES};
 use crate::core::limits::{
-    FRAME_BYTES_MAX, HELLO_FRAME_BYTES_MAX, PEER_CONNECTIONS_MAX, PEER_HELLO_TIMEOUT_MS,
-    PEER_IDLE_TIMEOUT_MS, PEER_INBOUND_BYTES_MAX,
+    FRAME_BYTES_MAX, HELLO_FRAME_BYTES_MAX, PEER_HELLO_TIMEOUT_MS, PEER_IDLE_TIMEOUT_MS,
+    PEER_INBOUND_BYTES_MAX,
 };
 use crate::core::msg::Message;
 use crate::core::types::NodeId;
@@ -171,9 +171,10 @@ async fn write_loop(
     }
 }
 
-/// Accepts peer connections and turns their frames into events for the node loop.
-pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>) {
-    let connections = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
+/// Accepts peer connections (at most `connections_max` at once; more are
+/// closed on accept) and turns their frames into events for the node loop.
+pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>, connections_max: usize) {
+    let connections = Arc::new(Semaphore::new(connections_max));
     // KiB of frame bodies being read, shared by every connection.
     let inbound = Arc::new(Semaphore::new(PEER_INBOUND_BYTES_MAX / 1024));
     loop {

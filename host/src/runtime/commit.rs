@@ -15,39 +15,66 @@ use crate::storage::{BatchWriter, SealedBatch};
 /// Batches up to this number are durable, or the commit that held them failed.
 pub type Committed = (u64, Result<(), StoreError>);
 
+/// What the node loop hands the thread.
+enum Job {
+    /// Write batch `number`.
+    Commit(u64, Arc<SealedBatch>),
+    /// The loop has taken in a failed commit and dropped every batch it had
+    /// sealed until then: the thread may write again.
+    Resume,
+}
+
 /// A thread that owns a [`BatchWriter`] and commits sealed batches in order.
 pub struct Committer {
-    batches: Option<mpsc::Sender<(u64, Arc<SealedBatch>)>>,
+    jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Committer {
     /// Starts the thread, named after the node; it reports each commit on
-    /// the returned channel, which closes if the thread stops.
+    /// the returned channel, which closes if the thread stops. After a failed
+    /// commit it drops every batch handed to it until [`Committer::resume`]:
+    /// those batches were staged over the lost ones, and the loop drops them
+    /// too.
     pub fn start(
         node: &str,
         writer: BatchWriter,
     ) -> std::io::Result<(Committer, tokio_mpsc::UnboundedReceiver<Committed>)> {
-        let (batches, queue) = mpsc::channel::<(u64, Arc<SealedBatch>)>();
+        let (jobs, queue) = mpsc::channel::<Job>();
         let (done, committed) = tokio_mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name(format!("{node}-commit"))
             .spawn(move || {
-                while let Ok(first) = queue.recv() {
-                    let mut taken = vec![first];
-                    taken.extend(queue.try_iter());
-                    let through = taken.last().map_or(0, |(number, _)| *number);
-                    let batches: Vec<_> = taken.into_iter().map(|(_, batch)| batch).collect();
+                while let Ok(job) = queue.recv() {
+                    let Job::Commit(first, batch) = job else {
+                        continue;
+                    };
+                    let mut through = first;
+                    let mut batches = vec![batch];
+                    for job in queue.try_iter() {
+                        if let Job::Commit(number, batch) = job {
+                            through = number;
+                            batches.push(batch);
+                        }
+                    }
                     let outcome = writer.write(&batches);
                     let failed = outcome.is_err();
-                    if done.send((through, outcome)).is_err() || failed {
+                    if done.send((through, outcome)).is_err() {
                         return;
+                    }
+                    if failed {
+                        // Until the loop has dropped what it staged meanwhile.
+                        while let Ok(job) = queue.recv() {
+                            if matches!(job, Job::Resume) {
+                                break;
+                            }
+                        }
                     }
                 }
             })?;
         Ok((
             Committer {
-                batches: Some(batches),
+                jobs: Some(jobs),
                 thread: Some(thread),
             },
             committed,
@@ -57,8 +84,16 @@ impl Committer {
     /// Hands batch `number` to the thread (numbers increase). A stopped
     /// thread has closed its report channel, which the loop notices.
     pub fn commit(&self, number: u64, batch: Arc<SealedBatch>) {
-        if let Some(batches) = &self.batches {
-            let _ = batches.send((number, batch));
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Commit(number, batch));
+        }
+    }
+
+    /// After a failed commit: every batch handed over before this call is
+    /// dropped, every one after it is written.
+    pub fn resume(&self) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job::Resume);
         }
     }
 }
@@ -66,7 +101,7 @@ impl Committer {
 impl Drop for Committer {
     /// Lets the thread finish what it was handed, then joins it.
     fn drop(&mut self) {
-        self.batches.take();
+        self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

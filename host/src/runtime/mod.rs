@@ -9,6 +9,7 @@
 //! loop goes on serving while LMDB syncs — nothing is acknowledged early.
 
 mod commit;
+mod descriptors;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -236,12 +237,17 @@ pub async fn serve(
     plugins.set_merged_bytes_max(options.value_bytes_max);
     let call_timeout = Duration::from_millis(options.request_timeout_ms);
     let host = PluginHost::new(plugins, events.clone(), call_timeout, uncompiled);
-    let peers = tokio::spawn(net::serve(peer_listener, events));
-    let http = tokio::spawn(crate::http::serve(
-        http_listener,
-        handle,
-        options.http_connections_max,
-    ));
+    let budget = descriptors::descriptor_budget(options.http_connections_max);
+    if budget.http < options.http_connections_max {
+        tracing::warn!(
+            open_files_limit = budget.limit,
+            http_connections_max = budget.http,
+            peer_connections_max = budget.peers,
+            "the open-files limit is low: connection caps lowered so storage keeps a quarter of it (raise it with ulimit -n)"
+        );
+    }
+    let peers = tokio::spawn(net::serve(peer_listener, events, budget.peers));
+    let http = tokio::spawn(crate::http::serve(http_listener, handle, budget.http));
     on_bound(bound);
     let result = drive(
         node,
@@ -322,9 +328,21 @@ async fn drive(
             biased;
             () = &mut shutdown => break,
             report = committed.recv() => {
-                                let (batch, outcome) = report.unwrap_or_else(stopped_committer);
-                batch_committed(outcome, &mut store, batch)?;
-                node.batch_durable(batch);
+                let Some((batch, outcome)) = report else {
+                    anyhow::bail!("the committing thread stopped; stopping the node");
+                };
+                match outcome {
+                    Ok(()) => {
+                        store.durable_through(batch);
+                        node.batch_durable(batch);
+                    }
+                    Err(e) => {
+                        let error = classify_commit_failure(&node, &mut store, e);
+                        store.discard_pending();
+                        node.batches_lost(&error, &mut store);
+                        committer.resume();
+                    }
+                }
             }
             event = inbox.recv() => match event {
                 Some(event) => feed(&mut node, &mut store, &clock, &mut waiting, event),
@@ -412,6 +430,30 @@ fn watch_disk(node: &Node, store: &mut NodeStore, refusing: &mut bool) {
         } else {
             tracing::info!(node = %node.id(), free_bytes = free, reserve_bytes = reserve, "free space is above the reserve again: writes are accepted");
         }
+    }
+}
+
+/// Logs a failed commit and says whether it was for want of space (507 to
+/// the clients whose writes it held) or another failure (503). The node goes
+/// on: the lost writes were never acknowledged, and it takes a fresh epoch.
+fn classify_commit_failure(node: &Node, store: &mut NodeStore, error: StoreError) -> StoreError {
+    let _ = store.sample_disk();
+    let gauge = store.disk_gauge();
+    let free = gauge.free_bytes();
+    let reason = error.reason().to_owned();
+    let full = gauge.refusing() || reason.contains("No space left on device");
+    tracing::error!(
+        node = %node.id(),
+        free_bytes = free,
+        disk_full = full,
+        "commit failed: {reason}; the writes it held and everything staged since are dropped and answered as failures; the node goes on under a fresh epoch"
+    );
+    if full {
+        StoreError::Full(format!(
+            "the data dir's disk is full ({free} bytes free): {reason}"
+        ))
+    } else {
+        StoreError::Failed(format!("commit failed: {reason}"))
     }
 }
 

@@ -23,6 +23,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
 pub use crate::core::rng::Rng;
+use crate::core::store::StoreError;
 use crate::core::table::TablePatch;
 use crate::core::token::ClientContext;
 use crate::core::types::{NodeId, TableName};
@@ -131,6 +132,8 @@ pub struct Sim {
     cut: Vec<(usize, usize)>,
     next_client_id: u64,
     crash_at_commit: Option<usize>,
+    /// A node whose next commit fails (a full disk, an I/O error).
+    fail_commit_of: Option<usize>,
     replies: BTreeMap<u64, ClientReply>,
     /// When each reply came, in virtual time.
     replied_at: BTreeMap<u64, u64>,
@@ -159,6 +162,7 @@ impl Sim {
             cut: Vec::new(),
             next_client_id: 1,
             crash_at_commit: None,
+            fail_commit_of: None,
             replies: BTreeMap::new(),
             replied_at: BTreeMap::new(),
             reconciler: no_plugins,
@@ -302,6 +306,12 @@ impl Sim {
         self.crash_at_commit = Some(index);
     }
 
+    /// Makes node `index`'s next commit fail: the node drops what it staged
+    /// since its last durable batch and goes on, as the driver does.
+    pub fn fail_next_commit(&mut self, index: usize) {
+        self.fail_commit_of = Some(index);
+    }
+
     /// Starts a crashed node again (an unclean restart).
     pub fn restart(&mut self, index: usize) {
         if !self.is_up(index) {
@@ -323,6 +333,7 @@ impl Sim {
     pub fn heal(&mut self) {
         self.cut.clear();
         self.crash_at_commit = None;
+        self.fail_commit_of = None;
         self.faults = NetworkFaults::none();
     }
 
@@ -528,7 +539,19 @@ impl Sim {
                     batch,
                 } => {
                     let sim_node = &mut self.nodes[node];
-                    if sim_node.incarnation == incarnation && sim_node.committing {
+                    if sim_node.incarnation == incarnation
+                        && sim_node.committing
+                        && self.fail_commit_of == Some(node)
+                    {
+                        self.fail_commit_of = None;
+                        sim_node.committing = false;
+                        sim_node.store.lose_pending();
+                        if let Some(core) = sim_node.node.as_mut() {
+                            let failure = StoreError::Failed("injected commit failure".into());
+                            core.batches_lost(&failure, &mut sim_node.store);
+                        }
+                        self.drain(node);
+                    } else if sim_node.incarnation == incarnation && sim_node.committing {
                         sim_node.store.commit_through(batch);
                         sim_node.committing = false;
                         // Batches sealed meanwhile go into the next commit at once.

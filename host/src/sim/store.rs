@@ -116,6 +116,12 @@ impl MemoryStore {
         }
     }
 
+    /// A failed commit: every batch not yet durable is gone; memory stays.
+    pub fn lose_pending(&mut self) {
+        self.staged = Batch::default();
+        self.sealed.clear();
+    }
+
     /// A crash: what was not committed is gone, and so is memory.
     pub fn lose_staged(&mut self) {
         self.staged = Batch::default();

@@ -198,6 +198,32 @@ fn a_node_that_crashed_before_its_commit_never_reuses_a_dot() {
 }
 
 #[test]
+fn a_node_whose_commit_fails_answers_with_the_failure_goes_on_and_never_reuses_a_dot() {
+    let mut sim = Sim::new(8, 3);
+    siblings_table(&mut sim);
+    let op = |v: &str| all_replicas(put("ev", "k", v, None));
+    let epoch = sim.epoch(0);
+    sim.fail_next_commit(0);
+    let reply = sim.call(0, op("lost-here"), TIMEOUT_MS);
+    // W=3 needed the coordinator's own copy: the write fails, at once.
+    assert!(
+        matches!(reply, Some(ClientReply::QuorumNotReached { .. })),
+        "{reply:?}"
+    );
+    assert!(sim.is_up(0), "the node went on");
+    assert!(sim.epoch(0) > epoch, "a fresh epoch");
+    assert!(
+        sim.local_object(1, "ev", b"k").is_some(),
+        "the other replicas stored it"
+    );
+    // The next write through it mints a dot the replicas have not seen: both
+    // values stay (a reused dot would make them drop the new one).
+    written(&sim.call(0, op("after-failure"), TIMEOUT_MS));
+    let read = sim.call(1, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&read), set(&["after-failure", "lost-here"]));
+}
+
+#[test]
 fn a_context_naming_dots_a_crashed_coordinator_forgot_supersedes_only_them() {
     let mut sim = Sim::new(9, 3);
     siblings_table(&mut sim);
@@ -488,8 +514,10 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
                 wiped = true;
             } else if roll < 4 {
                 sim.crash(node);
-            } else if roll < 6 {
+            } else if roll < 5 {
                 sim.crash_during_next_commit(node);
+            } else if roll < 6 {
+                sim.fail_next_commit(node);
             } else if roll < 7 {
                 sim.stop_cleanly(node);
             } else if roll < 14 {

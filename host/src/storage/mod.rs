@@ -311,6 +311,15 @@ impl NodeStore {
         let _ = self.space.sample();
     }
 
+    /// A commit failed: drops every sealed batch and everything staged
+    /// (later batches were staged over the lost ones), so loads see what is
+    /// durable again. Blob files a lost batch managed to write are collected
+    /// by the next sweep, as nothing references them.
+    pub fn discard_pending(&mut self) {
+        self.sealed.clear();
+        self.staged = SealedBatch::default();
+    }
+
     /// Staged and sealed overlays, newest first: where loads look before LMDB.
     fn pending(&self) -> impl Iterator<Item = &SealedBatch> {
         std::iter::once(&self.staged).chain(self.sealed.iter().rev().map(|(_, b)| &**b))

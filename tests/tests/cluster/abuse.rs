@@ -371,3 +371,89 @@ fn a_full_disk_refuses_writes_with_507_keeps_serving_reads_and_recovers() {
     assert_eq!((got.status, got.body == value(1)), (200, true));
     drop(node);
 }
+
+/// The lowest descriptor number `pid` does not use: with its open-files
+/// limit set to it, the process can open nothing more.
+fn lowest_free_descriptor(pid: u32) -> u64 {
+    let used: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|fd| !used.contains(fd)).unwrap()
+}
+
+fn set_open_files_limit(pid: u32, limit: &str) {
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={limit}")])
+        .status()
+        .expect("prlimit");
+    assert!(status.success(), "prlimit --nofile={limit} failed");
+}
+
+#[test]
+fn a_replica_that_cannot_open_a_blob_file_fails_that_write_and_keeps_running() {
+    let mut cluster = Cluster::start("no-descriptors", 3, &[]);
+    cluster.create_table(
+        "files",
+        r#"{"n":3,"r":2,"w":2,"merge":"lww","storage":"blob"}"#,
+    );
+    let stored = cluster.nodes[0].call("PUT", "/tables/files/keys/before?w=3", &[], b"first");
+    assert_eq!(stored.status, 204, "{}", stored.text());
+    // Node 3 can open no file: its next blob write fails at commit.
+    let pid = cluster.nodes[2].pid().unwrap();
+    let limit = lowest_free_descriptor(pid);
+    set_open_files_limit(pid, &format!("{limit}:"));
+    let put = cluster.nodes[0].call("PUT", "/tables/files/keys/during?w=3", &[], b"second");
+    assert_eq!(put.status, 503, "{}", put.text());
+    assert_eq!(put.json()["error"], "quorum not reached", "{}", put.text());
+    // It failed that write only: it is still running, and w=2 writes go on.
+    assert!(cluster.nodes[2].exit_status().is_none(), "node 3 stopped");
+    let put = cluster.nodes[0].call("PUT", "/tables/files/keys/during", &[], b"second");
+    assert_eq!(put.status, 204, "{}", put.text());
+    // With descriptors again it takes writes, and kept what it had.
+    set_open_files_limit(pid, "4096:");
+    let put = cluster.nodes[0].call("PUT", "/tables/files/keys/after?w=3", &[], b"third");
+    assert_eq!(put.status, 204, "{}", put.text());
+    for (key, value) in [("before", "first"), ("after", "third")] {
+        let got = cluster.nodes[2].call("GET", &format!("/tables/files/keys/{key}?r=3"), &[], b"");
+        assert_eq!((got.status, got.text().as_str()), (200, value), "{key}");
+    }
+    let log = std::fs::read_to_string(cluster.nodes[2].data_dir.with_extension("log")).unwrap();
+    assert!(log.contains("commit failed"), "{log}");
+    assert!(cluster.nodes[2].exit_status().is_none());
+}
+
+#[test]
+fn idle_connections_beyond_a_low_open_files_limit_leave_descriptors_for_storage() {
+    let mut cluster = Cluster::start("ulimit", 3, &[]);
+    cluster.create_table(
+        "files",
+        r#"{"n":3,"r":2,"w":2,"merge":"lww","storage":"blob"}"#,
+    );
+    // Node 3 runs under `ulimit -n 1024`, and 1,100 idle clients connect.
+    cluster.nodes[2].crash();
+    cluster.nodes[2].open_files_limit = Some(1_024);
+    cluster.nodes[2].start_again();
+    cluster.wait_formed();
+    let node3 = cluster.nodes[2].http.clone();
+    let idle: Vec<std::net::TcpStream> = (0..1_100)
+        .filter_map(|_| std::net::TcpStream::connect(&node3).ok())
+        .collect();
+    assert!(idle.len() > 512, "only {} connected", idle.len());
+    // A write that needs node 3 to create a blob file still succeeds.
+    let put = cluster.nodes[0].call("PUT", "/tables/files/keys/k?w=3", &[], b"blob");
+    assert_eq!(put.status, 204, "{}", put.text());
+    drop(idle);
+    cairn_tests::wait_until(Duration::from_secs(15), "node 3 to serve again", || {
+        let got = cairn_tests::try_call(
+            "GET",
+            &cluster.nodes[2].url("/tables/files/keys/k?r=3"),
+            &[],
+            b"",
+        )
+        .ok()?;
+        (got.status == 200 && got.body == b"blob").then_some(())
+    });
+    assert!(cluster.nodes[2].exit_status().is_none());
+}

@@ -45,6 +45,12 @@ impl HeldOutputs {
         ready.into_iter().map(|(_, output)| output).collect()
     }
 
+    /// Every output still waiting, in order: the batches they waited for
+    /// will never be durable.
+    pub fn take_all(&mut self) -> Vec<Output> {
+        self.held.drain(..).map(|(_, output)| output).collect()
+    }
+
     /// How many outputs wait.
     #[cfg(test)]
     pub fn len(&self) -> usize {

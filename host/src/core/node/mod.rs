@@ -224,6 +224,47 @@ impl Output {
     }
 }
 
+/// What an answer held for a lost batch becomes: a failure of the same
+/// request, so nobody waits for its timeout; `None` for answers whose asker
+/// retries by itself (joins, module transfers).
+fn failed_output(output: Output, error: &StoreError, reason: &str) -> Option<Output> {
+    let client_failure = || match error {
+        StoreError::Full(_) => ClientReply::InsufficientStorage(reason.to_owned()),
+        StoreError::Failed(_) => ClientReply::Unavailable(reason.to_owned()),
+    };
+    let replica_failure = || ReplicaError::Storage(reason.to_owned());
+    Some(match output {
+        Output::Reply { id, .. } => Output::Reply {
+            id,
+            reply: client_failure(),
+        },
+        Output::AdminReply { id, .. } => Output::AdminReply {
+            id,
+            reply: AdminReply::Unavailable(reason.to_owned()),
+        },
+        Output::Send { addr, message } => {
+            let message = match message {
+                Message::ReplicaWriteAck { request, .. } => Message::ReplicaWriteAck {
+                    request,
+                    outcome: Err(replica_failure()),
+                },
+                Message::ReplicaReadReply { request, .. } => Message::ReplicaReadReply {
+                    request,
+                    outcome: Err(replica_failure()),
+                },
+                Message::ForwardReply { request, .. } => Message::ForwardReply {
+                    request,
+                    reply: client_failure(),
+                },
+                _ => return None,
+            };
+            Output::Send { addr, message }
+        }
+        Output::ModuleArrived { .. } => return None,
+        kept @ (Output::Fatal(_) | Output::Reconcile { .. } | Output::SelectStorage { .. }) => kept,
+    })
+}
+
 enum Pending {
     Get(Box<GetFsm>),
     /// A write; a plugin write-back also names the key it holds in `writebacks`.
@@ -422,6 +463,59 @@ impl Node {
                 fsm.record(&self.config.id, Ok(()));
                 self.progress_put(request);
             }
+        }
+    }
+
+    /// The driver could not make the batches after the last durable one
+    /// durable (a full disk, an I/O error, no file descriptor left) and
+    /// dropped them with everything staged since: those writes are gone here.
+    /// Every answer that vouched for them fails instead (`error` says why),
+    /// the coordinator's own copies count as failed replicas, and the node
+    /// takes a fresh epoch, because other replicas may hold versions whose
+    /// dots it minted for the lost writes and it must never mint them again.
+    /// A node that cannot even record a new epoch stops ([`Output::Fatal`]).
+    pub fn batches_lost(&mut self, error: &StoreError, store: &mut dyn LocalStore) {
+        let reason = format!(
+            "{error}; nothing of it was stored on node {}",
+            self.config.id
+        );
+        let queued: Vec<_> = self.outputs.drain(..).collect();
+        for (output, release) in queued {
+            let vouches_for_lost = match release {
+                Release::Now => false,
+                Release::AfterBatch(batch) => !self.held.is_durable(batch),
+            };
+            if !vouches_for_lost {
+                self.outputs.push_back((output, release));
+            } else if let Some(failed) = failed_output(output, error, &reason) {
+                self.outputs.push_back((failed, Release::Now));
+            }
+        }
+        for output in self.held.take_all() {
+            if let Some(failed) = failed_output(output, error, &reason) {
+                self.outputs.push_back((failed, Release::Now));
+            }
+        }
+        let copies: Vec<u64> = self.local_copies.drain(..).map(|(_, r)| r).collect();
+        for request in copies {
+            if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
+                fsm.record(&self.config.id, Err(ReplicaError::Storage(reason.clone())));
+                self.progress_put(request);
+            }
+        }
+        // Modules staged in the lost batches are fetched again from peers.
+        let held: Vec<String> = self.modules_held.iter().cloned().collect();
+        for sha256 in held {
+            if !matches!(store.load_module(&sha256), Ok(Some(_))) {
+                self.modules_held.remove(&sha256);
+            }
+        }
+        // The new epoch's record also stages the cluster metadata again, in
+        // case its last change was in a lost batch.
+        if let Err(e) = self.take_fresh_epoch(self.epoch, store) {
+            self.emit(Output::Fatal(format!(
+                "storage failed and a new epoch cannot be recorded: {e}"
+            )));
         }
     }
 
