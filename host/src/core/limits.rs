@@ -27,6 +27,10 @@ pub const TABLE_NAME_CHARS_MAX: usize = 64;
 pub const NODE_ID_CHARS_MAX: usize = 32;
 /// Most tables a cluster may hold (each is an LMDB database).
 pub const TABLES_MAX: usize = 400;
+/// Most table names a cluster may use, dropped ones included: a dropped
+/// table's name is never reused and its (emptied) LMDB database stays, and
+/// LMDB holds at most 512 named databases per node.
+pub const TABLE_NAMES_MAX: usize = 500;
 /// Largest peer frame, header excluded: a value plus its siblings and clocks.
 pub const FRAME_BYTES_MAX: usize = OBJECT_LIVE_BYTES_MAX + 4 * 1024 * 1024;
 /// Default time a client request may take before it is answered 503.

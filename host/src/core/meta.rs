@@ -72,6 +72,22 @@ impl PluginEntry {
     }
 }
 
+/// A dropped table. Its name stays taken: the tombstone beats any config of
+/// that name from any node, so gossip never brings the table back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedTable {
+    /// Wall clock of the node that took the drop.
+    pub stamp_ms: u64,
+    /// That node.
+    pub origin: NodeId,
+}
+
+impl DroppedTable {
+    fn supersedes(&self, other: &DroppedTable) -> bool {
+        (self.stamp_ms, &self.origin) > (other.stamp_ms, &other.origin)
+    }
+}
+
 /// Everything gossip spreads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
@@ -86,6 +102,32 @@ pub struct ClusterMeta {
     /// The key context tokens are MACed with; drawn by whoever first needs
     /// one (the founder), the smaller of two concurrent ones wins.
     pub token_key: Option<TokenKey>,
+    /// Every dropped table.
+    pub dropped: BTreeMap<TableName, DroppedTable>,
+}
+
+/// Cluster metadata as builds before table drops stored it: still read from
+/// old data dirs.
+#[derive(Deserialize)]
+pub struct ClusterMetaV2 {
+    members: BTreeMap<NodeId, Member>,
+    ring: Option<Ring>,
+    tables: BTreeMap<TableName, TableEntry>,
+    plugins: BTreeMap<String, PluginEntry>,
+    token_key: Option<TokenKey>,
+}
+
+impl From<ClusterMetaV2> for ClusterMeta {
+    fn from(old: ClusterMetaV2) -> Self {
+        ClusterMeta {
+            members: old.members,
+            ring: old.ring,
+            tables: old.tables,
+            plugins: old.plugins,
+            token_key: old.token_key,
+            dropped: BTreeMap::new(),
+        }
+    }
 }
 
 /// Cluster metadata as builds before context-token keys stored it: still
@@ -106,6 +148,7 @@ impl From<ClusterMetaV1> for ClusterMeta {
             tables: old.tables,
             plugins: old.plugins,
             token_key: None,
+            dropped: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +162,7 @@ impl ClusterMeta {
             tables: BTreeMap::new(),
             plugins: BTreeMap::new(),
             token_key: None,
+            dropped: BTreeMap::new(),
         }
     }
 
@@ -144,7 +188,23 @@ impl ClusterMeta {
                 changed = true;
             }
         }
+        for (name, theirs) in &other.dropped {
+            match self.dropped.get(name) {
+                Some(mine) if !theirs.supersedes(mine) => {}
+                _ => {
+                    self.dropped.insert(name.clone(), theirs.clone());
+                    changed = true;
+                }
+            }
+        }
+        // A drop beats every config of its name, older or newer.
+        for name in self.dropped.keys() {
+            changed |= self.tables.remove(name).is_some();
+        }
         for (name, theirs) in &other.tables {
+            if self.dropped.contains_key(name) {
+                continue;
+            }
             match self.tables.get(name) {
                 Some(mine) if !theirs.supersedes(mine) => {}
                 _ => {
@@ -223,6 +283,35 @@ mod tests {
         assert_eq!(left, right);
         assert_eq!(left.tables.values().next().unwrap().config.r, 3);
         assert!(!left.merge(&a), "merging again changes nothing");
+    }
+
+    #[test]
+    fn a_dropped_table_stays_dropped_whatever_order_gossip_arrives_in() {
+        let created = with_table("a", 100, 1);
+        let mut dropped = created.clone();
+        dropped.tables.clear();
+        dropped.dropped.insert(
+            TableName::new("t").unwrap(),
+            DroppedTable {
+                stamp_ms: 50,
+                origin: id("b"),
+            },
+        );
+        // A newer config of the name (a create racing the drop) loses too.
+        let recreated = with_table("c", 200, 2);
+        let mut left = created.clone();
+        assert!(left.merge(&dropped));
+        left.merge(&recreated);
+        let mut right = recreated.clone();
+        right.merge(&dropped);
+        right.merge(&created);
+        assert_eq!(left, right);
+        assert!(left.tables.is_empty());
+        assert_eq!(left.dropped.len(), 1);
+        assert!(
+            !left.merge(&created),
+            "gossip of the old config changes nothing"
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub enum AdminOp {
     PutTable(TableName, TablePatch),
     /// `GET /tables/{t}`.
     GetTable(TableName),
+    /// `DELETE /tables/{t}`: permanent.
+    DropTable(TableName),
     /// `GET /tables`.
     ListTables,
     /// `GET /cluster`.

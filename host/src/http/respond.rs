@@ -137,9 +137,9 @@ pub fn client_reply(
         ClientReply::Overloaded => overloaded(),
         ClientReply::BadRequest(message) => error(StatusCode::BAD_REQUEST, message),
         ClientReply::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
-        ClientReply::InsufficientStorage(message) => error(
+        ClientReply::InsufficientStorage(message) => json_response(
             StatusCode::INSUFFICIENT_STORAGE,
-            format!("insufficient storage: {message}"),
+            &json!({ "error": "insufficient storage", "reason": message }),
         ),
     }
 }

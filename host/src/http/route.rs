@@ -73,8 +73,9 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         [""] | ["health"] | ["cluster"] | ["tables"] | ["plugins"] => "GET, HEAD, OPTIONS",
         ["tables", _, "preflist", _] => "GET, HEAD, OPTIONS",
         ["cluster", "join" | "remove" | "replace"] => "POST, OPTIONS",
-        ["tables", _] => "GET, HEAD, PUT, OPTIONS",
-        ["plugins", _] | ["tables", _, "keys", _] => "GET, HEAD, PUT, DELETE, OPTIONS",
+        ["plugins", _] | ["tables", _] | ["tables", _, "keys", _] => {
+            "GET, HEAD, PUT, DELETE, OPTIONS"
+        }
         _ => return None,
     })
 }
@@ -137,6 +138,9 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
         (&Method::GET, ["tables"]) => admin(node, AdminOp::ListTables).await,
         (&Method::GET, ["tables", table]) => {
             admin(node, AdminOp::GetTable(table_name(table)?)).await
+        }
+        (&Method::DELETE, ["tables", table]) => {
+            admin(node, AdminOp::DropTable(table_name(table)?)).await
         }
         (&Method::PUT, ["tables", table]) => {
             let name = table_name(table)?;

@@ -11,7 +11,7 @@
 mod commit;
 mod descriptors;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,10 @@ const EVENT_QUEUE_MAX: usize = 65_536;
 const EVENTS_PER_TURN_MAX: usize = 4_096;
 /// How often unreferenced blob files are looked for.
 const BLOB_SWEEP_INTERVAL_MS: u64 = 60_000;
+/// How often a slice of a dropped table's records is deleted, and how many:
+/// collection goes on in the background without holding up requests.
+const DROP_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+const DROP_SWEEP_RECORDS: usize = 1_000;
 /// How often the node is told time passed.
 const TICK_MS: u64 = 20;
 /// How often a node that no seed has admitted says so in its log.
@@ -320,6 +324,8 @@ async fn drive(
     let (committer, mut committed) = commit::Committer::start(node.id().as_str(), store.writer())?;
 
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
+    let mut next_drop_sweep = Instant::now();
+    let mut dropped = DroppedSweep::default();
     let mut next_join_warning = Instant::now() + JOIN_WARNING_INTERVAL;
     let mut disk_refusing = false;
     tokio::pin!(shutdown);
@@ -373,6 +379,12 @@ async fn drive(
             if Instant::now() >= next_blob_sweep {
                 next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
                 sweep_blobs(&node, &mut store);
+                // Records staged before a drop arrived may have landed since.
+                dropped.empty.clear();
+            }
+            if Instant::now() >= next_drop_sweep {
+                next_drop_sweep = Instant::now() + DROP_SWEEP_INTERVAL;
+                collect_dropped_tables(&node, &mut store, &mut dropped);
             }
             node.handle(
                 clock.now(),
@@ -407,6 +419,40 @@ async fn drive(
     store.mark_clean_shutdown()?;
     tracing::info!(node = %node.id(), "node stopped cleanly");
     Ok(())
+}
+
+/// Which dropped tables were found empty (checked again after each blob
+/// sweep) and which of them the log has reported.
+#[derive(Default)]
+struct DroppedSweep {
+    empty: HashSet<crate::core::types::TableName>,
+    reported: HashSet<crate::core::types::TableName>,
+}
+
+/// Deletes the next slice of the first dropped table that still has data.
+fn collect_dropped_tables(node: &Node, store: &mut NodeStore, sweep: &mut DroppedSweep) {
+    let pending = node
+        .meta()
+        .dropped
+        .keys()
+        .find(|name| !sweep.empty.contains(*name))
+        .cloned();
+    let Some(table) = pending else {
+        return;
+    };
+    match store.collect_dropped(&table, DROP_SWEEP_RECORDS) {
+        Ok(0) => {
+            if sweep.reported.insert(table.clone()) {
+                tracing::info!(node = %node.id(), %table, "the dropped table's data is collected");
+            }
+            sweep.empty.insert(table);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(node = %node.id(), %table, error = %e, "collecting a dropped table failed");
+            sweep.empty.insert(table);
+        }
+    }
 }
 
 /// Samples free space and says in the log when writes start or stop being
@@ -800,9 +846,7 @@ fn sweep_blobs(node: &Node, store: &mut NodeStore) {
         })
         .map(|(name, _)| name.clone())
         .collect();
-    if tables.is_empty() {
-        return;
-    }
+    // Even with no blob table left: a dropped one's files go now.
     match store.collect_blobs(&tables) {
         Ok(0) => {}
         Ok(removed) => tracing::info!(removed, "unreferenced blobs collected"),

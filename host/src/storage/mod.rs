@@ -216,8 +216,12 @@ impl NodeStore {
             .map_err(storage_error)?
             .map(|bytes| {
                 decode_disk::<ClusterMeta>(bytes).or_else(|e| {
-                    decode_disk::<crate::core::meta::ClusterMetaV1>(bytes)
+                    decode_disk::<crate::core::meta::ClusterMetaV2>(bytes)
                         .map(ClusterMeta::from)
+                        .or_else(|_| {
+                            decode_disk::<crate::core::meta::ClusterMetaV1>(bytes)
+                                .map(ClusterMeta::from)
+                        })
                         .map_err(|_| e)
                 })
             })
@@ -367,6 +371,31 @@ impl NodeStore {
             }
         }
         self.writer.blobs.collect(&referenced)
+    }
+
+    /// Deletes up to `max` records of a dropped table (and all its objects
+    /// in memory) in one transaction, so a large table goes in slices
+    /// between the node's other work. Returns how many records went: 0 once
+    /// the table is empty. Its blob files go with the next blob collection,
+    /// which counts only live tables' references.
+    pub fn collect_dropped(&mut self, table: &TableName, max: usize) -> Result<usize, StoreError> {
+        self.memory.retain(|(t, _), _| t != table);
+        let Some(db) = self.table_db(table)? else {
+            return Ok(0);
+        };
+        let mut wtxn = self.writer.env.write_txn().map_err(storage_error)?;
+        let keys: Vec<Vec<u8>> = db
+            .iter(&wtxn)
+            .map_err(storage_error)?
+            .take(max)
+            .map(|entry| entry.map(|(key, _)| key.to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
+        for key in &keys {
+            db.delete(&mut wtxn, key).map_err(storage_error)?;
+        }
+        wtxn.commit().map_err(storage_error)?;
+        Ok(keys.len())
     }
 
     /// Records a clean shutdown: the next start keeps the epoch. Call it once

@@ -418,3 +418,41 @@ fn writes_that_would_eat_into_the_disk_reserve_are_refused_before_staging() {
         Some(object(&[Some(b"v")]))
     );
 }
+
+#[test]
+fn a_dropped_tables_records_are_deleted_in_slices() {
+    let dir = temp_dir("dropped");
+    let id = NodeId::new("n1").unwrap();
+    let (gone, kept) = (
+        TableName::new("gone").unwrap(),
+        TableName::new("kept").unwrap(),
+    );
+    let (mut store, _) = NodeStore::open(&dir, &id).unwrap();
+    for i in 0..2_500u32 {
+        let key = i.to_be_bytes();
+        store
+            .stage(&gone, StorageKind::Lmdb, &key, &object(&[Some(b"v")]))
+            .unwrap();
+    }
+    store
+        .stage(&gone, StorageKind::Memory, b"m", &object(&[Some(b"v")]))
+        .unwrap();
+    store
+        .stage(&kept, StorageKind::Lmdb, b"k", &object(&[Some(b"v")]))
+        .unwrap();
+    store.commit().unwrap();
+    let slices: Vec<usize> = (0..4)
+        .map(|_| store.collect_dropped(&gone, 1_000).unwrap())
+        .collect();
+    assert_eq!(slices, [1_000, 1_000, 500, 0]);
+    for (engine, key) in [
+        (StorageKind::Lmdb, &7u32.to_be_bytes()[..]),
+        (StorageKind::Memory, b"m"),
+    ] {
+        assert_eq!(store.load(&gone, engine, key).unwrap(), None);
+    }
+    assert!(store
+        .load(&kept, StorageKind::Lmdb, b"k")
+        .unwrap()
+        .is_some());
+}

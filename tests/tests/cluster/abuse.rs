@@ -323,6 +323,7 @@ fn a_full_disk_refuses_writes_with_507_keeps_serving_reads_and_recovers() {
         stored += 1;
     };
     assert_eq!(refused.status, 507, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "insufficient storage");
     assert!(refused.text().contains("reserve"), "{}", refused.text());
     assert!(stored >= 20, "only {stored} MiB fit above an 8 MiB reserve");
     // Reads go on, and the node is up.
@@ -456,4 +457,133 @@ fn idle_connections_beyond_a_low_open_files_limit_leave_descriptors_for_storage(
         (got.status == 200 && got.body == b"blob").then_some(())
     });
     assert!(cluster.nodes[2].exit_status().is_none());
+}
+
+#[test]
+fn a_dropped_table_is_gone_on_every_node_for_good_and_its_data_is_collected() {
+    let mut cluster = Cluster::start("drop-table", 3, &[]);
+    let kv = r#"{"n":3,"r":2,"w":2,"merge":"lww"}"#;
+    cluster.create_table("gone", kv);
+    cluster.create_table("kept", kv);
+    for key in ["a", "b", "c"] {
+        for table in ["gone", "kept"] {
+            let put = cluster.nodes[0].call(
+                "PUT",
+                &format!("/tables/{table}/keys/{key}?w=3"),
+                &[],
+                key.as_bytes(),
+            );
+            assert_eq!(put.status, 204, "{}", put.text());
+        }
+    }
+    let dropped = cluster.nodes[1].call("DELETE", "/tables/gone", &[], b"");
+    assert_eq!(dropped.status, 204, "{}", dropped.text());
+    for node in &cluster.nodes {
+        cairn_tests::wait_until(
+            Duration::from_secs(2),
+            "the drop to reach every node",
+            || (node.call("GET", "/tables/gone", &[], b"").status == 404).then_some(()),
+        );
+        assert_eq!(
+            node.call("GET", "/tables/gone/keys/a", &[], b"").status,
+            404
+        );
+        assert_eq!(
+            node.call("PUT", "/tables/gone/keys/a", &[], b"x").status,
+            404
+        );
+        let tables = node.call("GET", "/tables", &[], b"").json();
+        let names: Vec<_> = tables["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].clone())
+            .collect();
+        assert_eq!(names, ["kept"], "{tables}");
+    }
+    // Permanent: the name is not reused, a second drop is answered as done,
+    // and a table that never existed is 404.
+    let again = cluster.nodes[2].call("PUT", "/tables/gone", &[], kv.as_bytes());
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert!(again.text().contains("dropped"), "{}", again.text());
+    assert_eq!(
+        cluster.nodes[0]
+            .call("DELETE", "/tables/gone", &[], b"")
+            .status,
+        204
+    );
+    assert_eq!(
+        cluster.nodes[0]
+            .call("DELETE", "/tables/never", &[], b"")
+            .status,
+        404
+    );
+    // Each node collects the table's records in the background.
+    for node in &cluster.nodes {
+        cairn_tests::wait_until(Duration::from_secs(10), "the data to be collected", || {
+            let log = std::fs::read_to_string(node.data_dir.with_extension("log")).ok()?;
+            log.contains("the dropped table's data is collected")
+                .then_some(())
+        });
+    }
+    // A node that restarts from its data dir still knows the drop; the
+    // other table is untouched.
+    cluster.nodes[2].crash();
+    cluster.nodes[2].start_again();
+    cluster.wait_formed();
+    let node = &cluster.nodes[2];
+    assert_eq!(node.call("GET", "/tables/gone", &[], b"").status, 404);
+    let got = node.call("GET", "/tables/kept/keys/b?r=3", &[], b"");
+    assert_eq!((got.status, got.text().as_str()), (200, "b"));
+}
+
+#[test]
+fn a_join_keeps_the_table_cap() {
+    let cluster = Cluster::start("cap-cluster", 1, &[]);
+    let root = cairn_tests::temp_dir("cap-joiner");
+    let joiner = cairn_tests::NodeProcess::start(
+        "joiner",
+        &root.join("joiner"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+        &[],
+    );
+    // Each side holds 400 tables, the most a cluster may hold.
+    for (node, prefix) in [(&cluster.nodes[0], "c"), (&joiner, "j")] {
+        for i in 0..400 {
+            let created = node.call(
+                "PUT",
+                &format!("/tables/{prefix}{i:03}"),
+                &[],
+                SOLO.as_bytes(),
+            );
+            assert_eq!(created.status, 200, "{}", created.text());
+        }
+        let over = node.call("PUT", &format!("/tables/{prefix}400"), &[], SOLO.as_bytes());
+        assert_eq!(over.status, 400, "{}", over.text());
+    }
+    let body = format!(r#"{{"seed":"{}"}}"#, cluster.nodes[0].peer);
+    assert_eq!(
+        joiner
+            .call("POST", "/cluster/join", &[], body.as_bytes())
+            .status,
+        202
+    );
+    cairn_tests::wait_until(Duration::from_secs(10), "the joiner to join", || {
+        (cluster.nodes[0].cluster()["members"].as_array()?.len() == 2).then_some(())
+    });
+    // The cluster keeps its 400; the joiner's own stay behind.
+    for node in [&cluster.nodes[0], &joiner] {
+        let tables =
+            cairn_tests::wait_until(Duration::from_secs(5), "the tables to settle", || {
+                let tables = node.call("GET", "/tables", &[], b"").json();
+                let list = tables["tables"].as_array()?.clone();
+                (list
+                    .iter()
+                    .all(|t| t["name"].as_str().is_some_and(|n| n.starts_with('c'))))
+                .then_some(list)
+            });
+        assert_eq!(tables.len(), 400);
+    }
 }

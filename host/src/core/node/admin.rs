@@ -2,7 +2,7 @@
 //! (and changing) this node's cluster metadata.
 
 use super::*;
-use crate::core::meta::PluginEntry;
+use crate::core::meta::{DroppedTable, PluginEntry};
 use crate::core::table::TablePatch;
 
 impl Node {
@@ -10,7 +10,10 @@ impl Node {
     pub(super) fn on_admin(&mut self, op: AdminOp, store: &mut dyn LocalStore) -> AdminReply {
         let changes_cluster = matches!(
             op,
-            AdminOp::PutTable(..) | AdminOp::PutPlugin { .. } | AdminOp::DeletePlugin(_)
+            AdminOp::PutTable(..)
+                | AdminOp::DropTable(_)
+                | AdminOp::PutPlugin { .. }
+                | AdminOp::DeletePlugin(_)
         );
         if changes_cluster && !self.is_member() {
             // A change made before joining would be carried into a cluster
@@ -22,6 +25,7 @@ impl Node {
         }
         match op {
             AdminOp::PutTable(name, patch) => self.put_table(name, &patch, store),
+            AdminOp::DropTable(name) => self.drop_table(name, store),
             AdminOp::PutPlugin {
                 name,
                 sha256,
@@ -93,9 +97,20 @@ impl Node {
         patch: &TablePatch,
         store: &mut dyn LocalStore,
     ) -> AdminReply {
+        if self.meta.dropped.contains_key(&name) {
+            return AdminReply::Conflict(format!(
+                "table {name} was dropped; the names of dropped tables are not reused"
+            ));
+        }
         let existing = self.meta.tables.get(&name).cloned();
         if existing.is_none() && self.meta.tables.len() >= TABLES_MAX {
             return AdminReply::Invalid(format!("a cluster holds at most {TABLES_MAX} tables"));
+        }
+        if existing.is_none() && self.meta.tables.len() + self.meta.dropped.len() >= TABLE_NAMES_MAX
+        {
+            return AdminReply::Invalid(format!(
+                "a cluster uses at most {TABLE_NAMES_MAX} table names, dropped ones included"
+            ));
         }
         let config = match TableConfig::apply(existing.as_ref().map(|e| &e.config), patch) {
             Ok(config) => config,
@@ -141,6 +156,29 @@ impl Node {
         self.meta.tables.insert(name.clone(), entry);
         self.meta_changed(store);
         AdminReply::Table(name, config)
+    }
+
+    /// Drops a table for good: a tombstone in cluster metadata that beats
+    /// any config of the name, so requests get 404 on every node once it has
+    /// spread, and each node collects the table's data in the background.
+    /// Dropping a dropped table again is answered as done.
+    fn drop_table(&mut self, name: TableName, store: &mut dyn LocalStore) -> AdminReply {
+        if self.meta.dropped.contains_key(&name) {
+            return AdminReply::Deleted;
+        }
+        let Some(entry) = self.meta.tables.remove(&name) else {
+            return AdminReply::NotFound(format!("no table {name}"));
+        };
+        let stamp_ms = self.now.wall_ms.max(entry.stamp_ms + 1);
+        self.meta.dropped.insert(
+            name,
+            DroppedTable {
+                stamp_ms,
+                origin: self.config.id.clone(),
+            },
+        );
+        self.meta_changed(store);
+        AdminReply::Deleted
     }
 
     fn cluster_status(&self) -> ClusterStatus {

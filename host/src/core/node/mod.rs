@@ -16,6 +16,7 @@ use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
     MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX, TABLES_MAX,
+    TABLE_NAMES_MAX,
 };
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
@@ -823,9 +824,20 @@ impl Node {
         }
         let mut adopted = meta;
         // The cluster's definition of a table wins: a joiner's own config of
-        // the same name (another n, another engine) never replaces it.
+        // the same name (another n, another engine) never replaces it, nor
+        // brings back a table the cluster dropped. The joiner's other tables
+        // join too while the cluster's table limits allow (in name order);
+        // the rest stay behind, unserved.
         for (name, entry) in std::mem::take(&mut self.meta.tables) {
-            adopted.tables.entry(name).or_insert(entry);
+            let names_used = adopted.tables.len() + adopted.dropped.len();
+            if adopted.tables.contains_key(&name)
+                || adopted.dropped.contains_key(&name)
+                || adopted.tables.len() >= TABLES_MAX
+                || names_used >= TABLE_NAMES_MAX
+            {
+                continue;
+            }
+            adopted.tables.insert(name, entry);
         }
         if let Some(record) = adopted.members.get(&self.config.id) {
             if record.epoch >= self.epoch {
