@@ -138,6 +138,12 @@ impl GetFsm {
         }
     }
 
+    /// Whether the client has had its answer (the FSM may still collect
+    /// answers for read repair).
+    pub fn has_replied(&self) -> bool {
+        self.replied
+    }
+
     /// Whether nothing more will come: every replica answered, or time is up.
     pub fn is_done(&self, now_ms: u64) -> bool {
         self.replied && (self.quorum.all_answered() || now_ms >= self.deadline_ms)

@@ -250,6 +250,10 @@ pub enum Message {
         member: Member,
         /// Whether the joiner starts with an empty data dir.
         fresh: bool,
+        /// The joiner's own tables, which it brings into the cluster: the
+        /// seed refuses a join that would take the cluster past its table
+        /// limits.
+        tables: Vec<TableName>,
     },
     /// The seed admitted the joiner.
     JoinAccepted(Box<ClusterMeta>),

@@ -211,7 +211,7 @@ async fn key_operation(
             let w = quorum_param(&query, "w")?;
             let context = context_header(&request, &table, &key, node)?;
             let content_type = content_type_header(&request)?;
-            if let Some(coding) = request.headers().get(CONTENT_ENCODING) {
+            for coding in request.headers().get_all(CONTENT_ENCODING) {
                 if !coding.as_bytes().eq_ignore_ascii_case(b"identity") {
                     return Err(refuse(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,

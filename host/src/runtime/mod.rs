@@ -11,7 +11,7 @@
 mod commit;
 mod descriptors;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +41,11 @@ const BLOB_SWEEP_INTERVAL_MS: u64 = 60_000;
 /// collection goes on in the background without holding up requests.
 const DROP_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 const DROP_SWEEP_RECORDS: usize = 1_000;
+/// A node whose commits fail this often stops: each failure costs its
+/// writes in flight and an epoch generation, and storage failing at this
+/// rate is broken, not full for a moment.
+const COMMIT_FAILURES_MAX: usize = 10;
+const COMMIT_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How often the node is told time passed.
 const TICK_MS: u64 = 20;
 /// How often a node that no seed has admitted says so in its log.
@@ -326,6 +331,7 @@ async fn drive(
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     let mut next_drop_sweep = Instant::now();
     let mut dropped = DroppedSweep::default();
+    let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut next_join_warning = Instant::now() + JOIN_WARNING_INTERVAL;
     let mut disk_refusing = false;
     tokio::pin!(shutdown);
@@ -343,9 +349,20 @@ async fn drive(
                         node.batch_durable(batch);
                     }
                     Err(e) => {
+                        failures.push_back(Instant::now());
+                        while failures.front().is_some_and(|t| t.elapsed() > COMMIT_FAILURE_WINDOW) {
+                            failures.pop_front();
+                        }
+                        if failures.len() >= COMMIT_FAILURES_MAX {
+                            anyhow::bail!(
+                                "{} commits failed within {} s, the last: {e}; the storage is broken, stopping the node",
+                                failures.len(),
+                                COMMIT_FAILURE_WINDOW.as_secs()
+                            );
+                        }
                         let error = classify_commit_failure(&node, &mut store, e);
                         store.discard_pending();
-                        node.batches_lost(&error, &mut store);
+                        node.batches_lost(&error, &mut store).map_err(anyhow::Error::msg)?;
                         committer.resume();
                     }
                 }
@@ -422,14 +439,17 @@ async fn drive(
 }
 
 /// Which dropped tables were found empty (checked again after each blob
-/// sweep) and which of them the log has reported.
+/// sweep), which of them the log has reported, and where each collection
+/// pass stands.
 #[derive(Default)]
 struct DroppedSweep {
     empty: HashSet<crate::core::types::TableName>,
     reported: HashSet<crate::core::types::TableName>,
+    cursors: HashMap<crate::core::types::TableName, Vec<u8>>,
 }
 
-/// Deletes the next slice of the first dropped table that still has data.
+/// Stages the deletion of the next slice of the first dropped table that
+/// still has data; the deletions are committed with the node's next batch.
 fn collect_dropped_tables(node: &Node, store: &mut NodeStore, sweep: &mut DroppedSweep) {
     let pending = node
         .meta()
@@ -440,14 +460,23 @@ fn collect_dropped_tables(node: &Node, store: &mut NodeStore, sweep: &mut Droppe
     let Some(table) = pending else {
         return;
     };
-    match store.collect_dropped(&table, DROP_SWEEP_RECORDS) {
-        Ok(0) => {
+    let after = sweep.cursors.remove(&table);
+    match store.collect_dropped(&table, after.as_deref(), DROP_SWEEP_RECORDS) {
+        Ok((0, _)) if after.is_some() => {
+            // End of a pass: the next one starts over, to find what was
+            // written meanwhile, and ends the table's collection if empty.
+        }
+        Ok((0, _)) => {
             if sweep.reported.insert(table.clone()) {
                 tracing::info!(node = %node.id(), %table, "the dropped table's data is collected");
             }
             sweep.empty.insert(table);
         }
-        Ok(_) => {}
+        Ok((_, last)) => {
+            if let Some(last) = last {
+                sweep.cursors.insert(table, last);
+            }
+        }
         Err(e) => {
             tracing::warn!(node = %node.id(), %table, error = %e, "collecting a dropped table failed");
             sweep.empty.insert(table);

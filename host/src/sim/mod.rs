@@ -546,11 +546,17 @@ impl Sim {
                         self.fail_commit_of = None;
                         sim_node.committing = false;
                         sim_node.store.lose_pending();
-                        if let Some(core) = sim_node.node.as_mut() {
-                            let failure = StoreError::Failed("injected commit failure".into());
-                            core.batches_lost(&failure, &mut sim_node.store);
+                        let failure = StoreError::Failed("injected commit failure".into());
+                        let recorded = match sim_node.node.as_mut() {
+                            Some(core) => core.batches_lost(&failure, &mut sim_node.store),
+                            None => Ok(()),
+                        };
+                        if recorded.is_err() {
+                            // The driver stops a node that cannot record a new epoch.
+                            self.crash(node);
+                        } else {
+                            self.drain(node);
                         }
-                        self.drain(node);
                     } else if sim_node.incarnation == incarnation && sim_node.committing {
                         sim_node.store.commit_through(batch);
                         sim_node.committing = false;

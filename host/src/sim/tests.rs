@@ -224,6 +224,62 @@ fn a_node_whose_commit_fails_answers_with_the_failure_goes_on_and_never_reuses_a
 }
 
 #[test]
+fn a_read_of_a_copy_a_failed_commit_lost_fails_instead_of_answering_it() {
+    let mut sim = Sim::new(11, 3);
+    siblings_table(&mut sim);
+    sim.set_commit_ms(0, 50, 50);
+    let w1 = |op: ClientOp| match op {
+        ClientOp::Put {
+            table,
+            key,
+            value,
+            content_type,
+            context,
+            ..
+        } => ClientOp::Put {
+            table,
+            key,
+            value,
+            content_type,
+            context,
+            w: Some(1),
+        },
+        other => other,
+    };
+    // Node 1 takes a write the others never hear of: it exists nowhere else.
+    sim.partition(0, 1);
+    sim.partition(0, 2);
+    let write = sim.submit(0, w1(put("ev", "k", "lost", None)));
+    sim.heal();
+    sim.fail_next_commit(0);
+    // A read there meets its own copy at once and the others' answers only
+    // after the commit failed (slow links): it must not answer the lost value.
+    sim.faults = NetworkFaults {
+        loss_per_mille: 0,
+        delay_ms_min: 100,
+        delay_ms_max: 100,
+        duplicate_per_mille: 0,
+    };
+    let read = sim.submit(0, get("ev", "k", Some(2)));
+    sim.run_for(TIMEOUT_MS + 500);
+    assert!(
+        matches!(sim.reply(read), Some(ClientReply::Unavailable(_))),
+        "{:?}",
+        sim.reply(read)
+    );
+    assert!(
+        matches!(
+            sim.reply(write),
+            Some(ClientReply::QuorumNotReached { acked: 0, .. })
+        ),
+        "{:?}",
+        sim.reply(write)
+    );
+    let again = sim.call(0, get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert!(values(&again).is_empty(), "{again:?}");
+}
+
+#[test]
 fn a_context_naming_dots_a_crashed_coordinator_forgot_supersedes_only_them() {
     let mut sim = Sim::new(9, 3);
     siblings_table(&mut sim);

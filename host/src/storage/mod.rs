@@ -59,6 +59,9 @@ pub struct SealedBatch {
     meta: Option<Vec<u8>>,
     /// What writing it may take on disk ([`DiskSpace::cost`] of each write).
     disk_bytes: u64,
+    /// Objects this batch moves out of memory (a `storage: plugin` table
+    /// choosing LMDB or blob): put back if the batch is lost.
+    evicted: HashMap<(TableName, Bytes), Object>,
 }
 
 impl SealedBatch {
@@ -320,8 +323,17 @@ impl NodeStore {
     /// durable again. Blob files a lost batch managed to write are collected
     /// by the next sweep, as nothing references them.
     pub fn discard_pending(&mut self) {
-        self.sealed.clear();
-        self.staged = SealedBatch::default();
+        let lost: Vec<_> = self.sealed.drain(..).map(|(_, batch)| batch).collect();
+        let staged = std::mem::take(&mut self.staged);
+        // Oldest first: the first copy a lost batch moved out of memory is
+        // the one that was there before.
+        for batch in lost.iter().map(|b| &**b).chain([&staged]) {
+            for (slot, object) in &batch.evicted {
+                self.memory
+                    .entry(slot.clone())
+                    .or_insert_with(|| object.clone());
+            }
+        }
     }
 
     /// Staged and sealed overlays, newest first: where loads look before LMDB.
@@ -373,29 +385,54 @@ impl NodeStore {
         self.writer.blobs.collect(&referenced)
     }
 
-    /// Deletes up to `max` records of a dropped table (and all its objects
-    /// in memory) in one transaction, so a large table goes in slices
-    /// between the node's other work. Returns how many records went: 0 once
-    /// the table is empty. Its blob files go with the next blob collection,
-    /// which counts only live tables' references.
-    pub fn collect_dropped(&mut self, table: &TableName, max: usize) -> Result<usize, StoreError> {
-        self.memory.retain(|(t, _), _| t != table);
-        let Some(db) = self.table_db(table)? else {
-            return Ok(0);
-        };
-        let mut wtxn = self.writer.env.write_txn().map_err(storage_error)?;
-        let keys: Vec<Vec<u8>> = db
-            .iter(&wtxn)
-            .map_err(storage_error)?
-            .take(max)
-            .map(|entry| entry.map(|(key, _)| key.to_vec()))
-            .collect::<Result<_, _>>()
-            .map_err(storage_error)?;
-        for key in &keys {
-            db.delete(&mut wtxn, key).map_err(storage_error)?;
+    /// Stages the deletion of up to `max` records of a dropped table after
+    /// key `after` (from its first key when `None`, which also drops its
+    /// objects in memory), so a large table goes in slices with the node's
+    /// ordinary batches. Returns how many were staged and the last key:
+    /// `(0, None)` from the first key means the table is empty. Its blob
+    /// files go with the next blob collection, which counts only live
+    /// tables' references.
+    pub fn collect_dropped(
+        &mut self,
+        table: &TableName,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        if after.is_none() {
+            self.memory.retain(|(t, _), _| t != table);
         }
-        wtxn.commit().map_err(storage_error)?;
-        Ok(keys.len())
+        let Some(db) = self.table_db(table)? else {
+            return Ok((0, None));
+        };
+        let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
+        let keys: Vec<Bytes> = match after {
+            None => db
+                .iter(&rtxn)
+                .map_err(storage_error)?
+                .take(max)
+                .map(|entry| entry.map(|(key, _)| Bytes::copy_from_slice(key)))
+                .collect::<Result<_, _>>(),
+            Some(after) => {
+                let range = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+                db.range(&rtxn, &range)
+                    .map_err(storage_error)?
+                    .take(max)
+                    .map(|entry| entry.map(|(key, _)| Bytes::copy_from_slice(key)))
+                    .collect::<Result<_, _>>()
+            }
+        }
+        .map_err(storage_error)?;
+        drop(rtxn);
+        let last = keys.last().map(|k| k.to_vec());
+        if !keys.is_empty() {
+            self.staged.dbs.entry(table.clone()).or_insert(db);
+        }
+        for key in &keys {
+            self.staged
+                .records
+                .insert((table.clone(), key.clone()), None);
+        }
+        Ok((keys.len(), last))
     }
 
     /// Records a clean shutdown: the next start keeps the epoch. Call it once
@@ -582,8 +619,10 @@ impl LocalStore for NodeStore {
             .sum();
         let cost = DiskSpace::cost((key.len() + record.len()) as u64, blob_bytes as u64);
         self.admit_disk(cost)?;
-        self.memory.remove(&slot);
         let db = self.table_db_or_create(table)?;
+        if let Some(evicted) = self.memory.remove(&slot) {
+            self.staged.evicted.entry(slot.clone()).or_insert(evicted);
+        }
         self.staged.dbs.entry(table.clone()).or_insert(db);
         self.staged.blobs.extend(blobs);
         self.staged.records.insert(slot, Some(record));

@@ -441,10 +441,24 @@ fn a_dropped_tables_records_are_deleted_in_slices() {
         .stage(&kept, StorageKind::Lmdb, b"k", &object(&[Some(b"v")]))
         .unwrap();
     store.commit().unwrap();
-    let slices: Vec<usize> = (0..4)
-        .map(|_| store.collect_dropped(&gone, 1_000).unwrap())
-        .collect();
+    let mut slices = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (staged, last) = store
+            .collect_dropped(&gone, after.as_deref(), 1_000)
+            .unwrap();
+        slices.push(staged);
+        store.commit().unwrap();
+        if staged == 0 {
+            break;
+        }
+        after = last;
+    }
     assert_eq!(slices, [1_000, 1_000, 500, 0]);
+    assert_eq!(
+        store.collect_dropped(&gone, None, 1_000).unwrap(),
+        (0, None)
+    );
     for (engine, key) in [
         (StorageKind::Lmdb, &7u32.to_be_bytes()[..]),
         (StorageKind::Memory, b"m"),

@@ -14,6 +14,11 @@ pub struct HeldOutputs {
 }
 
 impl HeldOutputs {
+    /// The newest batch known durable (every earlier one is too).
+    pub fn durable(&self) -> Option<u64> {
+        self.durable
+    }
+
     /// Whether batch `batch` (and so every earlier one) is durable.
     pub fn is_durable(&self, batch: u64) -> bool {
         self.durable.is_some_and(|d| batch <= d)

@@ -225,45 +225,72 @@ impl Output {
     }
 }
 
-/// What an answer held for a lost batch becomes: a failure of the same
-/// request, so nobody waits for its timeout; `None` for answers whose asker
-/// retries by itself (joins, module transfers).
-fn failed_output(output: Output, error: &StoreError, reason: &str) -> Option<Output> {
-    let client_failure = || match error {
-        StoreError::Full(_) => ClientReply::InsufficientStorage(reason.to_owned()),
-        StoreError::Failed(_) => ClientReply::Unavailable(reason.to_owned()),
-    };
-    let replica_failure = || ReplicaError::Storage(reason.to_owned());
-    Some(match output {
-        Output::Reply { id, .. } => Output::Reply {
-            id,
-            reply: client_failure(),
-        },
-        Output::AdminReply { id, .. } => Output::AdminReply {
-            id,
-            reply: AdminReply::Unavailable(reason.to_owned()),
-        },
-        Output::Send { addr, message } => {
-            let message = match message {
-                Message::ReplicaWriteAck { request, .. } => Message::ReplicaWriteAck {
-                    request,
-                    outcome: Err(replica_failure()),
-                },
-                Message::ReplicaReadReply { request, .. } => Message::ReplicaReadReply {
-                    request,
-                    outcome: Err(replica_failure()),
-                },
-                Message::ForwardReply { request, .. } => Message::ForwardReply {
-                    request,
-                    reply: client_failure(),
-                },
-                _ => return None,
-            };
-            Output::Send { addr, message }
+/// How many ranges of lost batches a node remembers: answers naming one
+/// come from requests pending when the commit failed, which end within their
+/// deadline.
+const LOST_BATCH_RANGES_KEPT: usize = 64;
+
+/// Batches a failed commit lost, and why.
+struct LostBatches {
+    from: u64,
+    through: u64,
+    error: StoreError,
+    reason: String,
+}
+
+impl LostBatches {
+    fn covers(&self, batch: u64) -> bool {
+        (self.from..=self.through).contains(&batch)
+    }
+
+    /// What an answer that vouched for a lost batch becomes: a failure of the
+    /// same request, so nobody waits for its timeout; `None` for answers
+    /// whose asker retries by itself (joins, module transfers).
+    /// What a client whose request the loss spoiled is told: 507 when the
+    /// disk was full, 503 otherwise.
+    fn client_failure(&self) -> ClientReply {
+        match self.error {
+            StoreError::Full(_) => ClientReply::InsufficientStorage(self.reason.clone()),
+            StoreError::Failed(_) => ClientReply::Unavailable(self.reason.clone()),
         }
-        Output::ModuleArrived { .. } => return None,
-        kept @ (Output::Fatal(_) | Output::Reconcile { .. } | Output::SelectStorage { .. }) => kept,
-    })
+    }
+
+    fn fail(&self, output: Output) -> Option<Output> {
+        let client_failure = || self.client_failure();
+        let replica_failure = || ReplicaError::Storage(self.reason.clone());
+        Some(match output {
+            Output::Reply { id, .. } => Output::Reply {
+                id,
+                reply: client_failure(),
+            },
+            Output::AdminReply { id, .. } => Output::AdminReply {
+                id,
+                reply: AdminReply::Unavailable(self.reason.clone()),
+            },
+            Output::Send { addr, message } => {
+                let message = match message {
+                    Message::ReplicaWriteAck { request, .. } => Message::ReplicaWriteAck {
+                        request,
+                        outcome: Err(replica_failure()),
+                    },
+                    Message::ReplicaReadReply { request, .. } => Message::ReplicaReadReply {
+                        request,
+                        outcome: Err(replica_failure()),
+                    },
+                    Message::ForwardReply { request, .. } => Message::ForwardReply {
+                        request,
+                        reply: client_failure(),
+                    },
+                    _ => return None,
+                };
+                Output::Send { addr, message }
+            }
+            Output::ModuleArrived { .. } => return None,
+            kept @ (Output::Fatal(_) | Output::Reconcile { .. } | Output::SelectStorage { .. }) => {
+                kept
+            }
+        })
+    }
 }
 
 enum Pending {
@@ -324,6 +351,8 @@ pub struct Node {
     /// Uploads taken here, answered once every member that is up holds the
     /// module (or after `modules::UPLOAD_SPREAD_WAIT_MS`).
     uploads: Vec<UploadWait>,
+    /// Batches failed commits lost, newest last (see [`Node::batches_lost`]).
+    lost_batches: Vec<LostBatches>,
     /// Merges waiting for their plugin's module to arrive from a peer: the
     /// jobs by sha256 (their inputs stay in the pending jobs; an expired job
     /// leaves the list at the next tick).
@@ -394,6 +423,7 @@ impl Node {
             modules_held: HashSet::new(),
             awaiting_module: HashMap::new(),
             uploads: Vec::new(),
+            lost_batches: Vec::new(),
             config,
         };
         if node.meta.ring.is_some() {
@@ -432,6 +462,15 @@ impl Node {
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
             let (output, release) = self.outputs.pop_front()?;
+            // An answer a pending read built from a copy a failed commit lost.
+            if let Release::AfterBatch(batch) = release {
+                if let Some(lost) = self.lost_batches.iter().find(|l| l.covers(batch)) {
+                    match lost.fail(output) {
+                        Some(failed) => return Some(failed),
+                        None => continue,
+                    }
+                }
+            }
             if let Some(output) = self.held.release_or_hold(output, release) {
                 return Some(output);
             }
@@ -470,54 +509,106 @@ impl Node {
     /// The driver could not make the batches after the last durable one
     /// durable (a full disk, an I/O error, no file descriptor left) and
     /// dropped them with everything staged since: those writes are gone here.
-    /// Every answer that vouched for them fails instead (`error` says why),
-    /// the coordinator's own copies count as failed replicas, and the node
-    /// takes a fresh epoch, because other replicas may hold versions whose
-    /// dots it minted for the lost writes and it must never mint them again.
-    /// A node that cannot even record a new epoch stops ([`Output::Fatal`]).
-    pub fn batches_lost(&mut self, error: &StoreError, store: &mut dyn LocalStore) {
+    /// Every answer that vouched for them fails instead (`error` says why) —
+    /// those queued or held now and those a pending read will produce later —
+    /// the coordinator's own copies count as failed replicas, uploads whose
+    /// module was lost fail, and the node takes a fresh epoch, because other
+    /// replicas may hold versions whose dots it minted for the lost writes and
+    /// it must never mint them again. `Err` when the new epoch cannot be
+    /// recorded: the driver must then stop before it handles anything else.
+    pub fn batches_lost(
+        &mut self,
+        error: &StoreError,
+        store: &mut dyn LocalStore,
+    ) -> Result<(), String> {
         let reason = format!(
             "{error}; nothing of it was stored on node {}",
             self.config.id
         );
+        // Every batch up to the open one is lost; work from now on gets new
+        // numbers, so nothing new is mistaken for what was lost.
+        let lost_from = self.held.durable().map_or(0, |d| d + 1);
+        let lost = LostBatches {
+            from: lost_from,
+            through: self.open_batch,
+            error: error.clone(),
+            reason,
+        };
+        self.open_batch += 1;
         let queued: Vec<_> = self.outputs.drain(..).collect();
         for (output, release) in queued {
-            let vouches_for_lost = match release {
-                Release::Now => false,
-                Release::AfterBatch(batch) => !self.held.is_durable(batch),
-            };
-            if !vouches_for_lost {
-                self.outputs.push_back((output, release));
-            } else if let Some(failed) = failed_output(output, error, &reason) {
-                self.outputs.push_back((failed, Release::Now));
+            match release {
+                Release::AfterBatch(batch) if lost.covers(batch) => {
+                    if let Some(failed) = lost.fail(output) {
+                        self.outputs.push_back((failed, Release::Now));
+                    }
+                }
+                kept => self.outputs.push_back((output, kept)),
             }
         }
         for output in self.held.take_all() {
-            if let Some(failed) = failed_output(output, error, &reason) {
+            if let Some(failed) = lost.fail(output) {
                 self.outputs.push_back((failed, Release::Now));
+            }
+        }
+        // Reads that met a local copy a lost batch held end here, without an
+        // answer or read repair built from it (that would spread a write
+        // which may exist nowhere else).
+        let reads: Vec<u64> = self
+            .pending
+            .iter()
+            .filter_map(|(id, pending)| match pending {
+                Pending::Get(fsm) if fsm.local_batch.is_some_and(|b| lost.covers(b)) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for request in reads {
+            if let Some(Pending::Get(fsm)) = self.pending.remove(&request) {
+                if !fsm.has_replied() {
+                    self.reply_when(fsm.origin.clone(), lost.client_failure(), Release::Now);
+                }
             }
         }
         let copies: Vec<u64> = self.local_copies.drain(..).map(|(_, r)| r).collect();
         for request in copies {
             if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
-                fsm.record(&self.config.id, Err(ReplicaError::Storage(reason.clone())));
+                fsm.record(
+                    &self.config.id,
+                    Err(ReplicaError::Storage(lost.reason.clone())),
+                );
                 self.progress_put(request);
             }
         }
-        // Modules staged in the lost batches are fetched again from peers.
+        // Modules staged in the lost batches are fetched again from peers,
+        // and an upload whose module is nowhere here any more fails.
         let held: Vec<String> = self.modules_held.iter().cloned().collect();
         for sha256 in held {
             if !matches!(store.load_module(&sha256), Ok(Some(_))) {
                 self.modules_held.remove(&sha256);
             }
         }
+        let (kept, failed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.uploads)
+            .into_iter()
+            .partition(|upload| self.modules_held.contains(&upload.sha256));
+        self.uploads = kept;
+        for upload in failed {
+            let reply = AdminReply::Unavailable(lost.reason.clone());
+            self.outputs.push_back((
+                Output::AdminReply {
+                    id: upload.admin_id,
+                    reply,
+                },
+                Release::Now,
+            ));
+        }
+        self.lost_batches.push(lost);
+        if self.lost_batches.len() > LOST_BATCH_RANGES_KEPT {
+            self.lost_batches.remove(0);
+        }
         // The new epoch's record also stages the cluster metadata again, in
         // case its last change was in a lost batch.
-        if let Err(e) = self.take_fresh_epoch(self.epoch, store) {
-            self.emit(Output::Fatal(format!(
-                "storage failed and a new epoch cannot be recorded: {e}"
-            )));
-        }
+        self.take_fresh_epoch(self.epoch, store)
+            .map_err(|e| format!("storage failed and a new epoch cannot be recorded: {e}"))
     }
 
     /// When an answer built from a local copy in `state` may leave.
@@ -720,6 +811,7 @@ impl Node {
             message: Message::JoinRequest {
                 member,
                 fresh: self.fresh_data_dir,
+                tables: self.meta.tables.keys().cloned().collect(),
             },
         });
     }
@@ -767,6 +859,7 @@ impl Node {
         from: NodeId,
         member: Member,
         fresh: bool,
+        tables: &[TableName],
         store: &mut dyn LocalStore,
     ) {
         let reply_to = member.peer.clone();
@@ -778,6 +871,23 @@ impl Node {
             self.emit(refuse("the seed has not joined a cluster itself".into()));
             return;
         };
+        // The joiner's tables the cluster lacks would join too: refused
+        // beyond the limits, so none is left behind on the joiner unserved.
+        let brought = tables
+            .iter()
+            .filter(|t| !self.meta.tables.contains_key(*t) && !self.meta.dropped.contains_key(*t))
+            .count();
+        let live = self.meta.tables.len() + brought;
+        let names = live + self.meta.dropped.len();
+        if brought > 0 && (live > TABLES_MAX || names > TABLE_NAMES_MAX) {
+            self.emit(refuse(format!(
+                "joining would bring {brought} tables into a cluster holding {}: a cluster holds at \
+                 most {TABLES_MAX} tables and {TABLE_NAMES_MAX} names, dropped ones included; drop \
+                 tables on the joining node first",
+                self.meta.tables.len()
+            )));
+            return;
+        }
         if let Some(known) = self.meta.members.get(&from).cloned() {
             let heard = self.last_heard.get(&from).copied();
             if fresh
@@ -828,6 +938,13 @@ impl Node {
         // brings back a table the cluster dropped. The joiner's other tables
         // join too while the cluster's table limits allow (in name order);
         // the rest stay behind, unserved.
+        // Its own drops come along where the cluster does not use the name,
+        // so its data there is still collected and the name stays taken.
+        for (name, dropped) in std::mem::take(&mut self.meta.dropped) {
+            if !adopted.tables.contains_key(&name) {
+                adopted.dropped.entry(name).or_insert(dropped);
+            }
+        }
         for (name, entry) in std::mem::take(&mut self.meta.tables) {
             let names_used = adopted.tables.len() + adopted.dropped.len();
             if adopted.tables.contains_key(&name)
@@ -887,9 +1004,11 @@ impl Node {
                     let _ = store.stage_meta(&self.meta);
                 }
             }
-            Message::JoinRequest { member, fresh } => {
-                self.on_join_request(from, member, fresh, store)
-            }
+            Message::JoinRequest {
+                member,
+                fresh,
+                tables,
+            } => self.on_join_request(from, member, fresh, &tables, store),
             Message::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
             Message::JoinRefused { reason } => {
                 if let Some(seed) = self.join_seed.take() {

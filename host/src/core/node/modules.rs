@@ -23,7 +23,7 @@ pub(super) const UPLOAD_SPREAD_WAIT_MS: u64 = 2_000;
 
 /// An upload's answer, waiting for the module to reach the other members.
 pub(super) struct UploadWait {
-    admin_id: u64,
+    pub(super) admin_id: u64,
     pub(super) sha256: String,
     reply: AdminReply,
     pub(super) holders: HashSet<NodeId>,
