@@ -10,8 +10,10 @@ use serde::Serialize;
 use super::limits::FRAME_BYTES_MAX;
 use super::msg::Message;
 
-/// Version byte of the peer frame format.
-pub const FRAME_VERSION: u8 = 2;
+/// Version byte of the peer frame format: 3 since join requests name the
+/// joiner's tables and gossip carries dropped tables, so a node of another
+/// build refuses the frame by its version instead of misreading it.
+pub const FRAME_VERSION: u8 = 3;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.

@@ -327,8 +327,16 @@ fn blob_collection_spares_the_temporary_file_of_a_blob_being_written() {
 }
 
 #[test]
-fn cluster_metadata_written_before_token_keys_still_opens() {
-    let dir = temp_dir("meta-v1");
+fn cluster_metadata_written_by_earlier_builds_still_opens() {
+    // Before table drops the layout ended at `token_key`; before token keys
+    // it ended at `plugins` (an empty map and a `None` are one byte each).
+    for (label, trailing) in [("meta-v2", 1), ("meta-v1", 2)] {
+        metadata_without_trailing_fields_opens(label, trailing);
+    }
+}
+
+fn metadata_without_trailing_fields_opens(label: &str, trailing: usize) {
+    let dir = temp_dir(label);
     let id = NodeId::new("n1").unwrap();
     let mut meta = ClusterMeta::empty();
     meta.tables.insert(
@@ -339,9 +347,10 @@ fn cluster_metadata_written_before_token_keys_still_opens() {
             origin: id.clone(),
         },
     );
-    // The old layout is the new one without the trailing `token_key` (None: one byte).
     let mut old = encode_disk(&meta).unwrap();
-    assert_eq!(old.pop(), Some(0));
+    for _ in 0..trailing {
+        assert_eq!(old.pop(), Some(0));
+    }
     {
         let (store, _) = NodeStore::open(&dir, &id).unwrap();
         let mut wtxn = store.writer.env.write_txn().unwrap();
