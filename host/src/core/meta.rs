@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ring::Ring;
-use super::table::TableConfig;
+use super::table::{MergeMode, StorageKind, TableConfig};
 use super::token::TokenKey;
 use super::types::{NodeId, TableName};
 
@@ -59,11 +59,66 @@ pub struct PluginEntry {
     pub stamp_ms: u64,
     /// That node (it holds the bytes first).
     pub origin: NodeId,
+    /// The module the name had before this upload or delete, if any: what a
+    /// change that raced a table create using it is undone to.
+    pub previous: Option<PluginVersion>,
+}
+
+/// One module a plugin name has named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersion {
+    /// sha256 (hex) of the module bytes.
+    pub sha256: String,
+    /// ABI version the module speaks.
+    pub abi: u32,
+    /// Plugin functions it exports.
+    pub exports: Vec<String>,
+    /// Module size.
+    pub size_bytes: u64,
+}
+
+/// A plugin entry as builds before [`PluginEntry::previous`] stored it.
+#[derive(Deserialize)]
+pub struct PluginEntryV1 {
+    sha256: Option<String>,
+    abi: u32,
+    exports: Vec<String>,
+    size_bytes: u64,
+    stamp_ms: u64,
+    origin: NodeId,
+}
+
+impl From<PluginEntryV1> for PluginEntry {
+    fn from(old: PluginEntryV1) -> Self {
+        PluginEntry {
+            sha256: old.sha256,
+            abi: old.abi,
+            exports: old.exports,
+            size_bytes: old.size_bytes,
+            stamp_ms: old.stamp_ms,
+            origin: old.origin,
+            previous: None,
+        }
+    }
+}
+
+fn upgraded(plugins: BTreeMap<String, PluginEntryV1>) -> BTreeMap<String, PluginEntry> {
+    plugins.into_iter().map(|(n, e)| (n, e.into())).collect()
 }
 
 impl PluginEntry {
     fn supersedes(&self, other: &PluginEntry) -> bool {
         (self.stamp_ms, &self.origin) > (other.stamp_ms, &other.origin)
+    }
+
+    /// The module the name stands for now, unless deleted.
+    pub fn live_version(&self) -> Option<PluginVersion> {
+        Some(PluginVersion {
+            sha256: self.sha256.clone()?,
+            abi: self.abi,
+            exports: self.exports.clone(),
+            size_bytes: self.size_bytes,
+        })
     }
 
     /// Whether it exports `function`.
@@ -106,14 +161,14 @@ pub struct ClusterMeta {
     pub dropped: BTreeMap<TableName, DroppedTable>,
 }
 
-/// Cluster metadata as builds before table drops stored it: still read from
-/// old data dirs.
+/// Cluster metadata as builds before table drops (and plugin histories)
+/// stored it: still read from old data dirs.
 #[derive(Deserialize)]
 pub struct ClusterMetaV2 {
     members: BTreeMap<NodeId, Member>,
     ring: Option<Ring>,
     tables: BTreeMap<TableName, TableEntry>,
-    plugins: BTreeMap<String, PluginEntry>,
+    plugins: BTreeMap<String, PluginEntryV1>,
     token_key: Option<TokenKey>,
 }
 
@@ -123,7 +178,7 @@ impl From<ClusterMetaV2> for ClusterMeta {
             members: old.members,
             ring: old.ring,
             tables: old.tables,
-            plugins: old.plugins,
+            plugins: upgraded(old.plugins),
             token_key: old.token_key,
             dropped: BTreeMap::new(),
         }
@@ -137,7 +192,7 @@ pub struct ClusterMetaV1 {
     members: BTreeMap<NodeId, Member>,
     ring: Option<Ring>,
     tables: BTreeMap<TableName, TableEntry>,
-    plugins: BTreeMap<String, PluginEntry>,
+    plugins: BTreeMap<String, PluginEntryV1>,
 }
 
 impl From<ClusterMetaV1> for ClusterMeta {
@@ -146,7 +201,7 @@ impl From<ClusterMetaV1> for ClusterMeta {
             members: old.members,
             ring: old.ring,
             tables: old.tables,
-            plugins: old.plugins,
+            plugins: upgraded(old.plugins),
             token_key: None,
             dropped: BTreeMap::new(),
         }
@@ -227,6 +282,51 @@ impl ClusterMeta {
                     changed = true;
                 }
             }
+        }
+        changed | self.keep_plugins_tables_use()
+    }
+
+    /// Undoes a plugin delete or re-upload that would leave a live table
+    /// without the plugin function it uses (a change that raced the table's
+    /// create on another node): the name gets back the module it had before.
+    /// A function of the merged state, so every node decides alike.
+    pub fn keep_plugins_tables_use(&mut self) -> bool {
+        let mut needs: Vec<(String, &'static str)> = Vec::new();
+        for entry in self.tables.values() {
+            let config = &entry.config;
+            if let (MergeMode::Plugin, Some(name)) = (config.merge, &config.plugin) {
+                needs.push((name.clone(), "reconcile"));
+            }
+            if let (StorageKind::Plugin, Some(name)) = (config.storage, &config.storage_plugin) {
+                needs.push((name.clone(), "select_storage"));
+            }
+        }
+        let mut changed = false;
+        for (name, function) in needs {
+            let Some(entry) = self.plugins.get(&name) else {
+                continue;
+            };
+            if entry.exports(function) {
+                continue;
+            }
+            let Some(before) = entry
+                .previous
+                .clone()
+                .filter(|v| v.exports.iter().any(|e| e == function))
+            else {
+                continue;
+            };
+            let restored = PluginEntry {
+                sha256: Some(before.sha256),
+                abi: before.abi,
+                exports: before.exports,
+                size_bytes: before.size_bytes,
+                stamp_ms: entry.stamp_ms + 1,
+                origin: entry.origin.clone(),
+                previous: None,
+            };
+            self.plugins.insert(name, restored);
+            changed = true;
         }
         changed
     }

@@ -436,3 +436,50 @@ fn an_upload_is_answered_once_every_member_holds_the_module() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A plugin change made on one side of a partition while the other side
+/// creates a table using the plugin: once healed, every node keeps a module
+/// that serves the table (the change is undone), never a table naming a
+/// plugin that is gone or lacks the function it uses.
+#[test]
+fn a_plugin_change_racing_a_table_create_that_uses_it_is_undone_everywhere() {
+    for deleted in [true, false] {
+        let mut sim = Sim::new(61, 3);
+        sim.upload_plugin(0, "union", &["reconcile"], 1);
+        sim.run_for(1_000);
+        sim.partition(0, 1);
+        sim.partition(0, 2);
+        if deleted {
+            let reply = sim.admin(0, AdminOp::DeletePlugin("union".into()));
+            assert_eq!(reply, Some(AdminReply::Deleted));
+        } else {
+            // A re-upload that drops `reconcile`: allowed where no table uses it.
+            sim.upload_plugin(0, "union", &["select_storage"], 2);
+        }
+        let patch = TablePatch {
+            merge: Some(MergeMode::Plugin),
+            plugin: Some("union".into()),
+            ..Default::default()
+        };
+        sim.create_table(1, "carts", patch);
+        sim.heal();
+        sim.run_for(5_000);
+        for node in 0..3 {
+            let plugin = sim.admin(node, AdminOp::GetPlugin("union".into()));
+            match plugin {
+                Some(AdminReply::Plugin { entry, .. }) => {
+                    assert!(
+                        entry.exports("reconcile"),
+                        "deleted {deleted}: node{node}: {entry:?}"
+                    )
+                }
+                other => panic!("deleted {deleted}: node{node}: {other:?}"),
+            }
+            let table = sim.admin(node, AdminOp::GetTable(TableName::new("carts").unwrap()));
+            assert!(
+                matches!(table, Some(AdminReply::Table(..))),
+                "node{node}: {table:?}"
+            );
+        }
+    }
+}

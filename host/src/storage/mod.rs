@@ -43,7 +43,11 @@ const DATABASES_MAX: u32 = 512;
 const STATE_NODE_ID: &str = "node_id";
 const STATE_EPOCH: &str = "epoch";
 const STATE_CLEAN: &str = "clean_shutdown";
-const STATE_META: &str = "meta";
+/// Cluster metadata in the current layout. Earlier builds wrote their
+/// layouts under [`STATE_META_LEGACY`]; a new key keeps the two from ever
+/// being mistaken for each other (postcard does not describe itself).
+const STATE_META: &str = "meta3";
+const STATE_META_LEGACY: &str = "meta";
 
 type Objects = Database<RawBytes, RawBytes>;
 
@@ -214,22 +218,23 @@ impl NodeStore {
             .map_err(storage_error)?;
         let clean_shutdown =
             state.get(&wtxn, STATE_CLEAN).map_err(storage_error)? == Some(&[1u8][..]);
-        let meta = state
-            .get(&wtxn, STATE_META)
-            .map_err(storage_error)?
-            .map(|bytes| {
-                decode_disk::<ClusterMeta>(bytes).or_else(|e| {
+        let meta = match state.get(&wtxn, STATE_META).map_err(storage_error)? {
+            Some(bytes) => Some(decode_disk::<ClusterMeta>(bytes).map_err(storage_error)?),
+            None => state
+                .get(&wtxn, STATE_META_LEGACY)
+                .map_err(storage_error)?
+                .map(|bytes| {
                     decode_disk::<crate::core::meta::ClusterMetaV2>(bytes)
                         .map(ClusterMeta::from)
-                        .or_else(|_| {
+                        .or_else(|e| {
                             decode_disk::<crate::core::meta::ClusterMetaV1>(bytes)
                                 .map(ClusterMeta::from)
+                                .map_err(|_| e)
                         })
-                        .map_err(|_| e)
                 })
-            })
-            .transpose()
-            .map_err(storage_error)?;
+                .transpose()
+                .map_err(storage_error)?,
+        };
         // Until a clean shutdown says otherwise, any stop is unclean.
         state
             .put(&mut wtxn, STATE_CLEAN, &[0u8])

@@ -328,8 +328,10 @@ fn blob_collection_spares_the_temporary_file_of_a_blob_being_written() {
 
 #[test]
 fn cluster_metadata_written_by_earlier_builds_still_opens() {
-    // Before table drops the layout ended at `token_key`; before token keys
-    // it ended at `plugins` (an empty map and a `None` are one byte each).
+    // Written under the legacy key: before table drops the layout ended at
+    // `token_key`; before token keys at `plugins` (an empty map and a `None`
+    // are one byte each; the test's metadata has no plugins, whose entries
+    // also changed).
     for (label, trailing) in [("meta-v2", 1), ("meta-v1", 2)] {
         metadata_without_trailing_fields_opens(label, trailing);
     }
@@ -354,7 +356,11 @@ fn metadata_without_trailing_fields_opens(label: &str, trailing: usize) {
     {
         let (store, _) = NodeStore::open(&dir, &id).unwrap();
         let mut wtxn = store.writer.env.write_txn().unwrap();
-        store.writer.state.put(&mut wtxn, STATE_META, &old).unwrap();
+        store
+            .writer
+            .state
+            .put(&mut wtxn, STATE_META_LEGACY, &old)
+            .unwrap();
         wtxn.commit().unwrap();
     }
     let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
@@ -478,4 +484,62 @@ fn a_dropped_tables_records_are_deleted_in_slices() {
         .load(&kept, StorageKind::Lmdb, b"k")
         .unwrap()
         .is_some());
+}
+
+#[test]
+fn plugin_entries_of_earlier_builds_still_open() {
+    use std::collections::BTreeMap;
+    #[derive(serde::Serialize)]
+    struct OldPlugin {
+        sha256: Option<String>,
+        abi: u32,
+        exports: Vec<String>,
+        size_bytes: u64,
+        stamp_ms: u64,
+        origin: NodeId,
+    }
+    #[derive(serde::Serialize)]
+    struct OldMeta {
+        members: BTreeMap<NodeId, crate::core::meta::Member>,
+        ring: Option<crate::core::ring::Ring>,
+        tables: BTreeMap<TableName, crate::core::meta::TableEntry>,
+        plugins: BTreeMap<String, OldPlugin>,
+        token_key: Option<crate::core::token::TokenKey>,
+    }
+    let dir = temp_dir("meta-plugins");
+    let id = NodeId::new("n1").unwrap();
+    let old = OldMeta {
+        members: BTreeMap::new(),
+        ring: None,
+        tables: BTreeMap::new(),
+        plugins: BTreeMap::from([(
+            "cart".to_owned(),
+            OldPlugin {
+                sha256: Some("ab".repeat(32)),
+                abi: 1,
+                exports: vec!["reconcile".into()],
+                size_bytes: 10,
+                stamp_ms: 5,
+                origin: id.clone(),
+            },
+        )]),
+        token_key: None,
+    };
+    {
+        let (store, _) = NodeStore::open(&dir, &id).unwrap();
+        let mut wtxn = store.writer.env.write_txn().unwrap();
+        let bytes = encode_disk(&old).unwrap();
+        store
+            .writer
+            .state
+            .put(&mut wtxn, STATE_META_LEGACY, &bytes)
+            .unwrap();
+        wtxn.commit().unwrap();
+    }
+    let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
+    let meta = persisted.meta.expect("metadata");
+    let entry = meta.plugin("cart").expect("the plugin");
+    assert!(entry.exports("reconcile"));
+    assert_eq!((entry.stamp_ms, entry.previous.clone()), (5, None));
+    let _ = std::fs::remove_dir_all(&dir);
 }

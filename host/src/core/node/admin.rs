@@ -268,6 +268,7 @@ impl Node {
         let existing = self.meta.plugins.get(&name);
         let created = existing.is_none_or(|e| e.sha256.is_none());
         let stamp_ms = self.now.wall_ms.max(existing.map_or(0, |e| e.stamp_ms + 1));
+        let previous = existing.and_then(|e| e.live_version().or_else(|| e.previous.clone()));
         let entry = PluginEntry {
             sha256: Some(sha256),
             abi,
@@ -275,6 +276,7 @@ impl Node {
             size_bytes: bytes.len() as u64,
             stamp_ms,
             origin: self.config.id.clone(),
+            previous,
         };
         self.meta.plugins.insert(name.clone(), entry.clone());
         self.meta_changed(store);
@@ -297,6 +299,7 @@ impl Node {
             sha256: None,
             stamp_ms: self.now.wall_ms.max(existing.stamp_ms + 1),
             origin: self.config.id.clone(),
+            previous: existing.live_version(),
             ..existing
         };
         self.meta.plugins.insert(name, tombstone);

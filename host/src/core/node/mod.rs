@@ -975,6 +975,7 @@ impl Node {
                 }
             }
         }
+        adopted.keep_plugins_tables_use();
         self.meta = adopted;
         self.join_seed = None;
         self.refresh_own_record(store);
