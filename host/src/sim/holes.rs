@@ -483,3 +483,34 @@ fn a_plugin_change_racing_a_table_create_that_uses_it_is_undone_everywhere() {
         }
     }
 }
+
+/// Another process announces this node's id at other addresses (a copy of
+/// its data dir started elsewhere): the node announces its own again, with
+/// an epoch above the other's, and every member ends up with its addresses.
+#[test]
+fn a_node_reclaims_its_record_from_another_process_announcing_its_id() {
+    let mut sim = Sim::new(71, 3);
+    sim.run_for(2_000);
+    let id = NodeId::new("node1").unwrap();
+    let mut forged = sim.node(1).unwrap().meta().clone();
+    let real = forged.members[&id].clone();
+    let record = forged.members.get_mut(&id).unwrap();
+    record.http = "127.0.0.1:1".into();
+    record.peer = "127.0.0.1:2".into();
+    record.stamp += 10;
+    record.epoch += 1 << 32;
+    let impostor_epoch = record.epoch;
+    sim.inject(1, 2, Message::Gossip(Box::new(forged.clone())));
+    sim.inject(0, 2, Message::Gossip(Box::new(forged)));
+    sim.run_for(3_000);
+    assert!(sim.epoch(0).unwrap() > impostor_epoch);
+    for node in 0..3 {
+        let member = &sim.node(node).unwrap().meta().members[&id];
+        assert_eq!(
+            (&member.http, &member.peer),
+            (&real.http, &real.peer),
+            "node{}",
+            node + 1
+        );
+    }
+}

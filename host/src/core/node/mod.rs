@@ -777,6 +777,29 @@ impl Node {
         }
     }
 
+    /// Gossip brought a record of this node's id that this process did not
+    /// announce (another process started with the id and a copy of its data
+    /// dir, at other addresses): the node announces its own addresses again
+    /// with a larger stamp, so peers do not keep sending to an address that
+    /// is not this node's once the other process is gone, and moves above an
+    /// epoch the other process may have used, so their dots never collide.
+    fn defend_own_record(&mut self, store: &mut dyn LocalStore) {
+        let Some(record) = self.meta.members.get(&self.config.id) else {
+            return;
+        };
+        let foreign = record.http != self.config.http || record.peer != self.config.peer;
+        if !foreign && record.epoch <= self.epoch {
+            return;
+        }
+        if record.epoch > self.epoch {
+            if let Err(e) = self.take_fresh_epoch(record.epoch, store) {
+                self.emit(Output::Fatal(format!("cannot take a new epoch: {e}")));
+                return;
+            }
+        }
+        self.refresh_own_record(store);
+    }
+
     /// Announces this node's addresses and epoch when they differ from the record.
     fn refresh_own_record(&mut self, store: &mut dyn LocalStore) {
         let current = self.meta.members.get(&self.config.id).cloned();
@@ -1003,6 +1026,7 @@ impl Node {
                 // whole from its acceptance, never piecemeal from gossip.
                 if self.is_member() && self.join_seed.is_none() && self.meta.merge(&meta) {
                     let _ = store.stage_meta(&self.meta);
+                    self.defend_own_record(store);
                 }
             }
             Message::JoinRequest {
