@@ -98,8 +98,7 @@ impl DiskSpace {
         if free < needed {
             return Err(StoreError::Full(format!(
                 "{free} bytes free on the data dir's disk; this write needs about {cost} \
-                 above the {reserve} reserved (and {pending} being written): free space or raise \
-                 the disk, reads go on"
+                 above the {reserve} reserved (and {pending} being written); reads go on"
             )));
         }
         Ok(())
