@@ -42,6 +42,11 @@ pub const REQUEST_TIMEOUT_MS_MIN: u64 = 100;
 pub const REQUEST_TIMEOUT_MS_MAX: u64 = 600_000;
 /// A member with no message for this long is reported `down`.
 pub const MEMBER_DOWN_AFTER_MS: u64 = 5_000;
+/// How long a node remembers when it last heard from an id that is not a
+/// member (a joiner not yet in its metadata, or any peer naming itself at
+/// will): past this the entry goes, so the map stays within the members
+/// plus those heard in the last few seconds.
+pub const STRANGER_HEARD_KEPT_MS: u64 = 2 * MEMBER_DOWN_AFTER_MS;
 /// How often a node pings every member (any message counts as an answer).
 pub const PING_INTERVAL_MS: u64 = 1_000;
 /// How often a node pushes its cluster metadata to one random peer.

@@ -514,3 +514,21 @@ fn a_node_reclaims_its_record_from_another_process_announcing_its_id() {
         );
     }
 }
+
+/// Peers may name themselves anything: what a node remembers of ids it
+/// heard from stays within its members plus the last few seconds' strangers.
+#[test]
+fn ids_peers_name_themselves_do_not_pile_up() {
+    let mut sim = Sim::new(81, 3);
+    siblings_table(&mut sim);
+    sim.run_for(2_000);
+    for i in 0..1_000 {
+        let stranger = NodeId::new(&format!("stranger{i}")).unwrap();
+        sim.inject_as(0, stranger, Message::Ping);
+    }
+    assert!(sim.node(0).unwrap().heard_from() >= 1_000);
+    sim.run_for(crate::core::limits::STRANGER_HEARD_KEPT_MS + 1_000);
+    assert!(sim.node(0).unwrap().heard_from() <= 3);
+    // The members it keeps hearing from are still up.
+    written(&sim.call(0, all_replicas(put("ev", "k", "v", None)), TIMEOUT_MS));
+}

@@ -631,6 +631,12 @@ impl Sim {
         self.feed(to, Input::Peer { from, message });
     }
 
+    /// Delivers `message` to node `to` from a peer connection that named
+    /// itself `from` (any id: a peer names itself at will).
+    pub fn inject_as(&mut self, to: usize, from: NodeId, message: Message) {
+        self.feed(to, Input::Peer { from, message });
+    }
+
     /// Adds a node that founds a one-node cluster of its own (no seeds);
     /// returns its index.
     pub fn add_solo_node(&mut self) -> usize {

@@ -15,8 +15,8 @@ use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
-    MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX, TABLES_MAX,
-    TABLE_NAMES_MAX,
+    MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX,
+    STRANGER_HEARD_KEPT_MS, TABLES_MAX, TABLE_NAMES_MAX,
 };
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
@@ -442,6 +442,12 @@ impl Node {
         &self.config.id
     }
 
+    /// How many ids this node remembers hearing from (members and recent
+    /// strangers): bounded however many ids peers name themselves.
+    pub fn heard_from(&self) -> usize {
+        self.last_heard.len()
+    }
+
     /// The epoch this node mints dots under.
     pub fn epoch(&self) -> u64 {
         self.epoch
@@ -658,6 +664,10 @@ impl Node {
     fn on_tick(&mut self, random: u64, store: &mut dyn LocalStore) {
         let now = self.now.mono_ms;
         self.expire(now, store);
+        let members = &self.meta.members;
+        self.last_heard.retain(|id, heard| {
+            members.contains_key(id) || now.saturating_sub(*heard) <= STRANGER_HEARD_KEPT_MS
+        });
         if !self.is_member() {
             if now >= self.next_join_ms {
                 self.next_join_ms = now + JOIN_RETRY_MS;
