@@ -390,6 +390,25 @@ impl Reply {
     }
 }
 
+/// Reads what arrives on `stream` until an HTTP head is complete, the peer
+/// closes it or `timeout` passes, as text: for requests written by hand.
+pub fn read_head(stream: &mut std::net::TcpStream, timeout: Duration) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// One HTTP exchange with any URL; connection failures panic.
 pub fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     try_call(method, url, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))

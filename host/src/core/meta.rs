@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{TABLES_MAX, TABLE_NAMES_MAX};
 use super::ring::Ring;
 use super::table::{MergeMode, StorageKind, TableConfig};
 use super::token::TokenKey;
@@ -197,15 +198,34 @@ pub struct ClusterMetaV1 {
 
 impl From<ClusterMetaV1> for ClusterMeta {
     fn from(old: ClusterMetaV1) -> Self {
-        ClusterMeta {
+        ClusterMetaV2 {
             members: old.members,
             ring: old.ring,
             tables: old.tables,
-            plugins: upgraded(old.plugins),
+            plugins: old.plugins,
             token_key: None,
-            dropped: BTreeMap::new(),
+        }
+        .into()
+    }
+}
+
+/// Joins `theirs` into `mine` key by key: an entry `admit` lets in replaces
+/// mine when it `supersedes` it (or mine is absent). Says whether `mine`
+/// changed.
+fn join_entries<K: Ord + Clone, V: Clone>(
+    mine: &mut BTreeMap<K, V>,
+    theirs: &BTreeMap<K, V>,
+    admit: impl Fn(&K) -> bool,
+    supersedes: impl Fn(&V, &V) -> bool,
+) -> bool {
+    let mut changed = false;
+    for (key, entry) in theirs.iter().filter(|(key, _)| admit(key)) {
+        if mine.get(key).is_none_or(|held| supersedes(entry, held)) {
+            mine.insert(key.clone(), entry.clone());
+            changed = true;
         }
     }
+    changed
 }
 
 impl ClusterMeta {
@@ -223,16 +243,12 @@ impl ClusterMeta {
 
     /// Joins `other` into this copy; says whether anything changed.
     pub fn merge(&mut self, other: &ClusterMeta) -> bool {
-        let mut changed = false;
-        for (id, theirs) in &other.members {
-            match self.members.get(id) {
-                Some(mine) if (mine.stamp, mine.epoch) >= (theirs.stamp, theirs.epoch) => {}
-                _ => {
-                    self.members.insert(id.clone(), theirs.clone());
-                    changed = true;
-                }
-            }
-        }
+        let mut changed = join_entries(
+            &mut self.members,
+            &other.members,
+            |_| true,
+            |t, m| (t.stamp, t.epoch) > (m.stamp, m.epoch),
+        );
         if let Some(theirs) = other.ring.as_ref().filter(|r| r.is_valid()) {
             let replace = match &self.ring {
                 Some(mine) => theirs.supersedes(mine),
@@ -243,46 +259,35 @@ impl ClusterMeta {
                 changed = true;
             }
         }
-        for (name, theirs) in &other.dropped {
-            match self.dropped.get(name) {
-                Some(mine) if !theirs.supersedes(mine) => {}
-                _ => {
-                    self.dropped.insert(name.clone(), theirs.clone());
-                    changed = true;
-                }
-            }
-        }
+        changed |= join_entries(
+            &mut self.dropped,
+            &other.dropped,
+            |_| true,
+            |t, m| t.supersedes(m),
+        );
         // A drop beats every config of its name, older or newer.
         for name in self.dropped.keys() {
             changed |= self.tables.remove(name).is_some();
         }
-        for (name, theirs) in &other.tables {
-            if self.dropped.contains_key(name) {
-                continue;
-            }
-            match self.tables.get(name) {
-                Some(mine) if !theirs.supersedes(mine) => {}
-                _ => {
-                    self.tables.insert(name.clone(), theirs.clone());
-                    changed = true;
-                }
-            }
-        }
+        let dropped = &self.dropped;
+        changed |= join_entries(
+            &mut self.tables,
+            &other.tables,
+            |name| !dropped.contains_key(name),
+            |t, m| t.supersedes(m),
+        );
         if let Some(theirs) = other.token_key {
             if self.token_key.is_none_or(|mine| theirs < mine) {
                 self.token_key = Some(theirs);
                 changed = true;
             }
         }
-        for (name, theirs) in &other.plugins {
-            match self.plugins.get(name) {
-                Some(mine) if !theirs.supersedes(mine) => {}
-                _ => {
-                    self.plugins.insert(name.clone(), theirs.clone());
-                    changed = true;
-                }
-            }
-        }
+        changed |= join_entries(
+            &mut self.plugins,
+            &other.plugins,
+            |_| true,
+            |t, m| t.supersedes(m),
+        );
         changed | self.keep_plugins_tables_use()
     }
 
@@ -329,6 +334,22 @@ impl ClusterMeta {
             changed = true;
         }
         changed
+    }
+
+    /// Whether `more` new tables fit the cluster's limits: at most
+    /// [`TABLES_MAX`] live tables and [`TABLE_NAMES_MAX`] names, dropped
+    /// ones included. `Err` says why not.
+    pub fn room_for_tables(&self, more: usize) -> Result<(), String> {
+        let live = self.tables.len() + more;
+        if live > TABLES_MAX || live + self.dropped.len() > TABLE_NAMES_MAX {
+            return Err(format!(
+                "a cluster holds at most {TABLES_MAX} tables and uses at most {TABLE_NAMES_MAX} \
+                 names, dropped ones included (this one has {} tables and {} dropped)",
+                self.tables.len(),
+                self.dropped.len()
+            ));
+        }
+        Ok(())
     }
 
     /// The live plugin called `name`.

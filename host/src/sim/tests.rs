@@ -46,24 +46,15 @@ pub(super) fn written(reply: &Option<ClientReply>) -> ClientContext {
 
 /// The same write, acknowledged only once every replica has it.
 pub(super) fn all_replicas(op: ClientOp) -> ClientOp {
-    match op {
-        ClientOp::Put {
-            table,
-            key,
-            value,
-            content_type,
-            context,
-            ..
-        } => ClientOp::Put {
-            table,
-            key,
-            value,
-            content_type,
-            context,
-            w: Some(3),
-        },
-        other => other,
+    with_w(op, 3)
+}
+
+/// The same write with `?w=quorum`; other operations unchanged.
+pub(super) fn with_w(mut op: ClientOp, quorum: u8) -> ClientOp {
+    if let ClientOp::Put { w, .. } = &mut op {
+        *w = Some(quorum);
     }
+    op
 }
 
 pub(super) fn set(items: &[&str]) -> BTreeSet<String> {
@@ -228,28 +219,10 @@ fn a_read_of_a_copy_a_failed_commit_lost_fails_instead_of_answering_it() {
     let mut sim = Sim::new(11, 3);
     siblings_table(&mut sim);
     sim.set_commit_ms(0, 50, 50);
-    let w1 = |op: ClientOp| match op {
-        ClientOp::Put {
-            table,
-            key,
-            value,
-            content_type,
-            context,
-            ..
-        } => ClientOp::Put {
-            table,
-            key,
-            value,
-            content_type,
-            context,
-            w: Some(1),
-        },
-        other => other,
-    };
     // Node 1 takes a write the others never hear of: it exists nowhere else.
     sim.partition(0, 1);
     sim.partition(0, 2);
-    let write = sim.submit(0, w1(put("ev", "k", "lost", None)));
+    let write = sim.submit(0, with_w(put("ev", "k", "lost", None), 1));
     sim.heal();
     sim.fail_next_commit(0);
     // A read there meets its own copy at once and the others' answers only

@@ -62,24 +62,10 @@ fn wait_until_or_kill(
 /// Sends `request` as written (for what an HTTP client library would not
 /// send) and returns the answer's status line and headers.
 fn raw_exchange(http: &str, request: &str) -> String {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut stream = std::net::TcpStream::connect(http).unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if got.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
+    cairn_tests::read_head(&mut stream, Duration::from_secs(15))
 }
 
 #[test]

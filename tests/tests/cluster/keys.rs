@@ -770,25 +770,6 @@ fn a_join_to_a_wrong_seed_leaves_the_node_serving_and_a_joiner_keeps_the_cluster
     }
 }
 
-/// Reads what arrived on `stream` until the peer closes it or `timeout`
-/// passes, as text.
-fn read_reply(stream: &mut TcpStream, timeout: Duration) -> String {
-    use std::io::Read;
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        if got.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 #[test]
 fn bodies_are_admitted_against_a_budget_before_reading_and_a_stalled_body_times_out() {
     // Values up to 64 MiB: eight announced bodies take the whole 512 MiB
@@ -825,7 +806,7 @@ fn bodies_are_admitted_against_a_budget_before_reading_and_a_stalled_body_times_
     // A body that stops arriving is answered 408 after 30 s, which gives
     // its share of the budget back.
     for stream in &mut stalled {
-        let reply = read_reply(stream, Duration::from_secs(45));
+        let reply = cairn_tests::read_head(stream, Duration::from_secs(45));
         assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     }
     drop(stalled);

@@ -103,14 +103,10 @@ impl Node {
             ));
         }
         let existing = self.meta.tables.get(&name).cloned();
-        if existing.is_none() && self.meta.tables.len() >= TABLES_MAX {
-            return AdminReply::Invalid(format!("a cluster holds at most {TABLES_MAX} tables"));
-        }
-        if existing.is_none() && self.meta.tables.len() + self.meta.dropped.len() >= TABLE_NAMES_MAX
-        {
-            return AdminReply::Invalid(format!(
-                "a cluster uses at most {TABLE_NAMES_MAX} table names, dropped ones included"
-            ));
+        if existing.is_none() {
+            if let Err(full) = self.meta.room_for_tables(1) {
+                return AdminReply::Invalid(full);
+            }
         }
         let config = match TableConfig::apply(existing.as_ref().map(|e| &e.config), patch) {
             Ok(config) => config,

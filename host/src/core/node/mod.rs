@@ -16,7 +16,7 @@ use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
     MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX,
-    STRANGER_HEARD_KEPT_MS, TABLES_MAX, TABLE_NAMES_MAX,
+    STRANGER_HEARD_KEPT_MS,
 };
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
@@ -910,14 +910,9 @@ impl Node {
             .iter()
             .filter(|t| !self.meta.tables.contains_key(*t) && !self.meta.dropped.contains_key(*t))
             .count();
-        let live = self.meta.tables.len() + brought;
-        let names = live + self.meta.dropped.len();
-        if brought > 0 && (live > TABLES_MAX || names > TABLE_NAMES_MAX) {
+        if let Err(full) = self.meta.room_for_tables(brought) {
             self.emit(refuse(format!(
-                "joining would bring {brought} tables into a cluster holding {}: a cluster holds at \
-                 most {TABLES_MAX} tables and {TABLE_NAMES_MAX} names, dropped ones included; drop \
-                 tables on the joining node first",
-                self.meta.tables.len()
+                "joining would bring {brought} tables: {full}; drop tables on the joining node first"
             )));
             return;
         }
@@ -979,11 +974,9 @@ impl Node {
             }
         }
         for (name, entry) in std::mem::take(&mut self.meta.tables) {
-            let names_used = adopted.tables.len() + adopted.dropped.len();
             if adopted.tables.contains_key(&name)
                 || adopted.dropped.contains_key(&name)
-                || adopted.tables.len() >= TABLES_MAX
-                || names_used >= TABLE_NAMES_MAX
+                || adopted.room_for_tables(1).is_err()
             {
                 continue;
             }
