@@ -5,6 +5,7 @@ pub mod causal;
 pub mod codec;
 pub mod coord;
 pub mod limits;
+pub mod members;
 pub mod meta;
 pub mod msg;
 pub mod node;
@@ -14,6 +15,7 @@ pub mod ring;
 pub mod rng;
 pub mod store;
 pub mod table;
+pub mod timers;
 pub mod token;
 pub mod types;
 

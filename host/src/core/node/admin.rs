@@ -82,10 +82,8 @@ impl Node {
                 }
                 // The node keeps serving its one-node cluster until a seed
                 // accepts it: a wrong or silent seed leaves it as it was.
-                self.join_seed = Some(seed);
-                self.join_started_ms = self.now.mono_ms;
-                self.join_failed = None;
-                self.next_join_ms = self.now.mono_ms;
+                self.join.begin(seed, self.now.mono_ms);
+                self.timers.set(Timer::Join, self.now.mono_ms);
                 AdminReply::Accepted
             }
         }
@@ -186,7 +184,7 @@ impl Node {
                 id: id.clone(),
                 http: m.http.clone(),
                 peer: m.peer.clone(),
-                status: self.status_of(id),
+                status: self.status_of(id).as_str(),
                 partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
             })
             .collect::<Vec<_>>();
@@ -198,11 +196,11 @@ impl Node {
                 id: self.config.id.clone(),
                 http: self.config.http.clone(),
                 peer: self.config.peer.clone(),
-                status: "joining",
+                status: Status::Joining.as_str(),
                 partitions: 0,
             });
         }
-        let join = match (&self.join_seed, &self.join_failed) {
+        let join = match (self.join.runtime_seed(), self.join.failure()) {
             // Started with --seed and not admitted yet: it keeps asking.
             _ if !self.is_member() => Some(JoinStatus {
                 seed: self.config.seeds.join(","),

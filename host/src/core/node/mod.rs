@@ -15,9 +15,9 @@ use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
-    MEMBER_DOWN_AFTER_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX,
-    STRANGER_HEARD_KEPT_MS,
+    OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX,
 };
+use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
     AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, JoinStatus, MemberStatus, Message,
@@ -29,6 +29,7 @@ use super::rng::Rng;
 use super::store::{CopyState, LocalStore, StoreError};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
+use super::timers::{Timer, TimerTable};
 use super::token::{ClientContext, TokenKey};
 use super::types::{NodeId, TableName};
 
@@ -45,8 +46,6 @@ use modules::UploadWait;
 const REJOIN_QUIET_MS: u64 = 10_000;
 /// How often a node that has not joined yet asks its seeds again.
 const JOIN_RETRY_MS: u64 = 1_000;
-/// A join asked for at runtime gives up after this long without an answer.
-const JOIN_GIVE_UP_MS: u64 = 30_000;
 
 /// Static facts about this node.
 #[derive(Debug, Clone)]
@@ -316,8 +315,12 @@ pub struct Node {
     rng: Rng,
     meta: ClusterMeta,
     now: Now,
-    started_ms: u64,
-    last_heard: HashMap<NodeId, u64>,
+    /// When this node last heard from each node: its own failure detection.
+    liveness: Liveness,
+    /// The join this node is making, if any.
+    join: Join,
+    /// Pings, gossip and join retries.
+    timers: TimerTable,
     next_request: u64,
     pending: HashMap<u64, Pending>,
     outputs: VecDeque<(Output, Release)>,
@@ -328,16 +331,6 @@ pub struct Node {
     local_copies: VecDeque<(u64, u64)>,
     /// Answers waiting for their batch to be durable.
     held: HeldOutputs,
-    next_ping_ms: u64,
-    next_gossip_ms: u64,
-    next_join_ms: u64,
-    /// The seed of a join asked for at runtime, while it is under way.
-    join_seed: Option<String>,
-    /// When that join began.
-    join_started_ms: u64,
-    /// The last runtime join that failed: (seed, reason), for `/cluster`.
-    join_failed: Option<(String, String)>,
-    seed_cursor: usize,
     /// Whether this process started on an empty data dir (a seed refuses a
     /// fresh node whose id answered within the last 10 s).
     fresh_data_dir: bool,
@@ -396,12 +389,13 @@ impl Node {
             None => ClusterMeta::empty(),
         };
         let mut node = Node {
-            started_ms: now.mono_ms,
             now,
             epoch,
             rng,
             meta,
-            last_heard: HashMap::new(),
+            liveness: Liveness::new(now.mono_ms),
+            join: Join::default(),
+            timers: TimerTable::default(),
             // Request ids must not repeat across restarts: a late answer to the
             // previous process's request would count toward a new one.
             next_request: now.wall_ms << 16,
@@ -410,13 +404,6 @@ impl Node {
             open_batch: 0,
             local_copies: VecDeque::new(),
             held: HeldOutputs::default(),
-            next_ping_ms: now.mono_ms,
-            next_gossip_ms: now.mono_ms,
-            next_join_ms: now.mono_ms,
-            join_seed: None,
-            join_started_ms: 0,
-            join_failed: None,
-            seed_cursor: 0,
             fresh_data_dir,
             writebacks: HashSet::new(),
             module_fetches: HashMap::new(),
@@ -426,6 +413,9 @@ impl Node {
             lost_batches: Vec::new(),
             config,
         };
+        for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
+            node.timers.set(timer, now.mono_ms);
+        }
         if node.meta.ring.is_some() {
             node.refresh_own_record(store);
         }
@@ -445,7 +435,7 @@ impl Node {
     /// How many ids this node remembers hearing from (members and recent
     /// strangers): bounded however many ids peers name themselves.
     pub fn heard_from(&self) -> usize {
-        self.last_heard.len()
+        self.liveness.len()
     }
 
     /// The epoch this node mints dots under.
@@ -665,26 +655,20 @@ impl Node {
         let now = self.now.mono_ms;
         self.expire(now, store);
         let members = &self.meta.members;
-        self.last_heard.retain(|id, heard| {
-            members.contains_key(id) || now.saturating_sub(*heard) <= STRANGER_HEARD_KEPT_MS
-        });
+        self.liveness
+            .forget_strangers(now, |id| members.contains_key(id));
         if !self.is_member() {
-            if now >= self.next_join_ms {
-                self.next_join_ms = now + JOIN_RETRY_MS;
+            if self.timers.fire(Timer::Join, now, JOIN_RETRY_MS) {
                 self.ask_to_join();
             }
             return;
         }
         self.answer_uploads();
-        if self.join_seed.is_some() && now >= self.next_join_ms {
-            self.next_join_ms = now + JOIN_RETRY_MS;
-            if now.saturating_sub(self.join_started_ms) >= JOIN_GIVE_UP_MS {
-                let seed = self.join_seed.take().unwrap_or_default();
-                let reason = format!("no answer from seed {seed} within 30 s");
-                self.join_failed = Some((seed, reason));
-            } else {
-                self.ask_to_join();
-            }
+        if self.join.is_under_way()
+            && self.timers.fire(Timer::Join, now, JOIN_RETRY_MS)
+            && !self.join.give_up_if_silent(now)
+        {
+            self.ask_to_join();
         }
         if self.meta.token_key.is_none() {
             // A cluster from before token keys: the smallest drawn key wins.
@@ -693,8 +677,7 @@ impl Node {
         }
         self.claim_if_empty(store);
         self.fetch_missing_modules(random, store);
-        if now >= self.next_ping_ms {
-            self.next_ping_ms = now + PING_INTERVAL_MS;
+        if self.timers.fire(Timer::Ping, now, PING_INTERVAL_MS) {
             for addr in self.peer_addrs() {
                 self.emit(Output::Send {
                     addr,
@@ -702,8 +685,7 @@ impl Node {
                 });
             }
         }
-        if now >= self.next_gossip_ms {
-            self.next_gossip_ms = now + GOSSIP_INTERVAL_MS;
+        if self.timers.fire(Timer::Gossip, now, GOSSIP_INTERVAL_MS) {
             let addrs = self.peer_addrs();
             if !addrs.is_empty() {
                 let addr = addrs[(random % addrs.len() as u64) as usize].clone();
@@ -829,15 +811,9 @@ impl Node {
     }
 
     fn ask_to_join(&mut self) {
-        let seeds: Vec<String> = match &self.join_seed {
-            Some(seed) => vec![seed.clone()],
-            None => self.config.seeds.clone(),
-        };
-        if seeds.is_empty() {
+        let Some(addr) = self.join.next_seed(&self.config.seeds) else {
             return;
-        }
-        let addr = seeds[self.seed_cursor % seeds.len()].clone();
-        self.seed_cursor += 1;
+        };
         let member = self.own_record(1);
         self.emit(Output::Send {
             addr,
@@ -871,20 +847,11 @@ impl Node {
         }
     }
 
-    fn status_of(&self, node: &NodeId) -> &'static str {
+    fn status_of(&self, node: &NodeId) -> Status {
         if *node == self.config.id {
-            return "up";
+            return Status::Up;
         }
-        let heard = self
-            .last_heard
-            .get(node)
-            .copied()
-            .unwrap_or(self.started_ms);
-        if self.now.mono_ms.saturating_sub(heard) > MEMBER_DOWN_AFTER_MS {
-            "down"
-        } else {
-            "up"
-        }
+        self.liveness.status(node, self.now.mono_ms)
     }
 
     fn on_join_request(
@@ -917,7 +884,7 @@ impl Node {
             return;
         }
         if let Some(known) = self.meta.members.get(&from).cloned() {
-            let heard = self.last_heard.get(&from).copied();
+            let heard = self.liveness.last_heard(&from);
             if fresh
                 && from != self.config.id
                 && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < REJOIN_QUIET_MS)
@@ -957,7 +924,7 @@ impl Node {
         }
         // Only a join this node asked for: a member is never moved into
         // another cluster by a message it did not ask for.
-        if self.is_member() && self.join_seed.is_none() {
+        if self.is_member() && !self.join.is_under_way() {
             return;
         }
         let mut adopted = meta;
@@ -1003,7 +970,7 @@ impl Node {
         }
         adopted.keep_plugins_tables_use();
         self.meta = adopted;
-        self.join_seed = None;
+        self.join.finish();
         self.refresh_own_record(store);
         self.meta_changed(store);
     }
@@ -1012,7 +979,7 @@ impl Node {
 
     fn on_peer(&mut self, from: NodeId, message: Message, store: &mut dyn LocalStore) {
         if !matches!(message, Message::JoinRequest { .. }) {
-            self.last_heard.insert(from.clone(), self.now.mono_ms);
+            self.liveness.heard(&from, self.now.mono_ms);
         }
         match message {
             Message::Hello { .. } | Message::Pong => {}
@@ -1027,7 +994,7 @@ impl Node {
             Message::Gossip(meta) => {
                 // A node joining another cluster takes that cluster's state
                 // whole from its acceptance, never piecemeal from gossip.
-                if self.is_member() && self.join_seed.is_none() && self.meta.merge(&meta) {
+                if self.is_member() && !self.join.is_under_way() && self.meta.merge(&meta) {
                     let _ = store.stage_meta(&self.meta);
                     self.defend_own_record(store);
                 }
@@ -1039,10 +1006,11 @@ impl Node {
             } => self.on_join_request(from, member, fresh, &tables, store),
             Message::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
             Message::JoinRefused { reason } => {
-                if let Some(seed) = self.join_seed.take() {
-                    // A runtime join: the node goes on serving as before.
-                    self.join_failed = Some((seed, format!("the seed refused the join: {reason}")));
-                } else if !self.is_member() {
+                // A runtime join fails and the node goes on serving as before.
+                let runtime = self
+                    .join
+                    .fail(|_| format!("the seed refused the join: {reason}"));
+                if !runtime && !self.is_member() {
                     self.emit(Output::Fatal(format!(
                         "the seed refused the join: {reason}"
                     )));
@@ -1328,7 +1296,7 @@ impl Node {
         };
         let target = primaries
             .iter()
-            .find(|p| self.status_of(p) == "up")
+            .find(|p| self.status_of(p) == Status::Up)
             .and_then(|p| self.addr_of(p));
         let Some(addr) = target else {
             return self.reply(origin, ClientReply::QuorumNotReached { needed, acked: 0 });

@@ -98,7 +98,7 @@ impl Node {
         self.meta
             .members
             .keys()
-            .filter(|id| **id != self.config.id && self.status_of(id) == "up")
+            .filter(|id| **id != self.config.id && self.status_of(id) == Status::Up)
             .cloned()
             .collect()
     }
