@@ -4,6 +4,7 @@
 pub mod causal;
 pub mod codec;
 pub mod coord;
+pub mod durability;
 pub mod limits;
 pub mod members;
 pub mod meta;

@@ -5,7 +5,7 @@
 //! and watches its peers. It never touches a socket or a clock: the driver in
 //! `runtime/` (or the simulator in `sim/`) does that.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
 
@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
+use super::durability::Outbox;
+pub use super::durability::Release;
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
     OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX,
@@ -34,12 +36,10 @@ use super::token::{ClientContext, TokenKey};
 use super::types::{NodeId, TableName};
 
 mod admin;
-mod held;
 mod modules;
 mod placement;
 mod reconcile;
 
-use held::HeldOutputs;
 use modules::UploadWait;
 
 /// A joiner whose id answered this recently is refused (it may still be running).
@@ -192,21 +192,6 @@ pub enum Output {
     Fatal(String),
 }
 
-/// When the driver may carry out an output.
-///
-/// Writes are staged into numbered batches: the driver seals the open batch
-/// ([`Node::seal_batch`]), commits it (possibly while the node goes on staging
-/// the next one) and learns when it is durable. An answer names the batch
-/// whose durability it vouches for, so it leaves no earlier than that and no
-/// later than needed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Release {
-    /// At once: requests, and answers that depend on nothing staged here.
-    Now,
-    /// Once batch `n` and every batch before it are durable.
-    AfterBatch(u64),
-}
-
 impl Output {
     /// Whether this output may only be released after the staged writes it
     /// follows are durable: every answer (acks, replies), never a request. The node
@@ -221,74 +206,6 @@ impl Output {
             | Output::ModuleArrived { .. }
             | Output::Fatal(_) => true,
         }
-    }
-}
-
-/// How many ranges of lost batches a node remembers: answers naming one
-/// come from requests pending when the commit failed, which end within their
-/// deadline.
-const LOST_BATCH_RANGES_KEPT: usize = 64;
-
-/// Batches a failed commit lost, and why.
-struct LostBatches {
-    from: u64,
-    through: u64,
-    error: StoreError,
-    reason: String,
-}
-
-impl LostBatches {
-    fn covers(&self, batch: u64) -> bool {
-        (self.from..=self.through).contains(&batch)
-    }
-
-    /// What an answer that vouched for a lost batch becomes: a failure of the
-    /// same request, so nobody waits for its timeout; `None` for answers
-    /// whose asker retries by itself (joins, module transfers).
-    /// What a client whose request the loss spoiled is told: 507 when the
-    /// disk was full, 503 otherwise.
-    fn client_failure(&self) -> ClientReply {
-        match self.error {
-            StoreError::Full(_) => ClientReply::InsufficientStorage(self.reason.clone()),
-            StoreError::Failed(_) => ClientReply::Unavailable(self.reason.clone()),
-        }
-    }
-
-    fn fail(&self, output: Output) -> Option<Output> {
-        let client_failure = || self.client_failure();
-        let replica_failure = || ReplicaError::Storage(self.reason.clone());
-        Some(match output {
-            Output::Reply { id, .. } => Output::Reply {
-                id,
-                reply: client_failure(),
-            },
-            Output::AdminReply { id, .. } => Output::AdminReply {
-                id,
-                reply: AdminReply::Unavailable(self.reason.clone()),
-            },
-            Output::Send { addr, message } => {
-                let message = match message {
-                    Message::ReplicaWriteAck { request, .. } => Message::ReplicaWriteAck {
-                        request,
-                        outcome: Err(replica_failure()),
-                    },
-                    Message::ReplicaReadReply { request, .. } => Message::ReplicaReadReply {
-                        request,
-                        outcome: Err(replica_failure()),
-                    },
-                    Message::ForwardReply { request, .. } => Message::ForwardReply {
-                        request,
-                        reply: client_failure(),
-                    },
-                    _ => return None,
-                };
-                Output::Send { addr, message }
-            }
-            Output::ModuleArrived { .. } => return None,
-            kept @ (Output::Fatal(_) | Output::Reconcile { .. } | Output::SelectStorage { .. }) => {
-                kept
-            }
-        })
     }
 }
 
@@ -323,14 +240,8 @@ pub struct Node {
     timers: TimerTable,
     next_request: u64,
     pending: HashMap<u64, Pending>,
-    outputs: VecDeque<(Output, Release)>,
-    /// The batch writes are staged into now (batches sealed so far).
-    open_batch: u64,
-    /// Writes this node coordinates whose own copy counts toward W once its
-    /// batch is durable: (batch, request), in batch order.
-    local_copies: VecDeque<(u64, u64)>,
-    /// Answers waiting for their batch to be durable.
-    held: HeldOutputs,
+    /// Every output on its way out, the batches, and what waits for them.
+    outbox: Outbox,
     /// Whether this process started on an empty data dir (a seed refuses a
     /// fresh node whose id answered within the last 10 s).
     fresh_data_dir: bool,
@@ -344,8 +255,6 @@ pub struct Node {
     /// Uploads taken here, answered once every member that is up holds the
     /// module (or after `modules::UPLOAD_SPREAD_WAIT_MS`).
     uploads: Vec<UploadWait>,
-    /// Batches failed commits lost, newest last (see [`Node::batches_lost`]).
-    lost_batches: Vec<LostBatches>,
     /// Merges waiting for their plugin's module to arrive from a peer: the
     /// jobs by sha256 (their inputs stay in the pending jobs; an expired job
     /// leaves the list at the next tick).
@@ -400,17 +309,13 @@ impl Node {
             // previous process's request would count toward a new one.
             next_request: now.wall_ms << 16,
             pending: HashMap::new(),
-            outputs: VecDeque::new(),
-            open_batch: 0,
-            local_copies: VecDeque::new(),
-            held: HeldOutputs::default(),
+            outbox: Outbox::default(),
             fresh_data_dir,
             writebacks: HashSet::new(),
             module_fetches: HashMap::new(),
             modules_held: HashSet::new(),
             awaiting_module: HashMap::new(),
             uploads: Vec::new(),
-            lost_batches: Vec::new(),
             config,
         };
         for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
@@ -456,29 +361,14 @@ impl Node {
     /// Next output to carry out now. Answers whose batch is not durable yet
     /// are held back until [`Node::batch_durable`] covers it.
     pub fn poll_output(&mut self) -> Option<Output> {
-        loop {
-            let (output, release) = self.outputs.pop_front()?;
-            // An answer a pending read built from a copy a failed commit lost.
-            if let Release::AfterBatch(batch) = release {
-                if let Some(lost) = self.lost_batches.iter().find(|l| l.covers(batch)) {
-                    match lost.fail(output) {
-                        Some(failed) => return Some(failed),
-                        None => continue,
-                    }
-                }
-            }
-            if let Some(output) = self.held.release_or_hold(output, release) {
-                return Some(output);
-            }
-        }
+        self.outbox.poll()
     }
 
     /// The driver sealed everything staged so far into one batch for its
     /// storage to commit; what is staged from now on belongs to the next batch.
     /// Returns the sealed batch's number, which [`Release::AfterBatch`] names.
     pub fn seal_batch(&mut self) -> u64 {
-        self.open_batch += 1;
-        self.open_batch - 1
+        self.outbox.seal()
     }
 
     /// The driver made batch `batch` (and every earlier one) durable: the
@@ -487,14 +377,7 @@ impl Node {
     /// answered once any W replicas have it durably, so a coordinator with a
     /// slow disk does not hold up a write two others stored.
     pub fn batch_durable(&mut self, batch: u64) {
-        for output in self.held.durable_through(batch) {
-            self.outputs.push_back((output, Release::Now));
-        }
-        while let Some(&(staged_in, request)) = self.local_copies.front() {
-            if staged_in > batch {
-                break;
-            }
-            self.local_copies.pop_front();
+        for request in self.outbox.durable_through(batch) {
             if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
                 fsm.record(&self.config.id, Ok(()));
                 self.progress_put(request);
@@ -521,32 +404,7 @@ impl Node {
             "{error}; nothing of it was stored on node {}",
             self.config.id
         );
-        // Every batch up to the open one is lost; work from now on gets new
-        // numbers, so nothing new is mistaken for what was lost.
-        let lost_from = self.held.durable().map_or(0, |d| d + 1);
-        let lost = LostBatches {
-            from: lost_from,
-            through: self.open_batch,
-            error: error.clone(),
-            reason,
-        };
-        self.open_batch += 1;
-        let queued: Vec<_> = self.outputs.drain(..).collect();
-        for (output, release) in queued {
-            match release {
-                Release::AfterBatch(batch) if lost.covers(batch) => {
-                    if let Some(failed) = lost.fail(output) {
-                        self.outputs.push_back((failed, Release::Now));
-                    }
-                }
-                kept => self.outputs.push_back((output, kept)),
-            }
-        }
-        for output in self.held.take_all() {
-            if let Some(failed) = lost.fail(output) {
-                self.outputs.push_back((failed, Release::Now));
-            }
-        }
+        let (lost, copies) = self.outbox.lose(error, reason);
         // Reads that met a local copy a lost batch held end here, without an
         // answer or read repair built from it (that would spread a write
         // which may exist nowhere else).
@@ -565,7 +423,6 @@ impl Node {
                 }
             }
         }
-        let copies: Vec<u64> = self.local_copies.drain(..).map(|(_, r)| r).collect();
         for request in copies {
             if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
                 fsm.record(
@@ -589,17 +446,13 @@ impl Node {
         self.uploads = kept;
         for upload in failed {
             let reply = AdminReply::Unavailable(lost.reason.clone());
-            self.outputs.push_back((
+            self.outbox.push(
                 Output::AdminReply {
                     id: upload.admin_id,
                     reply,
                 },
                 Release::Now,
-            ));
-        }
-        self.lost_batches.push(lost);
-        if self.lost_batches.len() > LOST_BATCH_RANGES_KEPT {
-            self.lost_batches.remove(0);
+            );
         }
         // The new epoch's record also stages the cluster metadata again, in
         // case its last change was in a lost batch.
@@ -609,20 +462,11 @@ impl Node {
 
     /// When an answer built from a local copy in `state` may leave.
     fn release_for(&self, state: CopyState) -> Release {
-        match state {
-            CopyState::Durable => Release::Now,
-            CopyState::Sealed(batch) => Release::AfterBatch(batch),
-            CopyState::Staged => Release::AfterBatch(self.open_batch),
-        }
+        self.outbox.release_for(state)
     }
 
     fn emit(&mut self, output: Output) {
-        let release = if output.after_commit() {
-            Release::AfterBatch(self.open_batch)
-        } else {
-            Release::Now
-        };
-        self.outputs.push_back((output, release));
+        self.outbox.emit(output);
     }
 
     /// Feeds one input.
@@ -1048,8 +892,7 @@ impl Node {
                 let release = self.release_for(store.copy_state(&table, &key));
                 if let Some(addr) = self.addr_of(&from) {
                     let message = Message::ReplicaReadReply { request, outcome };
-                    self.outputs
-                        .push_back((Output::Send { addr, message }, release));
+                    self.outbox.push(Output::Send { addr, message }, release);
                 }
             }
             Message::ReplicaWriteAck { request, outcome } => {
@@ -1097,13 +940,13 @@ impl Node {
     fn send_to_other_replicas(&mut self, primaries: &[NodeId], message: impl Fn() -> Message) {
         for node in primaries.iter().filter(|p| **p != self.config.id) {
             if let Some(addr) = self.addr_of(node) {
-                self.outputs.push_back((
+                self.outbox.push(
                     Output::Send {
                         addr,
                         message: message(),
                     },
                     Release::Now,
-                ));
+                );
             }
         }
     }
@@ -1144,7 +987,7 @@ impl Node {
     // ---- clients --------------------------------------------------------------
 
     fn reply(&mut self, origin: Origin, reply: ClientReply) {
-        self.reply_when(origin, reply, Release::AfterBatch(self.open_batch));
+        self.reply_when(origin, reply, Release::AfterBatch(self.outbox.open_batch()));
     }
 
     /// Answers a client once the batch `release` names is durable.
@@ -1160,7 +1003,7 @@ impl Node {
                 None => return,
             },
         };
-        self.outputs.push_back((output, release));
+        self.outbox.push(output, release);
     }
 
     fn on_client(&mut self, origin: Origin, op: ClientOp, store: &mut dyn LocalStore) {
@@ -1644,7 +1487,7 @@ impl Node {
         let returned = context_out.clone();
         let request = self.next_id();
         let fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
-        self.local_copies.push_back((self.open_batch, request));
+        self.outbox.local_copy_staged(request);
         let placed = (config.storage == StorageKind::Plugin).then_some(engine);
         self.send_to_other_replicas(primaries, || Message::ReplicaWrite {
             request,

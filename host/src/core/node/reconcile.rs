@@ -151,8 +151,8 @@ impl Node {
                     sha256: sha256.to_owned(),
                     input,
                 };
-                let release = Release::AfterBatch(self.open_batch);
-                self.outputs.push_back((call, release));
+                let release = Release::AfterBatch(self.outbox.open_batch());
+                self.outbox.push(call, release);
             }
         }
     }
