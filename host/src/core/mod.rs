@@ -8,6 +8,7 @@ pub mod durability;
 pub mod limits;
 pub mod members;
 pub mod meta;
+pub mod modules;
 pub mod msg;
 pub mod node;
 pub mod object;

@@ -258,7 +258,7 @@ impl Node {
         if let Err(e) = store.stage_module(&sha256, bytes) {
             return AdminReply::Unavailable(e.to_string());
         }
-        self.modules_held.insert(sha256.clone());
+        self.modules.hold(&sha256);
         let existing = self.meta.plugins.get(&name);
         let created = existing.is_none_or(|e| e.sha256.is_none());
         let stamp_ms = self.now.wall_ms.max(existing.map_or(0, |e| e.stamp_ms + 1));

@@ -40,7 +40,7 @@ mod modules;
 mod placement;
 mod reconcile;
 
-use modules::UploadWait;
+use super::modules::{sha256_hex, Modules, UploadWait, UPLOAD_SPREAD_WAIT_MS};
 
 /// A joiner whose id answered this recently is refused (it may still be running).
 const REJOIN_QUIET_MS: u64 = 10_000;
@@ -248,17 +248,8 @@ pub struct Node {
     /// Keys with a plugin merge being written back: concurrent readers do not
     /// mint another.
     writebacks: HashSet<(TableName, Bytes)>,
-    /// Modules asked from peers, with when to ask again.
-    module_fetches: HashMap<String, u64>,
-    /// Plugin modules stored on this node.
-    modules_held: HashSet<String>,
-    /// Uploads taken here, answered once every member that is up holds the
-    /// module (or after `modules::UPLOAD_SPREAD_WAIT_MS`).
-    uploads: Vec<UploadWait>,
-    /// Merges waiting for their plugin's module to arrive from a peer: the
-    /// jobs by sha256 (their inputs stay in the pending jobs; an expired job
-    /// leaves the list at the next tick).
-    awaiting_module: HashMap<String, Vec<u64>>,
+    /// Plugin modules held, fetched, spreading and awaited.
+    modules: Modules,
 }
 
 impl Node {
@@ -312,10 +303,7 @@ impl Node {
             outbox: Outbox::default(),
             fresh_data_dir,
             writebacks: HashSet::new(),
-            module_fetches: HashMap::new(),
-            modules_held: HashSet::new(),
-            awaiting_module: HashMap::new(),
-            uploads: Vec::new(),
+            modules: Modules::default(),
             config,
         };
         for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
@@ -326,7 +314,7 @@ impl Node {
         }
         for sha256 in node.meta.plugins.values().filter_map(|p| p.sha256.clone()) {
             if store.load_module(&sha256)?.is_some() {
-                node.modules_held.insert(sha256);
+                node.modules.hold(&sha256);
             }
         }
         Ok(node)
@@ -434,16 +422,9 @@ impl Node {
         }
         // Modules staged in the lost batches are fetched again from peers,
         // and an upload whose module is nowhere here any more fails.
-        let held: Vec<String> = self.modules_held.iter().cloned().collect();
-        for sha256 in held {
-            if !matches!(store.load_module(&sha256), Ok(Some(_))) {
-                self.modules_held.remove(&sha256);
-            }
-        }
-        let (kept, failed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.uploads)
-            .into_iter()
-            .partition(|upload| self.modules_held.contains(&upload.sha256));
-        self.uploads = kept;
+        let failed = self
+            .modules
+            .forget_lost(|sha256| matches!(store.load_module(sha256), Ok(Some(_))));
         for upload in failed {
             let reply = AdminReply::Unavailable(lost.reason.clone());
             self.outbox.push(
@@ -542,13 +523,9 @@ impl Node {
     }
 
     fn expire(&mut self, now: u64, store: &mut dyn LocalStore) {
-        if !self.awaiting_module.is_empty() {
-            let pending = &self.pending;
-            self.awaiting_module.retain(|_, jobs| {
-                jobs.retain(|job| pending.contains_key(job));
-                !jobs.is_empty()
-            });
-        }
+        let pending = &self.pending;
+        self.modules
+            .forget_expired_waiters(|job| pending.contains_key(&job));
         let mut due: Vec<u64> = self
             .pending
             .iter()
@@ -910,11 +887,7 @@ impl Node {
             Message::FetchModule { sha256 } => self.send_module(&from, sha256, store),
             Message::Module { sha256, bytes } => self.receive_module(sha256, bytes, store),
             Message::ModuleStored { sha256 } => {
-                for upload in &mut self.uploads {
-                    if upload.sha256 == sha256 {
-                        upload.holders.insert(from.clone());
-                    }
-                }
+                self.modules.held_by(&sha256, &from);
                 self.answer_uploads();
             }
             Message::Forward { request, op } => {

@@ -1,34 +1,7 @@
-//! Spreading plugin modules: every node keeps the bytes of every live plugin,
-//! fetching what it lacks from a peer (the uploader first), checked by sha256.
-
-use sha2::{Digest, Sha256};
+//! Spreading plugin modules: the node sends and stores what the bookkeeping
+//! in [`crate::core::modules`] decides (fetches, uploads waiting to spread).
 
 use super::*;
-
-/// How long to wait for a module before asking another peer.
-const MODULE_FETCH_RETRY_MS: u64 = 1_000;
-
-/// Lowercase hex sha256.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// How long an upload waits for the other members to hold its module before
-/// it is answered with how many do (SPEC: a plugin reaches every up node
-/// within 2 s).
-pub(super) const UPLOAD_SPREAD_WAIT_MS: u64 = 2_000;
-
-/// An upload's answer, waiting for the module to reach the other members.
-pub(super) struct UploadWait {
-    pub(super) admin_id: u64,
-    pub(super) sha256: String,
-    reply: AdminReply,
-    pub(super) holders: HashSet<NodeId>,
-    deadline_ms: u64,
-}
 
 impl Node {
     /// Answers an admin operation; an upload waits (bounded) until every
@@ -44,7 +17,7 @@ impl Node {
         };
         match sha256 {
             Some(sha256) => {
-                self.uploads.push(UploadWait {
+                self.modules.wait_for_spread(UploadWait {
                     admin_id: id,
                     sha256,
                     reply,
@@ -59,18 +32,12 @@ impl Node {
 
     /// Answers the uploads every up member holds, or whose wait is over.
     pub(super) fn answer_uploads(&mut self) {
-        if self.uploads.is_empty() {
+        if !self.modules.has_uploads() {
             return;
         }
-        let now = self.now.mono_ms;
         let up = self.other_members_up();
         let members = self.meta.members.len();
-        let (ready, waiting): (Vec<UploadWait>, Vec<UploadWait>) =
-            std::mem::take(&mut self.uploads)
-                .into_iter()
-                .partition(|u| now >= u.deadline_ms || up.iter().all(|id| u.holders.contains(id)));
-        self.uploads = waiting;
-        for upload in ready {
+        for upload in self.modules.uploads_ready(self.now.mono_ms, &up) {
             let holding = 1 + upload.holders.len();
             let reply = match upload.reply {
                 AdminReply::Plugin {
@@ -111,22 +78,18 @@ impl Node {
             .plugins
             .values()
             .filter_map(|e| e.sha256.clone().map(|sha| (sha, e.origin.clone())))
-            .filter(|(sha, _)| !self.modules_held.contains(sha))
+            .filter(|(sha, _)| !self.modules.holds(sha))
             .collect();
         for (sha256, origin) in wanted {
-            if self
-                .module_fetches
-                .get(&sha256)
-                .is_some_and(|&again| again > now)
-            {
+            if !self.modules.fetch_due(&sha256, now) {
                 continue;
             }
             if let Ok(Some(_)) = store.load_module(&sha256) {
-                self.modules_held.insert(sha256);
+                self.modules.hold(&sha256);
                 continue;
             }
             let others = self.other_members_up();
-            let asked_before = self.module_fetches.contains_key(&sha256);
+            let asked_before = self.modules.asked_before(&sha256);
             let peer = if !asked_before && others.contains(&origin) {
                 Some(origin)
             } else if others.is_empty() {
@@ -134,8 +97,7 @@ impl Node {
             } else {
                 Some(others[(random % others.len() as u64) as usize].clone())
             };
-            self.module_fetches
-                .insert(sha256.clone(), now + MODULE_FETCH_RETRY_MS);
+            self.modules.fetch_sent(&sha256, now);
             if let Some(addr) = peer.and_then(|p| self.addr_of(&p)) {
                 self.emit(Output::Send {
                     addr,
@@ -166,14 +128,13 @@ impl Node {
         bytes: Bytes,
         store: &mut dyn LocalStore,
     ) {
-        if self.modules_held.contains(&sha256) || sha256_hex(&bytes) != sha256 {
+        if self.modules.holds(&sha256) || sha256_hex(&bytes) != sha256 {
             return;
         }
         if store.stage_module(&sha256, &bytes).is_err() {
             return;
         }
-        self.module_fetches.remove(&sha256);
-        self.modules_held.insert(sha256.clone());
+        self.modules.hold(&sha256);
         self.emit(Output::ModuleArrived {
             sha256: sha256.clone(),
             bytes,

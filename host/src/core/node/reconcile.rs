@@ -109,11 +109,8 @@ impl Node {
             // (bounded by the request's deadline), rather than answer
             // "unavailable" to a user who just uploaded it. Only the first
             // waiter asks at once; the rest wait for that fetch.
-            let waiters = self.awaiting_module.entry(sha256.clone()).or_default();
-            let first = waiters.is_empty();
-            waiters.push(id);
-            if first {
-                self.module_fetches.remove(&sha256);
+            if self.modules.await_module(&sha256, id) {
+                self.modules.fetch_now(&sha256);
                 let random = self.next_request;
                 self.fetch_missing_modules(random, store);
             }
@@ -129,11 +126,11 @@ impl Node {
     /// Whether this node stores module `sha256` (learning it from the store
     /// if it arrived there without this node noticing).
     fn holds_module(&mut self, sha256: &str, store: &mut dyn LocalStore) -> bool {
-        if self.modules_held.contains(sha256) {
+        if self.modules.holds(sha256) {
             return true;
         }
         if let Ok(Some(_)) = store.load_module(sha256) {
-            self.modules_held.insert(sha256.to_owned());
+            self.modules.hold(sha256);
             return true;
         }
         false
@@ -141,7 +138,7 @@ impl Node {
 
     /// A module arrived: the merges waiting for it run now.
     pub(super) fn module_ready(&mut self, sha256: &str) {
-        for job in self.awaiting_module.remove(sha256).unwrap_or_default() {
+        for job in self.modules.waiters(sha256) {
             if let Some(Pending::Reconcile(waiting)) = self.pending.get(&job) {
                 let input = waiting.input();
                 // After the module's own release (it leaves once stored), so
