@@ -5,14 +5,14 @@
 //! and watches its peers. It never touches a socket or a clock: the driver in
 //! `runtime/` (or the simulator in `sim/`) does that.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
 
 use bytes::Bytes;
 
 use super::causal::{Actor, CausalContext, Dot};
-use super::coord::{live_sorted, AfterRead, GetFsm, Origin, PutFsm};
+use super::coord::{live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, Origin, PutFsm};
 use super::durability::Outbox;
 pub use super::durability::Release;
 use super::limits::{
@@ -209,6 +209,19 @@ impl Output {
     }
 }
 
+impl Expires for Pending {
+    fn deadline_ms(&self) -> u64 {
+        match self {
+            Pending::Get(fsm) => fsm.deadline_ms,
+            Pending::Put(fsm, _) => fsm.deadline_ms,
+            Pending::Reconcile(job) => job.deadline_ms,
+            Pending::Placement(placement) => placement.deadline_ms,
+            Pending::Forward { deadline_ms, .. } => *deadline_ms,
+        }
+    }
+}
+
+/// What a request in flight waits for.
 enum Pending {
     Get(Box<GetFsm>),
     /// A write; a plugin write-back also names the key it holds in `writebacks`.
@@ -238,8 +251,9 @@ pub struct Node {
     join: Join,
     /// Pings, gossip and join retries.
     timers: TimerTable,
-    next_request: u64,
-    pending: HashMap<u64, Pending>,
+    /// Requests in flight (coordinated, forwarded, waiting for a plugin),
+    /// with their deadlines.
+    pending: InFlight<Pending>,
     /// Every output on its way out, the batches, and what waits for them.
     outbox: Outbox,
     /// Whether this process started on an empty data dir (a seed refuses a
@@ -296,10 +310,7 @@ impl Node {
             liveness: Liveness::new(now.mono_ms),
             join: Join::default(),
             timers: TimerTable::default(),
-            // Request ids must not repeat across restarts: a late answer to the
-            // previous process's request would count toward a new one.
-            next_request: now.wall_ms << 16,
-            pending: HashMap::new(),
+            pending: InFlight::new(now.wall_ms << 16),
             outbox: Outbox::default(),
             fresh_data_dir,
             writebacks: HashSet::new(),
@@ -526,21 +537,8 @@ impl Node {
         let pending = &self.pending;
         self.modules
             .forget_expired_waiters(|job| pending.contains_key(&job));
-        let mut due: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| match p {
-                Pending::Get(f) => f.deadline_ms <= now,
-                Pending::Put(f, _) => f.deadline_ms <= now,
-                Pending::Reconcile(job) => job.deadline_ms <= now,
-                Pending::Placement(placement) => placement.deadline_ms <= now,
-                Pending::Forward { deadline_ms, .. } => *deadline_ms <= now,
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        // Sorted so that a replay of the same inputs produces the same outputs.
-        due.sort_unstable();
-        for id in due {
+        let due = self.pending.take_due(now);
+        for &id in &due {
             match self.pending.remove(&id) {
                 Some(Pending::Forward { client, needed, .. }) => {
                     self.reply(
@@ -568,6 +566,7 @@ impl Node {
                 None => {}
             }
         }
+        self.pending.keep_watching(&due);
     }
 
     // ---- membership ---------------------------------------------------------
@@ -1134,9 +1133,7 @@ impl Node {
     }
 
     fn next_id(&mut self) -> u64 {
-        let id = self.next_request;
-        self.next_request += 1;
-        id
+        self.pending.next_id()
     }
 
     fn start_get(&mut self, mut fsm: GetFsm, primaries: &[NodeId], store: &mut dyn LocalStore) {
@@ -1163,25 +1160,21 @@ impl Node {
         let Some(Pending::Get(fsm)) = self.pending.get_mut(&request) else {
             return;
         };
-        let answer = fsm.take_reply(now);
+        let step = fsm.step(now);
         let done = fsm.is_done(now);
         let origin = fsm.origin.clone();
         let release = fsm.local_batch.map_or(Release::Now, Release::AfterBatch);
-        let then = fsm.then.clone();
         let read_deadline_ms = fsm.deadline_ms;
-        let merge = fsm.config.merge;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
-        match (answer, then) {
-            (
-                answer @ Some(_),
-                Some(AfterRead::Write {
-                    w,
-                    value,
-                    content_type,
-                    context,
-                }),
-            ) => {
-                if let Some(Ok(merged)) = answer {
+        match step {
+            GetStep::Write {
+                merged,
+                w,
+                value,
+                content_type,
+                context,
+            } => {
+                if let Some(merged) = merged {
                     // Dots of this node's own actor that its copy lacks, in
                     // the read or in the context: it may have forgotten dots
                     // it issued, and takes a fresh epoch before it mints
@@ -1220,7 +1213,7 @@ impl Node {
                 write.read_first = false;
                 let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }
-            (Some(Ok(merged)), Some(AfterRead::Delete { w })) => {
+            GetStep::Delete { merged, w } => {
                 let primaries = self.primaries_of(&table, &key, config.n);
                 let deadline_ms = now + self.config.request_timeout_ms;
                 // The tombstone supersedes everything the read merged and is
@@ -1234,24 +1227,12 @@ impl Node {
                 write.read_first = false;
                 let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }
-            (Some(Ok(merged)), None) if merge == MergeMode::Plugin && merged.live_count() >= 2 => {
+            GetStep::Reconcile(merged) => {
                 self.start_reconcile(Some(origin), table, key, config, merged, store);
             }
-            (Some(Ok(merged)), None) => {
-                let context = (!merged.versions.is_empty())
-                    .then(|| ClientContext::of_versions(&merged.versions));
-                let versions = live_sorted(&merged);
-                let read = ClientReply::Read {
-                    versions,
-                    context,
-                    merge,
-                    merged: None,
-                    plugin_error: None,
-                };
-                self.reply_when(origin, read, release);
-            }
-            (Some(Err(failure)), _) => self.reply(origin, failure),
-            (None, _) => {}
+            GetStep::Answer(read) => self.reply_when(origin, read, release),
+            GetStep::Fail(failure) => self.reply(origin, failure),
+            GetStep::Wait => {}
         }
         self.finish_get(request, done, store);
     }

@@ -111,7 +111,7 @@ impl Node {
             // waiter asks at once; the rest wait for that fetch.
             if self.modules.await_module(&sha256, id) {
                 self.modules.fetch_now(&sha256);
-                let random = self.next_request;
+                let random = self.pending.peek_next_id();
                 self.fetch_missing_modules(random, store);
             }
             return;

@@ -1,44 +1,34 @@
-//! One small state machine per client get or put that this node coordinates.
-//! They hold the answers and decide; the node carries out what they decide.
+//! A coordinated read: collects replicas' copies until R answered, then says
+//! what the node does next ([`GetStep`]), and which replicas to repair.
 
 use bytes::Bytes;
 
-use super::msg::{ClientReply, ReplicaError};
-use super::object::{Object, Version};
-use super::quorum::QuorumTracker;
-use super::table::TableConfig;
-use super::token::ClientContext;
-use super::types::{NodeId, TableName};
+use super::{live_sorted, AfterRead, Expires, Origin};
+use crate::core::msg::{ClientReply, ReplicaError};
+use crate::core::object::Object;
+use crate::core::quorum::QuorumTracker;
+use crate::core::table::{MergeMode, TableConfig};
+use crate::core::token::ClientContext;
+use crate::core::types::{NodeId, TableName};
 
-/// Who is waiting for the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A client of this node's HTTP API.
-    Local(u64),
-    /// Nobody: a plugin merge's write-back.
-    Background,
-    /// A node that forwarded the request, with its request id.
-    Remote {
-        /// The forwarder.
-        node: NodeId,
-        /// Its request id.
-        request: u64,
-    },
-}
-
-/// A write that begins with a quorum read.
-#[derive(Debug, Clone)]
-pub enum AfterRead {
-    /// A delete without a context: after the read, a tombstone covering it.
-    Delete {
-        /// `?w=`.
-        w: u8,
-    },
-    /// A write whose context names versions this coordinator does not hold:
-    /// what the read found is merged into its copy first, so the write
-    /// supersedes there too what the client saw superseded (a stale copy
-    /// must not keep a deleted value next to the new one).
+/// What a coordinated read asks the node to do next.
+#[derive(Debug)]
+pub enum GetStep {
+    /// Nothing yet: more answers may come.
+    Wait,
+    /// Answer the client with the read (R replicas answered).
+    Answer(ClientReply),
+    /// The read failed (R cannot be met, or the deadline passed).
+    Fail(ClientReply),
+    /// A plugin table's read found concurrent versions: they are merged by
+    /// the plugin before the client is answered.
+    Reconcile(Object),
+    /// The read was the first half of a write: what it found (`None` when
+    /// R was not met; the write goes on without it) is merged into the
+    /// coordinator's copy, then the write is made.
     Write {
+        /// The merged read, when R answered.
+        merged: Option<Object>,
         /// `?w=`.
         w: u8,
         /// The value, or `None` for a delete with a context.
@@ -47,6 +37,14 @@ pub enum AfterRead {
         content_type: String,
         /// The client's context.
         context: ClientContext,
+    },
+    /// The read was the first half of a delete without a context: a
+    /// tombstone superseding everything it found is written.
+    Delete {
+        /// The merged read.
+        merged: Object,
+        /// `?w=`.
+        w: u8,
     },
 }
 
@@ -116,7 +114,7 @@ impl GetFsm {
 
     /// The answer to send now, once: the merged read when R is met, 503 when R
     /// can no longer be met or the deadline passed.
-    pub fn take_reply(&mut self, now_ms: u64) -> Option<Result<Object, ClientReply>> {
+    fn take_reply(&mut self, now_ms: u64) -> Option<Result<Object, ClientReply>> {
         if self.replied {
             return None;
         }
@@ -129,6 +127,49 @@ impl GetFsm {
             return Some(Err(self.quorum_failure()));
         }
         None
+    }
+
+    /// What the node does next, decided once when the read is answered:
+    /// answer, fail, merge by plugin, or go on with the write it began.
+    pub fn step(&mut self, now_ms: u64) -> GetStep {
+        let Some(answer) = self.take_reply(now_ms) else {
+            return GetStep::Wait;
+        };
+        match (answer, self.then.take()) {
+            (
+                answer,
+                Some(AfterRead::Write {
+                    w,
+                    value,
+                    content_type,
+                    context,
+                }),
+            ) => GetStep::Write {
+                merged: answer.ok(),
+                w,
+                value,
+                content_type,
+                context,
+            },
+            (Ok(merged), Some(AfterRead::Delete { w })) => GetStep::Delete { merged, w },
+            (Ok(merged), None)
+                if self.config.merge == MergeMode::Plugin && merged.live_count() >= 2 =>
+            {
+                GetStep::Reconcile(merged)
+            }
+            (Ok(merged), None) => {
+                let context = (!merged.versions.is_empty())
+                    .then(|| ClientContext::of_versions(&merged.versions));
+                GetStep::Answer(ClientReply::Read {
+                    versions: live_sorted(&merged),
+                    context,
+                    merge: self.config.merge,
+                    merged: None,
+                    plugin_error: None,
+                })
+            }
+            (Err(failure), _) => GetStep::Fail(failure),
+        }
     }
 
     fn quorum_failure(&self) -> ClientReply {
@@ -161,76 +202,8 @@ impl GetFsm {
     }
 }
 
-/// A coordinated write.
-#[derive(Debug)]
-pub struct PutFsm {
-    /// Who waits.
-    pub origin: Origin,
-    quorum: QuorumTracker,
-    context_out: ClientContext,
-    replied: bool,
-    /// When the write gives up waiting.
-    pub deadline_ms: u64,
-}
-
-impl PutFsm {
-    /// A write needing `w` durable acks from `asked` replicas; `context_out` is
-    /// what the client gets back on success.
-    pub fn new(
-        origin: Origin,
-        w: u8,
-        asked: Vec<NodeId>,
-        context_out: ClientContext,
-        deadline_ms: u64,
-    ) -> Self {
-        PutFsm {
-            origin,
-            quorum: QuorumTracker::new(usize::from(w), asked),
-            context_out,
-            replied: false,
-            deadline_ms,
-        }
+impl Expires for GetFsm {
+    fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
     }
-
-    /// Takes one replica's durable ack.
-    pub fn record(&mut self, from: &NodeId, outcome: Result<(), ReplicaError>) {
-        match outcome {
-            Ok(()) => self.quorum.record_ok(from),
-            Err(_) => self.quorum.record_failure(from),
-        }
-    }
-
-    /// The answer to send now, once.
-    pub fn take_reply(&mut self, now_ms: u64) -> Option<ClientReply> {
-        if self.replied {
-            return None;
-        }
-        if self.quorum.is_met() {
-            self.replied = true;
-            return Some(ClientReply::Written {
-                context: self.context_out.clone(),
-            });
-        }
-        if self.quorum.is_impossible() || now_ms >= self.deadline_ms {
-            self.replied = true;
-            return Some(ClientReply::QuorumNotReached {
-                needed: self.quorum.needed() as u8,
-                acked: self.quorum.ok_count() as u8,
-            });
-        }
-        None
-    }
-
-    /// Whether nothing more will come.
-    pub fn is_done(&self, now_ms: u64) -> bool {
-        self.replied && (self.quorum.all_answered() || now_ms >= self.deadline_ms)
-    }
-}
-
-/// The live versions of a read, sorted by (timestamp_ms, dot) as clients and
-/// plugins see them.
-pub fn live_sorted(object: &Object) -> Vec<Version> {
-    let mut live: Vec<Version> = object.live().cloned().collect();
-    live.sort_by(|a, b| (a.timestamp_ms, &a.dot).cmp(&(b.timestamp_ms, &b.dot)));
-    live
 }
