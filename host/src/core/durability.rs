@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use super::limits::LOST_BATCH_RANGES_KEPT;
 use super::msg::{AdminReply, ClientReply, Message, ReplicaError};
 use super::node::Output;
 use super::store::{CopyState, StoreError};
@@ -26,11 +27,6 @@ pub enum Release {
     /// Once batch `n` and every batch before it are durable.
     AfterBatch(u64),
 }
-
-/// How many ranges of lost batches a node remembers: answers naming one
-/// come from requests pending when the commit failed, which end within their
-/// deadline.
-const LOST_BATCH_RANGES_KEPT: usize = 64;
 
 /// Batches a failed commit lost, and why.
 #[derive(Debug, Clone)]

@@ -87,6 +87,81 @@ pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
 /// Most distinct actors a context token may name (a bound for the decoder).
 pub const CONTEXT_ACTORS_MAX: usize = 512;
 
+// ---- Membership and clients ------------------------------------------------
+
+/// A joiner whose id answered this recently is refused (it may still be running).
+pub const REJOIN_QUIET_MS: u64 = 10_000;
+/// How often a node that has not joined yet asks its seeds again.
+pub const JOIN_RETRY_MS: u64 = 1_000;
+/// How far ahead of this node's wall clock (in seconds) an epoch named by a
+/// client's context may be: epochs start at wall-clock seconds, so a larger
+/// one comes from a forged token or a clock far off, and accepting it would
+/// push this node's own epochs toward exhaustion.
+pub const CONTEXT_EPOCH_AHEAD_MAX_S: u64 = 7 * 24 * 3600;
+/// A join asked for at runtime gives up after this long without an answer.
+pub const JOIN_GIVE_UP_MS: u64 = 30_000;
+/// A forwarding node waits this much longer than the coordinator's own
+/// deadline, so the coordinator's 503 (with its count of acks) arrives first.
+pub const FORWARD_GRACE_MS: u64 = 500;
+
+// ---- Plugin merges ---------------------------------------------------------
+
+/// On plugin tables a write that leaves this many live versions triggers a merge.
+pub const RECONCILE_ON_WRITE_FROM: usize = 8;
+
+// ---- Durability ------------------------------------------------------------
+
+/// How many ranges of lost batches a node remembers: answers naming one
+/// come from requests pending when the commit failed, which end within their
+/// deadline.
+pub const LOST_BATCH_RANGES_KEPT: usize = 64;
+
+// ---- Plugin modules --------------------------------------------------------
+
+/// How long to wait for a module before asking another peer.
+pub const MODULE_FETCH_RETRY_MS: u64 = 1_000;
+/// How long an upload waits for the other members to hold its module before
+/// it is answered with how many do (SPEC: a plugin reaches every up node
+/// within 2 s).
+pub const UPLOAD_SPREAD_WAIT_MS: u64 = 2_000;
+
+// ---- The node loop ---------------------------------------------------------
+
+/// Events waiting for the node loop before HTTP answers 503 overloaded.
+pub const EVENT_QUEUE_MAX: usize = 65_536;
+/// Events fed to the node per turn before it commits and answers.
+pub const EVENTS_PER_TURN_MAX: usize = 4_096;
+/// A node whose commits fail this often stops: each failure costs its
+/// writes in flight and an epoch generation, and storage failing at this
+/// rate is broken, not full for a moment.
+pub const COMMIT_FAILURES_MAX: usize = 10;
+/// Calls of one plugin waiting for a free instance before new ones are turned away.
+pub const PLUGIN_CALLS_WAITING_MAX: usize = 256;
+/// Records of a dropped table deleted per collection slice: collection goes
+/// on in the background without holding up requests.
+pub const DROP_SWEEP_RECORDS: usize = 1_000;
+
+// ---- Peer connections ------------------------------------------------------
+
+/// Messages queued for one peer before new ones are dropped.
+pub const PEER_QUEUE_MESSAGES_MAX: usize = 16_384;
+/// Encoded bytes queued for one peer before new messages are dropped: room
+/// for two of the largest frames, not 16,384 of them.
+pub const PEER_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
+/// Bytes gathered into one socket write.
+pub const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// Frames up to this size skip the shared budget (their memory is bounded
+/// by the connection cap), so pings and acks never queue behind large frames.
+pub const SMALL_FRAME_BYTES: usize = 64 * 1024;
+
+// ---- HTTP ------------------------------------------------------------------
+
+/// Largest JSON body accepted by table and cluster endpoints.
+pub const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
+
+// The plugin sandbox's bounds (fuel, memory, instances, module size) live
+// with the sandbox in `plugin/mod.rs`, where the ABI they bound is defined.
+
 const _: () = assert!(CONTEXT_CHARS_MAX < FRAME_BYTES_MAX);
 // Any object the limits admit fits one frame, so replicas can always receive
 // what a coordinator accepted: its live bytes, each version's overhead, a

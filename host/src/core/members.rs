@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use super::limits::JOIN_GIVE_UP_MS;
 use super::limits::{MEMBER_DOWN_AFTER_MS, STRANGER_HEARD_KEPT_MS};
 use super::types::NodeId;
 
@@ -91,9 +92,6 @@ impl Liveness {
         self.last_heard.is_empty()
     }
 }
-
-/// A join asked for at runtime gives up after this long without an answer.
-pub const JOIN_GIVE_UP_MS: u64 = 30_000;
 
 /// The join this node is making: at start (with `--seed`, until a seed
 /// admits it) or asked for at runtime (`POST /cluster/join`).

@@ -10,16 +10,9 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
+use super::limits::MODULE_FETCH_RETRY_MS;
 use super::msg::AdminReply;
 use super::types::NodeId;
-
-/// How long to wait for a module before asking another peer.
-pub const MODULE_FETCH_RETRY_MS: u64 = 1_000;
-
-/// How long an upload waits for the other members to hold its module before
-/// it is answered with how many do (SPEC: a plugin reaches every up node
-/// within 2 s).
-pub const UPLOAD_SPREAD_WAIT_MS: u64 = 2_000;
 
 /// Lowercase hex sha256.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -51,7 +44,7 @@ pub struct Modules {
     /// Modules asked from peers, with when to ask again.
     fetches: HashMap<String, u64>,
     /// Uploads taken here, answered once every member that is up holds the
-    /// module (or after [`UPLOAD_SPREAD_WAIT_MS`]).
+    /// module (or after [`UPLOAD_SPREAD_WAIT_MS`](super::limits::UPLOAD_SPREAD_WAIT_MS)).
     uploads: Vec<UploadWait>,
     /// Merges waiting for their plugin's module to arrive from a peer: the
     /// jobs by sha256 (their inputs stay in the pending jobs; an expired job

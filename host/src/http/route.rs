@@ -12,7 +12,8 @@ use percent_encoding::percent_decode_str;
 
 use super::respond::{admin_reply, client_reply, error, overloaded, HttpResponse, CONTEXT_HEADER};
 use crate::core::limits::{
-    CONTENT_TYPE_BYTES_MAX, CONTEXT_CHARS_MAX, HTTP_BODY_TIMEOUT_MS, KEY_BYTES_MAX,
+    ADMIN_BODY_BYTES_MAX, CONTENT_TYPE_BYTES_MAX, CONTEXT_CHARS_MAX, HTTP_BODY_TIMEOUT_MS,
+    KEY_BYTES_MAX,
 };
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
@@ -20,9 +21,6 @@ use crate::core::token::ClientContext;
 use crate::core::types::{validate_peer_address, validate_plugin_name, TableName};
 use crate::plugin::MODULE_BYTES_MAX;
 use crate::runtime::{NodeHandle, Unanswered};
-
-/// Largest JSON body accepted by table and cluster endpoints.
-const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// A request that was refused before the node answered it.
 #[derive(Debug)]

@@ -20,19 +20,13 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::core::codec::{decode_frame_body, encode_frame, frame_body_len, FRAME_HEADER_BYTES};
 use crate::core::limits::{
     FRAME_BYTES_MAX, HELLO_FRAME_BYTES_MAX, PEER_HELLO_TIMEOUT_MS, PEER_IDLE_TIMEOUT_MS,
-    PEER_INBOUND_BYTES_MAX,
+    PEER_INBOUND_BYTES_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MESSAGES_MAX, SMALL_FRAME_BYTES,
+    WRITE_BATCH_BYTES_MAX,
 };
 use crate::core::msg::Message;
 use crate::core::types::NodeId;
 use crate::runtime::Event;
 
-/// Messages queued for one peer before new ones are dropped.
-const PEER_QUEUE_MESSAGES_MAX: usize = 16_384;
-/// Encoded bytes queued for one peer before new messages are dropped: room
-/// for two of the largest frames, not 16,384 of them.
-const PEER_QUEUE_BYTES_MAX: usize = 2 * FRAME_BYTES_MAX;
-/// Bytes gathered into one socket write.
-const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
 /// First and largest pause between reconnect attempts.
 const BACKOFF_MS_MIN: u64 = 50;
 const BACKOFF_MS_MAX: u64 = 1_000;
@@ -202,9 +196,6 @@ pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>, connectio
     }
 }
 
-/// Frames up to this size skip the shared budget (their memory is bounded
-/// by the connection cap), so pings and acks never queue behind large frames.
-const SMALL_FRAME_BYTES: usize = 64 * 1024;
 /// How long a frame's body may take to arrive once its header did.
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 

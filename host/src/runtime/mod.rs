@@ -21,7 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::core::limits::HTTP_BODY_BYTES_IN_FLIGHT_MAX;
+use crate::core::limits::{
+    COMMIT_FAILURES_MAX, DROP_SWEEP_RECORDS, EVENTS_PER_TURN_MAX, EVENT_QUEUE_MAX,
+    HTTP_BODY_BYTES_IN_FLIGHT_MAX, PLUGIN_CALLS_WAITING_MAX,
+};
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
@@ -31,20 +34,11 @@ use crate::net::{self, Outbound};
 use crate::plugin::{CompiledPlugin, PluginRuntime, INSTANCES_MAX, INSTANCES_PER_PLUGIN_MAX};
 use crate::storage::{DiskGauge, NodeStore};
 
-/// Events waiting for the node loop before HTTP answers 503 overloaded.
-const EVENT_QUEUE_MAX: usize = 65_536;
-/// Events fed to the node per turn before it commits and answers.
-const EVENTS_PER_TURN_MAX: usize = 4_096;
 /// How often unreferenced blob files are looked for.
 const BLOB_SWEEP_INTERVAL_MS: u64 = 60_000;
-/// How often a slice of a dropped table's records is deleted, and how many:
+/// How often a slice of a dropped table's records is deleted (`DROP_SWEEP_RECORDS` each):
 /// collection goes on in the background without holding up requests.
 const DROP_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-const DROP_SWEEP_RECORDS: usize = 1_000;
-/// A node whose commits fail this often stops: each failure costs its
-/// writes in flight and an epoch generation, and storage failing at this
-/// rate is broken, not full for a moment.
-const COMMIT_FAILURES_MAX: usize = 10;
 const COMMIT_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How often the node is told time passed.
 const TICK_MS: u64 = 20;
@@ -607,9 +601,6 @@ fn carry_out(
     }
     Ok(())
 }
-
-/// Calls of one plugin waiting for a free instance before new ones are turned away.
-const PLUGIN_CALLS_WAITING_MAX: usize = 256;
 
 /// One plugin's share of the host: at most [`INSTANCES_PER_PLUGIN_MAX`] calls
 /// running and [`PLUGIN_CALLS_WAITING_MAX`] waiting, so a looping plugin can

@@ -12,8 +12,8 @@ use super::timers::Deadlines;
 use super::token::ClientContext;
 use super::types::NodeId;
 
-mod get;
-mod put;
+pub mod get;
+pub mod put;
 
 pub use get::{GetFsm, GetStep};
 pub use put::PutFsm;

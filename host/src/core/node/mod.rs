@@ -16,8 +16,9 @@ use super::coord::{live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, O
 use super::durability::Outbox;
 pub use super::durability::Release;
 use super::limits::{
-    CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, GOSSIP_INTERVAL_MS,
-    OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, SIBLINGS_MAX,
+    CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, CONTEXT_EPOCH_AHEAD_MAX_S,
+    FORWARD_GRACE_MS, GOSSIP_INTERVAL_MS, JOIN_RETRY_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS,
+    RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS, SIBLINGS_MAX, UPLOAD_SPREAD_WAIT_MS,
 };
 use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
@@ -40,12 +41,7 @@ mod modules;
 mod placement;
 mod reconcile;
 
-use super::modules::{sha256_hex, Modules, UploadWait, UPLOAD_SPREAD_WAIT_MS};
-
-/// A joiner whose id answered this recently is refused (it may still be running).
-const REJOIN_QUIET_MS: u64 = 10_000;
-/// How often a node that has not joined yet asks its seeds again.
-const JOIN_RETRY_MS: u64 = 1_000;
+use super::modules::{sha256_hex, Modules, UploadWait};
 
 /// Static facts about this node.
 #[derive(Debug, Clone)]
@@ -1117,7 +1113,7 @@ impl Node {
             return self.reply(origin, ClientReply::QuorumNotReached { needed, acked: 0 });
         };
         let request = self.next_id();
-        let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms + 500;
+        let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms + FORWARD_GRACE_MS;
         self.pending.insert(
             request,
             Pending::Forward {
@@ -1464,8 +1460,7 @@ impl Node {
         }
         self.pending.insert(request, Pending::Put(fsm, writeback));
         self.progress_put(request);
-        let crowded =
-            config.merge == MergeMode::Plugin && live >= reconcile::RECONCILE_ON_WRITE_FROM;
+        let crowded = config.merge == MergeMode::Plugin && live >= RECONCILE_ON_WRITE_FROM;
         if crowded
             && !write.is_merge
             && !self
@@ -1613,9 +1608,3 @@ pub fn epoch_generation(epoch: u64) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no fresh epoch is left for this node (epochs are exhausted); it cannot take writes")]
 pub struct EpochExhausted;
-
-/// How far ahead of this node's wall clock (in seconds) an epoch named by a
-/// client's context may be: epochs start at wall-clock seconds, so a larger
-/// one comes from a forged token or a clock far off, and accepting it would
-/// push this node's own epochs toward exhaustion.
-const CONTEXT_EPOCH_AHEAD_MAX_S: u64 = 7 * 24 * 3600;

@@ -7,9 +7,6 @@ use cairn_sdk::Sibling;
 
 use super::*;
 
-/// On plugin tables a write that leaves this many live versions triggers a merge.
-pub(super) const RECONCILE_ON_WRITE_FROM: usize = 8;
-
 /// A merge waiting for its plugin.
 pub(super) struct Job {
     /// Who waits for the read (`None`: a merge triggered by a crowded write).
