@@ -7,7 +7,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use cairn::core::causal::{Actor, CausalContext, Dot};
 use cairn::core::codec::{decode_frame_body, encode_frame};
-use cairn::core::msg::Message;
+use cairn::core::msg::{Message, ReplicaMessage};
 use cairn::core::object::{Object, Version};
 use cairn::core::ring::{partition_of, Ring};
 use cairn::core::store::LocalStore;
@@ -111,13 +111,13 @@ fn objects(c: &mut Criterion) {
 }
 
 fn frames(c: &mut Criterion) {
-    let message = Message::ReplicaWrite {
+    let message = Message::Replica(ReplicaMessage::Write {
         request: 42,
         table: TableName::new("bench").expect("valid table"),
         key: Bytes::from_static(b"user:123456"),
         object: object(1, 1),
         engine: None,
-    };
+    });
     let mut frame = Vec::new();
     encode_frame(&message, &mut frame).expect("encodes");
     c.bench_function("frame: encode a replica write of 100 B", |bench| {

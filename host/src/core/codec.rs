@@ -10,10 +10,11 @@ use serde::Serialize;
 use super::limits::FRAME_BYTES_MAX;
 use super::msg::Message;
 
-/// Version byte of the peer frame format: 3 since join requests name the
-/// joiner's tables and gossip carries dropped tables, so a node of another
-/// build refuses the frame by its version instead of misreading it.
-pub const FRAME_VERSION: u8 = 3;
+/// Version byte of the peer frame format: 4 since messages are grouped by
+/// subsystem (`Message::{Member, Replica, Module, Forward}`), which changed
+/// the enum tags on the wire, so a node of another build refuses the frame
+/// by its version instead of misreading it.
+pub const FRAME_VERSION: u8 = 4;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.
@@ -103,6 +104,7 @@ mod tests {
     use super::*;
     use crate::core::causal::tests::dot;
     use crate::core::causal::CausalContext;
+    use crate::core::msg::ReplicaMessage;
     use crate::core::object::{Object, Version};
     use crate::core::table::MergeMode;
     use crate::core::types::TableName;
@@ -123,13 +125,13 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let message = Message::ReplicaWrite {
+        let message = Message::Replica(ReplicaMessage::Write {
             request: 9,
             table: TableName::new("t").unwrap(),
             key: Bytes::from_static(b"k"),
             object: sample_object(),
             engine: None,
-        };
+        });
         let mut buf = Vec::new();
         encode_frame(&message, &mut buf).unwrap();
         let len = frame_body_len(buf[..4].try_into().unwrap()).unwrap();

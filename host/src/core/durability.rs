@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::limits::LOST_BATCH_RANGES_KEPT;
-use super::msg::{AdminReply, ClientReply, Message, ReplicaError};
+use super::msg::{AdminReply, ClientReply, ForwardMessage, Message, ReplicaError, ReplicaMessage};
 use super::node::Output;
 use super::store::{CopyState, StoreError};
 
@@ -70,18 +70,24 @@ impl LostBatches {
             },
             Output::Send { addr, message } => {
                 let message = match message {
-                    Message::ReplicaWriteAck { request, .. } => Message::ReplicaWriteAck {
-                        request,
-                        outcome: Err(replica_failure()),
-                    },
-                    Message::ReplicaReadReply { request, .. } => Message::ReplicaReadReply {
-                        request,
-                        outcome: Err(replica_failure()),
-                    },
-                    Message::ForwardReply { request, .. } => Message::ForwardReply {
-                        request,
-                        reply: client_failure(),
-                    },
+                    Message::Replica(ReplicaMessage::WriteAck { request, .. }) => {
+                        Message::Replica(ReplicaMessage::WriteAck {
+                            request,
+                            outcome: Err(replica_failure()),
+                        })
+                    }
+                    Message::Replica(ReplicaMessage::ReadReply { request, .. }) => {
+                        Message::Replica(ReplicaMessage::ReadReply {
+                            request,
+                            outcome: Err(replica_failure()),
+                        })
+                    }
+                    Message::Forward(ForwardMessage::Reply { request, .. }) => {
+                        Message::Forward(ForwardMessage::Reply {
+                            request,
+                            reply: client_failure(),
+                        })
+                    }
                     _ => return None,
                 };
                 Output::Send { addr, message }

@@ -230,7 +230,10 @@ pub enum ReplicaError {
     Storage(String),
 }
 
-/// Everything nodes say to each other.
+/// Everything nodes say to each other: a hello, then messages of one
+/// subsystem each. Each subsystem's enum says, exhaustively, which of its
+/// messages are answers (see [`Message::is_answer`]), so a new message
+/// cannot be added without deciding whether it waits for durability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// First frame on every connection: who is speaking.
@@ -238,6 +241,19 @@ pub enum Message {
         /// The sender.
         node: NodeId,
     },
+    /// Membership and liveness: pings, gossip and joins.
+    Member(MemberMessage),
+    /// Replicas' copies of keys: writes, reads and repairs between a coordinator and the other replicas.
+    Replica(ReplicaMessage),
+    /// Plugin modules spreading to every node.
+    Module(ModuleMessage),
+    /// Client operations a node hands to a replica of the key.
+    Forward(ForwardMessage),
+}
+
+/// Membership and liveness: pings, gossip and joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MemberMessage {
     /// Liveness probe; any message counts as an answer.
     Ping,
     /// Answer to a ping.
@@ -262,8 +278,13 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+}
+
+/// Replicas' copies of keys: writes, reads and repairs between a coordinator and the other replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReplicaMessage {
     /// Store this whole object (merged into what the replica has).
-    ReplicaWrite {
+    Write {
         /// Coordinator's request id.
         request: u64,
         /// Table.
@@ -276,14 +297,14 @@ pub enum Message {
         engine: Option<StorageKind>,
     },
     /// The object is durable on the replica (or why not).
-    ReplicaWriteAck {
+    WriteAck {
         /// Request id.
         request: u64,
         /// Outcome.
         outcome: Result<(), ReplicaError>,
     },
     /// Send your copy of a key.
-    ReplicaRead {
+    Read {
         /// Request id.
         request: u64,
         /// Table.
@@ -292,7 +313,7 @@ pub enum Message {
         key: Bytes,
     },
     /// A replica's copy (`None`: not found).
-    ReplicaReadReply {
+    ReadReply {
         /// Request id.
         request: u64,
         /// Outcome.
@@ -307,13 +328,18 @@ pub enum Message {
         /// The merged object.
         object: Object,
     },
+}
+
+/// Plugin modules spreading to every node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModuleMessage {
     /// Send me the module with this sha256.
-    FetchModule {
+    Fetch {
         /// Hex sha256.
         sha256: String,
     },
     /// A module's bytes.
-    Module {
+    Bytes {
         /// Hex sha256 (checked by the receiver).
         sha256: String,
         /// The bytes.
@@ -321,19 +347,24 @@ pub enum Message {
     },
     /// A module's bytes are stored here now: told to the node that took its
     /// upload, which answers the upload once every member holds it.
-    ModuleStored {
+    Stored {
         /// Hex sha256.
         sha256: String,
     },
+}
+
+/// Client operations a node hands to a replica of the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ForwardMessage {
     /// Coordinate this client operation for me.
-    Forward {
+    Request {
         /// The forwarder's request id.
         request: u64,
         /// The operation.
         op: ClientOp,
     },
     /// The coordinator's answer to a forwarded operation.
-    ForwardReply {
+    Reply {
         /// Request id.
         request: u64,
         /// The answer.
@@ -345,14 +376,60 @@ impl Message {
     /// Whether this message answers something, and so may only leave once the
     /// writes staged in the same loop turn are durable.
     pub fn is_answer(&self) -> bool {
-        matches!(
-            self,
-            Message::ReplicaWriteAck { .. }
-                | Message::ReplicaReadReply { .. }
-                | Message::ForwardReply { .. }
-                | Message::JoinAccepted(_)
-                | Message::Module { .. }
-                | Message::ModuleStored { .. }
-        )
+        match self {
+            Message::Hello { .. } => false,
+            Message::Member(message) => message.is_answer(),
+            Message::Replica(message) => message.is_answer(),
+            Message::Module(message) => message.is_answer(),
+            Message::Forward(message) => message.is_answer(),
+        }
+    }
+}
+
+impl MemberMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]).
+    pub fn is_answer(&self) -> bool {
+        match self {
+            MemberMessage::Ping => false,
+            MemberMessage::Pong => false,
+            MemberMessage::Gossip(_) => false,
+            MemberMessage::JoinRequest { .. } => false,
+            MemberMessage::JoinAccepted(_) => true,
+            MemberMessage::JoinRefused { .. } => false,
+        }
+    }
+}
+
+impl ReplicaMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]).
+    pub fn is_answer(&self) -> bool {
+        match self {
+            ReplicaMessage::Write { .. } => false,
+            ReplicaMessage::WriteAck { .. } => true,
+            ReplicaMessage::Read { .. } => false,
+            ReplicaMessage::ReadReply { .. } => true,
+            ReplicaMessage::Repair { .. } => false,
+        }
+    }
+}
+
+impl ModuleMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]).
+    pub fn is_answer(&self) -> bool {
+        match self {
+            ModuleMessage::Fetch { .. } => false,
+            ModuleMessage::Bytes { .. } => true,
+            ModuleMessage::Stored { .. } => true,
+        }
+    }
+}
+
+impl ForwardMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]).
+    pub fn is_answer(&self) -> bool {
+        match self {
+            ForwardMessage::Request { .. } => false,
+            ForwardMessage::Reply { .. } => true,
+        }
     }
 }

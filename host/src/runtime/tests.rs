@@ -88,6 +88,7 @@ mod backlog {
     use super::*;
     use crate::core::codec::{decode_frame_body, encode_frame, frame_body_len, FRAME_HEADER_BYTES};
     use crate::core::meta::Member;
+    use crate::core::msg::{MemberMessage, ReplicaMessage};
 
     const REQUEST_TIMEOUT_MS: u64 = 1_000;
     const FLOOD_CONNECTIONS: usize = 64;
@@ -142,7 +143,9 @@ mod backlog {
                     if stream.read_exact(&mut body).is_err() {
                         return;
                     }
-                    if let Ok(Message::ReplicaWrite { .. }) = decode_frame_body(&body) {
+                    if let Ok(Message::Replica(ReplicaMessage::Write { .. })) =
+                        decode_frame_body(&body)
+                    {
                         let _ = writes.send(());
                     }
                 });
@@ -195,7 +198,7 @@ mod backlog {
             node: NodeId::new("b").unwrap(),
         }))
         .unwrap();
-        as_b.write_all(&frame(&Message::JoinRequest {
+        as_b.write_all(&frame(&Message::Member(MemberMessage::JoinRequest {
             member: Member {
                 http: "127.0.0.1:9".into(),
                 peer: b_addr.to_string(),
@@ -204,7 +207,7 @@ mod backlog {
             },
             fresh: true,
             tables: Vec::new(),
-        }))
+        })))
         .unwrap();
         wait_until("b is a member", || {
             http(bound.http, "GET", "/cluster", "").contains(r#""id":"b""#)
@@ -228,7 +231,8 @@ mod backlog {
                     stream
                         .write_all(&frame(&Message::Hello { node: name }))
                         .unwrap();
-                    let pings = frame(&Message::Ping).repeat(PINGS_PER_WRITE);
+                    let pings =
+                        frame(&Message::Member(MemberMessage::Ping)).repeat(PINGS_PER_WRITE);
                     let mut sent = 0usize;
                     while flooding.load(Ordering::Relaxed) {
                         if stream.write_all(&pings).is_err() {

@@ -10,7 +10,7 @@ use super::tests::{
 };
 use super::{delete_op, get, put, Sim};
 use crate::core::causal::{Actor, CausalContext, Dot};
-use crate::core::msg::{AdminOp, AdminReply, ClientReply, Message};
+use crate::core::msg::{AdminOp, AdminReply, ClientReply, MemberMessage, Message, ReplicaMessage};
 use crate::core::node::{fresh_epoch, Now};
 use crate::core::object::{Object, Version};
 use crate::core::rng::Rng;
@@ -235,7 +235,11 @@ fn a_refused_runtime_join_leaves_the_node_serving_with_the_reason() {
     assert_eq!(join, Some(AdminReply::Accepted));
     // The seed's refusal arrives before its acceptance could.
     let reason = "the cluster has as many members as partitions".to_owned();
-    sim.inject(solo, 0, Message::JoinRefused { reason });
+    sim.inject(
+        solo,
+        0,
+        Message::Member(MemberMessage::JoinRefused { reason }),
+    );
     assert!(
         sim.is_up(solo),
         "a refused runtime join stopped the process"
@@ -307,13 +311,13 @@ fn a_peer_write_with_a_key_the_store_cannot_take_fails_only_itself() {
         content_type: String::new(),
     };
     object.apply_write(&CausalContext::new(), version, MergeMode::Siblings);
-    let huge = Message::ReplicaWrite {
+    let huge = Message::Replica(ReplicaMessage::Write {
         request: 1,
         table: TableName::new("ev").unwrap(),
         key: Bytes::from(vec![b'k'; 4096]),
         object,
         engine: None,
-    };
+    });
     sim.inject(1, 0, huge);
     sim.run_for(100);
     assert!(sim.is_up(1));
@@ -500,8 +504,16 @@ fn a_node_reclaims_its_record_from_another_process_announcing_its_id() {
     record.stamp += 10;
     record.epoch += 1 << 32;
     let impostor_epoch = record.epoch;
-    sim.inject(1, 2, Message::Gossip(Box::new(forged.clone())));
-    sim.inject(0, 2, Message::Gossip(Box::new(forged)));
+    sim.inject(
+        1,
+        2,
+        Message::Member(MemberMessage::Gossip(Box::new(forged.clone()))),
+    );
+    sim.inject(
+        0,
+        2,
+        Message::Member(MemberMessage::Gossip(Box::new(forged))),
+    );
     sim.run_for(3_000);
     assert!(sim.epoch(0).unwrap() > impostor_epoch);
     for node in 0..3 {
@@ -524,7 +536,7 @@ fn ids_peers_name_themselves_do_not_pile_up() {
     sim.run_for(2_000);
     for i in 0..1_000 {
         let stranger = NodeId::new(&format!("stranger{i}")).unwrap();
-        sim.inject_as(0, stranger, Message::Ping);
+        sim.inject_as(0, stranger, Message::Member(MemberMessage::Ping));
     }
     assert!(sim.node(0).unwrap().heard_from() >= 1_000);
     sim.run_for(crate::core::limits::STRANGER_HEARD_KEPT_MS + 1_000);

@@ -23,8 +23,8 @@ use super::limits::{
 use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
-    AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, JoinStatus, MemberStatus, Message,
-    ReplicaError,
+    AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, ForwardMessage, JoinStatus,
+    MemberMessage, MemberStatus, Message, ModuleMessage, ReplicaError, ReplicaMessage,
 };
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
@@ -513,7 +513,7 @@ impl Node {
             for addr in self.peer_addrs() {
                 self.emit(Output::Send {
                     addr,
-                    message: Message::Ping,
+                    message: Message::Member(MemberMessage::Ping),
                 });
             }
         }
@@ -523,7 +523,7 @@ impl Node {
                 let addr = addrs[(random % addrs.len() as u64) as usize].clone();
                 self.emit(Output::Send {
                     addr,
-                    message: Message::Gossip(Box::new(self.meta.clone())),
+                    message: Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone()))),
                 });
             }
         }
@@ -633,11 +633,11 @@ impl Node {
         let member = self.own_record(1);
         self.emit(Output::Send {
             addr,
-            message: Message::JoinRequest {
+            message: Message::Member(MemberMessage::JoinRequest {
                 member,
                 fresh: self.fresh_data_dir,
                 tables: self.meta.tables.keys().cloned().collect(),
-            },
+            }),
         });
     }
 
@@ -654,7 +654,7 @@ impl Node {
     fn meta_changed(&mut self, store: &mut dyn LocalStore) {
         // A failed stage shows up as a failed commit in the driver; gossip still spreads it.
         let _ = store.stage_meta(&self.meta);
-        let gossip = Message::Gossip(Box::new(self.meta.clone()));
+        let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
         for addr in self.peer_addrs() {
             self.emit(Output::Send {
                 addr,
@@ -681,7 +681,7 @@ impl Node {
         let reply_to = member.peer.clone();
         let refuse = |reason: String| Output::Send {
             addr: reply_to.clone(),
-            message: Message::JoinRefused { reason },
+            message: Message::Member(MemberMessage::JoinRefused { reason }),
         };
         let Some(ring) = self.meta.ring.clone() else {
             self.emit(refuse("the seed has not joined a cluster itself".into()));
@@ -730,7 +730,7 @@ impl Node {
         self.meta_changed(store);
         self.emit(Output::Send {
             addr: reply_to,
-            message: Message::JoinAccepted(Box::new(self.meta.clone())),
+            message: Message::Member(MemberMessage::JoinAccepted(Box::new(self.meta.clone()))),
         });
     }
 
@@ -794,20 +794,20 @@ impl Node {
     // ---- peers ----------------------------------------------------------------
 
     fn on_peer(&mut self, from: NodeId, message: Message, store: &mut dyn LocalStore) {
-        if !matches!(message, Message::JoinRequest { .. }) {
+        if !matches!(message, Message::Member(MemberMessage::JoinRequest { .. })) {
             self.liveness.heard(&from, self.now.mono_ms);
         }
         match message {
-            Message::Hello { .. } | Message::Pong => {}
-            Message::Ping => {
+            Message::Hello { .. } | Message::Member(MemberMessage::Pong) => {}
+            Message::Member(MemberMessage::Ping) => {
                 if let Some(addr) = self.addr_of(&from) {
                     self.emit(Output::Send {
                         addr,
-                        message: Message::Pong,
+                        message: Message::Member(MemberMessage::Pong),
                     });
                 }
             }
-            Message::Gossip(meta) => {
+            Message::Member(MemberMessage::Gossip(meta)) => {
                 // A node joining another cluster takes that cluster's state
                 // whole from its acceptance, never piecemeal from gossip.
                 if self.is_member() && !self.join.is_under_way() && self.meta.merge(&meta) {
@@ -815,13 +815,15 @@ impl Node {
                     self.defend_own_record(store);
                 }
             }
-            Message::JoinRequest {
+            Message::Member(MemberMessage::JoinRequest {
                 member,
                 fresh,
                 tables,
-            } => self.on_join_request(from, member, fresh, &tables, store),
-            Message::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
-            Message::JoinRefused { reason } => {
+            }) => self.on_join_request(from, member, fresh, &tables, store),
+            Message::Member(MemberMessage::JoinAccepted(meta)) => {
+                self.on_join_accepted(*meta, store)
+            }
+            Message::Member(MemberMessage::JoinRefused { reason }) => {
                 // A runtime join fails and the node goes on serving as before.
                 let runtime = self
                     .join
@@ -832,29 +834,29 @@ impl Node {
                     )));
                 }
             }
-            Message::ReplicaWrite {
+            Message::Replica(ReplicaMessage::Write {
                 request,
                 table,
                 key,
                 object,
                 engine,
-            } => {
+            }) => {
                 let outcome = self.store_replica(&table, &key, &object, engine, store);
                 if let Some(addr) = self.addr_of(&from) {
                     self.emit(Output::Send {
                         addr,
-                        message: Message::ReplicaWriteAck { request, outcome },
+                        message: Message::Replica(ReplicaMessage::WriteAck { request, outcome }),
                     });
                 }
             }
-            Message::Repair { table, key, object } => {
+            Message::Replica(ReplicaMessage::Repair { table, key, object }) => {
                 let _ = self.store_replica(&table, &key, &object, None, store);
             }
-            Message::ReplicaRead {
+            Message::Replica(ReplicaMessage::Read {
                 request,
                 table,
                 key,
-            } => {
+            }) => {
                 let outcome = match self.meta.tables.get(&table) {
                     None => Err(ReplicaError::UnknownTable),
                     Some(entry) => store
@@ -863,29 +865,33 @@ impl Node {
                 };
                 let release = self.release_for(store.copy_state(&table, &key));
                 if let Some(addr) = self.addr_of(&from) {
-                    let message = Message::ReplicaReadReply { request, outcome };
+                    let message = Message::Replica(ReplicaMessage::ReadReply { request, outcome });
                     self.outbox.push(Output::Send { addr, message }, release);
                 }
             }
-            Message::ReplicaWriteAck { request, outcome } => {
+            Message::Replica(ReplicaMessage::WriteAck { request, outcome }) => {
                 if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
                     fsm.record(&from, outcome);
                     self.progress_put(request);
                 }
             }
-            Message::ReplicaReadReply { request, outcome } => {
+            Message::Replica(ReplicaMessage::ReadReply { request, outcome }) => {
                 if let Some(Pending::Get(fsm)) = self.pending.get_mut(&request) {
                     fsm.record(&from, outcome);
                     self.progress_get(request, store);
                 }
             }
-            Message::FetchModule { sha256 } => self.send_module(&from, sha256, store),
-            Message::Module { sha256, bytes } => self.receive_module(sha256, bytes, store),
-            Message::ModuleStored { sha256 } => {
+            Message::Module(ModuleMessage::Fetch { sha256 }) => {
+                self.send_module(&from, sha256, store)
+            }
+            Message::Module(ModuleMessage::Bytes { sha256, bytes }) => {
+                self.receive_module(sha256, bytes, store)
+            }
+            Message::Module(ModuleMessage::Stored { sha256 }) => {
                 self.modules.held_by(&sha256, &from);
                 self.answer_uploads();
             }
-            Message::Forward { request, op } => {
+            Message::Forward(ForwardMessage::Request { request, op }) => {
                 self.on_client(
                     Origin::Remote {
                         node: from,
@@ -895,7 +901,7 @@ impl Node {
                     store,
                 );
             }
-            Message::ForwardReply { request, reply } => {
+            Message::Forward(ForwardMessage::Reply { request, reply }) => {
                 if let Some(Pending::Forward { client, .. }) = self.pending.remove(&request) {
                     // The coordinator answered after its own commit: nothing here to wait for.
                     self.reply_when(Origin::Local(client), reply, Release::Now);
@@ -966,7 +972,7 @@ impl Node {
             Origin::Remote { node, request } => match self.addr_of(&node) {
                 Some(addr) => Output::Send {
                     addr,
-                    message: Message::ForwardReply { request, reply },
+                    message: Message::Forward(ForwardMessage::Reply { request, reply }),
                 },
                 None => return,
             },
@@ -1124,7 +1130,7 @@ impl Node {
         );
         self.emit(Output::Send {
             addr,
-            message: Message::Forward { request, op },
+            message: Message::Forward(ForwardMessage::Request { request, op }),
         });
     }
 
@@ -1142,10 +1148,12 @@ impl Node {
             .load(&fsm.table, fsm.config.storage, &fsm.key)
             .map_err(|e| ReplicaError::Storage(e.to_string()));
         fsm.record(&self.config.id.clone(), local);
-        self.send_to_other_replicas(primaries, || Message::ReplicaRead {
-            request,
-            table: fsm.table.clone(),
-            key: fsm.key.clone(),
+        self.send_to_other_replicas(primaries, || {
+            Message::Replica(ReplicaMessage::Read {
+                request,
+                table: fsm.table.clone(),
+                key: fsm.key.clone(),
+            })
         });
         self.pending.insert(request, Pending::Get(Box::new(fsm)));
         self.progress_get(request, store);
@@ -1258,11 +1266,11 @@ impl Node {
                 // Merge, never overwrite: the local copy may have moved on since the read.
                 let _ = self.store_replica(&fsm.table, &fsm.key, &merged, None, store);
             } else if let Some(addr) = self.addr_of(&node) {
-                let message = Message::Repair {
+                let message = Message::Replica(ReplicaMessage::Repair {
                     table: fsm.table.clone(),
                     key: fsm.key.clone(),
                     object: merged.clone(),
-                };
+                });
                 self.emit(Output::Send { addr, message });
             }
         }
@@ -1439,12 +1447,14 @@ impl Node {
         let fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
         self.outbox.local_copy_staged(request);
         let placed = (config.storage == StorageKind::Plugin).then_some(engine);
-        self.send_to_other_replicas(primaries, || Message::ReplicaWrite {
-            request,
-            table: write.table.clone(),
-            key: write.key.clone(),
-            object: object.clone(),
-            engine: placed,
+        self.send_to_other_replicas(primaries, || {
+            Message::Replica(ReplicaMessage::Write {
+                request,
+                table: write.table.clone(),
+                key: write.key.clone(),
+                object: object.clone(),
+                engine: placed,
+            })
         });
         let writeback = write
             .is_merge

@@ -101,7 +101,7 @@ impl Node {
             if let Some(addr) = peer.and_then(|p| self.addr_of(&p)) {
                 self.emit(Output::Send {
                     addr,
-                    message: Message::FetchModule { sha256 },
+                    message: Message::Module(ModuleMessage::Fetch { sha256 }),
                 });
             }
         }
@@ -113,10 +113,10 @@ impl Node {
             return;
         };
         if let Some(addr) = self.addr_of(to) {
-            let message = Message::Module {
+            let message = Message::Module(ModuleMessage::Bytes {
                 sha256,
                 bytes: Bytes::from(bytes),
-            };
+            });
             self.emit(Output::Send { addr, message });
         }
     }
@@ -150,9 +150,9 @@ impl Node {
             .collect();
         for origin in origins {
             if let Some(addr) = self.addr_of(&origin) {
-                let message = Message::ModuleStored {
+                let message = Message::Module(ModuleMessage::Stored {
                     sha256: sha256.clone(),
-                };
+                });
                 self.emit(Output::Send { addr, message });
             }
         }
