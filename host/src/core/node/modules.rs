@@ -4,6 +4,24 @@
 use super::*;
 
 impl Node {
+    /// Module messages: a peer asking for a module, sending one, or saying it
+    /// stored one this node is spreading.
+    pub(super) fn on_module(
+        &mut self,
+        from: NodeId,
+        message: ModuleMessage,
+        store: &mut dyn LocalStore,
+    ) {
+        match message {
+            ModuleMessage::Fetch { sha256 } => self.send_module(&from, sha256, store),
+            ModuleMessage::Bytes { sha256, bytes } => self.receive_module(sha256, bytes, store),
+            ModuleMessage::Stored { sha256 } => {
+                self.modules.held_by(&sha256, &from);
+                self.answer_uploads();
+            }
+        }
+    }
+
     /// Answers an admin operation; an upload waits (bounded) until every
     /// member that is up holds the module, so its answer can say where it is.
     pub(super) fn answer_admin(&mut self, id: u64, reply: AdminReply) {

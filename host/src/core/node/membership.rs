@@ -1,0 +1,276 @@
+//! Membership: this node's own record, joins it asks for and admits, and
+//! gossip of the cluster's metadata. The view of who is alive lives in
+//! `core/members.rs`; this file carries out what it and the metadata decide.
+
+use super::*;
+
+impl Node {
+    /// Membership messages: liveness probes, gossip and joins.
+    pub(super) fn on_member(
+        &mut self,
+        from: NodeId,
+        message: MemberMessage,
+        store: &mut dyn LocalStore,
+    ) {
+        match message {
+            MemberMessage::Pong => {}
+            MemberMessage::Ping => {
+                if let Some(addr) = self.addr_of(&from) {
+                    self.emit(Output::Send {
+                        addr,
+                        message: Message::Member(MemberMessage::Pong),
+                    });
+                }
+            }
+            MemberMessage::Gossip(meta) => {
+                // A node joining another cluster takes that cluster's state
+                // whole from its acceptance, never piecemeal from gossip.
+                if self.is_member() && !self.join.is_under_way() && self.meta.merge(&meta) {
+                    let _ = store.stage_meta(&self.meta);
+                    self.defend_own_record(store);
+                }
+            }
+            MemberMessage::JoinRequest {
+                member,
+                fresh,
+                tables,
+            } => self.on_join_request(from, member, fresh, &tables, store),
+            MemberMessage::JoinAccepted(meta) => self.on_join_accepted(*meta, store),
+            MemberMessage::JoinRefused { reason } => {
+                // A runtime join fails and the node goes on serving as before.
+                let runtime = self
+                    .join
+                    .fail(|_| format!("the seed refused the join: {reason}"));
+                if !runtime && !self.is_member() {
+                    self.emit(Output::Fatal(format!(
+                        "the seed refused the join: {reason}"
+                    )));
+                }
+            }
+        }
+    }
+
+    pub(super) fn peer_addrs(&self) -> Vec<String> {
+        self.meta
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.config.id)
+            .map(|(_, m)| m.peer.clone())
+            .collect()
+    }
+
+    pub(super) fn own_record(&self, stamp: u64) -> Member {
+        Member {
+            http: self.config.http.clone(),
+            peer: self.config.peer.clone(),
+            epoch: self.epoch,
+            stamp,
+        }
+    }
+
+    /// Gossip brought a record of this node's id that this process did not
+    /// announce (another process started with the id and a copy of its data
+    /// dir, at other addresses): the node announces its own addresses again
+    /// with a larger stamp, so peers do not keep sending to an address that
+    /// is not this node's once the other process is gone, and moves above an
+    /// epoch the other process may have used, so their dots never collide.
+    pub(super) fn defend_own_record(&mut self, store: &mut dyn LocalStore) {
+        let Some(record) = self.meta.members.get(&self.config.id) else {
+            return;
+        };
+        let foreign = record.http != self.config.http || record.peer != self.config.peer;
+        if !foreign && record.epoch <= self.epoch {
+            return;
+        }
+        if record.epoch > self.epoch {
+            if let Err(e) = self.take_fresh_epoch(record.epoch, store) {
+                self.emit(Output::Fatal(format!("cannot take a new epoch: {e}")));
+                return;
+            }
+        }
+        self.refresh_own_record(store);
+    }
+
+    /// Announces this node's addresses and epoch when they differ from the record.
+    pub(super) fn refresh_own_record(&mut self, store: &mut dyn LocalStore) {
+        let current = self.meta.members.get(&self.config.id).cloned();
+        let stale = match &current {
+            Some(m) => {
+                m.http != self.config.http || m.peer != self.config.peer || m.epoch != self.epoch
+            }
+            None => true,
+        };
+        if stale {
+            let stamp = current.map_or(1, |m| m.stamp + 1);
+            self.meta
+                .members
+                .insert(self.config.id.clone(), self.own_record(stamp));
+            self.meta_changed(store);
+        }
+    }
+
+    pub(super) fn ask_to_join(&mut self) {
+        let Some(addr) = self.join.next_seed(&self.config.seeds) else {
+            return;
+        };
+        let member = self.own_record(1);
+        self.emit(Output::Send {
+            addr,
+            message: Message::Member(MemberMessage::JoinRequest {
+                member,
+                fresh: self.fresh_data_dir,
+                tables: self.meta.tables.keys().cloned().collect(),
+            }),
+        });
+    }
+
+    pub(super) fn claim_if_empty(&mut self, store: &mut dyn LocalStore) {
+        let Some(ring) = &self.meta.ring else { return };
+        if ring.owned_by(&self.config.id) > 0 || self.meta.members.len() > ring.partitions() {
+            return;
+        }
+        let claimed = ring.claim_for(&self.config.id, &self.meta.member_ids());
+        self.meta.ring = Some(claimed);
+        self.meta_changed(store);
+    }
+
+    pub(super) fn meta_changed(&mut self, store: &mut dyn LocalStore) {
+        // A failed stage shows up as a failed commit in the driver; gossip still spreads it.
+        let _ = store.stage_meta(&self.meta);
+        let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
+        for addr in self.peer_addrs() {
+            self.emit(Output::Send {
+                addr,
+                message: gossip.clone(),
+            });
+        }
+    }
+
+    pub(super) fn status_of(&self, node: &NodeId) -> Status {
+        if *node == self.config.id {
+            return Status::Up;
+        }
+        self.liveness.status(node, self.now.mono_ms)
+    }
+
+    pub(super) fn on_join_request(
+        &mut self,
+        from: NodeId,
+        member: Member,
+        fresh: bool,
+        tables: &[TableName],
+        store: &mut dyn LocalStore,
+    ) {
+        let reply_to = member.peer.clone();
+        let refuse = |reason: String| Output::Send {
+            addr: reply_to.clone(),
+            message: Message::Member(MemberMessage::JoinRefused { reason }),
+        };
+        let Some(ring) = self.meta.ring.clone() else {
+            self.emit(refuse("the seed has not joined a cluster itself".into()));
+            return;
+        };
+        // The joiner's tables the cluster lacks would join too: refused
+        // beyond the limits, so none is left behind on the joiner unserved.
+        let brought = tables
+            .iter()
+            .filter(|t| !self.meta.tables.contains_key(*t) && !self.meta.dropped.contains_key(*t))
+            .count();
+        if let Err(full) = self.meta.room_for_tables(brought) {
+            self.emit(refuse(format!(
+                "joining would bring {brought} tables: {full}; drop tables on the joining node first"
+            )));
+            return;
+        }
+        if let Some(known) = self.meta.members.get(&from).cloned() {
+            let heard = self.liveness.last_heard(&from);
+            if fresh
+                && from != self.config.id
+                && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < REJOIN_QUIET_MS)
+            {
+                self.emit(refuse(format!(
+                    "node id {from} is already a member and answered within the last 10 s"
+                )));
+                return;
+            }
+            let record = Member {
+                epoch: member.epoch.max(known.epoch),
+                stamp: known.stamp + 1,
+                ..member
+            };
+            self.meta.members.insert(from.clone(), record);
+        } else {
+            if self.meta.members.len() >= ring.partitions() {
+                self.emit(refuse(
+                    "the cluster has as many members as partitions".into(),
+                ));
+                return;
+            }
+            self.meta.members.insert(from.clone(), member);
+            let claimed = ring.claim_for(&from, &self.meta.member_ids());
+            self.meta.ring = Some(claimed);
+        }
+        self.meta_changed(store);
+        self.emit(Output::Send {
+            addr: reply_to,
+            message: Message::Member(MemberMessage::JoinAccepted(Box::new(self.meta.clone()))),
+        });
+    }
+
+    pub(super) fn on_join_accepted(&mut self, meta: ClusterMeta, store: &mut dyn LocalStore) {
+        if !meta.ring.as_ref().is_some_and(Ring::is_valid) {
+            return;
+        }
+        // Only a join this node asked for: a member is never moved into
+        // another cluster by a message it did not ask for.
+        if self.is_member() && !self.join.is_under_way() {
+            return;
+        }
+        let mut adopted = meta;
+        // The cluster's definition of a table wins: a joiner's own config of
+        // the same name (another n, another engine) never replaces it, nor
+        // brings back a table the cluster dropped. The joiner's other tables
+        // join too while the cluster's table limits allow (in name order);
+        // the rest stay behind, unserved.
+        // Its own drops come along where the cluster does not use the name,
+        // so its data there is still collected and the name stays taken.
+        for (name, dropped) in std::mem::take(&mut self.meta.dropped) {
+            if !adopted.tables.contains_key(&name) {
+                adopted.dropped.entry(name).or_insert(dropped);
+            }
+        }
+        for (name, entry) in std::mem::take(&mut self.meta.tables) {
+            if adopted.tables.contains_key(&name)
+                || adopted.dropped.contains_key(&name)
+                || adopted.room_for_tables(1).is_err()
+            {
+                continue;
+            }
+            adopted.tables.insert(name, entry);
+        }
+        if let Some(record) = adopted.members.get(&self.config.id) {
+            if record.epoch >= self.epoch {
+                let persisted = fresh_epoch(record.epoch, self.now, &mut self.rng)
+                    .map_err(|e| e.to_string())
+                    .and_then(|epoch| {
+                        store
+                            .persist_epoch_now(epoch)
+                            .map(|()| epoch)
+                            .map_err(|e| e.to_string())
+                    });
+                match persisted {
+                    Ok(epoch) => self.epoch = epoch,
+                    Err(e) => {
+                        self.emit(Output::Fatal(format!("cannot take a new epoch: {e}")));
+                        return;
+                    }
+                }
+            }
+        }
+        adopted.keep_plugins_tables_use();
+        self.meta = adopted;
+        self.join.finish();
+        self.refresh_own_record(store);
+        self.meta_changed(store);
+    }
+}
