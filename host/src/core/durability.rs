@@ -170,6 +170,26 @@ impl Outbox {
         self.open_batch
     }
 
+    /// Outputs queued to leave (some will be held once polled).
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Answers held until their batch is durable.
+    pub fn held_len(&self) -> usize {
+        self.held.held.len()
+    }
+
+    /// Coordinator copies waiting for their batch to count toward W.
+    pub fn local_copies_len(&self) -> usize {
+        self.local_copies.len()
+    }
+
+    /// Ranges of lost batches remembered (at most [`LOST_BATCH_RANGES_KEPT`]).
+    pub fn lost_len(&self) -> usize {
+        self.lost.len()
+    }
+
     /// Queues `output`, to leave as `release` says.
     pub fn push(&mut self, output: Output, release: Release) {
         self.queued.push_back((output, release));

@@ -15,6 +15,7 @@ pub mod object;
 pub mod quorum;
 pub mod ring;
 pub mod rng;
+pub mod stats;
 pub mod store;
 pub mod table;
 pub mod timers;

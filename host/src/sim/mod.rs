@@ -8,6 +8,8 @@
 //! batch), and release each answer once the batch it vouches for is durable.
 
 #[cfg(test)]
+mod check;
+#[cfg(test)]
 mod holes;
 mod store;
 #[cfg(test)]
@@ -22,6 +24,7 @@ use cairn_sdk::{ReconcileInput, Resolution};
 
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
+use crate::core::ring::partition_of;
 pub use crate::core::rng::Rng;
 use crate::core::store::StoreError;
 use crate::core::table::TablePatch;
@@ -763,6 +766,28 @@ impl Sim {
     /// Node `index`'s protocol state, while it runs.
     pub fn node(&self, index: usize) -> Option<&Node> {
         self.nodes[index].node.as_ref()
+    }
+
+    /// The nodes that replicate `table`/`key` by the ring and the table's
+    /// n as the first running node knows them (empty if none runs or the
+    /// table is unknown).
+    pub fn replicas_of(&self, table: &str, key: &str) -> Vec<usize> {
+        let Some(node) = self.nodes.iter().find_map(|n| n.node.as_ref()) else {
+            return Vec::new();
+        };
+        let meta = node.meta();
+        let (Ok(table), Some(ring)) = (TableName::new(table), meta.ring.as_ref()) else {
+            return Vec::new();
+        };
+        let Some(entry) = meta.tables.get(&table) else {
+            return Vec::new();
+        };
+        let partition = partition_of(ring.partitions(), &table, key.as_bytes());
+        ring.preference_list(partition)
+            .into_iter()
+            .take(usize::from(entry.config.n))
+            .filter_map(|id| self.nodes.iter().position(|n| n.config.id == id))
+            .collect()
     }
 
     /// The epoch node `index` runs under.

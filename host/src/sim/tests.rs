@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::check::{self, effective, Attempt};
 use super::{delete_op, get, put, NetworkFaults, Rng, Sim};
 use crate::core::causal::ContextError;
 use crate::core::msg::{ClientOp, ClientReply};
@@ -396,23 +397,6 @@ fn a_write_is_answered_once_any_two_replicas_have_it_durably() {
     written(&sim.reply(id).cloned());
 }
 
-/// One write a client attempted, for the invariant checks.
-struct Attempt {
-    key: String,
-    /// The value written; `None` for a delete.
-    value: Option<String>,
-    acknowledged: bool,
-    /// Values the write's context covered (what it was allowed to replace).
-    supersedes: BTreeSet<String>,
-    /// A delete without a context: it may remove whatever its read saw, i.e.
-    /// any value of the key attempted before it.
-    blind_delete: bool,
-    /// Virtual time it was submitted at.
-    submitted_ms: u64,
-    /// Virtual time its acknowledgement came, if it was acknowledged.
-    acknowledged_ms: Option<u64>,
-}
-
 /// Seeds the fault test runs in CI (every one replays with `CAIRN_SIM_SEED`).
 const FAULT_SEEDS: u64 = 200;
 
@@ -443,51 +427,6 @@ fn through_http(
             ClientContext::decode(&token, &table, write_key.as_bytes(), &secret)
         })
         .transpose()
-}
-
-/// The writes that certainly or possibly took effect: acknowledged ones,
-/// ones found in the final reads, and (transitively) ones a write that took
-/// effect superseded. Only those may excuse the absence of an acknowledged value.
-fn effective(attempts: &[Attempt], found: &BTreeMap<String, BTreeSet<String>>) -> Vec<bool> {
-    let none_found = BTreeSet::new();
-    let mut took_effect: Vec<bool> = attempts
-        .iter()
-        .map(|a| {
-            let found = found.get(&a.key).unwrap_or(&none_found);
-            a.acknowledged
-                || match &a.value {
-                    Some(value) => found.contains(value),
-                    // A tombstone cannot be seen; a delete that applied left
-                    // none of the values its context covered. Whether a delete
-                    // without context applied cannot be told at all.
-                    None => {
-                        a.blind_delete
-                            || (!a.supersedes.is_empty() && a.supersedes.is_disjoint(found))
-                    }
-                }
-        })
-        .collect();
-    loop {
-        let mut changed = false;
-        for i in 0..attempts.len() {
-            if took_effect[i] {
-                continue;
-            }
-            let Some(value) = &attempts[i].value else {
-                continue;
-            };
-            let superseded = attempts.iter().enumerate().any(|(j, later)| {
-                took_effect[j] && later.key == attempts[i].key && later.supersedes.contains(value)
-            });
-            if superseded {
-                took_effect[i] = true;
-                changed = true;
-            }
-        }
-        if !changed {
-            return took_effect;
-        }
-    }
 }
 
 /// The Jepsen-style set check: under loss, duplication, reordering, crashes,
@@ -528,6 +467,9 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
         let mut wiped = false;
         for step in 0..200 {
             sim.run_for(rng.below(25));
+            if let Err(broken) = check::within_bounds(&sim) {
+                panic!("seed {seed}: step {step}: {broken}");
+            }
             let roll = rng.below(100);
             let node = rng.below(count as u64) as usize;
             if std::env::var("CAIRN_SIM_DEBUG").is_ok() && roll < 20 {
@@ -686,48 +628,26 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
             );
         }
         let attempts: Vec<Attempt> = attempts.into_iter().map(|(_, a)| a).collect();
-        let took_effect = effective(&attempts, &found);
-        for attempt in attempts.iter().filter(|a| a.acknowledged) {
-            let Some(value) = &attempt.value else {
-                continue;
-            };
-            let excused = attempts.iter().zip(&took_effect).any(|(later, &effect)| {
-                effect
-                    && later.key == attempt.key
-                    && (later.supersedes.contains(value)
-                        // A delete without context covers what its read saw:
-                        // anything written before it was acknowledged, or,
-                        // unacknowledged, whenever it ran (a paused node
-                        // runs it late).
-                        || (later.blind_delete
-                            && later
-                                .acknowledged_ms
-                                .is_none_or(|acked| attempt.submitted_ms <= acked)))
-            });
-            if !excused {
-                if !found[&attempt.key].contains(value) && std::env::var("CAIRN_SIM_DEBUG").is_ok()
-                {
-                    for n in 0..count {
-                        eprintln!(
-                            "node{} holds {:?}",
-                            n + 1,
-                            sim.local_object(n, "ev", attempt.key.as_bytes())
-                        );
-                    }
-                    for a in attempts.iter().filter(|a| a.key == attempt.key) {
-                        eprintln!(
-                            "{:?} acked={} supersedes={:?} blind_delete={}",
-                            a.value, a.acknowledged, a.supersedes, a.blind_delete
-                        );
-                    }
+        if let Some(lost) = check::lost_acknowledged(&attempts, &found).first() {
+            if std::env::var("CAIRN_SIM_DEBUG").is_ok() {
+                for n in 0..count {
+                    eprintln!(
+                        "node{} holds {:?}",
+                        n + 1,
+                        sim.local_object(n, "ev", lost.key.as_bytes())
+                    );
                 }
-                assert!(
-                    found[&attempt.key].contains(value),
-                    "seed {seed}: acknowledged {value} lost from {}: found {:?}",
-                    attempt.key,
-                    found[&attempt.key]
-                );
+                for a in attempts.iter().filter(|a| a.key == lost.key) {
+                    eprintln!(
+                        "{:?} acked={} supersedes={:?} blind_delete={}",
+                        a.value, a.acknowledged, a.supersedes, a.blind_delete
+                    );
+                }
             }
+            panic!(
+                "seed {seed}: acknowledged {:?} lost from {}: found {:?}",
+                lost.value, lost.key, found[&lost.key]
+            );
         }
         // The set-union table: every acknowledged word is in the merged set.
         for key in ["p", "q"] {
@@ -760,20 +680,31 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
         }
         sim.run_for(1_000);
         for (table, key) in &all_keys {
-            let copies: Vec<_> = (0..count)
-                .filter_map(|n| sim.local_object(n, table, key.as_bytes()))
-                .collect();
-            if *table == "ev" && !found[*key].is_empty() {
-                assert!(
-                    copies.len() >= 3.min(count),
-                    "seed {seed}: {key} on {} nodes",
-                    copies.len()
-                );
-            }
-            assert!(
-                copies.windows(2).all(|w| w[0] == w[1]),
-                "seed {seed}: replicas of {table}/{key} differ"
+            let replicas = sim.replicas_of(table, key);
+            assert_eq!(
+                replicas.len(),
+                3.min(count),
+                "seed {seed}: replicas of {key}"
             );
+            let result = if *table == "ev" && found[*key].is_empty() {
+                // Never written or deleted: a replica may hold a tombstone
+                // or nothing at all, so only the copies held must agree.
+                let holding: Vec<usize> = (0..count)
+                    .filter(|&n| sim.local_object(n, table, key.as_bytes()).is_some())
+                    .collect();
+                check::converged(&mut sim, table, key, holding)
+            } else {
+                check::converged(&mut sim, table, key, replicas)
+            };
+            if let Err(diverged) = result {
+                panic!("seed {seed}: {diverged}");
+            }
+        }
+        // Nothing leaks: once clients are done and every deadline has
+        // passed, nothing is left in flight, queued or held.
+        sim.run_for(2 * TIMEOUT_MS);
+        if let Err(leak) = check::drained(&sim) {
+            panic!("seed {seed}: {leak}");
         }
     });
     let runs = seeds(1_000, FAULT_SEEDS).len() as u64;
@@ -991,4 +922,51 @@ fn a_write_leaving_eight_live_versions_triggers_a_merge() {
     );
     let merged = object.live().next().unwrap().value.clone().unwrap();
     assert_eq!(&merged[..], b"w0,w1,w2,w3,w4,w5,w6,w7");
+}
+
+#[test]
+fn a_node_counts_what_it_was_asked_what_it_answered_and_what_it_stored_for_others() {
+    let mut sim = Sim::new(7, 3);
+    siblings_table(&mut sim);
+    for word in ["one", "two"] {
+        written(&sim.call(0, all_replicas(put("ev", word, word, None)), TIMEOUT_MS));
+    }
+    written(&sim.call(0, all_replicas(delete_op("ev", "one", None)), TIMEOUT_MS));
+    let read = sim.call(0, get("ev", "two", Some(3)), TIMEOUT_MS);
+    assert_eq!(values(&read), set(&["two"]));
+    sim.partition(0, 1);
+    sim.partition(0, 2);
+    let cut_off = sim.call(0, all_replicas(put("ev", "three", "3", None)), TIMEOUT_MS);
+    assert!(
+        matches!(cut_off, Some(ClientReply::QuorumNotReached { .. })),
+        "{cut_off:?}"
+    );
+
+    let coordinator = sim.node(0).expect("node 0").stats();
+    assert_eq!(
+        (coordinator.client.puts, coordinator.client.deletes),
+        (3, 1)
+    );
+    // The delete reads the key first: its own get is not a client's.
+    assert_eq!(coordinator.client.gets, 1);
+    assert_eq!(coordinator.client.answered_ok, 4);
+    assert_eq!(coordinator.client.answered_quorum_not_reached, 1);
+    assert_eq!(coordinator.client.answers(), 5);
+    assert_eq!(coordinator.client.forwarded, 0);
+    assert!(coordinator.peer.replica >= 8, "{coordinator:?}");
+    assert!(coordinator.batches.durable_through >= 4, "{coordinator:?}");
+    assert!(coordinator.batches.sealed >= coordinator.batches.durable_through);
+    assert_eq!(coordinator.batches.losses, 0);
+    for replica in [1, 2] {
+        let stats = sim.node(replica).expect("replica").stats();
+        // Two puts and a delete reached it; the cut-off put did not.
+        assert_eq!(stats.replica.writes_stored, 3, "node {replica}: {stats:?}");
+        assert_eq!(stats.replica.writes_refused, 0);
+        assert!(stats.replica.reads_served >= 1, "node {replica}: {stats:?}");
+        assert_eq!(
+            stats.client.answers(),
+            0,
+            "node {replica} answered no client"
+        );
+    }
 }

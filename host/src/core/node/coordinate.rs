@@ -15,6 +15,7 @@ impl Node {
     ) {
         match message {
             ForwardMessage::Request { request, op } => {
+                self.stats.client.count_request(&op);
                 self.on_client(
                     Origin::Remote {
                         node: from,
@@ -207,6 +208,7 @@ impl Node {
                 needed,
             },
         );
+        self.stats.client.forwarded += 1;
         self.emit(Output::Send {
             addr,
             message: Message::Forward(ForwardMessage::Request { request, op }),
@@ -359,6 +361,7 @@ impl Node {
                     key: fsm.key.clone(),
                     object: merged.clone(),
                 });
+                self.stats.replica.repairs_sent += 1;
                 self.emit(Output::Send { addr, message });
             }
         }

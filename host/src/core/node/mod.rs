@@ -29,6 +29,7 @@ use super::msg::{
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
 use super::rng::Rng;
+use super::stats::{NodeSizes, NodeStats};
 use super::store::{CopyState, LocalStore, StoreError};
 use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
@@ -265,6 +266,8 @@ pub struct Node {
     writebacks: HashSet<(TableName, Bytes)>,
     /// Plugin modules held, fetched, spreading and awaited.
     modules: Modules,
+    /// What the node has counted so far.
+    stats: NodeStats,
 }
 
 impl Node {
@@ -316,6 +319,7 @@ impl Node {
             fresh_data_dir,
             writebacks: HashSet::new(),
             modules: Modules::default(),
+            stats: NodeStats::default(),
             config,
         };
         for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
@@ -337,10 +341,25 @@ impl Node {
         &self.config.id
     }
 
-    /// How many ids this node remembers hearing from (members and recent
-    /// strangers): bounded however many ids peers name themselves.
-    pub fn heard_from(&self) -> usize {
-        self.liveness.len()
+    /// What this node has counted since it started: requests, answers,
+    /// replica work, peer messages and batches.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// What this node holds right now, for checks that nothing grows
+    /// without bound and everything drains.
+    pub fn sizes(&self) -> NodeSizes {
+        NodeSizes {
+            in_flight: self.pending.len(),
+            deadlines_watched: self.pending.watched(),
+            outputs_queued: self.outbox.queued_len(),
+            outputs_held: self.outbox.held_len(),
+            local_copies_waiting: self.outbox.local_copies_len(),
+            lost_batch_ranges: self.outbox.lost_len(),
+            heard_from: self.liveness.len(),
+            writebacks: self.writebacks.len(),
+        }
     }
 
     /// The epoch this node mints dots under.
@@ -361,13 +380,23 @@ impl Node {
     /// Next output to carry out now. Answers whose batch is not durable yet
     /// are held back until [`Node::batch_durable`] covers it.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outbox.poll()
+        let output = self.outbox.poll()?;
+        match &output {
+            Output::Reply { reply, .. }
+            | Output::Send {
+                message: Message::Forward(ForwardMessage::Reply { reply, .. }),
+                ..
+            } => self.stats.client.count_answer(reply),
+            _ => {}
+        }
+        Some(output)
     }
 
     /// The driver sealed everything staged so far into one batch for its
     /// storage to commit; what is staged from now on belongs to the next batch.
     /// Returns the sealed batch's number, which [`Release::AfterBatch`] names.
     pub fn seal_batch(&mut self) -> u64 {
+        self.stats.batches.sealed += 1;
         self.outbox.seal()
     }
 
@@ -377,6 +406,8 @@ impl Node {
     /// answered once any W replicas have it durably, so a coordinator with a
     /// slow disk does not hold up a write two others stored.
     pub fn batch_durable(&mut self, batch: u64) {
+        let stats = &mut self.stats.batches;
+        stats.durable_through = stats.durable_through.max(batch);
         for request in self.outbox.durable_through(batch) {
             if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
                 fsm.record(&self.config.id, Ok(()));
@@ -400,6 +431,7 @@ impl Node {
         error: &StoreError,
         store: &mut dyn LocalStore,
     ) -> Result<(), String> {
+        self.stats.batches.losses += 1;
         let reason = format!(
             "{error}; nothing of it was stored on node {}",
             self.config.id
@@ -467,7 +499,10 @@ impl Node {
         self.now = now;
         match input {
             Input::Tick { random } => self.on_tick(random, store),
-            Input::Client { id, op } => self.on_client(Origin::Local(id), op, store),
+            Input::Client { id, op } => {
+                self.stats.client.count_request(&op);
+                self.on_client(Origin::Local(id), op, store)
+            }
             Input::Admin { id, op } => {
                 let reply = self.on_admin(op, store);
                 self.answer_admin(id, reply);
@@ -576,6 +611,7 @@ impl Node {
         if !matches!(message, Message::Member(MemberMessage::JoinRequest { .. })) {
             self.liveness.heard(&from, self.now.mono_ms);
         }
+        self.stats.peer.count(&message);
         match message {
             Message::Hello { .. } => {}
             Message::Member(message) => self.on_member(from, message, store),

@@ -21,6 +21,11 @@ impl Node {
                 engine,
             } => {
                 let outcome = self.store_replica(&table, &key, &object, engine, store);
+                let stats = &mut self.stats.replica;
+                match outcome {
+                    Ok(()) => stats.writes_stored += 1,
+                    Err(_) => stats.writes_refused += 1,
+                }
                 if let Some(addr) = self.addr_of(&from) {
                     self.emit(Output::Send {
                         addr,
@@ -42,6 +47,7 @@ impl Node {
                         .load(&table, entry.config.storage, &key)
                         .map_err(|e| ReplicaError::Storage(e.to_string())),
                 };
+                self.stats.replica.reads_served += 1;
                 let release = self.release_for(store.copy_state(&table, &key));
                 if let Some(addr) = self.addr_of(&from) {
                     let message = Message::Replica(ReplicaMessage::ReadReply { request, outcome });

@@ -1,0 +1,154 @@
+//! Counters the node keeps as it works, read through [`Node::stats`]
+//! (`crate::core::node::Node::stats`): what it was asked, what it answered,
+//! what it stored for others and how its batches fared. They live inside the
+//! protocol state, not in the driver, so the simulator and the real loop
+//! count the same things, and so a later `/metrics` endpoint only reads them.
+//!
+//! Counters only grow (wrapping is out of reach at one increment per event),
+//! and nothing here changes what the node does.
+
+use super::msg::{ClientOp, ClientReply, Message};
+
+/// What the node holds right now, read through `Node::sizes`: the
+/// simulator checks these against their bounds while it runs and checks that
+/// they drain once the cluster is quiet, so a leak shows up as a failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeSizes {
+    /// Requests in flight (client, forwarded, background, plugin jobs).
+    pub in_flight: usize,
+    /// Entries in the deadline index (ended requests stay until due).
+    pub deadlines_watched: usize,
+    /// Outputs queued to leave.
+    pub outputs_queued: usize,
+    /// Answers held until their batch is durable.
+    pub outputs_held: usize,
+    /// Coordinator copies waiting for their batch to count toward W.
+    pub local_copies_waiting: usize,
+    /// Ranges of lost batches remembered.
+    pub lost_batch_ranges: usize,
+    /// Ids this node remembers hearing from.
+    pub heard_from: usize,
+    /// Keys with a plugin merge being written back.
+    pub writebacks: usize,
+}
+
+/// Everything the node counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Client operations received and answers sent.
+    pub client: ClientStats,
+    /// Work done as a replica for coordinators.
+    pub replica: ReplicaStats,
+    /// Peer messages received, by subsystem.
+    pub peer: PeerStats,
+    /// Write batches sealed, made durable and lost.
+    pub batches: BatchStats,
+}
+
+/// Client operations, counted where they are coordinated or forwarded from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// GETs received (from a local client or forwarded by a peer).
+    pub gets: u64,
+    /// PUTs received.
+    pub puts: u64,
+    /// DELETEs received.
+    pub deletes: u64,
+    /// Operations this node handed to a replica of the key to coordinate.
+    pub forwarded: u64,
+    /// Answers that left this node saying the operation succeeded (a read,
+    /// found or not, or a write).
+    pub answered_ok: u64,
+    /// Answers that left saying too few replicas answered in time.
+    pub answered_quorum_not_reached: u64,
+    /// Answers that left refusing the request as the client's mistake (bad
+    /// input, an unknown table, too many siblings).
+    pub answered_refused: u64,
+    /// Answers that left saying the node could not serve it now (overloaded,
+    /// unavailable, out of storage).
+    pub answered_unavailable: u64,
+}
+
+/// A replica's share of the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// Coordinators' writes this node stored (or already had).
+    pub writes_stored: u64,
+    /// Coordinators' writes this node could not store.
+    pub writes_refused: u64,
+    /// Replica reads this node served.
+    pub reads_served: u64,
+    /// Read repairs this node sent to stale replicas as a coordinator.
+    pub repairs_sent: u64,
+}
+
+/// Peer messages received, by the subsystem they belong to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Membership: pings, gossip, joins.
+    pub member: u64,
+    /// Replica traffic: writes, reads, repairs and their answers.
+    pub replica: u64,
+    /// Plugin module spreading.
+    pub module: u64,
+    /// Forwarded client operations and their answers.
+    pub forward: u64,
+}
+
+/// Write batches: the unit in which staged writes become durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches sealed for the driver to commit.
+    pub sealed: u64,
+    /// The newest batch the driver reported durable (every earlier one is too).
+    pub durable_through: u64,
+    /// Times the driver reported the batches after the last durable one lost.
+    pub losses: u64,
+}
+
+impl ClientStats {
+    /// Counts an operation received.
+    pub fn count_request(&mut self, op: &ClientOp) {
+        match op {
+            ClientOp::Get { .. } => self.gets += 1,
+            ClientOp::Put { value: Some(_), .. } => self.puts += 1,
+            ClientOp::Put { value: None, .. } => self.deletes += 1,
+        }
+    }
+
+    /// Counts an answer leaving the node, by what it says.
+    pub fn count_answer(&mut self, reply: &ClientReply) {
+        let counter = match reply {
+            ClientReply::Read { .. } | ClientReply::Written { .. } => &mut self.answered_ok,
+            ClientReply::QuorumNotReached { .. } => &mut self.answered_quorum_not_reached,
+            ClientReply::UnknownTable
+            | ClientReply::TooManySiblings { .. }
+            | ClientReply::BadRequest(_) => &mut self.answered_refused,
+            ClientReply::Overloaded
+            | ClientReply::Unavailable(_)
+            | ClientReply::InsufficientStorage(_) => &mut self.answered_unavailable,
+        };
+        *counter += 1;
+    }
+
+    /// All answers that left, whatever they said.
+    pub fn answers(&self) -> u64 {
+        self.answered_ok
+            + self.answered_quorum_not_reached
+            + self.answered_refused
+            + self.answered_unavailable
+    }
+}
+
+impl PeerStats {
+    /// Counts a message received from a peer.
+    pub fn count(&mut self, message: &Message) {
+        match message {
+            Message::Hello { .. } => {}
+            Message::Member(_) => self.member += 1,
+            Message::Replica(_) => self.replica += 1,
+            Message::Module(_) => self.module += 1,
+            Message::Forward(_) => self.forward += 1,
+        }
+    }
+}
