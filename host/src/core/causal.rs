@@ -38,10 +38,37 @@ pub struct Dot {
 /// A set of dots, kept as a version vector (every counter 1..=k per actor) plus
 /// the loose dots beyond it. Normalised: a loose dot is never covered by, nor
 /// adjacent to, its actor's vector entry, so equal sets compare equal.
+///
+/// Decoding normalises too (a peer's frame, a disk record or a token may
+/// carry any set in any form), so the form holds for every context in memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ContextParts")]
 pub struct CausalContext {
     vector: BTreeMap<Actor, u64>,
     loose: BTreeSet<Dot>,
+}
+
+/// A context as encoded: the same fields, in any form, normalised on the way in.
+#[derive(Deserialize)]
+struct ContextParts {
+    vector: BTreeMap<Actor, u64>,
+    loose: BTreeSet<Dot>,
+}
+
+impl From<ContextParts> for CausalContext {
+    fn from(parts: ContextParts) -> Self {
+        let mut context = CausalContext::new();
+        for (actor, counter) in parts.vector {
+            if counter > 0 {
+                context.raise(&actor, counter);
+            }
+        }
+        for dot in parts.loose {
+            context.add(dot);
+        }
+        debug_assert!(context.is_normalised());
+        context
+    }
 }
 
 impl CausalContext {
@@ -86,6 +113,18 @@ impl CausalContext {
         for dot in &other.loose {
             self.add(dot.clone());
         }
+        debug_assert!(self.is_normalised());
+    }
+
+    /// Whether the set is in its normal form: no vector entry of 0, and no
+    /// loose dot of counter 0, covered by its actor's vector entry, or next
+    /// to it (it would have been folded in). Equal sets then compare equal.
+    pub fn is_normalised(&self) -> bool {
+        self.vector.values().all(|&counter| counter > 0)
+            && self.loose.iter().all(|dot| {
+                let base = self.vector.get(&dot.actor).copied().unwrap_or(0);
+                dot.counter > base + 1
+            })
     }
 
     /// Sets `actor`'s vector entry to `counter`, dropping the loose dots it now
@@ -273,6 +312,36 @@ pub(crate) mod tests {
             actor: actor(node, epoch),
             counter,
         }
+    }
+
+    #[test]
+    fn a_context_decoded_in_any_form_is_normalised() {
+        #[derive(Serialize)]
+        struct Raw {
+            vector: BTreeMap<Actor, u64>,
+            loose: BTreeSet<Dot>,
+        }
+        let raw = Raw {
+            vector: [(actor("a", 1), 2), (actor("b", 1), 0)]
+                .into_iter()
+                .collect(),
+            loose: [
+                dot("a", 1, 1),
+                dot("a", 1, 3),
+                dot("a", 1, 5),
+                dot("c", 1, 0),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let bytes = postcard::to_allocvec(&raw).unwrap();
+        let decoded: CausalContext = postcard::from_bytes(&bytes).unwrap();
+        assert!(decoded.is_normalised());
+        let mut expected = CausalContext::new();
+        for counter in [1, 2, 3, 5] {
+            expected.add(dot("a", 1, counter));
+        }
+        assert_eq!(decoded, expected, "the same set, in its one form");
     }
 
     fn context_of(dots: &[(u8, u8, u8)]) -> CausalContext {

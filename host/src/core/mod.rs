@@ -1,5 +1,37 @@
 //! The sans-IO protocol core: no sockets, files, clocks or global randomness.
 //! Time and random numbers come in as arguments; effects go out as outputs.
+//!
+//! Each concept has one file; [`node`] routes inputs to them and carries out
+//! what they decide (decision 0012 says what moved where).
+//!
+//! | concept | file |
+//! | --- | --- |
+//! | the node: inputs, outputs, routing, time | [`node`] (`node/mod.rs`) |
+//! | membership view: liveness, up/down [`members::Status`], the join under way | [`members`] |
+//! | joins admitted and asked for, own record, gossip | `node/membership.rs` |
+//! | periodic work and deadlines as data | [`timers`] |
+//! | requests in flight, get and put state machines and their steps | [`coord`] (`coord/{mod,get,put}.rs`) |
+//! | client operations coordinated or forwarded | `node/coordinate.rs` |
+//! | replica writes, reads and repairs | `node/replica.rs` |
+//! | batches, answers held until durable, lost batches: the outbox | [`durability`] |
+//! | plugin modules held, fetched and spreading | [`modules`] (bookkeeping), `node/modules.rs` (sending, storing) |
+//! | plugin merges and their write-back | `node/reconcile.rs` |
+//! | plugin storage placement | `node/placement.rs` |
+//! | admin operations (tables, plugins, cluster status) | `node/admin.rs` |
+//! | counters and gauges | [`stats`] |
+//! | every bound | [`limits`] |
+//! | messages between clients, nodes and subsystems | [`msg`] |
+//! | frame and disk formats | [`codec`] |
+//! | dots, clocks, causal contexts | [`causal`] |
+//! | stored objects and their merge | [`object`] |
+//! | context tokens | [`token`] |
+//! | quorum counting | [`quorum`] |
+//! | partitions and preference lists | [`ring`] |
+//! | cluster metadata and its gossip merge | [`meta`] |
+//! | table configs | [`table`] |
+//! | what the core needs from storage | [`store`] |
+//! | validated names | [`types`] |
+//! | seeded randomness | [`rng`] |
 
 pub mod causal;
 pub mod codec;

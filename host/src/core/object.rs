@@ -152,6 +152,16 @@ impl Object {
                 .cloned();
             self.versions = winner.into_iter().collect();
         }
+        debug_assert!(self.is_normalised(mode));
+    }
+
+    /// Whether the object is in the form every merge leaves it in: versions
+    /// sorted by dot without repeats, at most one under `lww`, and a
+    /// normalised clock.
+    pub fn is_normalised(&self, mode: MergeMode) -> bool {
+        self.versions.windows(2).all(|w| w[0].dot < w[1].dot)
+            && (mode != MergeMode::Lww || self.versions.len() <= 1)
+            && self.clock.is_normalised()
     }
 }
 

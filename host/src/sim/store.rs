@@ -1,13 +1,14 @@
 //! The simulator's storage: committed state survives a crash, staged state does not.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 
 use bytes::Bytes;
 
 use crate::core::meta::ClusterMeta;
 use crate::core::node::Persisted;
 use crate::core::object::Object;
-use crate::core::store::{CopyState, LocalStore, StoreError};
+use crate::core::store::{first_keys_after, CopyState, LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::TableName;
 
@@ -210,5 +211,52 @@ impl LocalStore for MemoryStore {
 
     fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.modules.get(sha256).cloned())
+    }
+
+    fn keys_after(
+        &mut self,
+        table: &TableName,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let start = match after {
+            Some(after) => Bound::Excluded((table.clone(), Bytes::copy_from_slice(after))),
+            None => Bound::Included((table.clone(), Bytes::new())),
+        };
+        let places = [&self.committed, &self.memory, &self.staged.objects]
+            .into_iter()
+            .chain(self.sealed.iter().map(|(_, batch)| &batch.objects));
+        let keys: Vec<Bytes> = places
+            .flat_map(|objects| {
+                objects
+                    .range((start.clone(), Bound::Unbounded))
+                    .take_while(|((t, _), _)| t == table)
+                    .take(limit)
+                    .map(|((_, key), _)| key.clone())
+            })
+            .collect();
+        Ok(first_keys_after(keys, after, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::store::conformance::{self, Backend};
+
+    impl Backend for MemoryStore {
+        fn commit_staged(&mut self) {
+            self.commit();
+        }
+
+        fn seal_staged(&mut self, number: u64) {
+            self.seal(number);
+        }
+    }
+
+    #[test]
+    fn the_simulator_store_passes_the_local_store_conformance_suite() {
+        let engines = [StorageKind::Lmdb, StorageKind::Memory, StorageKind::Blob];
+        conformance::run(&engines, |_| MemoryStore::default());
     }
 }

@@ -14,7 +14,8 @@ mod lock;
 mod space;
 mod stored;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use crate::core::codec::{decode_disk, encode_disk};
 use crate::core::meta::ClusterMeta;
 use crate::core::node::Persisted;
 use crate::core::object::Object;
-use crate::core::store::{CopyState, LocalStore, StoreError};
+use crate::core::store::{first_keys_after, CopyState, LocalStore, StoreError};
 use crate::core::table::StorageKind;
 use crate::core::types::{NodeId, TableName};
 use blob::{BlobDir, BlobId};
@@ -160,7 +161,7 @@ pub struct NodeStore {
     /// Batches handed to the committing thread and not yet durable, oldest
     /// first, with their numbers: loads still see them.
     sealed: VecDeque<(u64, Arc<SealedBatch>)>,
-    memory: HashMap<(TableName, Bytes), Object>,
+    memory: BTreeMap<(TableName, Bytes), Object>,
     /// Free space, and the reserve writes must leave.
     space: DiskSpace,
     /// Keeps other processes off this data dir while the store lives.
@@ -251,7 +252,7 @@ impl NodeStore {
             tables: HashMap::new(),
             staged: SealedBatch::default(),
             sealed: VecDeque::new(),
-            memory: HashMap::new(),
+            memory: BTreeMap::new(),
             space: DiskSpace::open(dir)?,
             _lock: lock,
         };
@@ -671,6 +672,42 @@ impl LocalStore for NodeStore {
             .get(&rtxn, sha256)
             .map_err(storage_error)?
             .map(<[u8]>::to_vec))
+    }
+
+    fn keys_after(
+        &mut self,
+        table: &TableName,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let start = match after {
+            Some(after) => Bound::Excluded((table.clone(), Bytes::copy_from_slice(after))),
+            None => Bound::Included((table.clone(), Bytes::new())),
+        };
+        let in_memory = self
+            .memory
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, _), _)| t == table)
+            .take(limit)
+            .map(|((_, key), _)| key.clone());
+        let pending = self
+            .pending()
+            .flat_map(|batch| batch.records.keys())
+            .filter(|(t, _)| t == table)
+            .map(|(_, key)| key.clone());
+        let mut keys: Vec<Bytes> = in_memory.chain(pending).collect();
+        if let Some(db) = self.table_db(table)? {
+            let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
+            let range = match after {
+                Some(after) => (Bound::Excluded(after), Bound::Unbounded),
+                None => (Bound::Unbounded, Bound::Unbounded),
+            };
+            for entry in db.range(&rtxn, &range).map_err(storage_error)?.take(limit) {
+                let (key, _) = entry.map_err(storage_error)?;
+                keys.push(Bytes::copy_from_slice(key));
+            }
+        }
+        Ok(first_keys_after(keys, after, limit))
     }
 }
 

@@ -543,3 +543,27 @@ fn plugin_entries_of_earlier_builds_still_open() {
     assert_eq!((entry.stamp_ms, entry.previous.clone()), (5, None));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+impl crate::core::store::conformance::Backend for NodeStore {
+    fn commit_staged(&mut self) {
+        self.commit().expect("commit");
+    }
+
+    fn seal_staged(&mut self, number: u64) {
+        self.seal(number);
+    }
+}
+
+#[test]
+fn the_node_store_passes_the_local_store_conformance_suite() {
+    let id = NodeId::new("n1").unwrap();
+    let mut opened = Vec::new();
+    crate::core::store::conformance::run(&ENGINES, |case| {
+        let dir = temp_dir(&format!("suite-{case}"));
+        opened.push(dir.clone());
+        NodeStore::open(&dir, &id).unwrap().0
+    });
+    for dir in opened {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -5,8 +5,11 @@
 //! one transaction, and only then releases the answers that depend on it
 //! ([`crate::core::node::Output::after_commit`]).
 
+use bytes::Bytes;
+
 use super::meta::ClusterMeta;
 use super::object::Object;
+use super::ring::partition_of;
 use super::table::StorageKind;
 use super::types::TableName;
 
@@ -45,6 +48,17 @@ pub enum CopyState {
     Staged,
 }
 
+/// One page of a scan of a table's local objects in one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanPage {
+    /// The objects of the partition among the keys examined, in ascending
+    /// key order, staged writes included.
+    pub objects: Vec<(Bytes, Object)>,
+    /// Where the next page starts (pass it as `after`); `None` once every
+    /// key of the table was examined.
+    pub next: Option<Bytes>,
+}
+
 /// A node's local objects and state.
 pub trait LocalStore {
     /// Where `key`'s newest local write stands (`Durable` when there is none pending).
@@ -72,4 +86,66 @@ pub trait LocalStore {
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// A stored plugin module.
     fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` keys of `table` this store holds in any engine, staged
+    /// writes included, in ascending byte order, each after `after`. A key
+    /// may be listed whose object is gone (a pending delete): loads decide.
+    fn keys_after(
+        &mut self,
+        table: &TableName,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, StoreError>;
+
+    /// One page of the objects of `table` in partition `partition` (of
+    /// `partitions`), examining at most `limit` keys of the table after
+    /// `after`: the bounded unit of work with which hinted handoff,
+    /// anti-entropy and transfers walk a partition between other work. Keys
+    /// are not grouped by partition on disk, so a walk of one partition
+    /// examines the whole table, `limit` keys per page.
+    fn scan_partition(
+        &mut self,
+        table: &TableName,
+        storage: StorageKind,
+        (partition, partitions): (usize, usize),
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let limit = limit.max(1);
+        let keys = self.keys_after(table, after, limit)?;
+        let next = if keys.len() == limit {
+            keys.last().cloned()
+        } else {
+            None
+        };
+        let mut objects = Vec::new();
+        for key in keys {
+            if partition_of(partitions, table, &key) != partition {
+                continue;
+            }
+            if let Some(object) = self.load(table, storage, &key)? {
+                objects.push((key, object));
+            }
+        }
+        Ok(ScanPage { objects, next })
+    }
 }
+
+/// The first `limit` distinct keys after `after` among `sources`, in
+/// ascending order: what backends build [`LocalStore::keys_after`] from when
+/// their keys live in several places. Each place must contribute at least its
+/// own first `limit` keys after `after` (more is harmless).
+pub fn first_keys_after(
+    sources: impl IntoIterator<Item = Bytes>,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Vec<Bytes> {
+    let merged: std::collections::BTreeSet<Bytes> = sources
+        .into_iter()
+        .filter(|key| after.is_none_or(|after| key.as_ref() > after))
+        .collect();
+    merged.into_iter().take(limit).collect()
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;
