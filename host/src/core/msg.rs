@@ -56,6 +56,50 @@ impl ClientOp {
     }
 }
 
+/// Why a plugin call gave no answer. No failure changes stored data: a
+/// merge that fails answers the siblings as they are, a storage choice that
+/// fails puts the object in LMDB. `Display` is what clients see in
+/// `X-Cairn-Plugin-Error` (see [`PluginFailure::header_value`]): the kind,
+/// then the detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PluginFailure {
+    /// The plugin trapped (a panic, unreachable, out-of-bounds access, stack overflow).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// It ran out of fuel or time.
+    #[error("fuel: {0}")]
+    Fuel(String),
+    /// It needed more memory than allowed.
+    #[error("memory: {0}")]
+    Memory(String),
+    /// Its answer was out of bounds, too large or undecodable.
+    #[error("output: {0}")]
+    Output(String),
+    /// No call could be made: the module is not on this node (yet), it did
+    /// not compile here, the pool is full, or the call did not finish in time.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl PluginFailure {
+    /// `X-Cairn-Plugin-Error`: the kind, then at most 200 printable ASCII
+    /// characters of detail (a plugin's own text must not break the header).
+    pub fn header_value(&self) -> String {
+        let text = self.to_string();
+        let (kind, detail) = text.split_once(": ").unwrap_or((&text, ""));
+        let detail: String = detail
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(200)
+            .collect();
+        if detail.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}: {detail}")
+        }
+    }
+}
+
 /// The outcome of a client key operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientReply {
@@ -71,7 +115,7 @@ pub enum ClientReply {
         /// How many versions a plugin merged into the one returned (`X-Cairn-Merged`).
         merged: Option<u32>,
         /// Why the plugin could not merge (`X-Cairn-Plugin-Error`).
-        plugin_error: Option<String>,
+        plugin_error: Option<PluginFailure>,
     },
     /// A durable write: the context names the new version, whose clock covers
     /// everything the request's context covered.

@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::core::meta::PluginEntry;
-use crate::core::msg::{AdminReply, ClientReply, ClusterStatus};
+use crate::core::msg::{AdminReply, ClientReply, ClusterStatus, PluginFailure};
 use crate::core::table::{MergeMode, TableConfig};
 use crate::core::token::{ClientContext, TokenKey};
 use crate::core::types::TableName;
@@ -60,14 +60,15 @@ fn with_context(mut response: HttpResponse, token: Option<String>) -> HttpRespon
 fn with_plugin_headers(
     mut response: HttpResponse,
     merged: Option<u32>,
-    plugin_error: Option<String>,
+    plugin_error: Option<PluginFailure>,
 ) -> HttpResponse {
     if let Some(count) = merged {
         response
             .headers_mut()
             .insert(MERGED_HEADER, HeaderValue::from(count));
     }
-    if let Some(value) = plugin_error.and_then(|e| HeaderValue::from_str(&e).ok()) {
+    let header = plugin_error.map(|e| e.header_value());
+    if let Some(value) = header.and_then(|e| HeaderValue::from_str(&e).ok()) {
         response.headers_mut().insert(PLUGIN_ERROR_HEADER, value);
     }
     response

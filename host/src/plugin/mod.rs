@@ -15,6 +15,8 @@ mod validate;
 pub use runtime::{CompiledPlugin, PluginRuntime};
 pub use validate::{sha256_hex, PluginInfo};
 
+use crate::core::msg::PluginFailure;
+
 /// Largest module accepted for upload.
 pub const MODULE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Functions one module may define (the example plugins define a few hundred).
@@ -94,17 +96,22 @@ pub enum PluginError {
 impl PluginError {
     /// `X-Cairn-Plugin-Error`: kind, then at most 200 printable ASCII characters of detail.
     pub fn header_value(&self) -> String {
-        let text = self.to_string();
-        let (kind, detail) = text.split_once(": ").unwrap_or((&text, ""));
-        let detail: String = detail
-            .chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .take(200)
-            .collect();
-        if detail.is_empty() {
-            kind.to_owned()
-        } else {
-            format!("{kind}: {detail}")
+        PluginFailure::from(self.clone()).header_value()
+    }
+}
+
+/// What the core is told of a failed call; a module refused here (it did
+/// not compile on this node) leaves the call unavailable.
+impl From<PluginError> for PluginFailure {
+    fn from(error: PluginError) -> Self {
+        match error {
+            PluginError::Trap(detail) => PluginFailure::Trap(detail),
+            PluginError::Fuel(detail) => PluginFailure::Fuel(detail),
+            PluginError::Memory(detail) => PluginFailure::Memory(detail),
+            PluginError::Output(detail) => PluginFailure::Output(detail),
+            PluginError::Unavailable(detail) | PluginError::Invalid(detail) => {
+                PluginFailure::Unavailable(detail)
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::core::limits::{
     COMMIT_FAILURES_MAX, DROP_SWEEP_RECORDS, EVENTS_PER_TURN_MAX, EVENT_QUEUE_MAX,
     HTTP_BODY_BYTES_IN_FLIGHT_MAX, PLUGIN_CALLS_WAITING_MAX,
 };
-use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
+use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message, PluginFailure};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
 use crate::core::token::TokenKey;
@@ -73,14 +73,14 @@ pub enum Event {
         /// The node's job id.
         job: u64,
         /// The engine, or why there is none.
-        outcome: Result<cairn_sdk::Storage, String>,
+        outcome: Result<cairn_sdk::Storage, PluginFailure>,
     },
     /// A plugin call finished on the worker pool.
     Reconciled {
         /// The node's job id.
         job: u64,
-        /// The answer, or the `X-Cairn-Plugin-Error` value.
-        outcome: Result<cairn_sdk::Resolution, String>,
+        /// The answer, or why there is none.
+        outcome: Result<cairn_sdk::Resolution, PluginFailure>,
     },
 }
 
@@ -715,14 +715,14 @@ impl PluginHost {
     fn reconcile(&self, job: u64, sha256: &str, input: cairn_sdk::ReconcileInput) {
         let refused = move |reason: &str| Event::Reconciled {
             job,
-            outcome: Err(format!("unavailable: {reason}")),
+            outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
         };
         let runtime = self.runtime.clone();
         let call = move |plugin: Arc<CompiledPlugin>| Event::Reconciled {
             job,
             outcome: runtime
                 .reconcile(&plugin, &input)
-                .map_err(|e| e.header_value()),
+                .map_err(PluginFailure::from),
         };
         self.submit(sha256, call, refused);
     }
@@ -730,14 +730,14 @@ impl PluginHost {
     fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
         let refused = move |reason: &str| Event::StorageSelected {
             job,
-            outcome: Err(reason.to_owned()),
+            outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
         };
         let runtime = self.runtime.clone();
         let call = move |plugin: Arc<CompiledPlugin>| Event::StorageSelected {
             job,
             outcome: runtime
                 .select_storage(&plugin, &query)
-                .map_err(|e| e.header_value()),
+                .map_err(PluginFailure::from),
         };
         self.submit(sha256, call, refused);
     }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use cairn_sdk::{ReconcileInput, Resolution};
 
-use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message};
+use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message, PluginFailure};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
 use crate::core::ring::partition_of;
 pub use crate::core::rng::Rng;
@@ -74,12 +74,12 @@ enum Event {
     Reconciled {
         node: usize,
         job: u64,
-        outcome: Result<Resolution, String>,
+        outcome: Result<Resolution, PluginFailure>,
     },
     Placed {
         node: usize,
         job: u64,
-        outcome: Result<cairn_sdk::Storage, String>,
+        outcome: Result<cairn_sdk::Storage, PluginFailure>,
     },
     /// Node `node`'s sealed batches up to `batch` are durable (unless it crashed meanwhile).
     Committed {
@@ -90,10 +90,12 @@ enum Event {
 }
 
 /// A native stand-in for a table plugin (the simulator runs no WebAssembly).
-pub type Reconciler = fn(&ReconcileInput) -> Result<Resolution, String>;
+pub type Reconciler = fn(&ReconcileInput) -> Result<Resolution, PluginFailure>;
 
-fn no_plugins(_: &ReconcileInput) -> Result<Resolution, String> {
-    Err("unavailable: the simulator runs no plugins".into())
+fn no_plugins(_: &ReconcileInput) -> Result<Resolution, PluginFailure> {
+    Err(PluginFailure::Unavailable(
+        "the simulator runs no plugins".into(),
+    ))
 }
 
 struct SimNode {
@@ -459,7 +461,9 @@ impl Sim {
                 let outcome = if self.nodes[index].modules.contains(&sha256) {
                     (self.reconciler)(&input)
                 } else {
-                    Err("unavailable: the plugin module is not on this node yet".into())
+                    Err(PluginFailure::Unavailable(
+                        "the plugin module is not on this node yet".into(),
+                    ))
                 };
                 self.schedule(
                     self.now_ms + 1,
@@ -475,7 +479,9 @@ impl Sim {
                 let outcome = if self.nodes[index].modules.contains(&sha256) {
                     Ok(cairn_sdk::Storage::Lmdb)
                 } else {
-                    Err("the storage plugin is not on this node yet".into())
+                    Err(PluginFailure::Unavailable(
+                        "the storage plugin is not on this node yet".into(),
+                    ))
                 };
                 self.schedule(
                     self.now_ms + 1,

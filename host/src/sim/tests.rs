@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::check::{self, effective, Attempt};
 use super::{delete_op, get, put, NetworkFaults, Rng, Sim};
 use crate::core::causal::ContextError;
-use crate::core::msg::{ClientOp, ClientReply};
+use crate::core::msg::{ClientOp, ClientReply, PluginFailure};
 use crate::core::table::{MergeMode, TablePatch};
 use crate::core::token::ClientContext;
 use crate::core::types::TableName;
@@ -753,7 +753,9 @@ fn words_of(reply: &Option<ClientReply>) -> BTreeSet<String> {
 }
 
 /// A native stand-in for set-union: comma-separated words, merged sorted.
-pub(super) fn union(input: &cairn_sdk::ReconcileInput) -> Result<cairn_sdk::Resolution, String> {
+pub(super) fn union(
+    input: &cairn_sdk::ReconcileInput,
+) -> Result<cairn_sdk::Resolution, PluginFailure> {
     let mut words: Vec<String> = input
         .siblings
         .iter()
@@ -868,7 +870,7 @@ fn a_failing_plugin_answers_siblings_and_discards_nothing() {
             versions,
             ..
         }) => {
-            assert!(error.starts_with("unavailable"));
+            assert!(matches!(error, PluginFailure::Unavailable(_)), "{error}");
             assert_eq!(versions.len(), 2);
         }
         other => panic!("expected siblings with an error: {other:?}"),

@@ -24,7 +24,8 @@ use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
     AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, ForwardMessage, JoinStatus,
-    MemberMessage, MemberStatus, Message, ModuleMessage, ReplicaError, ReplicaMessage,
+    MemberMessage, MemberStatus, Message, ModuleMessage, PluginFailure, ReplicaError,
+    ReplicaMessage,
 };
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
@@ -128,14 +129,14 @@ pub enum Input {
         /// The job id from the output.
         job: u64,
         /// The engine, or why there is none (the write then goes to LMDB).
-        outcome: Result<Storage, String>,
+        outcome: Result<Storage, PluginFailure>,
     },
     /// A plugin call asked for by `Output::Reconcile` finished.
     Reconciled {
         /// The job id from the output.
         job: u64,
-        /// The plugin's answer, or the `X-Cairn-Plugin-Error` value.
-        outcome: Result<Resolution, String>,
+        /// The plugin's answer, or why there is none.
+        outcome: Result<Resolution, PluginFailure>,
     },
 }
 
@@ -591,12 +592,15 @@ impl Node {
                     self.progress_put(id);
                 }
                 Some(Pending::Placement(placement)) => {
-                    let failed = Err("the storage plugin did not answer in time".to_owned());
+                    let failed = Err(PluginFailure::Unavailable(
+                        "the storage plugin did not answer in time".to_owned(),
+                    ));
                     self.finish_placement(*placement, failed, store);
                 }
                 Some(Pending::Reconcile(job)) => {
-                    let failed =
-                        Err("unavailable: the plugin call did not finish in time".to_owned());
+                    let failed = Err(PluginFailure::Unavailable(
+                        "the plugin call did not finish in time".to_owned(),
+                    ));
                     self.finish_reconcile(job, failed, store);
                 }
                 None => {}

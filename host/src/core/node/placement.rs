@@ -87,7 +87,7 @@ impl Node {
     pub(super) fn finish_placement(
         &mut self,
         placement: Placement,
-        outcome: Result<Storage, String>,
+        outcome: Result<Storage, PluginFailure>,
         store: &mut dyn LocalStore,
     ) {
         let engine = match outcome {

@@ -95,7 +95,8 @@ impl Node {
             deadline_ms,
         };
         let Some(sha256) = sha256 else {
-            let reason = "unavailable: the table's plugin is not uploaded".to_owned();
+            let reason =
+                PluginFailure::Unavailable("the table's plugin is not uploaded".to_owned());
             return self.finish_reconcile(job, Err(reason), store);
         };
         let input = job.input();
@@ -157,7 +158,7 @@ impl Node {
     pub(super) fn finish_reconcile(
         &mut self,
         job: Job,
-        outcome: Result<Resolution, String>,
+        outcome: Result<Resolution, PluginFailure>,
         store: &mut dyn LocalStore,
     ) {
         let (value, content_type) = match outcome {
@@ -235,7 +236,7 @@ impl Node {
         }
     }
 
-    fn answer_siblings(&mut self, job: Job, plugin_error: Option<String>) {
+    fn answer_siblings(&mut self, job: Job, plugin_error: Option<PluginFailure>) {
         let Some(origin) = job.origin else { return };
         let reply = ClientReply::Read {
             versions: job.versions,
