@@ -24,6 +24,7 @@ use crate::core::limits::{
     WRITE_BATCH_BYTES_MAX,
 };
 use crate::core::msg::Message;
+use crate::core::node::Input;
 use crate::core::types::NodeId;
 use crate::runtime::Event;
 
@@ -291,10 +292,10 @@ async fn read_loop(
             break;
         };
         if events
-            .send(Event::Peer {
+            .send(Event::Input(Input::Peer {
                 from: from.clone(),
                 message,
-            })
+            }))
             .await
             .is_err()
         {

@@ -25,7 +25,7 @@ use crate::core::limits::{
     COMMIT_FAILURES_MAX, DROP_SWEEP_RECORDS, EVENTS_PER_TURN_MAX, EVENT_QUEUE_MAX,
     HTTP_BODY_BYTES_IN_FLIGHT_MAX, PLUGIN_CALLS_WAITING_MAX,
 };
-use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message, PluginFailure};
+use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, PluginFailure};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
 use crate::core::token::TokenKey;
@@ -61,27 +61,10 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<AdminReply>,
     },
-    /// A frame from a peer.
-    Peer {
-        /// The sender named in its connection's hello.
-        from: NodeId,
-        /// The message.
-        message: Message,
-    },
-    /// A `select_storage` call finished on the worker pool.
-    StorageSelected {
-        /// The node's job id.
-        job: u64,
-        /// The engine, or why there is none.
-        outcome: Result<cairn_sdk::Storage, PluginFailure>,
-    },
-    /// A plugin call finished on the worker pool.
-    Reconciled {
-        /// The node's job id.
-        job: u64,
-        /// The answer, or why there is none.
-        outcome: Result<cairn_sdk::Resolution, PluginFailure>,
-    },
+    /// An input that needs no answer routed back (a peer's frame, a
+    /// plugin call's outcome): the core's own [`Input`], which the
+    /// simulator feeds alike.
+    Input(Input),
 }
 
 /// Everything `cairn serve` is told.
@@ -569,9 +552,7 @@ fn feed(
             waiting.admins.insert(id, reply);
             Input::Admin { id, op }
         }
-        Event::Peer { from, message } => Input::Peer { from, message },
-        Event::Reconciled { job, outcome } => Input::Reconciled { job, outcome },
-        Event::StorageSelected { job, outcome } => Input::StorageSelected { job, outcome },
+        Event::Input(input) => input,
     };
     node.handle(clock.now(), input, store);
 }
@@ -713,31 +694,39 @@ impl PluginHost {
     }
 
     fn reconcile(&self, job: u64, sha256: &str, input: cairn_sdk::ReconcileInput) {
-        let refused = move |reason: &str| Event::Reconciled {
-            job,
-            outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
+        let refused = move |reason: &str| {
+            Event::Input(Input::Reconciled {
+                job,
+                outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
+            })
         };
         let runtime = self.runtime.clone();
-        let call = move |plugin: Arc<CompiledPlugin>| Event::Reconciled {
-            job,
-            outcome: runtime
-                .reconcile(&plugin, &input)
-                .map_err(PluginFailure::from),
+        let call = move |plugin: Arc<CompiledPlugin>| {
+            Event::Input(Input::Reconciled {
+                job,
+                outcome: runtime
+                    .reconcile(&plugin, &input)
+                    .map_err(PluginFailure::from),
+            })
         };
         self.submit(sha256, call, refused);
     }
 
     fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
-        let refused = move |reason: &str| Event::StorageSelected {
-            job,
-            outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
+        let refused = move |reason: &str| {
+            Event::Input(Input::StorageSelected {
+                job,
+                outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
+            })
         };
         let runtime = self.runtime.clone();
-        let call = move |plugin: Arc<CompiledPlugin>| Event::StorageSelected {
-            job,
-            outcome: runtime
-                .select_storage(&plugin, &query)
-                .map_err(PluginFailure::from),
+        let call = move |plugin: Arc<CompiledPlugin>| {
+            Event::Input(Input::StorageSelected {
+                job,
+                outcome: runtime
+                    .select_storage(&plugin, &query)
+                    .map_err(PluginFailure::from),
+            })
         };
         self.submit(sha256, call, refused);
     }

@@ -33,7 +33,7 @@ async fn a_looping_plugin_leaves_instances_to_the_others_and_stale_calls_do_not_
     // The good plugin's call does not queue behind the looping ones: it
     // answers before more than the looper's share of them finished.
     let mut order = Vec::new();
-    while let Some(Event::Reconciled { job, outcome }) = answers.recv().await {
+    while let Some(Event::Input(Input::Reconciled { job, outcome })) = answers.recv().await {
         order.push(job);
         if job == 100 {
             assert!(
@@ -60,7 +60,7 @@ async fn a_looping_plugin_leaves_instances_to_the_others_and_stale_calls_do_not_
     let good = arrive(&host, module(&crate::plugin::tests::packed(16, 1)));
     host.reconcile(7, &good, input);
     match answers.recv().await {
-        Some(Event::Reconciled { job: 7, outcome }) => {
+        Some(Event::Input(Input::Reconciled { job: 7, outcome })) => {
             let reason = outcome.unwrap_err();
             assert!(
                 matches!(&reason, PluginFailure::Unavailable(detail) if detail.contains("deadline passed")),
@@ -91,7 +91,7 @@ mod backlog {
     use super::*;
     use crate::core::codec::{decode_frame_body, encode_frame, frame_body_len, FRAME_HEADER_BYTES};
     use crate::core::meta::Member;
-    use crate::core::msg::{MemberMessage, ReplicaMessage};
+    use crate::core::msg::{MemberMessage, Message, ReplicaMessage};
 
     const REQUEST_TIMEOUT_MS: u64 = 1_000;
     const FLOOD_CONNECTIONS: usize = 64;

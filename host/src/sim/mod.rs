@@ -71,15 +71,11 @@ enum Event {
     Tick {
         node: usize,
     },
-    Reconciled {
+    /// An input for node `node` from outside the network (a plugin call's
+    /// outcome): the core's own [`Input`], as the real loop feeds it.
+    Input {
         node: usize,
-        job: u64,
-        outcome: Result<Resolution, PluginFailure>,
-    },
-    Placed {
-        node: usize,
-        job: u64,
-        outcome: Result<cairn_sdk::Storage, PluginFailure>,
+        input: Input,
     },
     /// Node `node`'s sealed batches up to `batch` are durable (unless it crashed meanwhile).
     Committed {
@@ -467,10 +463,9 @@ impl Sim {
                 };
                 self.schedule(
                     self.now_ms + 1,
-                    Event::Reconciled {
+                    Event::Input {
                         node: index,
-                        job,
-                        outcome,
+                        input: Input::Reconciled { job, outcome },
                     },
                 );
             }
@@ -485,10 +480,9 @@ impl Sim {
                 };
                 self.schedule(
                     self.now_ms + 1,
-                    Event::Placed {
+                    Event::Input {
                         node: index,
-                        job,
-                        outcome,
+                        input: Input::StorageSelected { job, outcome },
                     },
                 );
             }
@@ -517,8 +511,7 @@ impl Sim {
             };
             let target = match &event {
                 Event::Deliver { to, .. } => *to,
-                Event::Reconciled { node, .. }
-                | Event::Placed { node, .. }
+                Event::Input { node, .. }
                 | Event::Committed { node, .. }
                 | Event::Tick { node } => *node,
             };
@@ -536,12 +529,7 @@ impl Sim {
                 Event::Deliver { to, from, message } => {
                     self.feed(to, Input::Peer { from, message })
                 }
-                Event::Reconciled { node, job, outcome } => {
-                    self.feed(node, Input::Reconciled { job, outcome })
-                }
-                Event::Placed { node, job, outcome } => {
-                    self.feed(node, Input::StorageSelected { job, outcome })
-                }
+                Event::Input { node, input } => self.feed(node, input),
                 Event::Committed {
                     node,
                     incarnation,
