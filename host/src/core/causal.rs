@@ -143,11 +143,15 @@ impl CausalContext {
             self.loose.remove(&dot);
         }
         let mut top = counter;
-        while self.loose.remove(&Dot {
-            actor: actor.clone(),
-            counter: top + 1,
-        }) {
-            top += 1;
+        while let Some(next) = top.checked_add(1) {
+            let folded = self.loose.remove(&Dot {
+                actor: actor.clone(),
+                counter: next,
+            });
+            if !folded {
+                break;
+            }
+            top = next;
         }
         self.vector.insert(actor.clone(), top);
     }
@@ -312,6 +316,30 @@ pub(crate) mod tests {
             actor: actor(node, epoch),
             counter,
         }
+    }
+
+    #[test]
+    fn a_context_with_the_largest_counter_decodes_and_joins_without_overflow() {
+        let mut top = CausalContext::new();
+        top.join(&context_at(u64::MAX));
+        let bytes = postcard::to_allocvec(&top).unwrap();
+        let decoded: CausalContext = postcard::from_bytes(&bytes).unwrap();
+        assert!(decoded.covers(&dot("a", 1, u64::MAX)));
+        assert_eq!(decoded, top);
+    }
+
+    /// A context whose vector names counter `counter` of actor a.
+    fn context_at(counter: u64) -> CausalContext {
+        #[derive(Serialize)]
+        struct Raw {
+            vector: BTreeMap<Actor, u64>,
+            loose: BTreeSet<Dot>,
+        }
+        let raw = Raw {
+            vector: [(actor("a", 1), counter)].into_iter().collect(),
+            loose: BTreeSet::new(),
+        };
+        postcard::from_bytes(&postcard::to_allocvec(&raw).unwrap()).unwrap()
     }
 
     #[test]

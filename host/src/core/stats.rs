@@ -16,7 +16,7 @@ use super::msg::{ClientOp, ClientReply, Message};
 pub struct NodeSizes {
     /// Requests in flight (client, forwarded, background, plugin jobs).
     pub in_flight: usize,
-    /// Entries in the deadline index (ended requests stay until due).
+    /// Entries in the deadline index (one per request in flight).
     pub deadlines_watched: usize,
     /// Outputs queued to leave.
     pub outputs_queued: usize,

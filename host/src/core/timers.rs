@@ -73,6 +73,11 @@ impl Deadlines {
         self.index.insert((deadline_ms, id));
     }
 
+    /// Request `id` no longer expires at `deadline_ms` (it ended).
+    pub fn remove(&mut self, deadline_ms: u64, id: u64) {
+        self.index.remove(&(deadline_ms, id));
+    }
+
     /// Removes and returns the ids due at `now_ms`, earliest deadline first
     /// (ties by id), so a replay of the same inputs expires them in the same order.
     pub fn take_due(&mut self, now_ms: u64) -> Vec<u64> {
@@ -91,7 +96,7 @@ impl Deadlines {
         self.index.first().map(|(at, _)| *at)
     }
 
-    /// How many entries the index holds (ended requests included until due).
+    /// How many entries the index holds.
     pub fn len(&self) -> usize {
         self.index.len()
     }

@@ -99,7 +99,11 @@ impl<P: Expires> InFlight<P> {
     /// Adds (or replaces) request `id`, watched until its deadline.
     pub fn insert(&mut self, id: u64, entry: P) {
         self.deadlines.insert(entry.deadline_ms(), id);
-        self.entries.insert(id, entry);
+        if let Some(replaced) = self.entries.insert(id, entry) {
+            if replaced.deadline_ms() != self.entries[&id].deadline_ms() {
+                self.deadlines.remove(replaced.deadline_ms(), id);
+            }
+        }
     }
 
     /// Request `id`.
@@ -112,9 +116,12 @@ impl<P: Expires> InFlight<P> {
         self.entries.get_mut(id)
     }
 
-    /// Ends request `id`.
+    /// Ends request `id`, and stops watching its deadline: the index holds
+    /// only requests in flight, so it is bounded by the same cap.
     pub fn remove(&mut self, id: &u64) -> Option<P> {
-        self.entries.remove(id)
+        let entry = self.entries.remove(id)?;
+        self.deadlines.remove(entry.deadline_ms(), *id);
+        Some(entry)
     }
 
     /// Whether request `id` is in flight.
@@ -160,8 +167,7 @@ impl<P: Expires> InFlight<P> {
         }
     }
 
-    /// Entries in the deadline index (ended requests included until due):
-    /// bounded by the request rate times the longest deadline.
+    /// Entries in the deadline index: one per request in flight.
     pub fn watched(&self) -> usize {
         self.deadlines.len()
     }
@@ -200,6 +206,7 @@ mod tests {
         in_flight.insert(b, Entry(10));
         in_flight.insert(c, Entry(10));
         in_flight.remove(&c);
+        assert_eq!(in_flight.watched(), 2, "an ended request is not watched");
         assert!(in_flight.take_due(9).is_empty());
         assert_eq!(in_flight.take_due(60), vec![b, a]);
         assert!(in_flight.take_due(60).is_empty(), "each comes due once");
