@@ -57,13 +57,21 @@ struct ContextParts {
 
 impl From<ContextParts> for CausalContext {
     fn from(parts: ContextParts) -> Self {
+        let as_sent = CausalContext {
+            vector: parts.vector,
+            loose: parts.loose,
+        };
+        // What this build encodes is normal already: kept as decoded.
+        if as_sent.is_normalised() {
+            return as_sent;
+        }
         let mut context = CausalContext::new();
-        for (actor, counter) in parts.vector {
+        for (actor, counter) in as_sent.vector {
             if counter > 0 {
                 context.raise(&actor, counter);
             }
         }
-        for dot in parts.loose {
+        for dot in as_sent.loose {
             context.add(dot);
         }
         debug_assert!(context.is_normalised());
