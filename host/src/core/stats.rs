@@ -1,5 +1,5 @@
-//! Counters the node keeps as it works, read through [`Node::stats`]
-//! (`crate::core::node::Node::stats`): what it was asked, what it answered,
+//! Counters the node keeps as it works, read through
+//! [`Node::stats`](crate::core::node::Node::stats): what it was asked, what it answered,
 //! what it stored for others and how its batches fared. They live inside the
 //! protocol state, not in the driver, so the simulator and the real loop
 //! count the same things, and so a later `/metrics` endpoint only reads them.

@@ -5,7 +5,7 @@
 //! timer tick), feeds them to the node and carries out what is ready: requests
 //! at once, answers once the batch they vouch for is durable (the node holds
 //! them until then). What the turn staged is sealed into a numbered batch and
-//! handed to a thread of its own ([`commit::Committer`], group commit), so the
+//! handed to a thread of its own (`commit::Committer`, group commit), so the
 //! loop goes on serving while LMDB syncs — nothing is acknowledged early.
 
 mod commit;
