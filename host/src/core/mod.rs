@@ -18,6 +18,7 @@
 //! | plugin merges and their write-back | `node/reconcile.rs` |
 //! | plugin storage placement | `node/placement.rs` |
 //! | admin operations (tables, plugins, cluster status) | `node/admin.rs` |
+//! | anti-entropy's hash tree and tree comparison (not wired to the node yet) | [`merkle`] |
 //! | counters and gauges | [`stats`] |
 //! | every bound | [`limits`] |
 //! | messages between clients, nodes and subsystems | [`msg`] |
@@ -39,6 +40,7 @@ pub mod coord;
 pub mod durability;
 pub mod limits;
 pub mod members;
+pub mod merkle;
 pub mod meta;
 pub mod modules;
 pub mod msg;
