@@ -104,6 +104,17 @@ pub const JOIN_GIVE_UP_MS: u64 = 30_000;
 /// deadline, so the coordinator's 503 (with its count of acks) arrives first.
 pub const FORWARD_GRACE_MS: u64 = 500;
 
+// ---- anti-entropy -----------------------------------------------------------
+
+/// Keys of one table the start-up walk observes into the trees per
+/// anti-entropy turn, so building the trees never holds up the loop long.
+pub const ANTIENTROPY_WALK_KEYS: usize = 1_000;
+/// Objects one anti-entropy message carries at most; a leaf with more is
+/// finished by the next exchange of its partition.
+pub const ANTIENTROPY_OBJECTS_PER_MESSAGE: usize = 256;
+/// Live bytes one anti-entropy message carries at most (at least one object).
+pub const ANTIENTROPY_BYTES_PER_MESSAGE: usize = 8 * 1024 * 1024;
+
 // ---- Plugin merges ---------------------------------------------------------
 
 /// On plugin tables a write that leaves this many live versions triggers a merge.

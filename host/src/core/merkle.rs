@@ -139,6 +139,11 @@ impl HashTree {
         self.levels.get(node.level)?.get(node.index).copied()
     }
 
+    /// Every leaf's hash, in leaf order.
+    pub fn leaves(&self) -> &[Hash] {
+        &self.levels[DEPTH]
+    }
+
     /// The hashes of a node's children: what a replica answers when asked to
     /// descend (`None` for a leaf or a node that does not exist).
     pub fn children(&self, node: NodeRef) -> Option<&[Hash]> {

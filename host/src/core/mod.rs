@@ -34,6 +34,7 @@
 //! | validated names | [`types`] |
 //! | seeded randomness | [`rng`] |
 
+pub mod antientropy;
 pub mod causal;
 pub mod codec;
 pub mod coord;

@@ -293,6 +293,49 @@ pub enum Message {
     Module(ModuleMessage),
     /// Client operations a node hands to a replica of the key.
     Forward(ForwardMessage),
+    /// Anti-entropy: replicas comparing hash trees and exchanging objects.
+    Sync(SyncMessage),
+}
+
+/// Anti-entropy between two replicas of a partition. None is an answer that
+/// waits for durability: like a read repair, what it carries is merged as a
+/// repair, and a hash only decides what to send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// The sender's root of one partition's tree.
+    Root {
+        /// Table.
+        table: TableName,
+        /// Partition.
+        partition: u32,
+        /// The sender's root.
+        root: [u8; 32],
+    },
+    /// The answer to a differing root: the sender's leaves.
+    Leaves {
+        /// Table.
+        table: TableName,
+        /// Partition.
+        partition: u32,
+        /// Every leaf's hash, in leaf order.
+        leaves: Vec<[u8; 32]>,
+    },
+    /// Send me your objects of these leaves.
+    Pull {
+        /// Table.
+        table: TableName,
+        /// Partition.
+        partition: u32,
+        /// Leaf indexes.
+        leaves: Vec<u16>,
+    },
+    /// Objects of the leaves that differ, to be merged.
+    Objects {
+        /// Table.
+        table: TableName,
+        /// The objects, by key.
+        objects: Vec<(Bytes, Object)>,
+    },
 }
 
 /// Membership and liveness: pings, gossip and joins.
@@ -426,6 +469,19 @@ impl Message {
             Message::Replica(message) => message.is_answer(),
             Message::Module(message) => message.is_answer(),
             Message::Forward(message) => message.is_answer(),
+            Message::Sync(message) => message.is_answer(),
+        }
+    }
+}
+
+impl SyncMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]).
+    pub fn is_answer(&self) -> bool {
+        match self {
+            SyncMessage::Root { .. } => false,
+            SyncMessage::Leaves { .. } => false,
+            SyncMessage::Pull { .. } => false,
+            SyncMessage::Objects { .. } => false,
         }
     }
 }

@@ -43,6 +43,21 @@ pub struct NodeStats {
     pub peer: PeerStats,
     /// Write batches sealed, made durable and lost.
     pub batches: BatchStats,
+    /// Anti-entropy exchanges.
+    pub antientropy: AntiEntropyStats,
+}
+
+/// Anti-entropy's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AntiEntropyStats {
+    /// Exchanges this node started (roots sent).
+    pub exchanges: u64,
+    /// Exchanges whose roots differed (leaves received).
+    pub differing: u64,
+    /// Objects sent to other replicas.
+    pub objects_sent: u64,
+    /// Objects received that changed what this node stored.
+    pub objects_repaired: u64,
 }
 
 /// Client operations, counted where they are coordinated or forwarded from.
@@ -93,6 +108,8 @@ pub struct PeerStats {
     pub module: u64,
     /// Forwarded client operations and their answers.
     pub forward: u64,
+    /// Anti-entropy.
+    pub sync: u64,
 }
 
 /// Write batches: the unit in which staged writes become durable.
@@ -149,6 +166,7 @@ impl PeerStats {
             Message::Replica(_) => self.replica += 1,
             Message::Module(_) => self.module += 1,
             Message::Forward(_) => self.forward += 1,
+            Message::Sync(_) => self.sync += 1,
         }
     }
 }

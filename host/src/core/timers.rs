@@ -13,16 +13,19 @@ pub enum Timer {
     Gossip,
     /// Ask a seed again to be admitted (while a join is under way).
     Join,
+    /// Walk the store into the anti-entropy trees and start an exchange.
+    AntiEntropy,
 }
 
 impl Timer {
-    const ALL: [Timer; 3] = [Timer::Ping, Timer::Gossip, Timer::Join];
+    const ALL: [Timer; 4] = [Timer::Ping, Timer::Gossip, Timer::Join, Timer::AntiEntropy];
 
     fn slot(self) -> usize {
         match self {
             Timer::Ping => 0,
             Timer::Gossip => 1,
             Timer::Join => 2,
+            Timer::AntiEntropy => 3,
         }
     }
 }

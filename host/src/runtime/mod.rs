@@ -203,6 +203,7 @@ pub async fn serve(
         request_timeout_ms: options.request_timeout_ms,
         entropy: os_random()?,
         cluster_secret: os_random_bytes()?,
+        antientropy_every_ms: None,
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;

@@ -141,6 +141,8 @@ pub struct Sim {
     /// What plugin tables' `reconcile` does here.
     pub reconciler: Reconciler,
     admin_replies: BTreeMap<u64, AdminReply>,
+    /// Anti-entropy for nodes added from now on (see [`Sim::with_antientropy`]).
+    antientropy_every_ms: Option<u64>,
 }
 
 fn address(index: usize) -> String {
@@ -151,6 +153,16 @@ impl Sim {
     /// A cluster of `count` nodes: node1 founds it and the others join through
     /// it over the (perfect, during setup) network.
     pub fn new(seed: u64, count: usize) -> Sim {
+        Sim::build(seed, count, None)
+    }
+
+    /// A cluster whose nodes each start an anti-entropy exchange every
+    /// `every_ms` (and walk their stores into their trees at start).
+    pub fn with_antientropy(seed: u64, count: usize, every_ms: u64) -> Sim {
+        Sim::build(seed, count, Some(every_ms))
+    }
+
+    fn build(seed: u64, count: usize, antientropy_every_ms: Option<u64>) -> Sim {
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
@@ -168,6 +180,7 @@ impl Sim {
             replied_at: BTreeMap::new(),
             reconciler: no_plugins,
             admin_replies: BTreeMap::new(),
+            antientropy_every_ms,
         };
         for i in 0..count {
             let seeds = if i == 0 { Vec::new() } else { vec![address(0)] };
@@ -656,6 +669,7 @@ impl Sim {
             // Drawn afresh at every start.
             entropy: 0,
             cluster_secret: [0; 32],
+            antientropy_every_ms: self.antientropy_every_ms,
         };
         self.nodes.push(SimNode {
             config,

@@ -524,6 +524,7 @@ impl Node {
             self.abandon_write(origin, &write, merged_answer, failure);
             return None;
         }
+        self.observe_staged(&write.table, &write.key, &object);
         // The new version's clock covers everything the request's context
         // covered, so naming the new version alone supersedes all of it: the
         // token stays one dot long however long a chain of writes gets.

@@ -11,6 +11,7 @@ use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
 
 use bytes::Bytes;
 
+use super::antientropy::AntiEntropy;
 use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, Origin, PutFsm};
 use super::durability::Outbox;
@@ -25,7 +26,7 @@ use super::meta::{ClusterMeta, Member, TableEntry};
 use super::msg::{
     AdminOp, AdminReply, ClientOp, ClientReply, ClusterStatus, ForwardMessage, JoinStatus,
     MemberMessage, MemberStatus, Message, ModuleMessage, PluginFailure, ReplicaError,
-    ReplicaMessage,
+    ReplicaMessage, SyncMessage,
 };
 use super::object::{Object, Version};
 use super::ring::{partition_of, Ring};
@@ -39,6 +40,7 @@ use super::token::{ClientContext, TokenKey};
 use super::types::{NodeId, TableName};
 
 mod admin;
+mod antientropy;
 mod coordinate;
 mod membership;
 mod modules;
@@ -73,6 +75,11 @@ pub struct NodeConfig {
     /// Random bytes from the driver: the context-token key of a cluster this
     /// node founds (or of one that has none yet).
     pub cluster_secret: [u8; 32],
+    /// How often this node starts an anti-entropy exchange (and walks its
+    /// store into the trees at start); `None` runs none. The real loop does
+    /// not run it yet (its throttling and `/cluster` report are still to
+    /// come); the simulator does.
+    pub antientropy_every_ms: Option<u64>,
 }
 
 /// What a node persisted, read back at start.
@@ -269,6 +276,8 @@ pub struct Node {
     modules: Modules,
     /// What the node has counted so far.
     stats: NodeStats,
+    /// Anti-entropy's trees and round robin.
+    antientropy: AntiEntropy,
 }
 
 impl Node {
@@ -321,10 +330,14 @@ impl Node {
             writebacks: HashSet::new(),
             modules: Modules::default(),
             stats: NodeStats::default(),
+            antientropy: AntiEntropy::default(),
             config,
         };
         for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
             node.timers.set(timer, now.mono_ms);
+        }
+        if node.config.antientropy_every_ms.is_some() {
+            node.timers.set(Timer::AntiEntropy, now.mono_ms);
         }
         if node.meta.ring.is_some() {
             node.refresh_own_record(store);
@@ -433,6 +446,7 @@ impl Node {
         store: &mut dyn LocalStore,
     ) -> Result<(), String> {
         self.stats.batches.losses += 1;
+        self.antientropy.forget_trees();
         let reason = format!(
             "{error}; nothing of it was stored on node {}",
             self.config.id
@@ -568,6 +582,11 @@ impl Node {
                 });
             }
         }
+        if let Some(every) = self.config.antientropy_every_ms {
+            if self.timers.fire(Timer::AntiEntropy, now, every) {
+                self.antientropy_turn(store);
+            }
+        }
     }
 
     fn expire(&mut self, now: u64, store: &mut dyn LocalStore) {
@@ -622,6 +641,7 @@ impl Node {
             Message::Replica(message) => self.on_replica(from, message, store),
             Message::Module(message) => self.on_module(from, message, store),
             Message::Forward(message) => self.on_forward(from, message, store),
+            Message::Sync(message) => self.on_sync(from, message, store),
         }
     }
 

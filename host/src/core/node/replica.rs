@@ -113,6 +113,7 @@ impl Node {
             store
                 .stage(table, engine.unwrap_or(storage), key, &object)
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+            self.observe_staged(table, key, &object);
         }
         Ok(())
     }
