@@ -18,7 +18,9 @@
 //! | plugin merges and their write-back | `node/reconcile.rs` |
 //! | plugin storage placement | `node/placement.rs` |
 //! | admin operations (tables, plugins, cluster status) | `node/admin.rs` |
-//! | anti-entropy's hash tree and tree comparison (not wired to the node yet) | [`merkle`] |
+//! | anti-entropy: hash tree | [`merkle`] |
+//! | anti-entropy: trees per (table, partition), start-up walk, round robin | [`antientropy`] |
+//! | anti-entropy exchanges | `node/antientropy.rs` |
 //! | counters and gauges | [`stats`] |
 //! | every bound | [`limits`] |
 //! | messages between clients, nodes and subsystems | [`msg`] |
