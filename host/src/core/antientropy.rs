@@ -10,7 +10,7 @@
 //! leaf's keys come from the per-partition item map kept here, so no store
 //! scan is needed to answer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
@@ -19,10 +19,10 @@ use super::object::Object;
 use super::ring::Ring;
 use super::types::{NodeId, TableName};
 
-/// One partition's items (key → item hash) and their tree.
+/// One partition's items (by leaf: key → item hash) and their tree.
 #[derive(Debug, Default)]
 struct PartitionTree {
-    items: HashMap<Bytes, Hash>,
+    leaves: HashMap<usize, BTreeMap<Bytes, Hash>>,
     tree: HashTree,
 }
 
@@ -81,9 +81,21 @@ impl AntiEntropy {
             });
         let part = trees.partitions.entry(partition).or_default();
         let new = object.filter(|o| !o.is_empty()).map(|o| item_of(key, o));
+        let leaf = leaf_of(key);
         let old = match &new {
-            Some(hash) => part.items.insert(Bytes::copy_from_slice(key), *hash),
-            None => part.items.remove(key),
+            Some(hash) => part
+                .leaves
+                .entry(leaf)
+                .or_default()
+                .insert(Bytes::copy_from_slice(key), *hash),
+            None => {
+                let items = part.leaves.get_mut(&leaf);
+                let old = items.and_then(|items| items.remove(key));
+                if part.leaves.get(&leaf).is_some_and(BTreeMap::is_empty) {
+                    part.leaves.remove(&leaf);
+                }
+                old
+            }
         };
         if old != new {
             part.tree.update(key, old.as_ref(), new.as_ref());
@@ -172,21 +184,65 @@ impl AntiEntropy {
         )
     }
 
-    /// The keys this node holds in `leaves` of a partition, sorted.
-    pub fn keys_in(&self, table: &TableName, partition: usize, leaves: &[u16]) -> Vec<Bytes> {
-        let Some(part) = self.partition(table, partition) else {
-            return Vec::new();
-        };
-        let wanted: std::collections::HashSet<usize> =
-            leaves.iter().map(|&l| usize::from(l)).collect();
-        let mut keys: Vec<Bytes> = part
-            .items
-            .keys()
-            .filter(|key| wanted.contains(&leaf_of(key)))
-            .cloned()
+    /// This node's items of `leaves` of a partition: whole leaves, in the
+    /// order given, until `max_items` would be passed (the first leaf
+    /// always). Returns the leaves covered and their items.
+    pub fn items_of(
+        &self,
+        table: &TableName,
+        partition: usize,
+        leaves: &[u16],
+        max_items: usize,
+    ) -> (Vec<u16>, Vec<(Bytes, Hash)>) {
+        let mut covered = Vec::new();
+        let mut items = Vec::new();
+        let part = self.partition(table, partition);
+        for &leaf in leaves {
+            let held = part.and_then(|p| p.leaves.get(&usize::from(leaf)));
+            let count = held.map_or(0, BTreeMap::len);
+            if !covered.is_empty() && items.len() + count > max_items {
+                break;
+            }
+            covered.push(leaf);
+            if let Some(held) = held {
+                items.extend(held.iter().map(|(key, hash)| (key.clone(), *hash)));
+            }
+        }
+        (covered, items)
+    }
+
+    /// Compares another replica's items of `leaves` with this node's: the
+    /// keys this node holds whose items differ (to send), and the keys the
+    /// other holds whose items differ here or are missing (to ask for).
+    pub fn compare_items(
+        &self,
+        table: &TableName,
+        partition: usize,
+        leaves: &[u16],
+        theirs: &[(Bytes, Hash)],
+    ) -> (Vec<Bytes>, Vec<Bytes>) {
+        let part = self.partition(table, partition);
+        let mine: BTreeMap<&Bytes, &Hash> = leaves
+            .iter()
+            .filter_map(|&leaf| part.and_then(|p| p.leaves.get(&usize::from(leaf))))
+            .flat_map(|held| held.iter())
             .collect();
-        keys.sort();
-        keys
+        let theirs: BTreeMap<&Bytes, &Hash> = theirs
+            .iter()
+            .filter(|(key, _)| leaves.contains(&(leaf_of(key) as u16)))
+            .map(|(key, hash)| (key, hash))
+            .collect();
+        let to_send = mine
+            .iter()
+            .filter(|(key, hash)| theirs.get(*key) != Some(*hash))
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        let to_ask = theirs
+            .iter()
+            .filter(|(key, hash)| mine.get(*key) != Some(*hash))
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        (to_send, to_ask)
     }
 
     /// The next exchange's turn: a counter the node maps to a partition and
@@ -246,6 +302,44 @@ mod tests {
     }
 
     #[test]
+    fn only_keys_whose_items_differ_are_sent_or_asked_for_however_many_agree() {
+        let table = TableName::new("t").unwrap();
+        let (mut a, mut b) = (AntiEntropy::default(), AntiEntropy::default());
+        for i in 0..3_000 {
+            let key = format!("k{i}");
+            a.observe(&table, 0, key.as_bytes(), Some(&object(1)));
+            // b missed a tenth of the writes and holds a newer version of another tenth.
+            match i % 10 {
+                0 => {}
+                1 => b.observe(&table, 0, key.as_bytes(), Some(&object(2))),
+                _ => b.observe(&table, 0, key.as_bytes(), Some(&object(1))),
+            }
+        }
+        let differing = a.differing_leaves(&table, 0, &b.leaves(&table, 0)).unwrap();
+        let (covered, items) = a.items_of(&table, 0, &differing, usize::MAX);
+        assert_eq!(covered, differing);
+        let (to_send, to_ask) = b.compare_items(&table, 0, &covered, &items);
+        let tenth = |r: usize| -> Vec<Bytes> {
+            let mut keys: Vec<Bytes> = (0..3_000)
+                .filter(|i| i % 10 == r)
+                .map(|i| Bytes::from(format!("k{i}")))
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(to_send, tenth(1), "b sends only its newer versions");
+        let mut asked = tenth(0);
+        asked.extend(tenth(1));
+        asked.sort();
+        assert_eq!(
+            to_ask, asked,
+            "b asks only for what it lacks or holds otherwise"
+        );
+        let (few, _) = a.items_of(&table, 0, &differing, 1);
+        assert_eq!(few.len(), 1, "whole leaves, at least one");
+    }
+
+    #[test]
     fn replicas_with_the_same_objects_have_the_same_root_whatever_the_order() {
         let table = TableName::new("t").unwrap();
         let (mut a, mut b) = (AntiEntropy::default(), AntiEntropy::default());
@@ -260,10 +354,11 @@ mod tests {
         b.observe(&table, 0, b"k2", Some(&object(3)));
         let differing = a.differing_leaves(&table, 0, &b.leaves(&table, 0)).unwrap();
         assert_eq!(differing.len(), 1);
-        assert_eq!(
-            a.keys_in(&table, 0, &differing),
-            vec![Bytes::from_static(b"k2")]
-        );
+        let (covered, items) = b.items_of(&table, 0, &differing, 100);
+        assert_eq!(covered, differing);
+        let (to_send, to_ask) = a.compare_items(&table, 0, &covered, &items);
+        assert_eq!(to_send, vec![Bytes::from_static(b"k2")]);
+        assert_eq!(to_ask, vec![Bytes::from_static(b"k2")]);
         b.observe(&table, 0, b"k2", None);
         a.observe(&table, 0, b"k2", None);
         assert_eq!(a.root(&table, 0), b.root(&table, 0));

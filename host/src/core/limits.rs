@@ -109,6 +109,10 @@ pub const FORWARD_GRACE_MS: u64 = 500;
 /// Keys of one table the start-up walk observes into the trees per
 /// anti-entropy turn, so building the trees never holds up the loop long.
 pub const ANTIENTROPY_WALK_KEYS: usize = 1_000;
+/// Items (key, hash) one anti-entropy message carries at most: whole
+/// leaves up to this many (a leaf holds a few keys up to 100,000 keys per
+/// partition).
+pub const ANTIENTROPY_ITEMS_PER_MESSAGE: usize = 4_096;
 /// Objects one anti-entropy message carries at most; a leaf with more is
 /// finished by the next exchange of its partition.
 pub const ANTIENTROPY_OBJECTS_PER_MESSAGE: usize = 256;

@@ -320,14 +320,23 @@ pub enum SyncMessage {
         /// Every leaf's hash, in leaf order.
         leaves: Vec<[u8; 32]>,
     },
-    /// Send me your objects of these leaves.
-    Pull {
+    /// The sender's items (key, item hash) of the leaves that differ.
+    Items {
         /// Table.
         table: TableName,
         /// Partition.
         partition: u32,
-        /// Leaf indexes.
+        /// The leaves the items cover, whole.
         leaves: Vec<u16>,
+        /// Every item the sender holds in those leaves.
+        items: Vec<(Bytes, [u8; 32])>,
+    },
+    /// Send me your objects of these keys (their items differ here).
+    Pull {
+        /// Table.
+        table: TableName,
+        /// Keys.
+        keys: Vec<Bytes>,
     },
     /// Objects of the leaves that differ, to be merged.
     Objects {
@@ -480,6 +489,7 @@ impl SyncMessage {
         match self {
             SyncMessage::Root { .. } => false,
             SyncMessage::Leaves { .. } => false,
+            SyncMessage::Items { .. } => false,
             SyncMessage::Pull { .. } => false,
             SyncMessage::Objects { .. } => false,
         }

@@ -325,7 +325,9 @@ mod antientropy {
     fn a_wiped_replica_is_refilled_without_any_client_read() {
         let mut sim = Sim::with_antientropy(22, 3, 100);
         siblings_table(&mut sim);
-        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        // Enough keys that a partition's refill takes several exchanges
+        // (each moves at most 256 objects).
+        let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
         for key in &keys {
             written(&sim.call(0, put("ev", key, key, None), TIMEOUT_MS));
         }
@@ -335,7 +337,7 @@ mod antientropy {
         // A seed refuses a wiped node whose id answered within the last 10 s.
         sim.run_for(11_000);
         sim.restart(2);
-        sim.run_for(60_000);
+        sim.run_for(120_000);
         for key in &keys {
             assert!(
                 sim.local_object(2, "ev", key.as_bytes()).is_some(),

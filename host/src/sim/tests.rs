@@ -685,7 +685,7 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
                 }
             }
         }
-        // Read repair (anti-entropy is not built yet): reads through every
+        // Read repair as well: reads through every
         // node leave every replica of a key identical, in every table.
         let all_keys: Vec<(&str, &str)> = keys
             .iter()

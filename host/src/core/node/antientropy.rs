@@ -7,7 +7,8 @@
 
 use super::*;
 use crate::core::limits::{
-    ANTIENTROPY_BYTES_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE, ANTIENTROPY_WALK_KEYS,
+    ANTIENTROPY_BYTES_PER_MESSAGE, ANTIENTROPY_ITEMS_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE,
+    ANTIENTROPY_WALK_KEYS,
 };
 use crate::core::merkle::LEAVES;
 
@@ -39,9 +40,11 @@ impl Node {
             .iter()
             .map(|(name, entry)| (name.clone(), entry.config.clone()))
             .collect();
+        // One table's page per turn, however many tables are still walked.
         for (table, config) in &tables {
             if let Some(after) = self.antientropy.walk_from(table) {
                 self.walk_into_trees(table, config, after, &ring, store);
+                break;
             }
         }
         if tables.is_empty() {
@@ -130,13 +133,17 @@ impl Node {
         (known && partition < ring.partitions()).then_some(partition)
     }
 
-    /// Anti-entropy messages.
+    /// Anti-entropy messages (ignored when this node runs none: it keeps
+    /// no trees to answer from).
     pub(super) fn on_sync(
         &mut self,
         from: NodeId,
         message: SyncMessage,
         store: &mut dyn LocalStore,
     ) {
+        if self.config.antientropy_every_ms.is_none() {
+            return;
+        }
         match message {
             SyncMessage::Root {
                 table,
@@ -174,30 +181,71 @@ impl Node {
                     return;
                 }
                 self.stats.antientropy.differing += 1;
-                self.send_objects(&from, &table, p, &differing, store);
+                let (leaves, items) =
+                    self.antientropy
+                        .items_of(&table, p, &differing, ANTIENTROPY_ITEMS_PER_MESSAGE);
                 self.send_to(
                     &from,
-                    Message::Sync(SyncMessage::Pull {
+                    Message::Sync(SyncMessage::Items {
                         table,
                         partition,
-                        leaves: differing,
+                        leaves,
+                        items,
                     }),
                 );
             }
-            SyncMessage::Pull {
+            SyncMessage::Items {
                 table,
                 partition,
                 leaves,
+                items,
             } => {
                 let Some(p) = self.sync_partition(&table, partition) else {
                     return;
                 };
-                let leaves: Vec<u16> = leaves
+                let mut leaves: Vec<u16> = leaves
                     .into_iter()
                     .filter(|&leaf| usize::from(leaf) < LEAVES)
-                    .take(LEAVES)
                     .collect();
-                self.send_objects(&from, &table, p, &leaves, store);
+                leaves.sort_unstable();
+                leaves.dedup();
+                let items = &items[..items.len().min(ANTIENTROPY_ITEMS_PER_MESSAGE)];
+                let (to_send, mut to_ask) =
+                    self.antientropy.compare_items(&table, p, &leaves, items);
+                self.send_objects(&from, &table, p, to_send, store);
+                to_ask.truncate(ANTIENTROPY_OBJECTS_PER_MESSAGE);
+                if !to_ask.is_empty() {
+                    self.send_to(
+                        &from,
+                        Message::Sync(SyncMessage::Pull {
+                            table,
+                            keys: to_ask,
+                        }),
+                    );
+                }
+            }
+            SyncMessage::Pull { table, mut keys } => {
+                let Some(ring) = &self.meta.ring else {
+                    return;
+                };
+                if !self.meta.tables.contains_key(&table) {
+                    return;
+                }
+                keys.truncate(ANTIENTROPY_OBJECTS_PER_MESSAGE);
+                // Keys of several partitions may be asked for; each is sent
+                // from its own partition's view.
+                let partitions = ring.partitions();
+                let mut by_partition: std::collections::BTreeMap<usize, Vec<Bytes>> =
+                    std::collections::BTreeMap::new();
+                for key in keys {
+                    by_partition
+                        .entry(partition_of(partitions, &table, &key))
+                        .or_default()
+                        .push(key);
+                }
+                for (p, keys) in by_partition {
+                    self.send_objects(&from, &table, p, keys, store);
+                }
             }
             SyncMessage::Objects { table, objects } => {
                 if !self.meta.tables.contains_key(&table) {
@@ -221,14 +269,15 @@ impl Node {
         }
     }
 
-    /// Sends `to` this node's objects of `leaves` of a partition, within one
-    /// message's bounds (the rest goes with a later exchange).
+    /// Sends `to` this node's objects of `keys` (of one partition), within
+    /// one message's bounds (the rest goes with a later exchange). A key the
+    /// tree lists but the store no longer holds leaves the tree.
     fn send_objects(
         &mut self,
         to: &NodeId,
         table: &TableName,
         partition: usize,
-        leaves: &[u16],
+        keys: Vec<Bytes>,
         store: &mut dyn LocalStore,
     ) {
         let Some(storage) = self.meta.tables.get(table).map(|e| e.config.storage) else {
@@ -236,12 +285,17 @@ impl Node {
         };
         let mut objects = Vec::new();
         let mut bytes = 0;
-        for key in self.antientropy.keys_in(table, partition, leaves) {
+        for key in keys {
             if objects.len() >= ANTIENTROPY_OBJECTS_PER_MESSAGE {
                 break;
             }
-            let Ok(Some(object)) = store.load(table, storage, &key) else {
-                continue;
+            let object = match store.load(table, storage, &key) {
+                Ok(Some(object)) => object,
+                Ok(None) => {
+                    self.antientropy.observe(table, partition, &key, None);
+                    continue;
+                }
+                Err(_) => continue,
             };
             let size = object.live_bytes();
             if !objects.is_empty() && bytes + size > ANTIENTROPY_BYTES_PER_MESSAGE {

@@ -113,8 +113,10 @@ impl Node {
             store
                 .stage(table, engine.unwrap_or(storage), key, &object)
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
-            self.observe_staged(table, key, &object);
         }
+        // Also when nothing changed: a tree that was wrong about the key
+        // learns what the store holds.
+        self.observe_staged(table, key, &object);
         Ok(())
     }
 }
