@@ -72,14 +72,11 @@ impl AntiEntropy {
         key: &[u8],
         object: Option<&Object>,
     ) {
-        let trees = self
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| TableTrees {
-                partitions: HashMap::new(),
-                build: Build::Walking { after: None },
-            });
-        let part = trees.partitions.entry(partition).or_default();
+        let part = self
+            .trees_mut(table)
+            .partitions
+            .entry(partition)
+            .or_default();
         let new = object.filter(|o| !o.is_empty()).map(|o| item_of(key, o));
         let leaf = leaf_of(key);
         let old = match &new {
@@ -105,14 +102,7 @@ impl AntiEntropy {
     /// Where the start-up walk of `table` goes on from: `None` once it is
     /// done, `Some(None)` before its first key.
     pub fn walk_from(&mut self, table: &TableName) -> Option<Option<Bytes>> {
-        let trees = self
-            .tables
-            .entry(table.clone())
-            .or_insert_with(|| TableTrees {
-                partitions: HashMap::new(),
-                build: Build::Walking { after: None },
-            });
-        match &trees.build {
+        match &self.trees_mut(table).build {
             Build::Walking { after } => Some(after.clone()),
             Build::Done => None,
         }
@@ -274,6 +264,16 @@ impl AntiEntropy {
                 })
                 .collect()
         })
+    }
+
+    /// `table`'s trees, new ones (walk not started) if it has none yet.
+    fn trees_mut(&mut self, table: &TableName) -> &mut TableTrees {
+        self.tables
+            .entry(table.clone())
+            .or_insert_with(|| TableTrees {
+                partitions: HashMap::new(),
+                build: Build::Walking { after: None },
+            })
     }
 
     fn partition(&self, table: &TableName, partition: usize) -> Option<&PartitionTree> {

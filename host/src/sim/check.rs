@@ -226,6 +226,23 @@ mod tests {
     }
 
     #[test]
+    fn the_loss_check_excuses_only_writes_that_took_effect() {
+        // An acknowledged value is missing; the only write whose context covered
+        // it was never acknowledged and is nowhere to be found: it proves nothing.
+        let attempts = vec![
+            attempt("x", true, &[]),
+            attempt("y", false, &["x"]),
+            attempt("z", false, &["y"]),
+        ];
+        let mut found = BTreeMap::new();
+        found.insert("k".to_owned(), set(&[]));
+        assert_eq!(effective(&attempts, &found), vec![true, false, false]);
+        // Once z is found, z took effect, so y (which z superseded) did too.
+        found.insert("k".to_owned(), set(&["z"]));
+        assert_eq!(effective(&attempts, &found), vec![true, true, true]);
+    }
+
+    #[test]
     fn a_missing_acknowledged_value_is_lost_unless_a_write_that_took_effect_replaced_it() {
         let mut found = BTreeMap::new();
         found.insert("k".to_owned(), set(&["z"]));

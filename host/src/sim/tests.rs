@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::check::{self, effective, Attempt};
+use super::check::{self, Attempt};
 use super::{delete_op, get, put, NetworkFaults, Rng, Sim};
 use crate::core::causal::ContextError;
 use crate::core::msg::{ClientOp, ClientReply, PluginFailure};
@@ -734,32 +734,6 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
         carts >= runs,
         "only {carts} acknowledged cart words in {runs} runs"
     );
-}
-
-#[test]
-fn the_loss_check_excuses_only_writes_that_took_effect() {
-    // An acknowledged value is missing; the only write whose context covered
-    // it was never acknowledged and is nowhere to be found: it proves nothing.
-    let attempt = |value: &str, acknowledged: bool, supersedes: &[&str]| Attempt {
-        key: "k".into(),
-        value: Some(value.into()),
-        acknowledged,
-        supersedes: set(supersedes),
-        blind_delete: false,
-        submitted_ms: 0,
-        acknowledged_ms: None,
-    };
-    let attempts = vec![
-        attempt("x", true, &[]),
-        attempt("y", false, &["x"]),
-        attempt("z", false, &["y"]),
-    ];
-    let mut found = BTreeMap::new();
-    found.insert("k".to_owned(), set(&[]));
-    assert_eq!(effective(&attempts, &found), vec![true, false, false]);
-    // Once z is found, z took effect, so y (which z superseded) did too.
-    found.insert("k".to_owned(), set(&["z"]));
-    assert_eq!(effective(&attempts, &found), vec![true, true, true]);
 }
 
 /// The words of every version a read returned (comma-separated sets).
