@@ -75,6 +75,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             http_connections_max: crate::core::limits::HTTP_CONNECTIONS_MAX,
             disk_reserve_bytes: crate::core::limits::DISK_RESERVE_BYTES_DEFAULT,
+            antientropy: Some(crate::core::antientropy::AntiEntropyConfig::default()),
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use crate::core::antientropy::AntiEntropyConfig;
 use crate::core::limits::{
+    ANTIENTROPY_BYTES_PER_S_DEFAULT, ANTIENTROPY_EVERY_MS_DEFAULT, ANTIENTROPY_KEYS_PER_S_DEFAULT,
     OBJECT_LIVE_BYTES_MAX, PARTITIONS_DEFAULT, PARTITIONS_MAX, PARTITIONS_MIN,
     REQUEST_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_MAX, REQUEST_TIMEOUT_MS_MIN,
     VALUE_BYTES_MAX_DEFAULT,
@@ -91,6 +93,17 @@ pub struct ServeArgs {
     /// is refused with 507 (reads go on).
     #[arg(long, default_value_t = crate::core::limits::DISK_RESERVE_BYTES_DEFAULT)]
     pub disk_reserve_bytes: u64,
+    /// How often anti-entropy runs a turn (compares partitions with other
+    /// replicas and repairs what differs); 0 turns it off.
+    #[arg(long, default_value_t = ANTIENTROPY_EVERY_MS_DEFAULT)]
+    pub antientropy_every_ms: u64,
+    /// Anti-entropy's cap on keys read from the store a second (to build
+    /// its trees at start and to send objects to other replicas).
+    #[arg(long, default_value_t = ANTIENTROPY_KEYS_PER_S_DEFAULT)]
+    pub antientropy_keys_per_s: u64,
+    /// Anti-entropy's cap on bytes of objects sent a second.
+    #[arg(long, default_value_t = ANTIENTROPY_BYTES_PER_S_DEFAULT)]
+    pub antientropy_bytes_per_s: u64,
 }
 
 impl ServeArgs {
@@ -124,6 +137,16 @@ impl ServeArgs {
         if self.http_connections_max == 0 {
             anyhow::bail!("--http-connections-max must be at least 1");
         }
+        if self.antientropy_keys_per_s == 0 || self.antientropy_bytes_per_s == 0 {
+            anyhow::bail!(
+                "--antientropy-keys-per-s and --antientropy-bytes-per-s must be at least 1 (turn anti-entropy off with --antientropy-every-ms 0)"
+            );
+        }
+        let antientropy = (self.antientropy_every_ms > 0).then_some(AntiEntropyConfig {
+            every_ms: self.antientropy_every_ms,
+            keys_per_s: self.antientropy_keys_per_s,
+            bytes_per_s: self.antientropy_bytes_per_s,
+        });
         Ok(ServeOptions {
             id,
             http: self.http.clone(),
@@ -136,6 +159,7 @@ impl ServeArgs {
             value_bytes_max: self.value_bytes_max,
             http_connections_max: self.http_connections_max,
             disk_reserve_bytes: self.disk_reserve_bytes,
+            antientropy,
         })
     }
 }

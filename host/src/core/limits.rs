@@ -106,6 +106,24 @@ pub const FORWARD_GRACE_MS: u64 = 500;
 
 // ---- anti-entropy -----------------------------------------------------------
 
+/// How often anti-entropy runs a turn by default (`serve
+/// --antientropy-every-ms`).
+pub const ANTIENTROPY_EVERY_MS_DEFAULT: u64 = 100;
+/// Keys anti-entropy reads a second by default (`serve
+/// --antientropy-keys-per-s`): a wiped replica of 100,000 keys is refilled
+/// in about 10 s, and a disk doing a few hundred thousand reads a second
+/// keeps most of them for clients.
+pub const ANTIENTROPY_KEYS_PER_S_DEFAULT: u64 = 10_000;
+/// Bytes of objects anti-entropy sends a second by default (`serve
+/// --antientropy-bytes-per-s`).
+pub const ANTIENTROPY_BYTES_PER_S_DEFAULT: u64 = 16 * 1024 * 1024;
+/// Every partition a node replicates is compared with a peer within this
+/// long (SPEC §4 allows 60 s): each turn starts the share of a sweep's
+/// exchanges this needs, within [`ANTIENTROPY_EXCHANGES_PER_TURN_MAX`] and
+/// the throttle.
+pub const ANTIENTROPY_SWEEP_TARGET_MS: u64 = 30_000;
+/// Exchanges one turn starts at most (each is a 40-byte root to begin with).
+pub const ANTIENTROPY_EXCHANGES_PER_TURN_MAX: u64 = 64;
 /// Keys of one table the start-up walk observes into the trees per
 /// anti-entropy turn, so building the trees never holds up the loop long.
 pub const ANTIENTROPY_WALK_KEYS: usize = 1_000;

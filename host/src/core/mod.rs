@@ -19,7 +19,9 @@
 //! | plugin storage placement | `node/placement.rs` |
 //! | admin operations (tables, plugins, cluster status) | `node/admin.rs` |
 //! | anti-entropy: hash tree | [`merkle`] |
-//! | anti-entropy: trees per (table, partition), start-up walk, round robin | [`antientropy`] |
+//! | anti-entropy: trees per (table, partition), start-up walk | [`antientropy`] |
+//! | anti-entropy: which partition next (divergent first), throttle, sweep progress | `antientropy/plan.rs` |
+//! | token bucket | [`throttle`] |
 //! | anti-entropy exchanges | `node/antientropy.rs` |
 //! | counters and gauges | [`stats`] |
 //! | every bound | [`limits`] |
@@ -55,6 +57,7 @@ pub mod rng;
 pub mod stats;
 pub mod store;
 pub mod table;
+pub mod throttle;
 pub mod timers;
 pub mod token;
 pub mod types;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::meta::{ClusterMeta, Member, PluginEntry};
 use super::object::{Object, Version};
+use super::stats::AntiEntropyStats;
 use super::table::{MergeMode, StorageKind, TableConfig, TablePatch};
 use super::token::ClientContext;
 use super::types::{NodeId, TableName};
@@ -238,6 +239,33 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
     /// The join asked for with `POST /cluster/join`: under way, or why it failed.
     pub join: Option<JoinStatus>,
+    /// Anti-entropy's progress (`None` on a node that runs none).
+    pub antientropy: Option<AntiEntropyStatus>,
+}
+
+/// Anti-entropy as one node sees it: whether its sweeps keep up (the
+/// oldest comparison), what they repaired and what they cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AntiEntropyStatus {
+    /// When a partition was last compared with a peer (wall ms).
+    pub last_exchange_ms: Option<u64>,
+    /// When the least recently compared partition this node replicates was
+    /// compared (wall ms); `None` while some has never been.
+    pub oldest_exchange_ms: Option<u64>,
+    /// (table, partition) pairs this node replicates and compares.
+    pub partitions: u64,
+    /// Of those, how many were never compared yet.
+    pub never_compared: u64,
+    /// Partitions waiting to be compared again as known divergent.
+    pub divergent: u64,
+    /// Whether every table's tree holds what the store held at start.
+    pub trees_built: bool,
+    /// Counters since start.
+    pub stats: AntiEntropyStats,
+    /// The throttle: keys read a second.
+    pub keys_per_s: u64,
+    /// The throttle: bytes sent a second.
+    pub bytes_per_s: u64,
 }
 
 /// A join this node was asked to make.
@@ -310,6 +338,14 @@ pub enum SyncMessage {
         partition: u32,
         /// The sender's root.
         root: [u8; 32],
+    },
+    /// The answer to an agreeing root: the partition was compared and
+    /// nothing differs.
+    InSync {
+        /// Table.
+        table: TableName,
+        /// Partition.
+        partition: u32,
     },
     /// The answer to a differing root: the sender's leaves.
     Leaves {
@@ -488,6 +524,7 @@ impl SyncMessage {
     pub fn is_answer(&self) -> bool {
         match self {
             SyncMessage::Root { .. } => false,
+            SyncMessage::InSync { .. } => false,
             SyncMessage::Leaves { .. } => false,
             SyncMessage::Items { .. } => false,
             SyncMessage::Pull { .. } => false,

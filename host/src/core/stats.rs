@@ -58,6 +58,10 @@ pub struct AntiEntropyStats {
     pub objects_sent: u64,
     /// Objects received that changed what this node stored.
     pub objects_repaired: u64,
+    /// Live bytes of the objects sent.
+    pub bytes_sent: u64,
+    /// Turns that stopped early because the throttle's tokens ran out.
+    pub throttled_turns: u64,
 }
 
 /// Client operations, counted where they are coordinated or forwarded from.

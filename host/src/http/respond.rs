@@ -178,7 +178,29 @@ fn cluster_json(status: ClusterStatus) -> Value {
         None => json!({ "seed": j.seed, "state": "joining" }),
         Some(reason) => json!({ "seed": j.seed, "state": "failed", "reason": reason }),
     });
-    json!({ "node": status.node.as_str(), "members": members, "join": join })
+    let mut body = json!({ "node": status.node.as_str(), "members": members, "join": join });
+    if let (Some(ae), Value::Object(map)) = (status.antientropy, &mut body) {
+        map.insert(
+            "antientropy".into(),
+            json!({
+                "last_exchange_ms": ae.last_exchange_ms,
+                "oldest_exchange_ms": ae.oldest_exchange_ms,
+                "partitions": ae.partitions,
+                "never_compared": ae.never_compared,
+                "divergent": ae.divergent,
+                "trees_built": ae.trees_built,
+                "exchanges": ae.stats.exchanges,
+                "differing": ae.stats.differing,
+                "keys_repaired": ae.stats.objects_repaired,
+                "objects_sent": ae.stats.objects_sent,
+                "bytes_sent": ae.stats.bytes_sent,
+                "throttled_turns": ae.stats.throttled_turns,
+                "keys_per_s": ae.keys_per_s,
+                "bytes_per_s": ae.bytes_per_s,
+            }),
+        );
+    }
+    body
 }
 
 /// `GET /cluster`: the node's view of the cluster, and its own disk: free

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::core::antientropy::AntiEntropyConfig;
 use crate::core::limits::{
     COMMIT_FAILURES_MAX, DROP_SWEEP_RECORDS, EVENTS_PER_TURN_MAX, EVENT_QUEUE_MAX,
     HTTP_BODY_BYTES_IN_FLIGHT_MAX, PLUGIN_CALLS_WAITING_MAX,
@@ -92,6 +93,8 @@ pub struct ServeOptions {
     pub http_connections_max: usize,
     /// Free bytes kept on the data dir's disk (writes that would leave less get 507).
     pub disk_reserve_bytes: u64,
+    /// Anti-entropy's period and throttle (`None`: it runs none).
+    pub antientropy: Option<AntiEntropyConfig>,
 }
 
 /// The addresses a started node listens on.
@@ -203,7 +206,7 @@ pub async fn serve(
         request_timeout_ms: options.request_timeout_ms,
         entropy: os_random()?,
         cluster_secret: os_random_bytes()?,
-        antientropy_every_ms: None,
+        antientropy: options.antientropy,
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;

@@ -173,6 +173,7 @@ mod backlog {
             value_bytes_max: 1 << 20,
             http_connections_max: 64,
             disk_reserve_bytes: 0,
+            antientropy: None,
         };
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop_node, stopped) = oneshot::channel::<()>();

@@ -22,6 +22,7 @@ use bytes::Bytes;
 
 use cairn_sdk::{ReconcileInput, Resolution};
 
+use crate::core::antientropy::AntiEntropyConfig;
 use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message, PluginFailure};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
 use crate::core::ring::partition_of;
@@ -142,7 +143,7 @@ pub struct Sim {
     pub reconciler: Reconciler,
     admin_replies: BTreeMap<u64, AdminReply>,
     /// Anti-entropy for nodes added from now on (see [`Sim::with_antientropy`]).
-    antientropy_every_ms: Option<u64>,
+    antientropy: Option<AntiEntropyConfig>,
 }
 
 fn address(index: usize) -> String {
@@ -156,13 +157,21 @@ impl Sim {
         Sim::build(seed, count, None)
     }
 
-    /// A cluster whose nodes each start an anti-entropy exchange every
-    /// `every_ms` (and walk their stores into their trees at start).
+    /// A cluster whose nodes run an anti-entropy turn every `every_ms`
+    /// (walking their stores into their trees at start), throttled as
+    /// `cairn serve` is by default.
     pub fn with_antientropy(seed: u64, count: usize, every_ms: u64) -> Sim {
-        Sim::build(seed, count, Some(every_ms))
+        Sim::build(
+            seed,
+            count,
+            Some(AntiEntropyConfig {
+                every_ms,
+                ..AntiEntropyConfig::default()
+            }),
+        )
     }
 
-    fn build(seed: u64, count: usize, antientropy_every_ms: Option<u64>) -> Sim {
+    fn build(seed: u64, count: usize, antientropy: Option<AntiEntropyConfig>) -> Sim {
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
@@ -180,7 +189,7 @@ impl Sim {
             replied_at: BTreeMap::new(),
             reconciler: no_plugins,
             admin_replies: BTreeMap::new(),
-            antientropy_every_ms,
+            antientropy,
         };
         for i in 0..count {
             let seeds = if i == 0 { Vec::new() } else { vec![address(0)] };
@@ -669,7 +678,7 @@ impl Sim {
             // Drawn afresh at every start.
             entropy: 0,
             cluster_secret: [0; 32],
-            antientropy_every_ms: self.antientropy_every_ms,
+            antientropy: self.antientropy,
         };
         self.nodes.push(SimNode {
             config,

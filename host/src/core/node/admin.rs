@@ -175,7 +175,7 @@ impl Node {
         AdminReply::Deleted
     }
 
-    fn cluster_status(&self) -> ClusterStatus {
+    fn cluster_status(&mut self) -> ClusterStatus {
         let members = self
             .meta
             .members
@@ -220,6 +220,7 @@ impl Node {
             node: self.config.id.clone(),
             members,
             join,
+            antientropy: self.antientropy_status(),
         }
     }
 

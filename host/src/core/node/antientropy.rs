@@ -1,21 +1,26 @@
 //! Anti-entropy exchanges: every turn the node walks a page of any table
-//! not yet in its trees, then sends one partition's root to another replica
-//! of it. A replica whose root differs answers with its leaves; the first
+//! not yet in its trees, then sends partitions' roots to other replicas of
+//! them (as many as a sweep within [`ANTIENTROPY_SWEEP_TARGET_MS`] needs,
+//! known divergent ones first, while the throttle allows). A replica whose
+//! root agrees says so; one whose root differs answers with its leaves; the first
 //! sends its objects of the differing leaves and asks for the other's; each
 //! merges what it receives as a repair (a causal join; plugins never run
 //! here). The trees and the round robin are `core/antientropy.rs`'s.
 
 use super::*;
+use crate::core::antientropy::Slot;
 use crate::core::limits::{
-    ANTIENTROPY_BYTES_PER_MESSAGE, ANTIENTROPY_ITEMS_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE,
+    ANTIENTROPY_BYTES_PER_MESSAGE, ANTIENTROPY_EXCHANGES_PER_TURN_MAX,
+    ANTIENTROPY_ITEMS_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE, ANTIENTROPY_SWEEP_TARGET_MS,
     ANTIENTROPY_WALK_KEYS,
 };
 use crate::core::merkle::LEAVES;
+use crate::core::msg::AntiEntropyStatus;
 
 impl Node {
     /// A staged object is the key's current item in the trees.
     pub(super) fn observe_staged(&mut self, table: &TableName, key: &[u8], object: &Object) {
-        if self.config.antientropy_every_ms.is_none() {
+        if self.sync_plan.is_none() {
             return;
         }
         if let Some(ring) = &self.meta.ring {
@@ -25,74 +30,216 @@ impl Node {
         }
     }
 
-    /// One anti-entropy turn: walk a page of each table whose trees are not
-    /// built yet, then start one exchange.
+    /// The tables served, in name order, with their configs.
+    fn served_tables(&self) -> Vec<(TableName, TableConfig)> {
+        self.meta
+            .tables
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.config.clone()))
+            .collect()
+    }
+
+    /// The slots this node compares: every partition it replicates of each
+    /// table whose trees are built, with how many there are.
+    fn sync_slots(&mut self, ring: &Ring) -> (Vec<(TableName, Vec<usize>)>, u64) {
+        let mut slots = Vec::new();
+        let mut count = 0;
+        for (table, config) in self.served_tables() {
+            if !self.antientropy.is_built(&table) {
+                continue;
+            }
+            let partitions = self
+                .antientropy
+                .replicated(ring, config.n, &self.config.id)
+                .to_vec();
+            count += partitions.len() as u64;
+            slots.push((table, partitions));
+        }
+        (slots, count)
+    }
+
+    /// One anti-entropy turn: walk a page of a table whose trees are not
+    /// built yet, then start this turn's share of a sweep's exchanges,
+    /// known divergent partitions first, while the throttle allows.
     pub(super) fn antientropy_turn(&mut self, store: &mut dyn LocalStore) {
         let Some(ring) = self.meta.ring.clone() else {
             return;
         };
+        let Some(plan) = self.sync_plan.as_mut() else {
+            return;
+        };
+        let every_ms = plan.config().every_ms;
+        if !plan.may_work(self.now.mono_ms) {
+            self.stats.antientropy.throttled_turns += 1;
+            return;
+        }
         let served = &self.meta.tables;
         self.antientropy
             .retain_tables(|table| served.contains_key(table));
-        let tables: Vec<(TableName, TableConfig)> = self
-            .meta
-            .tables
-            .iter()
-            .map(|(name, entry)| (name.clone(), entry.config.clone()))
-            .collect();
+        plan.retain_tables(|table| served.contains_key(table));
         // One table's page per turn, however many tables are still walked.
-        for (table, config) in &tables {
-            if let Some(after) = self.antientropy.walk_from(table) {
-                self.walk_into_trees(table, config, after, &ring, store);
+        for (table, config) in self.served_tables() {
+            if let Some(after) = self.antientropy.walk_from(&table) {
+                self.walk_into_trees(&table, &config, after, &ring, store);
                 break;
             }
         }
-        if tables.is_empty() {
+        let (slots, count) = self.sync_slots(&ring);
+        if self.resumed_membership {
+            // A node that lost its disk: everything it replicates diverges.
+            if self
+                .served_tables()
+                .iter()
+                .all(|(t, _)| self.antientropy.is_built(t))
+            {
+                self.resumed_membership = false;
+                if let Some(plan) = self.sync_plan.as_mut() {
+                    for (table, partitions) in &slots {
+                        for &p in partitions {
+                            plan.diverged((table.clone(), p), None);
+                        }
+                    }
+                }
+            }
+        }
+        // Enough exchanges a turn to compare every slot within the sweep
+        // target, within the per-turn cap.
+        let wanted = (count * every_ms).div_ceil(ANTIENTROPY_SWEEP_TARGET_MS.max(1));
+        let wanted = wanted.clamp(1, ANTIENTROPY_EXCHANGES_PER_TURN_MAX);
+        let slot_at = |mut index: u64| -> Slot {
+            for (table, partitions) in &slots {
+                let len = partitions.len() as u64;
+                if index < len {
+                    return (table.clone(), partitions[index as usize]);
+                }
+                index -= len;
+            }
+            // Unreachable for index < count; the first slot is harmless.
+            (slots[0].0.clone(), slots[0].1[0])
+        };
+        let replicates = |slot: &Slot| {
+            slots
+                .iter()
+                .any(|(table, partitions)| *table == slot.0 && partitions.contains(&slot.1))
+        };
+        for _ in 0..wanted {
+            let Some(plan) = self.sync_plan.as_mut() else {
+                return;
+            };
+            if !plan.may_work(self.now.mono_ms) {
+                self.stats.antientropy.throttled_turns += 1;
+                return;
+            }
+            let Some(((table, partition), known_peer)) = plan.next(count, slot_at, replicates)
+            else {
+                return;
+            };
+            let sweep = plan.sweep(count);
+            self.start_exchange(&ring, &table, partition, known_peer, sweep);
+        }
+    }
+
+    /// What `/cluster` shows of anti-entropy.
+    pub(super) fn antientropy_status(&mut self) -> Option<AntiEntropyStatus> {
+        self.sync_plan.as_ref()?;
+        let (slots, count) = match self.meta.ring.clone() {
+            Some(ring) => self.sync_slots(&ring),
+            None => (Vec::new(), 0),
+        };
+        let trees_built = self
+            .served_tables()
+            .iter()
+            .all(|(table, _)| self.antientropy.is_built(table));
+        let plan = self.sync_plan.as_ref()?;
+        let mut oldest: Option<u64> = None;
+        let mut never = 0;
+        for (table, partitions) in slots {
+            for p in partitions {
+                match plan.compared_at(&(table.clone(), p)) {
+                    Some(at) => oldest = Some(oldest.map_or(at, |o| o.min(at))),
+                    None => never += 1,
+                }
+            }
+        }
+        let config = plan.config();
+        Some(AntiEntropyStatus {
+            last_exchange_ms: plan.last_compared_ms(),
+            oldest_exchange_ms: if never == 0 { oldest } else { None },
+            partitions: count,
+            never_compared: never,
+            divergent: plan.divergent_count() as u64,
+            trees_built,
+            stats: self.stats.antientropy,
+            keys_per_s: config.keys_per_s,
+            bytes_per_s: config.bytes_per_s,
+        })
+    }
+
+    /// `peer` came back without its data: the partitions this node shares
+    /// with it are compared with it first.
+    pub(super) fn peer_lost_disk(&mut self, peer: &NodeId) {
+        let Some(ring) = self.meta.ring.clone() else {
+            return;
+        };
+        if self.sync_plan.is_none() {
             return;
         }
-        let turn = self.antientropy.next_turn();
-        let (table, config) = &tables[(turn % tables.len() as u64) as usize];
-        if !self.antientropy.is_built(table) {
-            return;
+        let mut shared = Vec::new();
+        for (table, config) in self.served_tables() {
+            let n = usize::from(config.n);
+            for &p in self
+                .antientropy
+                .replicated(&ring, config.n, &self.config.id)
+            {
+                if ring.preference_list(p).iter().take(n).any(|id| id == peer) {
+                    shared.push((table.clone(), p));
+                }
+            }
         }
-        let n = usize::from(config.n);
-        let replicated = self
-            .antientropy
-            .replicated(&ring, config.n, &self.config.id);
-        if replicated.is_empty() {
-            return;
+        if let Some(plan) = self.sync_plan.as_mut() {
+            for slot in shared {
+                plan.diverged(slot, Some(peer.clone()));
+            }
         }
-        let round = turn / tables.len() as u64;
-        let count = replicated.len() as u64;
-        let partition = replicated[(round % count) as usize];
+    }
+
+    /// Sends `partition`'s root to one other replica of it that is up: the
+    /// one it is known to differ from, else the sweep's.
+    fn start_exchange(
+        &mut self,
+        ring: &Ring,
+        table: &TableName,
+        partition: usize,
+        known_peer: Option<NodeId>,
+        sweep: u64,
+    ) {
+        let Some(n) = self.meta.tables.get(table).map(|e| usize::from(e.config.n)) else {
+            return;
+        };
         let peers: Vec<NodeId> = ring
             .preference_list(partition)
             .into_iter()
             .take(n)
             .filter(|id| *id != self.config.id && self.status_of(id) == Status::Up)
             .collect();
-        if peers.is_empty() {
-            return;
-        }
-        // One sweep of the partitions with one peer, the next with another.
-        let sweep = round / count;
-        let peer = &peers[(sweep % peers.len() as u64) as usize];
-        let Some(addr) = self.addr_of(peer) else {
-            return;
+        let peer = match known_peer.filter(|p| peers.contains(p)) {
+            Some(peer) => peer,
+            None if peers.is_empty() => return,
+            None => peers[(sweep % peers.len() as u64) as usize].clone(),
         };
         let Ok(wire_partition) = u32::try_from(partition) else {
             return;
         };
         self.stats.antientropy.exchanges += 1;
         let root = self.antientropy.root(table, partition);
-        self.emit(Output::Send {
-            addr,
-            message: Message::Sync(SyncMessage::Root {
+        self.send_to(
+            &peer,
+            Message::Sync(SyncMessage::Root {
                 table: table.clone(),
                 partition: wire_partition,
                 root,
             }),
-        });
+        );
     }
 
     /// Observes up to [`ANTIENTROPY_WALK_KEYS`] more of `table`'s stored
@@ -105,9 +252,19 @@ impl Node {
         ring: &Ring,
         store: &mut dyn LocalStore,
     ) {
-        let Ok(keys) = store.keys_after(table, after.as_deref(), ANTIENTROPY_WALK_KEYS) else {
+        let page = self.sync_plan.as_ref().map_or(0, |plan| {
+            usize::try_from(plan.keys.available()).unwrap_or(usize::MAX)
+        });
+        let page = page.min(ANTIENTROPY_WALK_KEYS);
+        if page == 0 {
+            return;
+        }
+        let Ok(keys) = store.keys_after(table, after.as_deref(), page) else {
             return;
         };
+        if let Some(plan) = self.sync_plan.as_mut() {
+            plan.keys.spend(keys.len() as u64);
+        }
         for key in &keys {
             let Ok(object) = store.load(table, config.storage, key) else {
                 return;
@@ -116,7 +273,7 @@ impl Node {
             self.antientropy
                 .observe(table, partition, key, object.as_ref());
         }
-        let last = if keys.len() == ANTIENTROPY_WALK_KEYS {
+        let last = if keys.len() == page {
             keys.last().cloned()
         } else {
             None
@@ -141,7 +298,7 @@ impl Node {
         message: SyncMessage,
         store: &mut dyn LocalStore,
     ) {
-        if self.config.antientropy_every_ms.is_none() {
+        if self.sync_plan.is_none() {
             return;
         }
         match message {
@@ -153,7 +310,12 @@ impl Node {
                 let Some(p) = self.sync_partition(&table, partition) else {
                     return;
                 };
+                self.compared(&table, p);
                 if self.antientropy.root(&table, p) == root {
+                    self.send_to(
+                        &from,
+                        Message::Sync(SyncMessage::InSync { table, partition }),
+                    );
                     return;
                 }
                 let leaves = self.antientropy.leaves(&table, p);
@@ -177,10 +339,17 @@ impl Node {
                 let Some(differing) = self.antientropy.differing_leaves(&table, p, &leaves) else {
                     return;
                 };
+                self.compared(&table, p);
                 if differing.is_empty() {
                     return;
                 }
                 self.stats.antientropy.differing += 1;
+                // One exchange moves a bounded share of a large difference:
+                // the partition is compared again before the round robin
+                // goes on, until the roots agree.
+                if let Some(plan) = self.sync_plan.as_mut() {
+                    plan.diverged((table.clone(), p), Some(from.clone()));
+                }
                 let (leaves, items) =
                     self.antientropy
                         .items_of(&table, p, &differing, ANTIENTROPY_ITEMS_PER_MESSAGE);
@@ -247,19 +416,29 @@ impl Node {
                     self.send_objects(&from, &table, p, keys, store);
                 }
             }
+            SyncMessage::InSync { table, partition } => {
+                if let Some(p) = self.sync_partition(&table, partition) {
+                    self.compared(&table, p);
+                }
+            }
             SyncMessage::Objects { table, objects } => {
                 if !self.meta.tables.contains_key(&table) {
                     return;
                 }
                 for (key, object) in objects.into_iter().take(ANTIENTROPY_OBJECTS_PER_MESSAGE) {
-                    if self
-                        .store_replica(&table, &key, &object, None, store)
-                        .is_ok()
-                    {
+                    if let Ok(true) = self.store_replica(&table, &key, &object, None, store) {
                         self.stats.antientropy.objects_repaired += 1;
                     }
                 }
             }
+        }
+    }
+
+    /// `partition` of `table` was just compared with a peer.
+    fn compared(&mut self, table: &TableName, partition: usize) {
+        let wall_ms = self.now.wall_ms;
+        if let Some(plan) = self.sync_plan.as_mut() {
+            plan.compared((table.clone(), partition), wall_ms);
         }
     }
 
@@ -283,12 +462,30 @@ impl Node {
         let Some(storage) = self.meta.tables.get(table).map(|e| e.config.storage) else {
             return;
         };
+        let Some(plan) = self.sync_plan.as_mut() else {
+            return;
+        };
+        plan.may_work(self.now.mono_ms);
+        // Within the throttle: as many keys as it has tokens for, and bytes
+        // until it has none (the first object always, overdrawing if large).
+        let keys_allowed = if plan.bytes.available() == 0 {
+            0
+        } else {
+            usize::try_from(plan.keys.available())
+                .unwrap_or(usize::MAX)
+                .min(ANTIENTROPY_OBJECTS_PER_MESSAGE)
+        };
+        let bytes_allowed = usize::try_from(plan.bytes.available())
+            .unwrap_or(usize::MAX)
+            .min(ANTIENTROPY_BYTES_PER_MESSAGE);
         let mut objects = Vec::new();
         let mut bytes = 0;
+        let mut read = 0;
         for key in keys {
-            if objects.len() >= ANTIENTROPY_OBJECTS_PER_MESSAGE {
+            if read >= keys_allowed {
                 break;
             }
+            read += 1;
             let object = match store.load(table, storage, &key) {
                 Ok(Some(object)) => object,
                 Ok(None) => {
@@ -298,16 +495,21 @@ impl Node {
                 Err(_) => continue,
             };
             let size = object.live_bytes();
-            if !objects.is_empty() && bytes + size > ANTIENTROPY_BYTES_PER_MESSAGE {
+            if !objects.is_empty() && bytes + size > bytes_allowed {
                 break;
             }
             bytes += size;
             objects.push((key, object));
         }
+        if let Some(plan) = self.sync_plan.as_mut() {
+            plan.keys.spend(read as u64);
+            plan.bytes.spend(bytes as u64);
+        }
         if objects.is_empty() {
             return;
         }
         self.stats.antientropy.objects_sent += objects.len() as u64;
+        self.stats.antientropy.bytes_sent += bytes as u64;
         self.send_to(
             to,
             Message::Sync(SyncMessage::Objects {

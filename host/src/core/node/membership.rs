@@ -199,6 +199,9 @@ impl Node {
                 ..member
             };
             self.meta.members.insert(from.clone(), record);
+            if fresh && from != self.config.id {
+                self.peer_lost_disk(&from);
+            }
         } else {
             if self.meta.members.len() >= ring.partitions() {
                 self.emit(refuse(
@@ -249,6 +252,7 @@ impl Node {
             adopted.tables.insert(name, entry);
         }
         if let Some(record) = adopted.members.get(&self.config.id) {
+            self.resumed_membership = self.fresh_data_dir;
             if record.epoch >= self.epoch {
                 let persisted = fresh_epoch(record.epoch, self.now, &mut self.rng)
                     .map_err(|e| e.to_string())

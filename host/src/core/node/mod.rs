@@ -11,7 +11,7 @@ use cairn_sdk::{ReconcileInput, Resolution, Storage, StorageQuery};
 
 use bytes::Bytes;
 
-use super::antientropy::AntiEntropy;
+use super::antientropy::{AntiEntropy, AntiEntropyConfig, Plan};
 use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, Origin, PutFsm};
 use super::durability::Outbox;
@@ -75,11 +75,9 @@ pub struct NodeConfig {
     /// Random bytes from the driver: the context-token key of a cluster this
     /// node founds (or of one that has none yet).
     pub cluster_secret: [u8; 32],
-    /// How often this node starts an anti-entropy exchange (and walks its
-    /// store into the trees at start); `None` runs none. The real loop does
-    /// not run it yet (its throttling and `/cluster` report are still to
-    /// come); the simulator does.
-    pub antientropy_every_ms: Option<u64>,
+    /// Anti-entropy's period and throttle; `None` runs none (and answers
+    /// no peer's exchange: it keeps no trees).
+    pub antientropy: Option<AntiEntropyConfig>,
 }
 
 /// What a node persisted, read back at start.
@@ -276,8 +274,13 @@ pub struct Node {
     modules: Modules,
     /// What the node has counted so far.
     stats: NodeStats,
-    /// Anti-entropy's trees and round robin.
+    /// Anti-entropy's trees.
     antientropy: AntiEntropy,
+    /// Anti-entropy's schedule and throttle (`None`: it runs none).
+    sync_plan: Option<Plan>,
+    /// This node lost its disk and resumed its membership: once its trees
+    /// are built, every partition it replicates is known to diverge.
+    resumed_membership: bool,
 }
 
 impl Node {
@@ -331,12 +334,14 @@ impl Node {
             modules: Modules::default(),
             stats: NodeStats::default(),
             antientropy: AntiEntropy::default(),
+            sync_plan: config.antientropy.map(Plan::new),
+            resumed_membership: false,
             config,
         };
         for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
             node.timers.set(timer, now.mono_ms);
         }
-        if node.config.antientropy_every_ms.is_some() {
+        if node.sync_plan.is_some() {
             node.timers.set(Timer::AntiEntropy, now.mono_ms);
         }
         if node.meta.ring.is_some() {
@@ -582,7 +587,7 @@ impl Node {
                 });
             }
         }
-        if let Some(every) = self.config.antientropy_every_ms {
+        if let Some(every) = self.config.antientropy.map(|c| c.every_ms) {
             if self.timers.fire(Timer::AntiEntropy, now, every) {
                 self.antientropy_turn(store);
             }

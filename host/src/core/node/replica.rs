@@ -20,7 +20,9 @@ impl Node {
                 object,
                 engine,
             } => {
-                let outcome = self.store_replica(&table, &key, &object, engine, store);
+                let outcome = self
+                    .store_replica(&table, &key, &object, engine, store)
+                    .map(|_changed| ());
                 let stats = &mut self.stats.replica;
                 match outcome {
                     Ok(()) => stats.writes_stored += 1,
@@ -88,7 +90,8 @@ impl Node {
         }
     }
 
-    /// Replica side of a write, repair or (later) handoff: merge the whole object in.
+    /// Replica side of a write, repair or (later) handoff: merge the whole
+    /// object in. `Ok(true)` when that changed what this node stores.
     pub(super) fn store_replica(
         &mut self,
         table: &TableName,
@@ -96,7 +99,7 @@ impl Node {
         incoming: &Object,
         engine: Option<StorageKind>,
         store: &mut dyn LocalStore,
-    ) -> Result<(), ReplicaError> {
+    ) -> Result<bool, ReplicaError> {
         let entry = self
             .meta
             .tables
@@ -109,7 +112,8 @@ impl Node {
             .unwrap_or_default();
         let before = object.clone();
         object.merge(incoming, mode);
-        if object != before {
+        let changed = object != before;
+        if changed {
             store
                 .stage(table, engine.unwrap_or(storage), key, &object)
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
@@ -117,6 +121,6 @@ impl Node {
         // Also when nothing changed: a tree that was wrong about the key
         // learns what the store holds.
         self.observe_staged(table, key, &object);
-        Ok(())
+        Ok(changed)
     }
 }

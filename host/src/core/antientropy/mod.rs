@@ -1,7 +1,7 @@
 //! Anti-entropy's state on one node: a hash tree per (table, partition) over
 //! the objects this node holds (see [`crate::core::merkle`]), kept current as
-//! writes are staged, built at start by a bounded walk of the store, and the
-//! round-robin choice of which partition to compare next.
+//! writes are staged and built at start by a bounded walk of the store; and
+//! ([`plan`]) which partition to compare next and the throttle.
 //!
 //! The exchange itself (node/antientropy.rs) is stateless between messages:
 //! a replica sends its root; a replica whose root differs answers with its
@@ -13,6 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+
+mod plan;
+
+pub use plan::{AntiEntropyConfig, Plan, Slot};
 
 use super::merkle::{item_hash, leaf_of, Hash, HashTree, LEAVES};
 use super::object::Object;
@@ -42,12 +46,10 @@ struct TableTrees {
     build: Build,
 }
 
-/// This node's anti-entropy trees and its place in the round robin.
+/// This node's anti-entropy trees (the schedule is [`Plan`]'s).
 #[derive(Debug, Default)]
 pub struct AntiEntropy {
     tables: HashMap<TableName, TableTrees>,
-    /// Counts exchanges started: picks the partition and the peer.
-    turn: u64,
     /// The partitions this node replicates, by n, for the ring they were
     /// computed from (recomputed only when the ring changes).
     replicated: Option<(Ring, HashMap<u8, Vec<usize>>)>,
@@ -233,13 +235,6 @@ impl AntiEntropy {
             .map(|(key, _)| (*key).clone())
             .collect();
         (to_send, to_ask)
-    }
-
-    /// The next exchange's turn: a counter the node maps to a partition and
-    /// a peer, so successive exchanges walk every partition and every peer.
-    pub fn next_turn(&mut self) -> u64 {
-        self.turn = self.turn.wrapping_add(1);
-        self.turn
     }
 
     /// The partitions whose first `n` preferred nodes include `me`.

@@ -1,0 +1,207 @@
+//! Which partition anti-entropy compares next, with which peer, and how
+//! much it may spend doing so.
+//!
+//! Partitions known to diverge go first: one whose last exchange found
+//! differing leaves (an exchange moves a bounded number of objects, so a
+//! large difference takes several), or all of them on a node that lost its
+//! disk. The rest are compared round robin, one sweep with one peer and the
+//! next with another. Each comparison that got an answer is remembered, so
+//! `/cluster` can say when the least recently compared partition was last
+//! looked at (the sweep bound of SPEC §4).
+//!
+//! Two token buckets cap the I/O: keys (read from the store, by the
+//! start-up walk or to be sent) and bytes (of objects sent).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::core::throttle::TokenBucket;
+use crate::core::types::{NodeId, TableName};
+
+/// Anti-entropy's settings on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AntiEntropyConfig {
+    /// How often a turn runs: walks a page of the store into the trees and
+    /// starts the exchanges its share of a sweep needs.
+    pub every_ms: u64,
+    /// Keys read from the store a second, at most (walks and objects sent).
+    pub keys_per_s: u64,
+    /// Bytes of objects sent a second, at most.
+    pub bytes_per_s: u64,
+}
+
+impl Default for AntiEntropyConfig {
+    /// The settings `cairn serve` runs with unless told otherwise.
+    fn default() -> Self {
+        use crate::core::limits::{
+            ANTIENTROPY_BYTES_PER_S_DEFAULT, ANTIENTROPY_EVERY_MS_DEFAULT,
+            ANTIENTROPY_KEYS_PER_S_DEFAULT,
+        };
+        AntiEntropyConfig {
+            every_ms: ANTIENTROPY_EVERY_MS_DEFAULT,
+            keys_per_s: ANTIENTROPY_KEYS_PER_S_DEFAULT,
+            bytes_per_s: ANTIENTROPY_BYTES_PER_S_DEFAULT,
+        }
+    }
+}
+
+/// One table's partition: what an exchange compares.
+pub type Slot = (TableName, usize);
+
+/// The schedule and the throttle.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    config: AntiEntropyConfig,
+    /// Round-robin position over every slot this node replicates.
+    cursor: u64,
+    /// Slots known to diverge, oldest first, with the peer they differ from
+    /// when known.
+    divergent: VecDeque<(Slot, Option<NodeId>)>,
+    queued: HashSet<Slot>,
+    /// When each slot was last compared with a peer (wall ms).
+    compared_ms: HashMap<Slot, u64>,
+    /// Keys read for anti-entropy.
+    pub keys: TokenBucket,
+    /// Bytes of objects sent.
+    pub bytes: TokenBucket,
+}
+
+impl Plan {
+    /// A plan with full buckets and nothing compared yet.
+    pub fn new(config: AntiEntropyConfig) -> Plan {
+        Plan {
+            config,
+            cursor: 0,
+            divergent: VecDeque::new(),
+            queued: HashSet::new(),
+            compared_ms: HashMap::new(),
+            keys: TokenBucket::new(config.keys_per_s),
+            bytes: TokenBucket::new(config.bytes_per_s),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> AntiEntropyConfig {
+        self.config
+    }
+
+    /// Refills both buckets; whether neither is in debt (work may start).
+    pub fn may_work(&mut self, now_ms: u64) -> bool {
+        self.keys.refill(now_ms);
+        self.bytes.refill(now_ms);
+        self.keys.available() > 0 && self.bytes.available() > 0
+    }
+
+    /// The next slot to compare among `count` replicated ones (`slot_at`
+    /// maps a round-robin index to one, `replicated` says whether a queued
+    /// one still is), and the peer it is known to differ from. Known
+    /// divergent slots come first.
+    pub fn next(
+        &mut self,
+        count: u64,
+        slot_at: impl Fn(u64) -> Slot,
+        replicated: impl Fn(&Slot) -> bool,
+    ) -> Option<(Slot, Option<NodeId>)> {
+        while let Some((slot, peer)) = self.divergent.pop_front() {
+            self.queued.remove(&slot);
+            if replicated(&slot) {
+                return Some((slot, peer));
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        let slot = slot_at(self.cursor % count);
+        self.cursor = self.cursor.wrapping_add(1);
+        Some((slot, None))
+    }
+
+    /// Which sweep the round robin is in (picks the peer of a slot without
+    /// a known one, so successive sweeps compare with different replicas).
+    pub fn sweep(&self, count: u64) -> u64 {
+        self.cursor.saturating_sub(1) / count.max(1)
+    }
+
+    /// `slot` differs from `peer`'s copy: compare it again soon.
+    pub fn diverged(&mut self, slot: Slot, peer: Option<NodeId>) {
+        if self.queued.insert(slot.clone()) {
+            self.divergent.push_back((slot, peer));
+        }
+    }
+
+    /// `slot` was compared with a peer at `wall_ms`.
+    pub fn compared(&mut self, slot: Slot, wall_ms: u64) {
+        self.compared_ms.insert(slot, wall_ms);
+    }
+
+    /// When `slot` was last compared.
+    pub fn compared_at(&self, slot: &Slot) -> Option<u64> {
+        self.compared_ms.get(slot).copied()
+    }
+
+    /// The most recent comparison of any slot.
+    pub fn last_compared_ms(&self) -> Option<u64> {
+        self.compared_ms.values().copied().max()
+    }
+
+    /// Slots waiting as known divergent.
+    pub fn divergent_count(&self) -> usize {
+        self.divergent.len()
+    }
+
+    /// Forgets slots of tables no longer served.
+    pub fn retain_tables(&mut self, serves: impl Fn(&TableName) -> bool) {
+        self.compared_ms.retain(|(table, _), _| serves(table));
+        self.divergent.retain(|((table, _), _)| serves(table));
+        self.queued.retain(|(table, _)| serves(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan::new(AntiEntropyConfig {
+            every_ms: 100,
+            keys_per_s: 10,
+            bytes_per_s: 1_000,
+        })
+    }
+
+    fn slot(p: u64) -> Slot {
+        (TableName::new("t").unwrap(), p as usize)
+    }
+
+    #[test]
+    fn divergent_slots_go_first_then_the_round_robin_resumes() {
+        let mut plan = plan();
+        let next = |plan: &mut Plan| plan.next(4, slot, |_| true).unwrap();
+        assert_eq!(next(&mut plan).0, slot(0));
+        assert_eq!(next(&mut plan).0, slot(1));
+        let b = NodeId::new("b").unwrap();
+        plan.diverged(slot(3), Some(b.clone()));
+        plan.diverged(slot(3), None);
+        assert_eq!(next(&mut plan), (slot(3), Some(b)), "queued once");
+        assert_eq!(next(&mut plan).0, slot(2));
+        assert_eq!(next(&mut plan).0, slot(3));
+        assert_eq!(next(&mut plan).0, slot(0));
+        assert_eq!(plan.sweep(4), 1);
+    }
+
+    #[test]
+    fn a_queued_slot_no_longer_replicated_is_skipped() {
+        let mut plan = plan();
+        plan.diverged(slot(9), None);
+        assert_eq!(plan.next(2, slot, |s| s.1 < 2).unwrap().0, slot(0));
+        assert_eq!(plan.next(0, slot, |_| true), None);
+    }
+
+    #[test]
+    fn work_waits_while_a_bucket_is_in_debt() {
+        let mut plan = plan();
+        assert!(plan.may_work(0));
+        plan.keys.spend(15);
+        assert!(!plan.may_work(400), "5 in debt, 4 refilled");
+        assert!(plan.may_work(700));
+    }
+}
