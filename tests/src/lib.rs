@@ -295,6 +295,37 @@ impl NodeProcess {
         Some(status)
     }
 
+    /// Starts a wiped node again until a seed admits it (a seed refuses
+    /// its id until it has been silent for 10 s): it exits refused, or
+    /// lists `members` members once admitted.
+    pub fn start_again_until_admitted(&mut self, members: usize) {
+        wait_until(
+            Duration::from_secs(30),
+            "the wiped node to be admitted",
+            || {
+                if self.child.is_none() {
+                    self.start_again();
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while std::time::Instant::now() < deadline {
+                    if self.exit_status().is_some() {
+                        return None;
+                    }
+                    let joined = try_call("GET", &self.url("/cluster"), &[], b"").is_ok_and(|r| {
+                        r.json()["members"]
+                            .as_array()
+                            .is_some_and(|m| m.len() == members)
+                    });
+                    if joined {
+                        return Some(());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                None
+            },
+        );
+    }
+
     /// Starts again on the same ports and data dir.
     pub fn restart(&mut self) {
         self.crash();

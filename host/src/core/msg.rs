@@ -260,6 +260,8 @@ pub struct AntiEntropyStatus {
     pub divergent: u64,
     /// Whether every table's tree holds what the store held at start.
     pub trees_built: bool,
+    /// Keys this node holds objects for, by its trees.
+    pub keys_held: u64,
     /// Counters since start.
     pub stats: AntiEntropyStats,
     /// The throttle: keys read a second.

@@ -189,6 +189,7 @@ fn cluster_json(status: ClusterStatus) -> Value {
                 "never_compared": ae.never_compared,
                 "divergent": ae.divergent,
                 "trees_built": ae.trees_built,
+                "keys_held": ae.keys_held,
                 "exchanges": ae.stats.exchanges,
                 "differing": ae.stats.differing,
                 "keys_repaired": ae.stats.objects_repaired,

@@ -5,3 +5,4 @@ mod abuse;
 mod authoring;
 mod keys;
 mod plugins;
+mod repair;

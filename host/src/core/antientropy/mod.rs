@@ -44,6 +44,8 @@ enum Build {
 struct TableTrees {
     partitions: HashMap<usize, PartitionTree>,
     build: Build,
+    /// Keys with an item (a non-empty object) across its partitions.
+    keys: u64,
 }
 
 /// This node's anti-entropy trees (the schedule is [`Plan`]'s).
@@ -74,11 +76,8 @@ impl AntiEntropy {
         key: &[u8],
         object: Option<&Object>,
     ) {
-        let part = self
-            .trees_mut(table)
-            .partitions
-            .entry(partition)
-            .or_default();
+        let trees = self.trees_mut(table);
+        let part = trees.partitions.entry(partition).or_default();
         let new = object.filter(|o| !o.is_empty()).map(|o| item_of(key, o));
         let leaf = leaf_of(key);
         let old = match &new {
@@ -98,6 +97,11 @@ impl AntiEntropy {
         };
         if old != new {
             part.tree.update(key, old.as_ref(), new.as_ref());
+        }
+        match (&old, &new) {
+            (None, Some(_)) => trees.keys += 1,
+            (Some(_), None) => trees.keys = trees.keys.saturating_sub(1),
+            _ => {}
         }
     }
 
@@ -126,6 +130,12 @@ impl AntiEntropy {
         self.tables
             .get(table)
             .is_some_and(|trees| trees.build == Build::Done)
+    }
+
+    /// Keys this node holds objects for (of every table), as far as the
+    /// trees know: all of them once [`is_built`](Self::is_built) for each.
+    pub fn keys_held(&self) -> u64 {
+        self.tables.values().map(|trees| trees.keys).sum()
     }
 
     /// Forgets every tree, to be walked again from the store: what was
@@ -268,6 +278,7 @@ impl AntiEntropy {
             .or_insert_with(|| TableTrees {
                 partitions: HashMap::new(),
                 build: Build::Walking { after: None },
+                keys: 0,
             })
     }
 

@@ -91,14 +91,10 @@ impl Plan {
         self.keys.available() > 0 && self.bytes.available() > 0
     }
 
-    /// The next slot to compare among `count` replicated ones (`slot_at`
-    /// maps a round-robin index to one, `replicated` says whether a queued
-    /// one still is), and the peer it is known to differ from. Known
-    /// divergent slots come first.
-    pub fn next(
+    /// The next known divergent slot still replicated here (`replicated`
+    /// says), and the peer it is known to differ from.
+    pub fn next_divergent(
         &mut self,
-        count: u64,
-        slot_at: impl Fn(u64) -> Slot,
         replicated: impl Fn(&Slot) -> bool,
     ) -> Option<(Slot, Option<NodeId>)> {
         while let Some((slot, peer)) = self.divergent.pop_front() {
@@ -107,12 +103,22 @@ impl Plan {
                 return Some((slot, peer));
             }
         }
+        None
+    }
+
+    /// The round robin's next slot among `count` replicated ones (`slot_at`
+    /// maps an index to one).
+    pub fn next_in_sweep(
+        &mut self,
+        count: u64,
+        slot_at: impl Fn(u64) -> Option<Slot>,
+    ) -> Option<Slot> {
         if count == 0 {
             return None;
         }
         let slot = slot_at(self.cursor % count);
         self.cursor = self.cursor.wrapping_add(1);
-        Some((slot, None))
+        slot
     }
 
     /// Which sweep the round robin is in (picks the peer of a slot without
@@ -173,18 +179,20 @@ mod tests {
     }
 
     #[test]
-    fn divergent_slots_go_first_then_the_round_robin_resumes() {
+    fn divergent_slots_are_queued_once_in_order_and_the_sweep_goes_round() {
         let mut plan = plan();
-        let next = |plan: &mut Plan| plan.next(4, slot, |_| true).unwrap();
-        assert_eq!(next(&mut plan).0, slot(0));
-        assert_eq!(next(&mut plan).0, slot(1));
         let b = NodeId::new("b").unwrap();
         plan.diverged(slot(3), Some(b.clone()));
+        plan.diverged(slot(1), None);
         plan.diverged(slot(3), None);
-        assert_eq!(next(&mut plan), (slot(3), Some(b)), "queued once");
-        assert_eq!(next(&mut plan).0, slot(2));
-        assert_eq!(next(&mut plan).0, slot(3));
-        assert_eq!(next(&mut plan).0, slot(0));
+        assert_eq!(plan.divergent_count(), 2);
+        assert_eq!(plan.next_divergent(|_| true), Some((slot(3), Some(b))));
+        assert_eq!(plan.next_divergent(|_| true), Some((slot(1), None)));
+        assert_eq!(plan.next_divergent(|_| true), None);
+        let sweep: Vec<Slot> = (0..5)
+            .filter_map(|_| plan.next_in_sweep(4, |i| Some(slot(i))))
+            .collect();
+        assert_eq!(sweep, [0, 1, 2, 3, 0].map(slot));
         assert_eq!(plan.sweep(4), 1);
     }
 
@@ -192,8 +200,9 @@ mod tests {
     fn a_queued_slot_no_longer_replicated_is_skipped() {
         let mut plan = plan();
         plan.diverged(slot(9), None);
-        assert_eq!(plan.next(2, slot, |s| s.1 < 2).unwrap().0, slot(0));
-        assert_eq!(plan.next(0, slot, |_| true), None);
+        plan.diverged(slot(1), None);
+        assert_eq!(plan.next_divergent(|s| s.1 < 2), Some((slot(1), None)));
+        assert_eq!(plan.next_in_sweep(0, |i| Some(slot(i))), None);
     }
 
     #[test]

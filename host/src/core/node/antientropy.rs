@@ -69,14 +69,13 @@ impl Node {
             return;
         };
         let every_ms = plan.config().every_ms;
-        if !plan.may_work(self.now.mono_ms) {
-            self.stats.antientropy.throttled_turns += 1;
+        plan.retain_tables(|table| self.meta.tables.contains_key(table));
+        if !self.may_work() {
             return;
         }
         let served = &self.meta.tables;
         self.antientropy
             .retain_tables(|table| served.contains_key(table));
-        plan.retain_tables(|table| served.contains_key(table));
         // One table's page per turn, however many tables are still walked.
         for (table, config) in self.served_tables() {
             if let Some(after) = self.antientropy.walk_from(&table) {
@@ -106,37 +105,61 @@ impl Node {
         // target, within the per-turn cap.
         let wanted = (count * every_ms).div_ceil(ANTIENTROPY_SWEEP_TARGET_MS.max(1));
         let wanted = wanted.clamp(1, ANTIENTROPY_EXCHANGES_PER_TURN_MAX);
-        let slot_at = |mut index: u64| -> Slot {
+        let slot_at = |mut index: u64| -> Option<Slot> {
             for (table, partitions) in &slots {
                 let len = partitions.len() as u64;
                 if index < len {
-                    return (table.clone(), partitions[index as usize]);
+                    return Some((table.clone(), partitions[index as usize]));
                 }
                 index -= len;
             }
-            // Unreachable for index < count; the first slot is harmless.
-            (slots[0].0.clone(), slots[0].1[0])
+            None
         };
         let replicates = |slot: &Slot| {
             slots
                 .iter()
                 .any(|(table, partitions)| *table == slot.0 && partitions.contains(&slot.1))
         };
-        for _ in 0..wanted {
+        // Known divergent partitions first, as many as the throttle allows.
+        for _ in 0..ANTIENTROPY_EXCHANGES_PER_TURN_MAX {
+            if !self.may_work() {
+                return;
+            }
             let Some(plan) = self.sync_plan.as_mut() else {
                 return;
             };
-            if !plan.may_work(self.now.mono_ms) {
-                self.stats.antientropy.throttled_turns += 1;
-                return;
-            }
-            let Some(((table, partition), known_peer)) = plan.next(count, slot_at, replicates)
-            else {
-                return;
+            let Some(((table, partition), known_peer)) = plan.next_divergent(replicates) else {
+                break;
             };
             let sweep = plan.sweep(count);
             self.start_exchange(&ring, &table, partition, known_peer, sweep);
         }
+        for _ in 0..wanted {
+            if !self.may_work() {
+                return;
+            }
+            let Some(plan) = self.sync_plan.as_mut() else {
+                return;
+            };
+            let Some((table, partition)) = plan.next_in_sweep(count, slot_at) else {
+                return;
+            };
+            let sweep = plan.sweep(count);
+            self.start_exchange(&ring, &table, partition, None, sweep);
+        }
+    }
+
+    /// Whether the throttle lets anti-entropy work now (counted when not).
+    fn may_work(&mut self) -> bool {
+        let now = self.now.mono_ms;
+        let may = self
+            .sync_plan
+            .as_mut()
+            .is_some_and(|plan| plan.may_work(now));
+        if !may {
+            self.stats.antientropy.throttled_turns += 1;
+        }
+        may
     }
 
     /// What `/cluster` shows of anti-entropy.
@@ -169,6 +192,7 @@ impl Node {
             never_compared: never,
             divergent: plan.divergent_count() as u64,
             trees_built,
+            keys_held: self.antientropy.keys_held(),
             stats: self.stats.antientropy,
             keys_per_s: config.keys_per_s,
             bytes_per_s: config.bytes_per_s,
