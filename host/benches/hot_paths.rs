@@ -117,6 +117,7 @@ fn frames(c: &mut Criterion) {
         key: Bytes::from_static(b"user:123456"),
         object: object(1, 1),
         engine: None,
+        hint_for: None,
     });
     let mut frame = Vec::new();
     encode_frame(&message, &mut frame).expect("encodes");

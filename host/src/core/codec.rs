@@ -132,6 +132,7 @@ mod tests {
             key: Bytes::from_static(b"k"),
             object: sample_object(),
             engine: None,
+            hint_for: None,
         });
         let mut buf = Vec::new();
         encode_frame(&message, &mut buf).unwrap();

@@ -124,6 +124,24 @@ pub const ANTIENTROPY_BYTES_PER_S_DEFAULT: u64 = 16 * 1024 * 1024;
 pub const ANTIENTROPY_SWEEP_TARGET_MS: u64 = 30_000;
 /// Exchanges one turn starts at most (each is a 40-byte root to begin with).
 pub const ANTIENTROPY_EXCHANGES_PER_TURN_MAX: u64 = 64;
+/// Hints one node keeps at most (for all owners together); a write that
+/// would need one more is refused by this stand-in (its ack fails).
+pub const HINTS_MAX: u64 = 1_000_000;
+/// Hints delivered a second at most (all owners together): 100,000 hints
+/// drain in about 10 s, within SPEC §4's 30 s.
+pub const HANDOFF_KEYS_PER_S: u64 = 10_000;
+/// How often a stand-in looks for owners to deliver to.
+pub const HANDOFF_EVERY_MS: u64 = 100;
+/// Hints one batch carries at most.
+pub const HANDOFF_BATCH_KEYS: usize = 256;
+/// Live bytes one batch carries at most (at least one hint).
+pub const HANDOFF_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How long a stand-in waits for its owner's answer to a batch before it
+/// sends the batch's hints again.
+pub const HANDOFF_ANSWER_MS: u64 = 10_000;
+/// Keys read per page when hints are counted at start.
+pub const HINTS_COUNT_PAGE: usize = 10_000;
+
 /// Keys of one table the start-up walk observes into the trees per
 /// anti-entropy turn, so building the trees never holds up the loop long.
 pub const ANTIENTROPY_WALK_KEYS: usize = 1_000;

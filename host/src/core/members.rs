@@ -19,7 +19,8 @@ use super::types::NodeId;
 pub enum Status {
     /// Heard from within [`MEMBER_DOWN_AFTER_MS`] (this node is always up to itself).
     Up,
-    /// Silent for longer.
+    /// Silent for longer, or a call to it failed since it was last heard
+    /// from (a refused connection, a request it never answered).
     Down,
     /// This node, while no seed has admitted it yet.
     Joining,
@@ -42,6 +43,8 @@ pub struct Liveness {
     /// A member never heard from counts from the node's start.
     started_ms: u64,
     last_heard: HashMap<NodeId, u64>,
+    /// When a call to each node last failed.
+    failed: HashMap<NodeId, u64>,
 }
 
 impl Liveness {
@@ -50,12 +53,21 @@ impl Liveness {
         Liveness {
             started_ms,
             last_heard: HashMap::new(),
+            failed: HashMap::new(),
         }
     }
 
     /// `from` spoke at `now_ms`.
     pub fn heard(&mut self, from: &NodeId, now_ms: u64) {
         self.last_heard.insert(from.clone(), now_ms);
+    }
+
+    /// A call to `node` made at `at_ms` failed: it counts as down until it
+    /// is heard from again after that (a message it sent meanwhile clears
+    /// nothing it was not yet answering).
+    pub fn call_failed(&mut self, node: &NodeId, at_ms: u64) {
+        let failed = self.failed.entry(node.clone()).or_insert(at_ms);
+        *failed = (*failed).max(at_ms);
     }
 
     /// When `node` last spoke, if it did since this node started.
@@ -66,7 +78,8 @@ impl Liveness {
     /// Whether `node` (another node than this one) is up at `now_ms`.
     pub fn status(&self, node: &NodeId, now_ms: u64) -> Status {
         let heard = self.last_heard(node).unwrap_or(self.started_ms);
-        if now_ms.saturating_sub(heard) > MEMBER_DOWN_AFTER_MS {
+        let failed_since = self.failed.get(node).is_some_and(|&at| at >= heard);
+        if failed_since || now_ms.saturating_sub(heard) > MEMBER_DOWN_AFTER_MS {
             Status::Down
         } else {
             Status::Up
@@ -80,6 +93,7 @@ impl Liveness {
         self.last_heard.retain(|id, heard| {
             is_member(id) || now_ms.saturating_sub(*heard) <= STRANGER_HEARD_KEPT_MS
         });
+        self.failed.retain(|id, _| is_member(id));
     }
 
     /// How many ids are remembered.
@@ -202,6 +216,19 @@ mod tests {
             Status::Up
         );
         assert_eq!(Status::Joining.as_str(), "joining");
+    }
+
+    #[test]
+    fn a_failed_call_makes_a_member_down_until_it_is_heard_from_after_it() {
+        let mut liveness = Liveness::new(0);
+        let b = id("b");
+        liveness.heard(&b, 100);
+        liveness.call_failed(&b, 90);
+        assert_eq!(liveness.status(&b, 200), Status::Up, "heard after the call");
+        liveness.call_failed(&b, 150);
+        assert_eq!(liveness.status(&b, 200), Status::Down);
+        liveness.heard(&b, 300);
+        assert_eq!(liveness.status(&b, 300), Status::Up);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limits::{TABLES_MAX, TABLE_NAMES_MAX};
 use super::ring::Ring;
-use super::table::{MergeMode, StorageKind, TableConfig};
+use super::table::{MergeMode, StorageKind, TableConfig, TableConfigV1};
 use super::token::TokenKey;
 use super::types::{NodeId, TableName};
 
@@ -37,6 +37,29 @@ pub struct TableEntry {
     pub stamp_ms: u64,
     /// That node.
     pub origin: NodeId,
+}
+
+/// A table entry as builds before sloppy quorum stored it.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct TableEntryV1 {
+    config: TableConfigV1,
+    stamp_ms: u64,
+    origin: NodeId,
+}
+
+impl From<TableEntryV1> for TableEntry {
+    fn from(old: TableEntryV1) -> Self {
+        TableEntry {
+            config: old.config.into(),
+            stamp_ms: old.stamp_ms,
+            origin: old.origin,
+        }
+    }
+}
+
+fn upgraded_tables(tables: BTreeMap<TableName, TableEntryV1>) -> BTreeMap<TableName, TableEntry> {
+    tables.into_iter().map(|(n, e)| (n, e.into())).collect()
 }
 
 impl TableEntry {
@@ -162,13 +185,65 @@ pub struct ClusterMeta {
     pub dropped: BTreeMap<TableName, DroppedTable>,
 }
 
+/// Cluster metadata as builds before sloppy quorum (a table's `sloppy`)
+/// stored it: still read from old data dirs.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct ClusterMetaV3 {
+    members: BTreeMap<NodeId, Member>,
+    ring: Option<Ring>,
+    tables: BTreeMap<TableName, TableEntryV1>,
+    plugins: BTreeMap<String, PluginEntry>,
+    token_key: Option<TokenKey>,
+    dropped: BTreeMap<TableName, DroppedTable>,
+}
+
+#[cfg(test)]
+impl From<&ClusterMeta> for ClusterMetaV3 {
+    /// What an earlier build stored (tests write old data dirs with it).
+    fn from(meta: &ClusterMeta) -> Self {
+        ClusterMetaV3 {
+            members: meta.members.clone(),
+            ring: meta.ring.clone(),
+            tables: meta
+                .tables
+                .iter()
+                .map(|(name, entry)| {
+                    let old = TableEntryV1 {
+                        config: (&entry.config).into(),
+                        stamp_ms: entry.stamp_ms,
+                        origin: entry.origin.clone(),
+                    };
+                    (name.clone(), old)
+                })
+                .collect(),
+            plugins: meta.plugins.clone(),
+            token_key: meta.token_key,
+            dropped: meta.dropped.clone(),
+        }
+    }
+}
+
+impl From<ClusterMetaV3> for ClusterMeta {
+    fn from(old: ClusterMetaV3) -> Self {
+        ClusterMeta {
+            members: old.members,
+            ring: old.ring,
+            tables: upgraded_tables(old.tables),
+            plugins: old.plugins,
+            token_key: old.token_key,
+            dropped: old.dropped,
+        }
+    }
+}
+
 /// Cluster metadata as builds before table drops (and plugin histories)
 /// stored it: still read from old data dirs.
 #[derive(Deserialize)]
 pub struct ClusterMetaV2 {
     members: BTreeMap<NodeId, Member>,
     ring: Option<Ring>,
-    tables: BTreeMap<TableName, TableEntry>,
+    tables: BTreeMap<TableName, TableEntryV1>,
     plugins: BTreeMap<String, PluginEntryV1>,
     token_key: Option<TokenKey>,
 }
@@ -178,7 +253,7 @@ impl From<ClusterMetaV2> for ClusterMeta {
         ClusterMeta {
             members: old.members,
             ring: old.ring,
-            tables: old.tables,
+            tables: upgraded_tables(old.tables),
             plugins: upgraded(old.plugins),
             token_key: old.token_key,
             dropped: BTreeMap::new(),
@@ -192,7 +267,7 @@ impl From<ClusterMetaV2> for ClusterMeta {
 pub struct ClusterMetaV1 {
     members: BTreeMap<NodeId, Member>,
     ring: Option<Ring>,
-    tables: BTreeMap<TableName, TableEntry>,
+    tables: BTreeMap<TableName, TableEntryV1>,
     plugins: BTreeMap<String, PluginEntryV1>,
 }
 

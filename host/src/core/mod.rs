@@ -23,6 +23,9 @@
 //! | anti-entropy: which partition next (divergent first), throttle, sweep progress | `antientropy/plan.rs` |
 //! | token bucket | [`throttle`] |
 //! | anti-entropy exchanges | `node/antientropy.rs` |
+//! | sloppy quorum: who is asked, who stands in for whom | [`coord::targets`] |
+//! | hinted handoff: hints per owner, batches under way, why delivery stalls | [`hints`] |
+//! | hinted handoff: storing, reading and delivering hints | `node/handoff.rs` |
 //! | counters and gauges | [`stats`] |
 //! | every bound | [`limits`] |
 //! | messages between clients, nodes and subsystems | [`msg`] |
@@ -43,6 +46,7 @@ pub mod causal;
 pub mod codec;
 pub mod coord;
 pub mod durability;
+pub mod hints;
 pub mod limits;
 pub mod members;
 pub mod merkle;

@@ -241,6 +241,24 @@ pub struct ClusterStatus {
     pub join: Option<JoinStatus>,
     /// Anti-entropy's progress (`None` on a node that runs none).
     pub antientropy: Option<AntiEntropyStatus>,
+    /// Hints this node keeps, per owner with any.
+    pub hints: Vec<HintStatus>,
+}
+
+/// The hints one stand-in keeps for one owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintStatus {
+    /// The owner.
+    pub owner: NodeId,
+    /// Hints waiting for it.
+    pub pending: u64,
+    /// Delivered (and removed) since this node started.
+    pub delivered: u64,
+    /// Where delivery stands: `idle`, `owner down`, `throttled`,
+    /// `delivering` or `failing`.
+    pub state: String,
+    /// The last error, while failing.
+    pub error: Option<String>,
 }
 
 /// Anti-entropy as one node sees it: whether its sweeps keep up (the
@@ -325,6 +343,28 @@ pub enum Message {
     Forward(ForwardMessage),
     /// Anti-entropy: replicas comparing hash trees and exchanging objects.
     Sync(SyncMessage),
+    /// Hinted handoff: a stand-in delivering what it kept for an owner.
+    Handoff(HandoffMessage),
+}
+
+/// Hinted handoff from a stand-in to the owner of its hints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HandoffMessage {
+    /// Store these objects (merged in, as replica writes), then answer.
+    Deliver {
+        /// The stand-in's batch id.
+        request: u64,
+        /// (table, key, object) for each hint.
+        hints: Vec<(TableName, Bytes, Object)>,
+    },
+    /// The batch is durable here, but for the hints refused (by index,
+    /// with why): the stand-in removes the others.
+    Delivered {
+        /// The batch id.
+        request: u64,
+        /// Hints not stored.
+        refused: Vec<(u32, ReplicaError)>,
+    },
 }
 
 /// Anti-entropy between two replicas of a partition. None is an answer that
@@ -429,6 +469,10 @@ pub enum ReplicaMessage {
         object: Object,
         /// The engine a `storage: plugin` table's plugin chose for it.
         engine: Option<StorageKind>,
+        /// The unreachable primary the receiver stands in for (sloppy
+        /// quorum): it keeps the object as a hint for that node, durable
+        /// before it acks, and hands it off once the owner is reachable.
+        hint_for: Option<NodeId>,
     },
     /// The object is durable on the replica (or why not).
     WriteAck {
@@ -445,6 +489,9 @@ pub enum ReplicaMessage {
         table: TableName,
         /// Key.
         key: Bytes,
+        /// The unreachable primary the receiver stands in for: it answers
+        /// with its hint for that node.
+        hint_for: Option<NodeId>,
     },
     /// A replica's copy (`None`: not found).
     ReadReply {
@@ -517,6 +564,17 @@ impl Message {
             Message::Module(message) => message.is_answer(),
             Message::Forward(message) => message.is_answer(),
             Message::Sync(message) => message.is_answer(),
+            Message::Handoff(message) => message.is_answer(),
+        }
+    }
+}
+
+impl HandoffMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]).
+    pub fn is_answer(&self) -> bool {
+        match self {
+            HandoffMessage::Deliver { .. } => false,
+            HandoffMessage::Delivered { .. } => true,
         }
     }
 }

@@ -54,6 +54,15 @@ impl QuorumTracker {
         self.ok.len() + self.failed.len() >= self.asked.len()
     }
 
+    /// The replicas asked that have not answered either way.
+    pub fn unanswered(&self) -> Vec<NodeId> {
+        self.asked
+            .iter()
+            .filter(|n| !self.ok.contains(*n) && !self.failed.contains(*n))
+            .cloned()
+            .collect()
+    }
+
     /// Good answers so far.
     pub fn ok_count(&self) -> usize {
         self.ok.len()

@@ -45,6 +45,21 @@ pub struct NodeStats {
     pub batches: BatchStats,
     /// Anti-entropy exchanges.
     pub antientropy: AntiEntropyStats,
+    /// Hinted handoff, as stand-in and as owner.
+    pub handoff: HandoffStats,
+}
+
+/// Hinted handoff's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandoffStats {
+    /// Writes kept as hints for an unreachable primary.
+    pub hints_stored: u64,
+    /// Batches of hints sent to their owners.
+    pub batches_sent: u64,
+    /// Hints removed after their owner stored them durably.
+    pub hints_delivered: u64,
+    /// Hints received and stored as the owner.
+    pub hints_received: u64,
 }
 
 /// Anti-entropy's work.
@@ -114,6 +129,8 @@ pub struct PeerStats {
     pub forward: u64,
     /// Anti-entropy.
     pub sync: u64,
+    /// Hinted handoff.
+    pub handoff: u64,
 }
 
 /// Write batches: the unit in which staged writes become durable.
@@ -171,6 +188,7 @@ impl PeerStats {
             Message::Module(_) => self.module += 1,
             Message::Forward(_) => self.forward += 1,
             Message::Sync(_) => self.sync += 1,
+            Message::Handoff(_) => self.handoff += 1,
         }
     }
 }

@@ -51,6 +51,55 @@ pub struct TableConfig {
     pub storage: StorageKind,
     /// Storage-selection plugin, when `storage` is `plugin`.
     pub storage_plugin: Option<String>,
+    /// Whether requests use stand-ins for unreachable primaries (sloppy
+    /// quorum with hinted handoff); `false` uses primaries only and answers
+    /// 503 rather than count a stand-in's ack (like Riak's PW = W).
+    pub sloppy: bool,
+}
+
+/// A table's config as builds before sloppy quorum stored it (in old data
+/// dirs' cluster metadata): such tables are sloppy, the default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct TableConfigV1 {
+    n: u8,
+    r: u8,
+    w: u8,
+    merge: MergeMode,
+    plugin: Option<String>,
+    storage: StorageKind,
+    storage_plugin: Option<String>,
+}
+
+#[cfg(test)]
+impl From<&TableConfig> for TableConfigV1 {
+    /// What an earlier build stored (tests write old data dirs with it).
+    fn from(config: &TableConfig) -> Self {
+        TableConfigV1 {
+            n: config.n,
+            r: config.r,
+            w: config.w,
+            merge: config.merge,
+            plugin: config.plugin.clone(),
+            storage: config.storage,
+            storage_plugin: config.storage_plugin.clone(),
+        }
+    }
+}
+
+impl From<TableConfigV1> for TableConfig {
+    fn from(old: TableConfigV1) -> Self {
+        TableConfig {
+            n: old.n,
+            r: old.r,
+            w: old.w,
+            merge: old.merge,
+            plugin: old.plugin,
+            storage: old.storage,
+            storage_plugin: old.storage_plugin,
+            sloppy: true,
+        }
+    }
 }
 
 impl Default for TableConfig {
@@ -63,6 +112,7 @@ impl Default for TableConfig {
             plugin: None,
             storage: StorageKind::Lmdb,
             storage_plugin: None,
+            sloppy: true,
         }
     }
 }
@@ -85,6 +135,8 @@ pub struct TablePatch {
     pub storage: Option<StorageKind>,
     /// Storage-selection plugin name.
     pub storage_plugin: Option<String>,
+    /// Whether stand-ins take writes for unreachable primaries.
+    pub sloppy: Option<bool>,
 }
 
 /// Why a table config was refused.
@@ -146,6 +198,7 @@ impl TableConfig {
             storage_plugin: (storage == StorageKind::Plugin)
                 .then(|| patch.storage_plugin.clone().or(base.storage_plugin))
                 .flatten(),
+            sloppy: patch.sloppy.unwrap_or(base.sloppy),
         };
         config.validate()?;
         Ok(config)

@@ -15,10 +15,18 @@ pub enum Timer {
     Join,
     /// Walk the store into the anti-entropy trees and start an exchange.
     AntiEntropy,
+    /// Deliver hints to owners that are reachable again.
+    Handoff,
 }
 
 impl Timer {
-    const ALL: [Timer; 4] = [Timer::Ping, Timer::Gossip, Timer::Join, Timer::AntiEntropy];
+    const ALL: [Timer; 5] = [
+        Timer::Ping,
+        Timer::Gossip,
+        Timer::Join,
+        Timer::AntiEntropy,
+        Timer::Handoff,
+    ];
 
     fn slot(self) -> usize {
         match self {
@@ -26,6 +34,7 @@ impl Timer {
             Timer::Gossip => 1,
             Timer::Join => 2,
             Timer::AntiEntropy => 3,
+            Timer::Handoff => 4,
         }
     }
 }

@@ -97,6 +97,14 @@ impl TableName {
         }
     }
 
+    /// The local store's name for the hints this node keeps for `owner`
+    /// (hinted handoff): a name no table can have (it holds a `/`), so the
+    /// hints live apart from every table's objects, in the same durable
+    /// batches. Never sent to a peer.
+    pub fn hints_for(owner: &NodeId) -> Self {
+        TableName(Arc::from(format!("hints/{owner}")))
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0

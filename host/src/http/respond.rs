@@ -178,7 +178,30 @@ fn cluster_json(status: ClusterStatus) -> Value {
         None => json!({ "seed": j.seed, "state": "joining" }),
         Some(reason) => json!({ "seed": j.seed, "state": "failed", "reason": reason }),
     });
-    let mut body = json!({ "node": status.node.as_str(), "members": members, "join": join });
+    let hints_pending: serde_json::Map<String, Value> = status
+        .hints
+        .iter()
+        .map(|h| (h.owner.to_string(), json!(h.pending)))
+        .collect();
+    let hints: serde_json::Map<String, Value> = status
+        .hints
+        .iter()
+        .map(|h| {
+            let mut entry =
+                json!({ "pending": h.pending, "delivered": h.delivered, "state": h.state });
+            if let (Some(error), Value::Object(map)) = (&h.error, &mut entry) {
+                map.insert("error".into(), json!(error));
+            }
+            (h.owner.to_string(), entry)
+        })
+        .collect();
+    let mut body = json!({
+        "node": status.node.as_str(),
+        "members": members,
+        "join": join,
+        "hints_pending": hints_pending,
+        "hints": hints,
+    });
     if let (Some(ae), Value::Object(map)) = (status.antientropy, &mut body) {
         map.insert(
             "antientropy".into(),

@@ -38,6 +38,8 @@ const CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub struct Outbound {
     me: NodeId,
     peers: HashMap<String, PeerQueue>,
+    /// Where failed connects are reported (the node's failure detection).
+    events: mpsc::Sender<Event>,
 }
 
 /// Encoded frames waiting for one peer, and their total size.
@@ -47,11 +49,13 @@ struct PeerQueue {
 }
 
 impl Outbound {
-    /// No connections yet; they are dialled on first use.
-    pub fn new(me: NodeId) -> Self {
+    /// No connections yet; they are dialled on first use. A connect that
+    /// fails is reported to `events` as [`Input::Unreachable`].
+    pub fn new(me: NodeId, events: mpsc::Sender<Event>) -> Self {
         Outbound {
             me,
             peers: HashMap::new(),
+            events,
         }
     }
 
@@ -61,7 +65,14 @@ impl Outbound {
         let queue = self.peers.entry(addr.to_owned()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES_MAX);
             let bytes = Arc::new(AtomicUsize::new(0));
-            tokio::spawn(dial(addr.to_owned(), self.me.clone(), rx, bytes.clone()));
+            let events = self.events.clone();
+            tokio::spawn(dial(
+                addr.to_owned(),
+                self.me.clone(),
+                rx,
+                bytes.clone(),
+                events,
+            ));
             PeerQueue { frames: tx, bytes }
         });
         let mut frame = Vec::new();
@@ -89,6 +100,7 @@ async fn dial(
     me: NodeId,
     mut queue: mpsc::Receiver<Bytes>,
     queued: Arc<AtomicUsize>,
+    events: mpsc::Sender<Event>,
 ) {
     let mut backoff_ms = BACKOFF_MS_MIN;
     loop {
@@ -105,6 +117,9 @@ async fn dial(
                 tracing::debug!(peer = %addr, "peer connection lost; reconnecting");
             }
             _ => {
+                // The node learns at once, not only after pings go unanswered
+                // (a full inbox drops the report: the pings still tell).
+                let _ = events.try_send(Event::Input(Input::Unreachable { addr: addr.clone() }));
                 // Whatever waited for this peer is stale by the time it is reachable.
                 while let Ok(frame) = queue.try_recv() {
                     queued.fetch_sub(frame.len(), Ordering::Relaxed);

@@ -236,14 +236,14 @@ pub async fn serve(
             "the open-files limit is low: connection caps lowered so storage keeps a quarter of it (raise it with ulimit -n)"
         );
     }
-    let peers = tokio::spawn(net::serve(peer_listener, events, budget.peers));
+    let peers = tokio::spawn(net::serve(peer_listener, events.clone(), budget.peers));
     let http = tokio::spawn(crate::http::serve(http_listener, handle, budget.http));
     on_bound(bound);
     let result = drive(
         node,
         store,
         inbox,
-        Outbound::new(options.id.clone()),
+        Outbound::new(options.id.clone(), events.clone()),
         host,
         clock,
         published_key,

@@ -317,6 +317,7 @@ fn a_peer_write_with_a_key_the_store_cannot_take_fails_only_itself() {
         key: Bytes::from(vec![b'k'; 4096]),
         object,
         engine: None,
+        hint_for: None,
     });
     sim.inject(1, 0, huge);
     sim.run_for(100);

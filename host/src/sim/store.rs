@@ -15,7 +15,8 @@ use crate::core::types::TableName;
 /// Writes of one sealed batch.
 #[derive(Debug, Default)]
 struct Batch {
-    objects: BTreeMap<(TableName, Bytes), Object>,
+    /// `None`: removed.
+    objects: BTreeMap<(TableName, Bytes), Option<Object>>,
     meta: Option<ClusterMeta>,
 }
 
@@ -111,7 +112,12 @@ impl MemoryStore {
     }
 
     fn apply(&mut self, batch: Batch) {
-        self.committed.extend(batch.objects);
+        for (slot, object) in batch.objects {
+            match object {
+                Some(object) => self.committed.insert(slot, object),
+                None => self.committed.remove(&slot),
+            };
+        }
         if let Some(meta) = batch.meta {
             self.meta = Some(meta);
         }
@@ -136,11 +142,13 @@ impl MemoryStore {
         if let Some(object) = self.memory.get(&slot) {
             return Some(object.clone());
         }
-        std::iter::once(&self.staged)
+        let pending = std::iter::once(&self.staged)
             .chain(self.sealed.iter().rev().map(|(_, batch)| batch))
-            .find_map(|batch| batch.objects.get(&slot))
-            .or_else(|| self.committed.get(&slot))
-            .cloned()
+            .find_map(|batch| batch.objects.get(&slot));
+        match pending {
+            Some(newest) => newest.clone(),
+            None => self.committed.get(&slot).cloned(),
+        }
     }
 }
 
@@ -188,9 +196,17 @@ impl LocalStore for MemoryStore {
                 .insert((table.clone(), Bytes::copy_from_slice(key)), object.clone());
             return Ok(());
         }
-        self.staged
-            .objects
-            .insert((table.clone(), Bytes::copy_from_slice(key)), object.clone());
+        self.staged.objects.insert(
+            (table.clone(), Bytes::copy_from_slice(key)),
+            Some(object.clone()),
+        );
+        Ok(())
+    }
+
+    fn remove(&mut self, table: &TableName, key: &[u8]) -> Result<(), StoreError> {
+        let slot = (table.clone(), Bytes::copy_from_slice(key));
+        self.memory.remove(&slot);
+        self.staged.objects.insert(slot, None);
         Ok(())
     }
 
@@ -223,18 +239,27 @@ impl LocalStore for MemoryStore {
             Some(after) => Bound::Excluded((table.clone(), Bytes::copy_from_slice(after))),
             None => Bound::Included((table.clone(), Bytes::new())),
         };
-        let places = [&self.committed, &self.memory, &self.staged.objects]
+        let in_range = |slot: &(TableName, Bytes)| &slot.0 == table;
+        let held = [&self.committed, &self.memory]
             .into_iter()
-            .chain(self.sealed.iter().map(|(_, batch)| &batch.objects));
-        let keys: Vec<Bytes> = places
             .flat_map(|objects| {
                 objects
                     .range((start.clone(), Bound::Unbounded))
-                    .take_while(|((t, _), _)| t == table)
+                    .take_while(|(slot, _)| in_range(slot))
                     .take(limit)
                     .map(|((_, key), _)| key.clone())
-            })
-            .collect();
+            });
+        let pending = std::iter::once(&self.staged)
+            .chain(self.sealed.iter().map(|(_, batch)| batch))
+            .flat_map(|batch| {
+                batch
+                    .objects
+                    .range((start.clone(), Bound::Unbounded))
+                    .take_while(|(slot, _)| in_range(slot))
+                    .take(limit)
+                    .map(|((_, key), _)| key.clone())
+            });
+        let keys: Vec<Bytes> = held.chain(pending).collect();
         Ok(first_keys_after(keys, after, limit))
     }
 }

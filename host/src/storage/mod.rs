@@ -45,9 +45,12 @@ const STATE_NODE_ID: &str = "node_id";
 const STATE_EPOCH: &str = "epoch";
 const STATE_CLEAN: &str = "clean_shutdown";
 /// Cluster metadata in the current layout. Earlier builds wrote their
-/// layouts under [`STATE_META_LEGACY`]; a new key keeps the two from ever
-/// being mistaken for each other (postcard does not describe itself).
-const STATE_META: &str = "meta3";
+/// layouts under [`STATE_META_V3`] and [`STATE_META_LEGACY`]; a new key
+/// keeps the layouts from ever being mistaken for each other (postcard
+/// does not describe itself).
+const STATE_META: &str = "meta4";
+/// The layout before tables had `sloppy`.
+const STATE_META_V3: &str = "meta3";
 const STATE_META_LEGACY: &str = "meta";
 
 type Objects = Database<RawBytes, RawBytes>;
@@ -219,9 +222,19 @@ impl NodeStore {
             .map_err(storage_error)?;
         let clean_shutdown =
             state.get(&wtxn, STATE_CLEAN).map_err(storage_error)? == Some(&[1u8][..]);
-        let meta = match state.get(&wtxn, STATE_META).map_err(storage_error)? {
-            Some(bytes) => Some(decode_disk::<ClusterMeta>(bytes).map_err(storage_error)?),
-            None => state
+        let current = state.get(&wtxn, STATE_META).map_err(storage_error)?;
+        let v3 = match current {
+            Some(_) => None,
+            None => state.get(&wtxn, STATE_META_V3).map_err(storage_error)?,
+        };
+        let meta = match (current, v3) {
+            (Some(bytes), _) => Some(decode_disk::<ClusterMeta>(bytes).map_err(storage_error)?),
+            (None, Some(bytes)) => Some(
+                decode_disk::<crate::core::meta::ClusterMetaV3>(bytes)
+                    .map(ClusterMeta::from)
+                    .map_err(storage_error)?,
+            ),
+            (None, None) => state
                 .get(&wtxn, STATE_META_LEGACY)
                 .map_err(storage_error)?
                 .map(|bytes| {
@@ -633,6 +646,19 @@ impl LocalStore for NodeStore {
         self.staged.blobs.extend(blobs);
         self.staged.records.insert(slot, Some(record));
         self.staged.disk_bytes += cost;
+        Ok(())
+    }
+
+    fn remove(&mut self, table: &TableName, key: &[u8]) -> Result<(), StoreError> {
+        let slot = (table.clone(), Bytes::copy_from_slice(key));
+        if let Some(evicted) = self.memory.remove(&slot) {
+            self.staged.evicted.entry(slot.clone()).or_insert(evicted);
+        }
+        // Records exist only once the database does.
+        if let Some(db) = self.table_db(table)? {
+            self.staged.dbs.entry(table.clone()).or_insert(db);
+            self.staged.records.insert(slot, None);
+        }
         Ok(())
     }
 

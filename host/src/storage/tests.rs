@@ -333,11 +333,13 @@ fn cluster_metadata_written_by_earlier_builds_still_opens() {
     // are one byte each; the test's metadata has no plugins, whose entries
     // also changed).
     for (label, trailing) in [("meta-v2", 1), ("meta-v1", 2)] {
-        metadata_without_trailing_fields_opens(label, trailing);
+        metadata_without_trailing_fields_opens(label, trailing, STATE_META_LEGACY);
     }
+    // Before sloppy quorum: under its own key, tables without `sloppy`.
+    metadata_without_trailing_fields_opens("meta-v3", 0, STATE_META_V3);
 }
 
-fn metadata_without_trailing_fields_opens(label: &str, trailing: usize) {
+fn metadata_without_trailing_fields_opens(label: &str, trailing: usize, key: &str) {
     let dir = temp_dir(label);
     let id = NodeId::new("n1").unwrap();
     let mut meta = ClusterMeta::empty();
@@ -349,22 +351,24 @@ fn metadata_without_trailing_fields_opens(label: &str, trailing: usize) {
             origin: id.clone(),
         },
     );
-    let mut old = encode_disk(&meta).unwrap();
+    let mut old = encode_disk(&crate::core::meta::ClusterMetaV3::from(&meta)).unwrap();
     for _ in 0..trailing {
         assert_eq!(old.pop(), Some(0));
     }
     {
         let (store, _) = NodeStore::open(&dir, &id).unwrap();
         let mut wtxn = store.writer.env.write_txn().unwrap();
-        store
-            .writer
-            .state
-            .put(&mut wtxn, STATE_META_LEGACY, &old)
-            .unwrap();
+        store.writer.state.put(&mut wtxn, key, &old).unwrap();
         wtxn.commit().unwrap();
     }
     let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
     assert_eq!(persisted.meta, Some(meta));
+    assert!(persisted
+        .meta
+        .unwrap()
+        .tables
+        .values()
+        .all(|t| t.config.sloppy));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -502,7 +506,7 @@ fn plugin_entries_of_earlier_builds_still_open() {
     struct OldMeta {
         members: BTreeMap<NodeId, crate::core::meta::Member>,
         ring: Option<crate::core::ring::Ring>,
-        tables: BTreeMap<TableName, crate::core::meta::TableEntry>,
+        tables: BTreeMap<TableName, crate::core::meta::TableEntryV1>,
         plugins: BTreeMap<String, OldPlugin>,
         token_key: Option<crate::core::token::TokenKey>,
     }

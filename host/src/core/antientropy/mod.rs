@@ -57,11 +57,16 @@ pub struct AntiEntropy {
     replicated: Option<(Ring, HashMap<u8, Vec<usize>>)>,
 }
 
-/// The item of an object: its key and its clock, so two replicas holding
-/// the same versions of a key hold the same item.
+/// The item of an object: its key, its clock and the dots of the versions
+/// it keeps, so two replicas hold the same item exactly when they hold the
+/// same versions with the same knowledge. The clock alone is not enough:
+/// merged along different paths, two copies can reach the same clock while
+/// one still keeps a version the other knows was superseded (and would
+/// drop on merging the other's copy).
 pub fn item_of(key: &[u8], object: &Object) -> Hash {
-    let clock = postcard::to_allocvec(&object.clock).unwrap_or_default();
-    item_hash(key, &clock)
+    let dots: Vec<_> = object.versions.iter().map(|v| &v.dot).collect();
+    let summary = postcard::to_allocvec(&(&object.clock, dots)).unwrap_or_default();
+    item_hash(key, &summary)
 }
 
 impl AntiEntropy {
@@ -291,7 +296,7 @@ impl AntiEntropy {
 mod tests {
     use super::*;
     use crate::core::causal::tests::dot;
-    use crate::core::causal::CausalContext;
+    use crate::core::causal::{CausalContext, Dot};
     use crate::core::object::Version;
     use crate::core::table::MergeMode;
 
@@ -343,6 +348,33 @@ mod tests {
         );
         let (few, _) = a.items_of(&table, 0, &differing, 1);
         assert_eq!(few.len(), 1, "whole leaves, at least one");
+    }
+
+    #[test]
+    fn copies_with_one_clock_but_other_versions_are_different_items() {
+        let version = |d: Dot, value: &'static [u8]| Version {
+            timestamp_ms: d.counter,
+            dot: d,
+            value: Some(Bytes::from_static(value)),
+            content_type: "text/plain".into(),
+        };
+        let mode = MergeMode::Siblings;
+        let mut first = Object::default();
+        first.apply_write(&CausalContext::new(), version(dot("a", 1, 1), b"old"), mode);
+        // b's write saw a's version and supersedes it.
+        let mut second = first.clone();
+        second.apply_write(&first.clock.clone(), version(dot("b", 1, 1), b"new"), mode);
+        // A copy of b's write that did not carry what it superseded (a
+        // coordinator's object without that history) reaches a's holder.
+        let mut partial = Object::default();
+        partial.apply_write(&CausalContext::new(), version(dot("b", 1, 1), b"new"), mode);
+        let mut stale = first.clone();
+        stale.merge(&partial, mode);
+        assert_eq!(stale.clock, second.clock);
+        assert_ne!(stale.versions, second.versions);
+        assert_ne!(item_of(b"k", &stale), item_of(b"k", &second));
+        stale.merge(&second, mode);
+        assert_eq!(item_of(b"k", &stale), item_of(b"k", &second));
     }
 
     #[test]

@@ -99,6 +99,11 @@ impl GetFsm {
         }
     }
 
+    /// The replicas asked that have not answered.
+    pub fn unanswered(&self) -> Vec<NodeId> {
+        self.quorum.unanswered()
+    }
+
     /// Takes one replica's answer ("not found" is a good answer).
     pub fn record(&mut self, from: &NodeId, outcome: Result<Option<Object>, ReplicaError>) {
         match outcome {

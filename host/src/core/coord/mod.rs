@@ -14,6 +14,7 @@ use super::types::NodeId;
 
 pub mod get;
 pub mod put;
+pub mod targets;
 
 pub use get::{GetFsm, GetStep};
 pub use put::PutFsm;

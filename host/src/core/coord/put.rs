@@ -66,6 +66,11 @@ impl PutFsm {
         None
     }
 
+    /// The replicas asked that have not answered.
+    pub fn unanswered(&self) -> Vec<NodeId> {
+        self.quorum.unanswered()
+    }
+
     /// Whether nothing more will come.
     pub fn is_done(&self, now_ms: u64) -> bool {
         self.replied && (self.quorum.all_answered() || now_ms >= self.deadline_ms)

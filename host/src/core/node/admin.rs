@@ -68,10 +68,15 @@ impl Node {
                     return AdminReply::NotFound(format!("no table {table}"));
                 };
                 let primaries = self.primaries_of(&table, &key, entry.config.n);
-                // Fallbacks take part once hinted handoff exists; until then none are used.
+                // The stand-ins a request would use now, as this node sees its peers.
+                let fallbacks = self
+                    .replicas_for(&table, &key, &entry.config)
+                    .into_iter()
+                    .filter(|node| !primaries.contains(node))
+                    .collect();
                 AdminReply::Preflist {
                     primaries,
-                    fallbacks: Vec::new(),
+                    fallbacks,
                 }
             }
             AdminOp::Join(seed) => {
@@ -221,6 +226,7 @@ impl Node {
             members,
             join,
             antientropy: self.antientropy_status(),
+            hints: self.hints_status(),
         }
     }
 

@@ -466,7 +466,7 @@ impl Node {
         }
     }
 
-    fn send_to(&mut self, node: &NodeId, message: Message) {
+    pub(super) fn send_to(&mut self, node: &NodeId, message: Message) {
         if let Some(addr) = self.addr_of(node) {
             self.emit(Output::Send { addr, message });
         }

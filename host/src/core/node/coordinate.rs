@@ -3,6 +3,7 @@
 //! are the state machines' in `core/coord/`; this file carries them out.
 
 use super::*;
+use crate::core::coord::targets::targets;
 
 impl Node {
     /// Forwarded client operations: one to coordinate for another node, or
@@ -116,6 +117,8 @@ impl Node {
         if !primaries.contains(&self.config.id) {
             return self.forward(origin, op, &primaries, needed);
         }
+        // Sloppy: the reachable primaries and stand-ins for the others.
+        let primaries = self.replicas_for(op.table(), op.key(), &config);
         if primaries.len() < usize::from(needed) {
             return self.reply(origin, ClientReply::QuorumNotReached { needed, acked: 0 });
         }
@@ -234,11 +237,12 @@ impl Node {
             .load(&fsm.table, fsm.config.storage, &fsm.key)
             .map_err(|e| ReplicaError::Storage(e.to_string()));
         fsm.record(&self.config.id.clone(), local);
-        self.send_to_other_replicas(primaries, || {
+        self.send_to_other_replicas(&fsm.table, &fsm.key, primaries, |hint_for| {
             Message::Replica(ReplicaMessage::Read {
                 request,
                 table: fsm.table.clone(),
                 key: fsm.key.clone(),
+                hint_for,
             })
         });
         self.pending.insert(request, Pending::Get(Box::new(fsm)));
@@ -296,7 +300,7 @@ impl Node {
                 }
                 // Without a quorum read the write still goes on, as it would
                 // have; within the request's one deadline.
-                let primaries = self.primaries_of(&table, &key, config.n);
+                let primaries = self.replicas_for(&table, &key, &config);
                 let deadline_ms = read_deadline_ms;
                 let mut write =
                     Write::client(table.clone(), key.clone(), value, content_type, context);
@@ -304,7 +308,7 @@ impl Node {
                 let _ = self.start_put(origin, write, &config, w, &primaries, deadline_ms, store);
             }
             GetStep::Delete { merged, w } => {
-                let primaries = self.primaries_of(&table, &key, config.n);
+                let primaries = self.replicas_for(&table, &key, &config);
                 let deadline_ms = now + self.config.request_timeout_ms;
                 // The tombstone supersedes everything the read merged and is
                 // stamped after all of it, even versions this node lacks.
@@ -351,7 +355,9 @@ impl Node {
 
     pub(super) fn read_repair(&mut self, fsm: &GetFsm, store: &mut dyn LocalStore) {
         let (merged, stale) = fsm.repairs();
-        for node in stale {
+        // A stand-in's hint is handed off to its owner: only primaries are repaired.
+        let primaries = self.primaries_of(&fsm.table, &fsm.key, fsm.config.n);
+        for node in stale.into_iter().filter(|node| primaries.contains(node)) {
             if node == self.config.id {
                 // Merge, never overwrite: the local copy may have moved on since the read.
                 let _ = self.store_replica(&fsm.table, &fsm.key, &merged, None, store);
@@ -365,6 +371,28 @@ impl Node {
                 self.emit(Output::Send { addr, message });
             }
         }
+    }
+
+    /// The nodes a request for `key` goes to: on a sloppy table the first
+    /// `n` reachable nodes of its preference list (stand-ins for the
+    /// unreachable primaries); otherwise its primaries, reachable or not.
+    pub(super) fn replicas_for(
+        &self,
+        table: &TableName,
+        key: &[u8],
+        config: &TableConfig,
+    ) -> Vec<NodeId> {
+        let Some(ring) = &self.meta.ring else {
+            return Vec::new();
+        };
+        let n = usize::from(config.n);
+        let preference = ring.preference_list(partition_of(ring.partitions(), table, key));
+        if !config.sloppy {
+            return preference.into_iter().take(n).collect();
+        }
+        targets(&preference, n, true, |node| {
+            self.status_of(node) == Status::Up
+        })
     }
 
     pub(super) fn primaries_of(&self, table: &TableName, key: &[u8], n: u8) -> Vec<NodeId> {
@@ -539,13 +567,14 @@ impl Node {
         let fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
         self.outbox.local_copy_staged(request);
         let placed = (config.storage == StorageKind::Plugin).then_some(engine);
-        self.send_to_other_replicas(primaries, || {
+        self.send_to_other_replicas(&write.table, &write.key, primaries, |hint_for| {
             Message::Replica(ReplicaMessage::Write {
                 request,
                 table: write.table.clone(),
                 key: write.key.clone(),
                 object: object.clone(),
                 engine: placed,
+                hint_for,
             })
         });
         let writeback = write

@@ -16,10 +16,12 @@ use super::causal::{Actor, CausalContext, Dot};
 use super::coord::{live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, Origin, PutFsm};
 use super::durability::Outbox;
 pub use super::durability::Release;
+use super::hints::HintBook;
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, CONTEXT_EPOCH_AHEAD_MAX_S,
-    FORWARD_GRACE_MS, GOSSIP_INTERVAL_MS, JOIN_RETRY_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS,
-    RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS, SIBLINGS_MAX, UPLOAD_SPREAD_WAIT_MS,
+    FORWARD_GRACE_MS, GOSSIP_INTERVAL_MS, HANDOFF_EVERY_MS, HANDOFF_KEYS_PER_S, JOIN_RETRY_MS,
+    OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS,
+    SIBLINGS_MAX, UPLOAD_SPREAD_WAIT_MS,
 };
 use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
@@ -42,6 +44,7 @@ use super::types::{NodeId, TableName};
 mod admin;
 mod antientropy;
 mod coordinate;
+mod handoff;
 mod membership;
 mod modules;
 mod placement;
@@ -121,6 +124,13 @@ pub enum Input {
         id: u64,
         /// The operation.
         op: AdminOp,
+    },
+    /// A connection to the peer at `addr` could not be made (refused, or
+    /// no answer within the connect timeout): the member there counts as
+    /// down until it is heard from again.
+    Unreachable {
+        /// The peer address dialled.
+        addr: String,
     },
     /// A message from a peer.
     Peer {
@@ -278,6 +288,8 @@ pub struct Node {
     antientropy: AntiEntropy,
     /// Anti-entropy's schedule and throttle (`None`: it runs none).
     sync_plan: Option<Plan>,
+    /// Hints kept for unreachable primaries, and their delivery.
+    hints: HintBook,
     /// This node lost its disk and resumed its membership: once its trees
     /// are built, every partition it replicates is known to diverge.
     resumed_membership: bool,
@@ -336,9 +348,11 @@ impl Node {
             antientropy: AntiEntropy::default(),
             sync_plan: config.antientropy.map(Plan::new),
             resumed_membership: false,
+            hints: HintBook::new(HANDOFF_KEYS_PER_S),
             config,
         };
-        for timer in [Timer::Ping, Timer::Gossip, Timer::Join] {
+        node.count_hints(store);
+        for timer in [Timer::Ping, Timer::Gossip, Timer::Join, Timer::Handoff] {
             node.timers.set(timer, now.mono_ms);
         }
         if node.sync_plan.is_some() {
@@ -452,6 +466,11 @@ impl Node {
     ) -> Result<(), String> {
         self.stats.batches.losses += 1;
         self.antientropy.forget_trees();
+        // Hints counted as stored or removed may not be: counted again.
+        let throttle = self.hints.throttle.clone();
+        self.hints = HintBook::new(HANDOFF_KEYS_PER_S);
+        self.hints.throttle = throttle;
+        self.count_hints(store);
         let reason = format!(
             "{error}; nothing of it was stored on node {}",
             self.config.id
@@ -528,6 +547,7 @@ impl Node {
                 self.answer_admin(id, reply);
             }
             Input::Peer { from, message } => self.on_peer(from, message, store),
+            Input::Unreachable { addr } => self.on_unreachable(&addr),
             Input::StorageSelected { job, outcome } => {
                 if let Some(Pending::Placement(placement)) = self.pending.remove(&job) {
                     self.finish_placement(*placement, outcome, store);
@@ -587,6 +607,9 @@ impl Node {
                 });
             }
         }
+        if self.timers.fire(Timer::Handoff, now, HANDOFF_EVERY_MS) {
+            self.handoff_turn(store);
+        }
         if let Some(every) = self.config.antientropy.map(|c| c.every_ms) {
             if self.timers.fire(Timer::AntiEntropy, now, every) {
                 self.antientropy_turn(store);
@@ -608,10 +631,22 @@ impl Node {
                     );
                 }
                 Some(Pending::Get(fsm)) => {
+                    let asked_at = fsm
+                        .deadline_ms
+                        .saturating_sub(self.config.request_timeout_ms);
+                    for node in fsm.unanswered() {
+                        self.liveness.call_failed(&node, asked_at);
+                    }
                     self.pending.insert(id, Pending::Get(fsm));
                     self.progress_get(id, store);
                 }
                 Some(Pending::Put(fsm, writeback)) => {
+                    let asked_at = fsm
+                        .deadline_ms
+                        .saturating_sub(self.config.request_timeout_ms);
+                    for node in fsm.unanswered() {
+                        self.liveness.call_failed(&node, asked_at);
+                    }
                     self.pending.insert(id, Pending::Put(fsm, writeback));
                     self.progress_put(id);
                 }
@@ -647,6 +682,21 @@ impl Node {
             Message::Module(message) => self.on_module(from, message, store),
             Message::Forward(message) => self.on_forward(from, message, store),
             Message::Sync(message) => self.on_sync(from, message, store),
+            Message::Handoff(message) => self.on_handoff(from, message, store),
+        }
+    }
+
+    fn on_unreachable(&mut self, addr: &str) {
+        let now = self.now.mono_ms;
+        let at = self
+            .meta
+            .members
+            .iter()
+            .filter(|(id, m)| m.peer == addr && **id != self.config.id)
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<_>>();
+        for id in at {
+            self.liveness.call_failed(&id, now);
         }
     }
 

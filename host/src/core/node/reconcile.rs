@@ -215,7 +215,7 @@ impl Node {
                 merged_answer: answer,
                 read_first: false,
             };
-            let primaries = self.primaries_of(&job.table, &job.key, job.config.n);
+            let primaries = self.replicas_for(&job.table, &job.key, &job.config);
             let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
             let w = job.config.w;
             let _ = self.start_put(

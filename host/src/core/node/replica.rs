@@ -2,6 +2,7 @@
 //! reads, and feeding replicas' answers to the coordinator's state machines.
 
 use super::*;
+use crate::core::coord::targets::owner_of;
 
 impl Node {
     /// Replica messages: this node as a replica (writes, reads, repairs it
@@ -19,10 +20,20 @@ impl Node {
                 key,
                 object,
                 engine,
+                hint_for,
             } => {
-                let outcome = self
-                    .store_replica(&table, &key, &object, engine, store)
-                    .map(|_changed| ());
+                let outcome = match hint_for.filter(|owner| *owner != self.config.id) {
+                    Some(owner) => {
+                        let kept = self.store_hint(&owner, &table, &key, &object, store);
+                        if kept.is_ok() {
+                            self.stats.handoff.hints_stored += 1;
+                        }
+                        kept
+                    }
+                    None => self
+                        .store_replica(&table, &key, &object, engine, store)
+                        .map(|_changed| ()),
+                };
                 let stats = &mut self.stats.replica;
                 match outcome {
                     Ok(()) => stats.writes_stored += 1,
@@ -42,15 +53,21 @@ impl Node {
                 request,
                 table,
                 key,
+                hint_for,
             } => {
-                let outcome = match self.meta.tables.get(&table) {
-                    None => Err(ReplicaError::UnknownTable),
-                    Some(entry) => store
-                        .load(&table, entry.config.storage, &key)
-                        .map_err(|e| ReplicaError::Storage(e.to_string())),
-                };
                 self.stats.replica.reads_served += 1;
-                let release = self.release_for(store.copy_state(&table, &key));
+                let (outcome, release) = match hint_for.filter(|owner| *owner != self.config.id) {
+                    Some(owner) => self.read_hint(&owner, &table, &key, store),
+                    None => {
+                        let outcome = match self.meta.tables.get(&table) {
+                            None => Err(ReplicaError::UnknownTable),
+                            Some(entry) => store
+                                .load(&table, entry.config.storage, &key)
+                                .map_err(|e| ReplicaError::Storage(e.to_string())),
+                        };
+                        (outcome, self.release_for(store.copy_state(&table, &key)))
+                    }
+                };
                 if let Some(addr) = self.addr_of(&from) {
                     let message = Message::Replica(ReplicaMessage::ReadReply { request, outcome });
                     self.outbox.push(Output::Send { addr, message }, release);
@@ -71,18 +88,27 @@ impl Node {
         }
     }
 
-    /// Sends a fresh `message()` to every replica in `primaries` but this node.
+    /// Sends a fresh `message(hint_for)` to every node in `replicas` (those
+    /// asked for a key of `table`) but this one; `hint_for` names the
+    /// primary a node stands in for (sloppy quorum), `None` for a primary.
     pub(super) fn send_to_other_replicas(
         &mut self,
-        primaries: &[NodeId],
-        message: impl Fn() -> Message,
+        table: &TableName,
+        key: &[u8],
+        replicas: &[NodeId],
+        message: impl Fn(Option<NodeId>) -> Message,
     ) {
-        for node in primaries.iter().filter(|p| **p != self.config.id) {
+        let primaries = match self.meta.tables.get(table) {
+            Some(entry) => self.primaries_of(table, key, entry.config.n),
+            None => Vec::new(),
+        };
+        for node in replicas.iter().filter(|p| **p != self.config.id) {
+            let hint_for = owner_of(node, &primaries, replicas).cloned();
             if let Some(addr) = self.addr_of(node) {
                 self.outbox.push(
                     Output::Send {
                         addr,
-                        message: message(),
+                        message: message(hint_for),
                     },
                     Release::Now,
                 );
@@ -90,8 +116,8 @@ impl Node {
         }
     }
 
-    /// Replica side of a write, repair or (later) handoff: merge the whole
-    /// object in. `Ok(true)` when that changed what this node stores.
+    /// Replica side of a write, repair or handoff: merge the whole object
+    /// in. `Ok(true)` when that changed what this node stores.
     pub(super) fn store_replica(
         &mut self,
         table: &TableName,

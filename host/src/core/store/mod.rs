@@ -78,6 +78,9 @@ pub trait LocalStore {
         key: &[u8],
         object: &Object,
     ) -> Result<(), StoreError>;
+    /// Stages the removal of `key`'s object (in whichever engine holds it):
+    /// hinted handoff removes a hint once its owner stored it durably.
+    fn remove(&mut self, table: &TableName, key: &[u8]) -> Result<(), StoreError>;
     /// Stages the cluster metadata.
     fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError>;
     /// Makes a new epoch durable before it is used to mint any dot.
