@@ -30,6 +30,8 @@ pub struct NodeSizes {
     pub heard_from: usize,
     /// Keys with a plugin merge being written back.
     pub writebacks: usize,
+    /// Hints kept for other nodes (delivered once their owners are reachable).
+    pub hints_pending: u64,
 }
 
 /// Everything the node counts.

@@ -170,6 +170,7 @@ pub(super) fn drained(sim: &Sim) -> Result<(), String> {
             ("answers held", sizes.outputs_held),
             ("coordinator copies waiting", sizes.local_copies_waiting),
             ("merges being written back", sizes.writebacks),
+            ("hints kept", sizes.hints_pending as usize),
         ];
         if let Some((what, count)) = left.iter().find(|(_, count)| *count > 0) {
             return Err(format!(

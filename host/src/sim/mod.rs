@@ -10,6 +10,8 @@
 #[cfg(test)]
 mod check;
 #[cfg(test)]
+mod handoff;
+#[cfg(test)]
 mod holes;
 mod store;
 #[cfg(test)]

@@ -392,6 +392,7 @@ impl Node {
             lost_batch_ranges: self.outbox.lost_len(),
             heard_from: self.liveness.len(),
             writebacks: self.writebacks.len(),
+            hints_pending: self.hints.total_pending(),
         }
     }
 

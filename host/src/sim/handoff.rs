@@ -1,0 +1,156 @@
+//! Sloppy quorum and hinted handoff in the simulator: writes succeed with
+//! primaries down, stand-ins keep them as hints and hand them to their
+//! owners once reachable (anti-entropy off, so handoff alone is tested), a
+//! strict table refuses instead, and a delivery interrupted by a crash
+//! resumes with what is left.
+
+use super::check::drained;
+use super::tests::{siblings_table, written, TIMEOUT_MS};
+use super::{put, Sim};
+use crate::core::msg::{AdminOp, AdminReply, ClientReply};
+use crate::core::table::{MergeMode, TablePatch};
+use crate::core::types::TableName;
+
+fn keys(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("k{i}")).collect()
+}
+
+/// Every primary of every key holds the key's value, in its own store.
+fn on_every_primary(sim: &mut Sim, table: &str, keys: &[String]) -> Result<(), String> {
+    for key in keys {
+        for replica in sim.replicas_of(table, key) {
+            let object = sim.local_object(replica, table, key.as_bytes());
+            let held = object.is_some_and(|o| {
+                o.versions
+                    .iter()
+                    .any(|v| v.value.as_deref() == Some(key.as_bytes()))
+            });
+            if !held {
+                return Err(format!("{key} is not on node{}", replica + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hints_kept(sim: &Sim) -> u64 {
+    (0..sim.len())
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.sizes().hints_pending)
+        .sum()
+}
+
+#[test]
+fn writes_succeed_with_two_primaries_down_and_reach_them_by_handoff() {
+    let mut sim = Sim::new(31, 5);
+    siblings_table(&mut sim);
+    let keys = keys(60);
+    sim.crash(3);
+    sim.crash(4);
+    // The others notice (silence, or a call that goes unanswered).
+    sim.run_for(6_000);
+    for key in &keys {
+        written(&sim.call(0, put("ev", key, key, None), TIMEOUT_MS));
+    }
+    assert!(hints_kept(&sim) > 0, "stand-ins kept hints");
+    assert!(on_every_primary(&mut sim, "ev", &keys).is_err());
+    sim.restart(3);
+    sim.restart(4);
+    sim.run_for(30_000);
+    if let Err(missing) = on_every_primary(&mut sim, "ev", &keys) {
+        panic!("after handoff: {missing}");
+    }
+    assert_eq!(drained(&sim), Ok(()), "every hint delivered and removed");
+    let delivered: u64 = (0..5)
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.stats().handoff.hints_delivered)
+        .sum();
+    assert!(delivered > 0);
+}
+
+#[test]
+fn a_strict_table_refuses_rather_than_use_stand_ins_and_the_preflist_says_who_stands_in() {
+    let mut sim = Sim::new(32, 5);
+    siblings_table(&mut sim);
+    let strict = TablePatch {
+        merge: Some(MergeMode::Siblings),
+        sloppy: Some(false),
+        ..Default::default()
+    };
+    sim.create_table(0, "strict", strict);
+    let primaries = sim.replicas_of("strict", "k");
+    let (up, down) = (primaries[0], [primaries[1], primaries[2]]);
+    for node in down {
+        sim.crash(node);
+    }
+    sim.run_for(6_000);
+    let reply = sim.call(up, put("strict", "k", "v", None), TIMEOUT_MS);
+    assert!(
+        matches!(reply, Some(ClientReply::QuorumNotReached { .. })),
+        "{reply:?}"
+    );
+    written(&sim.call(up, put("ev", "k", "v", None), TIMEOUT_MS));
+    let preflist = |sim: &mut Sim, table: &str| match sim.admin(
+        up,
+        AdminOp::Preflist(TableName::new(table).unwrap(), "k".into()),
+    ) {
+        Some(AdminReply::Preflist {
+            primaries,
+            fallbacks,
+        }) => (primaries.len(), fallbacks.len()),
+        other => panic!("{other:?}"),
+    };
+    // "ev" and "strict" hash "k" to different partitions, but each has
+    // three primaries; only the sloppy one names stand-ins, and only for
+    // primaries it cannot reach.
+    assert_eq!(preflist(&mut sim, "strict"), (3, 0));
+    let (_, stand_ins) = preflist(&mut sim, "ev");
+    let ev_down = sim
+        .replicas_of("ev", "k")
+        .iter()
+        .filter(|n| down.contains(n))
+        .count();
+    assert_eq!(stand_ins, ev_down);
+}
+
+#[test]
+fn a_delivery_interrupted_by_a_crash_of_the_stand_in_resumes_with_what_is_left() {
+    let mut sim = Sim::new(33, 5);
+    siblings_table(&mut sim);
+    let keys = keys(1_500);
+    sim.crash(4);
+    sim.run_for(6_000);
+    for key in &keys {
+        written(&sim.call(0, put("ev", key, key, None), TIMEOUT_MS));
+    }
+    sim.run_for(1_000);
+    let (stand_in, kept) = (0..4)
+        .map(|i| (i, sim.node(i).map_or(0, |n| n.sizes().hints_pending)))
+        .max_by_key(|(_, kept)| *kept)
+        .unwrap();
+    assert!(kept > 256, "more than one batch for one stand-in: {kept}");
+    sim.restart(4);
+    let mut waited = 0;
+    while sim
+        .node(stand_in)
+        .is_some_and(|n| n.stats().handoff.hints_delivered == 0)
+    {
+        sim.run_for(5);
+        waited += 5;
+        assert!(waited < 20_000, "no batch delivered");
+    }
+    // Its removals become durable, then it crashes mid-delivery.
+    sim.run_for(20);
+    sim.crash(stand_in);
+    sim.restart(stand_in);
+    let left = sim.node(stand_in).map_or(0, |n| n.sizes().hints_pending);
+    assert!(
+        left < kept,
+        "delivery resumes with what is left, not from scratch ({left} of {kept})"
+    );
+    sim.run_for(30_000);
+    if let Err(missing) = on_every_primary(&mut sim, "ev", &keys) {
+        panic!("after handoff: {missing}");
+    }
+    assert_eq!(drained(&sim), Ok(()));
+}
