@@ -146,9 +146,11 @@ pub const HINTS_COUNT_PAGE: usize = 10_000;
 /// anti-entropy turn, so building the trees never holds up the loop long.
 pub const ANTIENTROPY_WALK_KEYS: usize = 1_000;
 /// Items (key, hash) one anti-entropy message carries at most: whole
-/// leaves up to this many (a leaf holds a few keys up to 100,000 keys per
-/// partition).
-pub const ANTIENTROPY_ITEMS_PER_MESSAGE: usize = 4_096;
+/// leaves up to this many, at least one (a leaf holds a few keys up to
+/// 100,000 keys per partition). A few times the objects one exchange
+/// moves: more would be sent again with every exchange a large
+/// difference takes.
+pub const ANTIENTROPY_ITEMS_PER_MESSAGE: usize = 1_024;
 /// Objects one anti-entropy message carries at most; a leaf with more is
 /// finished by the next exchange of its partition.
 pub const ANTIENTROPY_OBJECTS_PER_MESSAGE: usize = 256;

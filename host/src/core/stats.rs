@@ -77,6 +77,9 @@ pub struct AntiEntropyStats {
     pub objects_repaired: u64,
     /// Live bytes of the objects sent.
     pub bytes_sent: u64,
+    /// Encoded bytes of every anti-entropy message sent (roots, leaves,
+    /// items, pulls and objects).
+    pub message_bytes: u64,
     /// Turns that stopped early because the throttle's tokens ran out.
     pub throttled_turns: u64,
 }

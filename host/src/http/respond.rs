@@ -218,6 +218,7 @@ fn cluster_json(status: ClusterStatus) -> Value {
                 "keys_repaired": ae.stats.objects_repaired,
                 "objects_sent": ae.stats.objects_sent,
                 "bytes_sent": ae.stats.bytes_sent,
+                "message_bytes": ae.stats.message_bytes,
                 "throttled_turns": ae.stats.throttled_turns,
                 "keys_per_s": ae.keys_per_s,
                 "bytes_per_s": ae.bytes_per_s,

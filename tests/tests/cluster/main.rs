@@ -3,6 +3,7 @@
 
 mod abuse;
 mod authoring;
+mod handoff;
 mod keys;
 mod plugins;
 mod repair;

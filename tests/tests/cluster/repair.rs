@@ -150,3 +150,45 @@ fn a_wiped_node_is_refilled_by_antientropy_without_any_client_read() {
         .sibling_values();
     assert_eq!(values, vec!["new", "v0"]);
 }
+
+#[test]
+fn a_key_deleted_while_a_replica_was_down_stays_deleted_once_it_returns() {
+    let mut cluster = Cluster::start("ae-deleted", 3, &["--partitions", "32"]);
+    cluster.create_table("events", TABLE);
+    write_keys(&cluster.nodes[0], 100, 3);
+    cluster.nodes[2].crash();
+    for i in 0..100 {
+        let reply = cluster.nodes[0].call("DELETE", &format!("/tables/events/keys/k{i}"), &[], b"");
+        assert_eq!(reply.status, 204, "delete k{i}: {}", reply.text());
+    }
+    cluster.nodes[2].start_again();
+    cluster.wait_formed();
+    // Anti-entropy brings it the tombstones (no client read anywhere).
+    wait_until(
+        Duration::from_secs(60),
+        "the tombstones to reach the returned replica",
+        || (antientropy(&cluster.nodes[2])["keys_repaired"].as_u64()? >= 100).then_some(()),
+    );
+    // Read from it alone: every key is deleted there too.
+    for node in &cluster.nodes[..2] {
+        node.pause();
+    }
+    let back: Vec<usize> = (0..100)
+        .filter(|i| {
+            cluster.nodes[2]
+                .call("GET", &format!("/tables/events/keys/k{i}?r=1"), &[], b"")
+                .status
+                != 404
+        })
+        .collect();
+    for node in &cluster.nodes[..2] {
+        node.resume();
+    }
+    assert!(back.is_empty(), "deleted keys came back on node3: {back:?}");
+    // Nor did its old copies bring them back anywhere.
+    for i in 0..100 {
+        let reply =
+            cluster.nodes[0].call("GET", &format!("/tables/events/keys/k{i}?r=3"), &[], b"");
+        assert_eq!(reply.status, 404, "k{i}: {}", reply.text());
+    }
+}

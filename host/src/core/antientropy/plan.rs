@@ -15,6 +15,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::core::throttle::TokenBucket;
+
+/// How long an exchange keeps its partition from being compared again
+/// unless its roots agreed: long enough for the objects it moved to arrive
+/// and be staged on both sides.
+pub const EXCHANGE_SETTLE_MS: u64 = 1_000;
 use crate::core::types::{NodeId, TableName};
 
 /// Anti-entropy's settings on one node.
@@ -59,6 +64,11 @@ pub struct Plan {
     queued: HashSet<Slot>,
     /// When each slot was last compared with a peer (wall ms).
     compared_ms: HashMap<Slot, u64>,
+    /// Exchanges under way, by slot, with when they started (monotonic
+    /// ms): a slot is not compared again until its exchange agreed or
+    /// [`EXCHANGE_SETTLE_MS`] passed, so objects already on their way are
+    /// not asked for and sent a second time.
+    in_flight: HashMap<Slot, u64>,
     /// Keys read for anti-entropy.
     pub keys: TokenBucket,
     /// Bytes of objects sent.
@@ -74,6 +84,7 @@ impl Plan {
             divergent: VecDeque::new(),
             queued: HashSet::new(),
             compared_ms: HashMap::new(),
+            in_flight: HashMap::new(),
             keys: TokenBucket::new(config.keys_per_s),
             bytes: TokenBucket::new(config.bytes_per_s),
         }
@@ -93,17 +104,46 @@ impl Plan {
 
     /// The next known divergent slot still replicated here (`replicated`
     /// says), and the peer it is known to differ from.
+    /// Slots whose exchange is still under way at `now_ms` wait their turn.
     pub fn next_divergent(
         &mut self,
+        now_ms: u64,
         replicated: impl Fn(&Slot) -> bool,
     ) -> Option<(Slot, Option<NodeId>)> {
-        while let Some((slot, peer)) = self.divergent.pop_front() {
-            self.queued.remove(&slot);
-            if replicated(&slot) {
-                return Some((slot, peer));
+        for _ in 0..self.divergent.len() {
+            let Some((slot, peer)) = self.divergent.pop_front() else {
+                break;
+            };
+            if !replicated(&slot) {
+                self.queued.remove(&slot);
+                continue;
             }
+            if self.is_under_way(&slot, now_ms) {
+                self.divergent.push_back((slot, peer));
+                continue;
+            }
+            self.queued.remove(&slot);
+            return Some((slot, peer));
         }
         None
+    }
+
+    /// Whether an exchange of `slot` started less than
+    /// [`EXCHANGE_SETTLE_MS`] before `now_ms` and has not agreed since.
+    pub fn is_under_way(&self, slot: &Slot, now_ms: u64) -> bool {
+        self.in_flight
+            .get(slot)
+            .is_some_and(|&at| now_ms < at + EXCHANGE_SETTLE_MS)
+    }
+
+    /// An exchange of `slot` starts at `now_ms`.
+    pub fn begin(&mut self, slot: Slot, now_ms: u64) {
+        self.in_flight.insert(slot, now_ms);
+    }
+
+    /// `slot`'s roots agree: it may be compared again at once.
+    pub fn agreed(&mut self, slot: &Slot) {
+        self.in_flight.remove(slot);
     }
 
     /// The round robin's next slot among `count` replicated ones (`slot_at`
@@ -157,6 +197,7 @@ impl Plan {
     /// Forgets slots of tables no longer served.
     pub fn retain_tables(&mut self, serves: impl Fn(&TableName) -> bool) {
         self.compared_ms.retain(|(table, _), _| serves(table));
+        self.in_flight.retain(|(table, _), _| serves(table));
         self.divergent.retain(|((table, _), _)| serves(table));
         self.queued.retain(|(table, _)| serves(table));
     }
@@ -186,9 +227,20 @@ mod tests {
         plan.diverged(slot(1), None);
         plan.diverged(slot(3), None);
         assert_eq!(plan.divergent_count(), 2);
-        assert_eq!(plan.next_divergent(|_| true), Some((slot(3), Some(b))));
-        assert_eq!(plan.next_divergent(|_| true), Some((slot(1), None)));
-        assert_eq!(plan.next_divergent(|_| true), None);
+        plan.begin(slot(3), 0);
+        assert_eq!(
+            plan.next_divergent(10, |_| true),
+            Some((slot(1), None)),
+            "3 is under way"
+        );
+        assert_eq!(plan.next_divergent(10, |_| true), None);
+        assert_eq!(
+            plan.next_divergent(EXCHANGE_SETTLE_MS, |_| true),
+            Some((slot(3), Some(b)))
+        );
+        plan.begin(slot(1), 0);
+        plan.agreed(&slot(1));
+        assert!(!plan.is_under_way(&slot(1), 1));
         let sweep: Vec<Slot> = (0..5)
             .filter_map(|_| plan.next_in_sweep(4, |i| Some(slot(i))))
             .collect();
@@ -201,7 +253,7 @@ mod tests {
         let mut plan = plan();
         plan.diverged(slot(9), None);
         plan.diverged(slot(1), None);
-        assert_eq!(plan.next_divergent(|s| s.1 < 2), Some((slot(1), None)));
+        assert_eq!(plan.next_divergent(0, |s| s.1 < 2), Some((slot(1), None)));
         assert_eq!(plan.next_in_sweep(0, |i| Some(slot(i))), None);
     }
 

@@ -128,7 +128,9 @@ impl Node {
             let Some(plan) = self.sync_plan.as_mut() else {
                 return;
             };
-            let Some(((table, partition), known_peer)) = plan.next_divergent(replicates) else {
+            let now = self.now.mono_ms;
+            let Some(((table, partition), known_peer)) = plan.next_divergent(now, replicates)
+            else {
                 break;
             };
             let sweep = plan.sweep(count);
@@ -144,6 +146,9 @@ impl Node {
             let Some((table, partition)) = plan.next_in_sweep(count, slot_at) else {
                 return;
             };
+            if plan.is_under_way(&(table.clone(), partition), self.now.mono_ms) {
+                continue;
+            }
             let sweep = plan.sweep(count);
             self.start_exchange(&ring, &table, partition, None, sweep);
         }
@@ -255,6 +260,10 @@ impl Node {
             return;
         };
         self.stats.antientropy.exchanges += 1;
+        let now = self.now.mono_ms;
+        if let Some(plan) = self.sync_plan.as_mut() {
+            plan.begin((table.clone(), partition), now);
+        }
         let root = self.antientropy.root(table, partition);
         self.send_to(
             &peer,
@@ -443,6 +452,9 @@ impl Node {
             SyncMessage::InSync { table, partition } => {
                 if let Some(p) = self.sync_partition(&table, partition) {
                     self.compared(&table, p);
+                    if let Some(plan) = self.sync_plan.as_mut() {
+                        plan.agreed(&(table, p));
+                    }
                 }
             }
             SyncMessage::Objects { table, objects } => {
@@ -467,6 +479,11 @@ impl Node {
     }
 
     pub(super) fn send_to(&mut self, node: &NodeId, message: Message) {
+        if let Message::Sync(sync) = &message {
+            // What anti-entropy costs on the wire, framing aside.
+            let size = postcard::experimental::serialized_size(sync).unwrap_or(0);
+            self.stats.antientropy.message_bytes += size as u64;
+        }
         if let Some(addr) = self.addr_of(node) {
             self.emit(Output::Send { addr, message });
         }
