@@ -3,6 +3,7 @@
 
 mod abuse;
 mod authoring;
+mod chaos;
 mod handoff;
 mod keys;
 mod plugins;
