@@ -186,6 +186,15 @@ impl Node {
                 last = Some(slot);
                 continue;
             };
+            if self.meta.dropped.contains_key(&table) {
+                // Its table was dropped for good: nobody takes it.
+                if store.remove(&hints, &slot).is_ok() {
+                    let entry = self.hints.owner_mut(owner);
+                    entry.pending = entry.pending.saturating_sub(1);
+                }
+                last = Some(slot);
+                continue;
+            }
             let size = object.live_bytes();
             if !wire.is_empty() && bytes + size > HANDOFF_BATCH_BYTES {
                 break;
