@@ -159,6 +159,9 @@ impl HintBook {
                 .is_some_and(|f| f.deadline_ms <= now_ms)
             {
                 hints.in_flight = None;
+                // Its hints go again with the next batch, not after a pass
+                // over every other hint.
+                hints.cursor = None;
                 hints.last_error = Some("the owner did not answer the last batch in time".into());
             }
         }

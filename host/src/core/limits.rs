@@ -151,6 +151,12 @@ pub const ANTIENTROPY_WALK_KEYS: usize = 1_000;
 /// moves: more would be sent again with every exchange a large
 /// difference takes.
 pub const ANTIENTROPY_ITEMS_PER_MESSAGE: usize = 1_024;
+/// Items a node takes in one message (a sender goes past
+/// [`ANTIENTROPY_ITEMS_PER_MESSAGE`] only for one leaf holding more); a
+/// longer list is ignored whole, never cut (a cut would make the keys
+/// past it look missing). A leaf holds more only beyond 67 million keys
+/// in one partition.
+pub const ANTIENTROPY_ITEMS_ACCEPTED_MAX: usize = 262_144;
 /// Objects one anti-entropy message carries at most; a leaf with more is
 /// finished by the next exchange of its partition.
 pub const ANTIENTROPY_OBJECTS_PER_MESSAGE: usize = 256;

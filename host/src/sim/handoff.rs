@@ -154,3 +154,43 @@ fn a_delivery_interrupted_by_a_crash_of_the_stand_in_resumes_with_what_is_left()
     }
     assert_eq!(drained(&sim), Ok(()));
 }
+
+#[test]
+fn a_stand_in_without_a_hint_does_not_make_up_a_quorum_so_a_delete_cannot_miss_a_write() {
+    let mut sim = Sim::new(34, 5);
+    siblings_table(&mut sim);
+    let primaries = sim.replicas_of("ev", "k");
+    let (first, second, third) = (primaries[0], primaries[1], primaries[2]);
+    // `first` is down while the write is taken: a stand-in keeps its hint.
+    sim.crash(first);
+    sim.run_for(6_000);
+    written(&sim.call(second, put("ev", "k", "v1", None), TIMEOUT_MS));
+    let holder = (0..5)
+        .find(|&i| sim.node(i).is_some_and(|n| n.sizes().hints_pending > 0))
+        .expect("a stand-in keeps the hint");
+    // Before the hint is delivered, `first` is back and everything that
+    // knows of the write is gone: the stand-in and the other primaries.
+    for node in [holder, second, third] {
+        sim.crash(node);
+    }
+    sim.restart(first);
+    sim.run_for(6_000);
+    // A delete without a context reads first; the only other node up is a
+    // stand-in with no hint for the key, which must not count toward R.
+    let reply = sim.call(first, crate::sim::delete_op("ev", "k", None), TIMEOUT_MS);
+    assert!(
+        matches!(reply, Some(ClientReply::QuorumNotReached { .. })),
+        "{reply:?}"
+    );
+    let read = sim.call(first, crate::sim::get("ev", "k", Some(2)), TIMEOUT_MS);
+    assert!(
+        matches!(read, Some(ClientReply::QuorumNotReached { .. })),
+        "{read:?}"
+    );
+    for node in [holder, second, third] {
+        sim.restart(node);
+    }
+    sim.run_for(10_000);
+    let read = sim.call(first, crate::sim::get("ev", "k", Some(3)), TIMEOUT_MS);
+    assert_eq!(super::tests::values(&read), super::tests::set(&["v1"]));
+}

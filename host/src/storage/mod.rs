@@ -39,7 +39,7 @@ use stored::StoredObject;
 /// LMDB's map size: address space reserved, not disk used.
 const MAP_BYTES: usize = 64 << 30;
 /// Named databases: every table plus node state (TABLES_MAX is below it).
-const DATABASES_MAX: u32 = 512;
+const DATABASES_MAX: u32 = 2_048;
 
 const STATE_NODE_ID: &str = "node_id";
 const STATE_EPOCH: &str = "epoch";

@@ -11,8 +11,8 @@ use super::*;
 use crate::core::antientropy::Slot;
 use crate::core::limits::{
     ANTIENTROPY_BYTES_PER_MESSAGE, ANTIENTROPY_EXCHANGES_PER_TURN_MAX,
-    ANTIENTROPY_ITEMS_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE, ANTIENTROPY_SWEEP_TARGET_MS,
-    ANTIENTROPY_WALK_KEYS,
+    ANTIENTROPY_ITEMS_ACCEPTED_MAX, ANTIENTROPY_ITEMS_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE,
+    ANTIENTROPY_SWEEP_TARGET_MS, ANTIENTROPY_WALK_KEYS,
 };
 use crate::core::merkle::LEAVES;
 use crate::core::msg::AntiEntropyStatus;
@@ -411,9 +411,13 @@ impl Node {
                     .collect();
                 leaves.sort_unstable();
                 leaves.dedup();
-                let items = &items[..items.len().min(ANTIENTROPY_ITEMS_PER_MESSAGE)];
+                // Never cut: keys past a cut would look missing here. A
+                // list beyond any leaf this store could hold is refused.
+                if items.len() > ANTIENTROPY_ITEMS_ACCEPTED_MAX {
+                    return;
+                }
                 let (to_send, mut to_ask) =
-                    self.antientropy.compare_items(&table, p, &leaves, items);
+                    self.antientropy.compare_items(&table, p, &leaves, &items);
                 self.send_objects(&from, &table, p, to_send, store);
                 to_ask.truncate(ANTIENTROPY_OBJECTS_PER_MESSAGE);
                 if !to_ask.is_empty() {

@@ -258,17 +258,13 @@ impl Node {
         match message {
             HandoffMessage::Deliver { request, hints } => {
                 let mut refused = Vec::new();
-                for (index, (table, key, object)) in hints.into_iter().enumerate() {
+                // A stand-in sends at most one batch's worth; more is not
+                // taken (and the answer names only what was looked at).
+                let batch = hints.into_iter().take(HANDOFF_BATCH_KEYS);
+                for (index, (table, key, object)) in batch.enumerate() {
                     let Ok(index) = u32::try_from(index) else {
                         break;
                     };
-                    if index as usize >= HANDOFF_BATCH_KEYS {
-                        refused.push((
-                            index,
-                            ReplicaError::Storage("more hints than one batch may carry".into()),
-                        ));
-                        continue;
-                    }
                     match self.store_replica(&table, &key, &object, None, store) {
                         Ok(_) => self.stats.handoff.hints_received += 1,
                         Err(e) => refused.push((index, e)),
@@ -312,8 +308,13 @@ impl Node {
         let hints = TableName::hints_for(owner);
         let mut removed = 0;
         let mut error = None;
+        let refused: std::collections::BTreeMap<usize, &ReplicaError> = refused
+            .iter()
+            .take(batch.sent.len())
+            .map(|(i, why)| (*i as usize, why))
+            .collect();
         for (index, (slot, sent)) in batch.sent.iter().enumerate() {
-            if let Some((_, why)) = refused.iter().find(|(i, _)| *i as usize == index) {
+            if let Some(why) = refused.get(&index) {
                 error.get_or_insert_with(|| format!("the owner refused a hint: {why:?}"));
                 continue;
             }

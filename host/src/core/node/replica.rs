@@ -80,6 +80,19 @@ impl Node {
                 }
             }
             ReplicaMessage::ReadReply { request, outcome } => {
+                let Some(Pending::Get(fsm)) = self.pending.get(&request) else {
+                    return;
+                };
+                // A stand-in that holds no hint for the key knows nothing
+                // of it: its "not found" does not count toward R, or a read
+                // (and a delete's read) could miss acknowledged writes.
+                let primaries = self.primaries_of(&fsm.table, &fsm.key, fsm.config.n);
+                let outcome = match outcome {
+                    Ok(None) if !primaries.contains(&from) => Err(ReplicaError::Storage(
+                        "a stand-in without a hint for the key".into(),
+                    )),
+                    other => other,
+                };
                 if let Some(Pending::Get(fsm)) = self.pending.get_mut(&request) {
                     fsm.record(&from, outcome);
                     self.progress_get(request, store);
