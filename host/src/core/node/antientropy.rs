@@ -484,9 +484,16 @@ impl Node {
 
     pub(super) fn send_to(&mut self, node: &NodeId, message: Message) {
         if let Message::Sync(sync) = &message {
-            // What anti-entropy costs on the wire, framing aside.
-            let size = postcard::experimental::serialized_size(sync).unwrap_or(0);
-            self.stats.antientropy.message_bytes += size as u64;
+            // What anti-entropy costs on the wire, framing aside; all but
+            // the objects (charged by their live bytes as they are read)
+            // is charged to the throttle here.
+            let size = postcard::experimental::serialized_size(sync).unwrap_or(0) as u64;
+            self.stats.antientropy.message_bytes += size;
+            if !matches!(sync, SyncMessage::Objects { .. }) {
+                if let Some(plan) = self.sync_plan.as_mut() {
+                    plan.bytes.spend(size);
+                }
+            }
         }
         if let Some(addr) = self.addr_of(node) {
             self.emit(Output::Send { addr, message });
