@@ -190,6 +190,13 @@ impl HintBook {
         Progress::Delivering
     }
 
+    /// Forgets every owner's count and batch (a failed commit: the store
+    /// is counted again; a batch's answer is then ignored and its hints go
+    /// again).
+    pub fn forget_owners(&mut self) {
+        self.owners.clear();
+    }
+
     /// Forgets owners for which nothing is held or under way.
     pub fn forget_idle(&mut self) {
         self.owners

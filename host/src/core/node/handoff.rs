@@ -111,9 +111,7 @@ impl Node {
     /// One handoff turn: for each reachable owner with hints and no batch
     /// under way, the next batch, as far as the throttle allows.
     pub(super) fn handoff_turn(&mut self, store: &mut dyn LocalStore) {
-        let now = self.now.mono_ms;
-        self.hints.expire(now);
-        self.hints.throttle.refill(now);
+        self.hints.expire(self.now.mono_ms);
         let owners: Vec<NodeId> = self
             .hints
             .owners()
@@ -121,20 +119,27 @@ impl Node {
             .map(|(id, _)| id.clone())
             .collect();
         for owner in owners {
-            if self.status_of(&owner) != Status::Up {
-                continue;
-            }
-            let available = self.hints.throttle.available();
-            self.hints.owner_mut(&owner).throttled = available == 0;
-            if available == 0 {
-                continue;
-            }
-            let limit = usize::try_from(available)
-                .unwrap_or(usize::MAX)
-                .min(HANDOFF_BATCH_KEYS);
-            self.send_hint_batch(&owner, limit, store);
+            self.next_hint_batch(&owner, store);
         }
         self.hints.forget_idle();
+    }
+
+    /// Sends `owner` its next batch if it is reachable and the throttle
+    /// has tokens (noting when it has none).
+    fn next_hint_batch(&mut self, owner: &NodeId, store: &mut dyn LocalStore) {
+        if self.status_of(owner) != Status::Up {
+            return;
+        }
+        self.hints.throttle.refill(self.now.mono_ms);
+        let available = self.hints.throttle.available();
+        self.hints.owner_mut(owner).throttled = available == 0;
+        if available == 0 {
+            return;
+        }
+        let limit = usize::try_from(available)
+            .unwrap_or(usize::MAX)
+            .min(HANDOFF_BATCH_KEYS);
+        self.send_hint_batch(owner, limit, store);
     }
 
     /// Reads up to `limit` of `owner`'s hints after its cursor and sends
@@ -282,15 +287,8 @@ impl Node {
                 self.hints_delivered(&from, batch, &refused, store);
                 // The next batch at once, while the throttle allows: the
                 // owner's answers pace delivery, not the turn's period.
-                let now = self.now.mono_ms;
-                self.hints.throttle.refill(now);
-                let available = self.hints.throttle.available();
-                let more = self.hints.owner(&from).is_some_and(|h| h.pending > 0);
-                if more && available > 0 && self.status_of(&from) == Status::Up {
-                    let limit = usize::try_from(available)
-                        .unwrap_or(usize::MAX)
-                        .min(HANDOFF_BATCH_KEYS);
-                    self.send_hint_batch(&from, limit, store);
+                if self.hints.owner(&from).is_some_and(|h| h.pending > 0) {
+                    self.next_hint_batch(&from, store);
                 }
             }
         }

@@ -468,9 +468,7 @@ impl Node {
         self.stats.batches.losses += 1;
         self.antientropy.forget_trees();
         // Hints counted as stored or removed may not be: counted again.
-        let throttle = self.hints.throttle.clone();
-        self.hints = HintBook::new(HANDOFF_KEYS_PER_S);
-        self.hints.throttle = throttle;
+        self.hints.forget_owners();
         self.count_hints(store);
         let reason = format!(
             "{error}; nothing of it was stored on node {}",

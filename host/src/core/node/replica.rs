@@ -86,9 +86,13 @@ impl Node {
                 // A stand-in that holds no hint for the key knows nothing
                 // of it: its "not found" does not count toward R, or a read
                 // (and a delete's read) could miss acknowledged writes.
-                let primaries = self.primaries_of(&fsm.table, &fsm.key, fsm.config.n);
+                let stand_in = |node: &NodeId| {
+                    !self
+                        .primaries_of(&fsm.table, &fsm.key, fsm.config.n)
+                        .contains(node)
+                };
                 let outcome = match outcome {
-                    Ok(None) if !primaries.contains(&from) => Err(ReplicaError::Storage(
+                    Ok(None) if stand_in(&from) => Err(ReplicaError::Storage(
                         "a stand-in without a hint for the key".into(),
                     )),
                     other => other,
