@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netns;
+
 /// Ports handed out so far by [`free_port`] in this process.
 static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -132,6 +134,8 @@ pub struct NodeProcess {
     /// Starts the process with this open-files limit (soft and hard), as
     /// `ulimit -n` would.
     pub open_files_limit: Option<u64>,
+    /// The network namespace it runs in (see [`netns`]); `None`: the host's.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -170,6 +174,32 @@ impl NodeProcess {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             open_files_limit: None,
+            netns: None,
+        };
+        node.spawn();
+        node
+    }
+
+    /// Starts a node inside network namespace `netns` (addresses with
+    /// explicit ports: every namespace has all of its own).
+    pub fn start_in(
+        netns: &str,
+        id: &str,
+        data_dir: &Path,
+        (http, peer): (&str, &str),
+        seeds: &[String],
+        extra: &[&str],
+    ) -> NodeProcess {
+        let mut node = NodeProcess {
+            id: id.to_owned(),
+            http: http.to_owned(),
+            peer: peer.to_owned(),
+            data_dir: data_dir.to_owned(),
+            seeds: seeds.to_vec(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            open_files_limit: None,
+            netns: Some(netns.to_owned()),
         };
         node.spawn();
         node
@@ -181,14 +211,20 @@ impl NodeProcess {
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("log file");
-        let mut command = match self.open_files_limit {
-            Some(limit) => {
+        let mut command = match (self.open_files_limit, &self.netns) {
+            (Some(limit), _) => {
                 let mut prlimit = Command::new("prlimit");
                 prlimit.arg(format!("--nofile={limit}:{limit}")).arg("--");
                 prlimit.arg(cairn_bin());
                 prlimit
             }
-            None => Command::new(cairn_bin()),
+            // `ip netns exec` execs the binary: the pid is cairn's own.
+            (None, Some(ns)) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns]).arg(cairn_bin());
+                ip
+            }
+            (None, None) => Command::new(cairn_bin()),
         };
         command
             .args([
@@ -517,6 +553,38 @@ impl Cluster {
                 &seeds,
                 extra,
             ));
+        }
+        let cluster = Cluster { nodes, root };
+        cluster.wait_formed();
+        cluster
+    }
+
+    /// Starts `count` nodes, node `i` in `network`'s namespace `i` (node1
+    /// founds, the rest join it), and waits until the cluster is formed.
+    pub fn start_in(
+        network: &netns::Network,
+        label: &str,
+        count: usize,
+        extra: &[&str],
+    ) -> Cluster {
+        let root = temp_dir(label);
+        let mut nodes: Vec<NodeProcess> = Vec::new();
+        let mut seeds = Vec::new();
+        for index in 0..count {
+            let id = format!("node{}", index + 1);
+            let addr = network.addr(index);
+            let node = NodeProcess::start_in(
+                &network.namespace(index),
+                &id,
+                &root.join(&id),
+                (&format!("{addr}:7080"), &format!("{addr}:7081")),
+                &seeds,
+                extra,
+            );
+            if index == 0 {
+                seeds.push(node.peer.clone());
+            }
+            nodes.push(node);
         }
         let cluster = Cluster { nodes, root };
         cluster.wait_formed();

@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// Anti-entropy's cap on bytes of objects sent a second.
     #[arg(long, default_value_t = ANTIENTROPY_BYTES_PER_S_DEFAULT)]
     pub antientropy_bytes_per_s: u64,
+    /// How long a tombstone is kept at least after this node stored it,
+    /// before it is collected (once every primary holds it and no node
+    /// keeps a hint for its key; collection runs with anti-entropy).
+    #[arg(long, default_value_t = crate::core::limits::TOMBSTONE_GRACE_MS_DEFAULT)]
+    pub tombstone_grace_ms: u64,
 }
 
 impl ServeArgs {
@@ -146,6 +151,7 @@ impl ServeArgs {
             every_ms: self.antientropy_every_ms,
             keys_per_s: self.antientropy_keys_per_s,
             bytes_per_s: self.antientropy_bytes_per_s,
+            tombstone_grace_ms: self.tombstone_grace_ms,
         });
         Ok(ServeOptions {
             id,

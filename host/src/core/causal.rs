@@ -111,6 +111,24 @@ impl CausalContext {
         }
     }
 
+    /// Covers every dot of `actor` from 1 to `counter`: a coordinator whose
+    /// counters for a key jump past the mint floor marks the gap as seen,
+    /// so its clock keeps one vector entry instead of a loose dot per write.
+    /// The gap holds no dot of the key that could still be live: the actor
+    /// never minted those counters for it, or they belonged to a collected
+    /// tombstone.
+    pub fn cover_through(&mut self, actor: &Actor, counter: u64) {
+        if counter > self.vector.get(actor).copied().unwrap_or(0) {
+            self.raise(actor, counter);
+        }
+    }
+
+    /// Dots kept apart from the vector: a clock that grows one per write
+    /// would show here.
+    pub fn loose_len(&self) -> usize {
+        self.loose.len()
+    }
+
     /// Set union: everything either has seen.
     pub fn join(&mut self, other: &CausalContext) {
         for (actor, &counter) in &other.vector {

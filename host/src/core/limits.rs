@@ -100,6 +100,8 @@ pub const JOIN_RETRY_MS: u64 = 1_000;
 pub const CONTEXT_EPOCH_AHEAD_MAX_S: u64 = 7 * 24 * 3600;
 /// A join asked for at runtime gives up after this long without an answer.
 pub const JOIN_GIVE_UP_MS: u64 = 30_000;
+/// Forwarded requests a coordinator remembers, to take a duplicate once.
+pub const FORWARDS_REMEMBERED: usize = 16_384;
 /// A forwarding node waits this much longer than the coordinator's own
 /// deadline, so the coordinator's 503 (with its count of acks) arrives first.
 pub const FORWARD_GRACE_MS: u64 = 500;
@@ -141,6 +143,20 @@ pub const HANDOFF_BATCH_BYTES: usize = 8 * 1024 * 1024;
 pub const HANDOFF_ANSWER_MS: u64 = 10_000;
 /// Keys read per page when hints are counted at start.
 pub const HINTS_COUNT_PAGE: usize = 10_000;
+
+// ---- tombstone collection ----------------------------------------------------
+
+/// How long a tombstone is kept at least after a node stored it (`serve
+/// --tombstone-grace-ms`): longer than any request's deadline, so a write
+/// still on its way when every replica holds the tombstone lands on it
+/// rather than on nothing.
+pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 60_000;
+/// How often a node looks for tombstones it may collect.
+pub const REAP_EVERY_MS: u64 = 1_000;
+/// Tombstones one check asks about at most.
+pub const REAP_BATCH_KEYS: usize = 1_024;
+/// How long a check waits for every member's answer.
+pub const REAP_ANSWER_MS: u64 = 10_000;
 
 /// Keys of one table the start-up walk observes into the trees per
 /// anti-entropy turn, so building the trees never holds up the loop long.

@@ -26,6 +26,8 @@
 //! | sloppy quorum: who is asked, who stands in for whom | [`coord::targets`] |
 //! | hinted handoff: hints per owner, batches under way, why delivery stalls | [`hints`] |
 //! | hinted handoff: storing, reading and delivering hints | `node/handoff.rs` |
+//! | tombstone collection: candidates, the check under way | [`reaper`] |
+//! | tombstone collection: asking members, removing, the mint floor | `node/reaper.rs` |
 //! | counters and gauges | [`stats`] |
 //! | every bound | [`limits`] |
 //! | messages between clients, nodes and subsystems | [`msg`] |
@@ -56,6 +58,7 @@ pub mod msg;
 pub mod node;
 pub mod object;
 pub mod quorum;
+pub mod reaper;
 pub mod ring;
 pub mod rng;
 pub mod stats;

@@ -243,6 +243,22 @@ pub struct ClusterStatus {
     pub antientropy: Option<AntiEntropyStatus>,
     /// Hints this node keeps, per owner with any.
     pub hints: Vec<HintStatus>,
+    /// Tombstone collection on this node.
+    pub tombstones: TombstoneStatus,
+}
+
+/// Tombstones on one node: what waits, what went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TombstoneStatus {
+    /// Keys whose copy here holds tombstones only (as far as anti-entropy's
+    /// start-up walk has seen), awaiting collection.
+    pub pending: u64,
+    /// Tombstones collected here since start.
+    pub collected: u64,
+    /// Checks this node started that some member did not answer in time.
+    pub checks_timed_out: u64,
+    /// The grace period (`None`: no collection, anti-entropy is off).
+    pub grace_ms: Option<u64>,
 }
 
 /// The hints one stand-in keeps for one owner.
@@ -345,6 +361,38 @@ pub enum Message {
     Sync(SyncMessage),
     /// Hinted handoff: a stand-in delivering what it kept for an owner.
     Handoff(HandoffMessage),
+    /// Tombstone collection: asking every member, then removing.
+    Reap(ReapMessage),
+}
+
+/// Tombstone collection, decided by the first primary of each key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReapMessage {
+    /// May these tombstones go? A primary of a key accepts only when it
+    /// holds exactly this item; any member refuses a key it keeps a hint for.
+    Check {
+        /// The asker's check id.
+        request: u64,
+        /// Table.
+        table: TableName,
+        /// (key, item hash) of each tombstone.
+        keys: Vec<(Bytes, [u8; 32])>,
+    },
+    /// The answer: the keys refused, by index.
+    Checked {
+        /// The check id.
+        request: u64,
+        /// Indexes of refused keys.
+        refused: Vec<u32>,
+    },
+    /// Every member accepted: remove these tombstones if the copy is still
+    /// exactly this item.
+    Collect {
+        /// Table.
+        table: TableName,
+        /// (key, item hash) of each tombstone.
+        keys: Vec<(Bytes, [u8; 32])>,
+    },
 }
 
 /// Hinted handoff from a stand-in to the owner of its hints.
@@ -565,7 +613,16 @@ impl Message {
             Message::Forward(message) => message.is_answer(),
             Message::Sync(message) => message.is_answer(),
             Message::Handoff(message) => message.is_answer(),
+            Message::Reap(message) => message.is_answer(),
         }
+    }
+}
+
+impl ReapMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]):
+    /// a member vouches for the tombstone it holds only once it is durable.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, ReapMessage::Checked { .. })
     }
 }
 

@@ -68,15 +68,30 @@ impl Ring {
     /// The preference list of a partition: its owner, then the next distinct
     /// nodes clockwise. Every node appears once.
     pub fn preference_list(&self, partition: usize) -> Vec<NodeId> {
-        let mut list: Vec<NodeId> = Vec::with_capacity(4);
+        self.preference(partition).cloned().collect()
+    }
+
+    /// The first `n` nodes of `partition`'s preference list (its primaries
+    /// for a table with that n), found without walking the rest of the ring.
+    pub fn first_n(&self, partition: usize, n: usize) -> Vec<NodeId> {
+        self.preference(partition).take(n).cloned().collect()
+    }
+
+    /// `partition`'s preference list, lazily: each step walks on only until
+    /// the next distinct owner.
+    fn preference(&self, partition: usize) -> impl Iterator<Item = &NodeId> {
         let q = self.owners.len();
-        for step in 0..q {
-            let owner = &self.owners[(partition + step) % q];
-            if !list.contains(owner) {
-                list.push(owner.clone());
-            }
-        }
-        list
+        let mut seen: Vec<&NodeId> = Vec::with_capacity(4);
+        (0..q)
+            .map(move |step| &self.owners[(partition + step) % q])
+            .filter(move |owner| {
+                if seen.contains(owner) {
+                    false
+                } else {
+                    seen.push(owner);
+                    true
+                }
+            })
     }
 
     /// Whether this ring should replace `other` in gossip: the larger version,

@@ -32,6 +32,8 @@ pub struct NodeSizes {
     pub writebacks: usize,
     /// Hints kept for other nodes (delivered once their owners are reachable).
     pub hints_pending: u64,
+    /// Tombstones awaiting collection.
+    pub tombstones_pending: u64,
 }
 
 /// Everything the node counts.
@@ -49,6 +51,17 @@ pub struct NodeStats {
     pub antientropy: AntiEntropyStats,
     /// Hinted handoff, as stand-in and as owner.
     pub handoff: HandoffStats,
+    /// Tombstone collection.
+    pub reap: ReapStats,
+}
+
+/// Tombstone collection's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReapStats {
+    /// Tombstones removed here (as the deciding primary or told by it).
+    pub collected: u64,
+    /// Checks this node started that some member did not answer in time.
+    pub checks_timed_out: u64,
 }
 
 /// Hinted handoff's work.
@@ -136,6 +149,8 @@ pub struct PeerStats {
     pub sync: u64,
     /// Hinted handoff.
     pub handoff: u64,
+    /// Tombstone collection.
+    pub reap: u64,
 }
 
 /// Write batches: the unit in which staged writes become durable.
@@ -194,6 +209,7 @@ impl PeerStats {
             Message::Forward(_) => self.forward += 1,
             Message::Sync(_) => self.sync += 1,
             Message::Handoff(_) => self.handoff += 1,
+            Message::Reap(_) => self.reap += 1,
         }
     }
 }

@@ -17,15 +17,18 @@ pub enum Timer {
     AntiEntropy,
     /// Deliver hints to owners that are reachable again.
     Handoff,
+    /// Check and collect tombstones whose grace has passed.
+    Reap,
 }
 
 impl Timer {
-    const ALL: [Timer; 5] = [
+    const ALL: [Timer; 6] = [
         Timer::Ping,
         Timer::Gossip,
         Timer::Join,
         Timer::AntiEntropy,
         Timer::Handoff,
+        Timer::Reap,
     ];
 
     fn slot(self) -> usize {
@@ -35,6 +38,7 @@ impl Timer {
             Timer::Join => 2,
             Timer::AntiEntropy => 3,
             Timer::Handoff => 4,
+            Timer::Reap => 5,
         }
     }
 }

@@ -201,6 +201,13 @@ fn cluster_json(status: ClusterStatus) -> Value {
         "join": join,
         "hints_pending": hints_pending,
         "hints": hints,
+        "tombstones_pending": status.tombstones.pending,
+        "tombstones": {
+            "pending": status.tombstones.pending,
+            "collected": status.tombstones.collected,
+            "checks_timed_out": status.tombstones.checks_timed_out,
+            "grace_ms": status.tombstones.grace_ms,
+        },
     });
     if let (Some(ae), Value::Object(map)) = (status.antientropy, &mut body) {
         map.insert(

@@ -414,7 +414,13 @@ async fn drive(
         batch_committed(outcome, &mut store, batch)?;
     }
     drop(committer);
-    store.mark_clean_shutdown()?;
+    if node.may_keep_epoch() {
+        store.mark_clean_shutdown()?;
+    } else {
+        // Its collected tombstones' dots are remembered only in memory: the
+        // next start takes a fresh epoch, as after a crash.
+        store.commit()?;
+    }
     tracing::info!(node = %node.id(), "node stopped cleanly");
     Ok(())
 }

@@ -113,6 +113,26 @@ pub(super) fn lost_acknowledged<'a>(
         .collect()
 }
 
+/// No deleted value back: the values found although an acknowledged
+/// delete's context covered them (values are never written twice, so a
+/// covered value found again came back from a stale copy, a late hint or
+/// a tombstone collected too early).
+pub(super) fn resurrected<'a>(
+    attempts: &'a [Attempt],
+    found: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<(&'a Attempt, &'a String)> {
+    attempts
+        .iter()
+        .filter(|a| a.acknowledged && a.value.is_none())
+        .flat_map(|delete| delete.supersedes.iter().map(move |value| (delete, value)))
+        .filter(|(delete, value)| {
+            found
+                .get(&delete.key)
+                .is_some_and(|values| values.contains(*value))
+        })
+        .collect()
+}
+
 /// Queues within their bounds on every running node, and the deadline index
 /// holding exactly the requests in flight (one missing would never end; one
 /// left over from an ended request would grow the index without bound).

@@ -13,6 +13,8 @@ mod check;
 mod handoff;
 #[cfg(test)]
 mod holes;
+#[cfg(test)]
+mod reap;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -134,6 +136,8 @@ pub struct Sim {
     pub faults: NetworkFaults,
 
     cut: Vec<(usize, usize)>,
+    /// (from, to): messages from `from` to `to` are dropped, not back.
+    one_way: Vec<(usize, usize)>,
     next_client_id: u64,
     crash_at_commit: Option<usize>,
     /// A node whose next commit fails (a full disk, an I/O error).
@@ -173,6 +177,20 @@ impl Sim {
         )
     }
 
+    /// A cluster running anti-entropy every `every_ms` whose tombstones
+    /// may be collected `grace_ms` after a node stored them.
+    pub fn with_tombstone_grace(seed: u64, count: usize, every_ms: u64, grace_ms: u64) -> Sim {
+        Sim::build(
+            seed,
+            count,
+            Some(AntiEntropyConfig {
+                every_ms,
+                tombstone_grace_ms: grace_ms,
+                ..AntiEntropyConfig::default()
+            }),
+        )
+    }
+
     fn build(seed: u64, count: usize, antientropy: Option<AntiEntropyConfig>) -> Sim {
         let mut sim = Sim {
             seed,
@@ -184,6 +202,7 @@ impl Sim {
             nodes: Vec::new(),
             faults: NetworkFaults::none(),
             cut: Vec::new(),
+            one_way: Vec::new(),
             next_client_id: 1,
             crash_at_commit: None,
             fail_commit_of: None,
@@ -228,8 +247,8 @@ impl Sim {
         sim_node.paused = false;
         sim_node.held_events.clear();
         sim_node.held_inputs.clear();
-        if sim_node.node.take().is_some() {
-            sim_node.store.shut_down_cleanly();
+        if let Some(node) = sim_node.node.take() {
+            sim_node.store.shut_down_cleanly(node.may_keep_epoch());
             sim_node.incarnation += 1;
             sim_node.committing = false;
         }
@@ -354,9 +373,27 @@ impl Sim {
         self.cut.push((a, b));
     }
 
+    /// Drops every message from `from` to `to` (the other way still
+    /// works) until [`Sim::heal`]: one side hears the other, which does not
+    /// hear it.
+    pub fn partition_one_way(&mut self, from: usize, to: usize) {
+        self.one_way.push((from, to));
+    }
+
+    /// Cuts every node of `side` from every node not in it, both ways, until
+    /// [`Sim::heal`]: the cluster in two halves.
+    pub fn split(&mut self, side: &[usize]) {
+        for a in side.iter().copied() {
+            for b in (0..self.nodes.len()).filter(|b| !side.contains(b)) {
+                self.cut.push((a, b));
+            }
+        }
+    }
+
     /// Ends every partition, cancels a pending crash and restores a perfect network.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.one_way.clear();
         self.crash_at_commit = None;
         self.fail_commit_of = None;
         self.faults = NetworkFaults::none();
@@ -449,7 +486,8 @@ impl Sim {
                 let cut = self
                     .cut
                     .iter()
-                    .any(|&(a, b)| (a, b) == (index, to) || (b, a) == (index, to));
+                    .any(|&(a, b)| (a, b) == (index, to) || (b, a) == (index, to))
+                    || self.one_way.contains(&(index, to));
                 if cut || self.rng.chance(self.faults.loss_per_mille) {
                     return;
                 }

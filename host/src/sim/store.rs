@@ -60,14 +60,15 @@ impl MemoryStore {
     }
 
     /// A clean shutdown: everything pending is committed, objects in memory
-    /// are gone, and the next start may keep the epoch.
-    pub fn shut_down_cleanly(&mut self) {
+    /// are gone, and the next start may keep the epoch if `keep_epoch`
+    /// (as the runtime asks the node).
+    pub fn shut_down_cleanly(&mut self, keep_epoch: bool) {
         while let Some((_, batch)) = self.sealed.pop_front() {
             self.apply(batch);
         }
         self.commit();
         self.memory.clear();
-        self.clean = true;
+        self.clean = keep_epoch;
     }
 
     /// Whether anything is staged since the last seal.

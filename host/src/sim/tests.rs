@@ -405,9 +405,12 @@ const ANTIENTROPY_SETTLE_MS: u64 = 30_000;
 
 /// Seeds the fault test runs in CI (every one replays with `CAIRN_SIM_SEED`).
 const FAULT_SEEDS: u64 = 200;
+/// The fault sweep's tombstone grace: short, so collection runs under faults.
+const TOMBSTONE_GRACE_MS: u64 = 2_000;
 
 static SEEDS_WITH_ACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static CART_WORDS_CHECKED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TOMBSTONES_COLLECTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn hostile_network() -> NetworkFaults {
     NetworkFaults {
@@ -436,7 +439,8 @@ fn through_http(
 }
 
 /// The Jepsen-style set check: under loss, duplication, reordering, crashes,
-/// clean restarts, partitions, clock skew and jumps, with deletes and
+/// clean restarts, partitions (pairs, one-way, halves), clock skew and
+/// jumps, tombstone collection, with deletes and
 /// foreign contexts in the mix, every acknowledged write to a siblings table
 /// is found after healing, unless a write that took effect and whose context
 /// covered it (or a delete without context issued after it) replaced it; and
@@ -446,7 +450,9 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
     for_each_seed(1_000, FAULT_SEEDS, |seed| {
         let mut rng = Rng::new(seed ^ 0x5EED);
         let count = 3 + rng.below(3) as usize;
-        let mut sim = Sim::with_antientropy(seed, count, ANTIENTROPY_EVERY_MS);
+        // A short grace, so tombstones are collected while faults go on.
+        let mut sim =
+            Sim::with_tombstone_grace(seed, count, ANTIENTROPY_EVERY_MS, TOMBSTONE_GRACE_MS);
         siblings_table(&mut sim);
         // A set-union plugin table (nothing acknowledged may go missing from
         // the merged set) and an lww table (loss by design; replicas converge).
@@ -499,9 +505,21 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
                 sim.stop_cleanly(node);
             } else if roll < 14 {
                 sim.restart(node);
-            } else if roll < 16 {
+            } else if roll < 15 {
                 let other = rng.below(count as u64) as usize;
                 sim.partition(node, other);
+            } else if roll < 16 {
+                // One way: `other` stops hearing `node`, which still hears it.
+                let other = rng.below(count as u64) as usize;
+                sim.partition_one_way(node, other);
+            } else if roll < 17 {
+                // Halves: a random side of one or two nodes against the rest.
+                let mut side = vec![node];
+                let other = rng.below(count as u64) as usize;
+                if other != node && rng.chance(500) {
+                    side.push(other);
+                }
+                sim.split(&side);
             } else if roll < 18 {
                 sim.heal();
                 sim.faults = hostile_network();
@@ -668,6 +686,32 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
                 lost.value, lost.key, found[&lost.key]
             );
         }
+        if let Some((delete, value)) = check::resurrected(&attempts, &found).first() {
+            if std::env::var("CAIRN_SIM_DEBUG").is_ok() {
+                for n in 0..count {
+                    eprintln!(
+                        "node{} holds {:?}",
+                        n + 1,
+                        sim.local_object(n, "ev", delete.key.as_bytes())
+                    );
+                }
+                for a in attempts.iter().filter(|a| a.key == delete.key) {
+                    eprintln!(
+                        "{:?} acked={} supersedes={:?} blind_delete={} at {} acked at {:?}",
+                        a.value,
+                        a.acknowledged,
+                        a.supersedes,
+                        a.blind_delete,
+                        a.submitted_ms,
+                        a.acknowledged_ms
+                    );
+                }
+            }
+            panic!(
+                "seed {seed}: {value} came back to {} after an acknowledged delete covered it",
+                delete.key
+            );
+        }
         // The set-union table: every acknowledged word is in the merged set.
         for key in ["p", "q"] {
             let read = sim.call(0, get("carts", key, Some(3)), TIMEOUT_MS);
@@ -722,6 +766,11 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
         // Nothing leaks: once clients are done and every deadline has
         // passed, nothing is left in flight, queued or held.
         sim.run_for(2 * TIMEOUT_MS);
+        let collected: u64 = (0..count)
+            .filter_map(|n| sim.node(n))
+            .map(|n| n.stats().reap.collected)
+            .sum();
+        TOMBSTONES_COLLECTED.fetch_add(collected, std::sync::atomic::Ordering::Relaxed);
         if let Err(leak) = check::drained(&sim) {
             panic!("seed {seed}: {leak}");
         }
@@ -729,6 +778,13 @@ fn acknowledged_writes_to_siblings_tables_survive_faults() {
     let runs = seeds(1_000, FAULT_SEEDS).len() as u64;
     let with_acks = SEEDS_WITH_ACKS.load(std::sync::atomic::Ordering::Relaxed);
     assert!(with_acks * 10 >= runs * 9, "only {with_acks} of {runs} runs acknowledged anything: the faults are too harsh to test much");
+    let collected = TOMBSTONES_COLLECTED.load(std::sync::atomic::Ordering::Relaxed);
+    // Counted after the liveness phase's restarts only (stats start afresh
+    // with each incarnation), so this undercounts.
+    assert!(
+        collected * 2 >= runs,
+        "only {collected} tombstones collected in {runs} runs: collection is barely tested"
+    );
     let carts = CART_WORDS_CHECKED.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         carts >= runs,

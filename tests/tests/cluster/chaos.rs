@@ -1,5 +1,7 @@
 //! Concurrent writers adding to `set-union` keys while nodes are killed
-//! (kill -9), paused and restarted at random: once the faults stop and the
+//! (kill -9), paused, cut off by a network partition (each node in a
+//! network namespace of its own, where the machine allows: root) and
+//! restarted at random: once the faults stop and the
 //! cluster has healed itself (handoff, anti-entropy; no read repair is
 //! needed), every element whose write was acknowledged is in its key's set.
 //! The fault schedule comes from a fixed seed, so a failure replays.
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cairn_tests::netns::Network;
 use cairn_tests::{plugin_wasm, try_call, wait_until, Cluster};
 
 const KEYS: usize = 4;
@@ -25,6 +28,17 @@ impl Dice {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % below.max(1)
     }
+}
+
+/// What the nemesis does to a node for a second.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9, then start again.
+    Kill,
+    /// SIGSTOP, then SIGCONT.
+    Pause,
+    /// Cut from every other node (blackhole routes), then healed.
+    Partition,
 }
 
 fn set_of(body: &[u8]) -> BTreeSet<String> {
@@ -56,8 +70,15 @@ fn add(url: &str, key: usize, element: &str) -> bool {
 }
 
 #[test]
-fn no_acknowledged_element_is_lost_while_nodes_are_killed_and_paused_at_random() {
-    let mut cluster = Cluster::start("chaos", 5, &["--partitions", "32"]);
+fn no_acknowledged_element_is_lost_while_nodes_are_killed_paused_and_partitioned_at_random() {
+    let args = ["--partitions", "32"];
+    let mut network = Network::create(5)
+        .map_err(|why| eprintln!("no network namespaces here, so no partitions ({why})"))
+        .ok();
+    let mut cluster = match &network {
+        Some(network) => Cluster::start_in(network, "chaos", 5, &args),
+        None => Cluster::start("chaos", 5, &args),
+    };
     let upload = cluster.nodes[0].call("PUT", "/plugins/union", &[], &plugin_wasm("set-union"));
     assert_eq!(upload.status, 201, "{}", upload.text());
     cluster.create_table(
@@ -101,27 +122,41 @@ fn no_acknowledged_element_is_lost_while_nodes_are_killed_and_paused_at_random()
         })
         .collect();
 
-    // The nemesis: every 1.5 s one node is killed or paused, and brought
-    // back 1 s later; at most two are out at once.
+    // The nemesis: every 1.5 s one node is killed, paused or cut off from
+    // every other node (a client can still reach it), and brought back 1 s
+    // later; at most two are out at once.
     let mut dice = Dice(0xC0FF_EE11);
     let started = Instant::now();
     let mut faults = Vec::new();
     while started.elapsed() < CHAOS {
         let victim = dice.next(cluster.nodes.len() as u64) as usize;
-        let kill = dice.next(2) == 0;
+        let fault = match dice.next(3) {
+            0 => Fault::Kill,
+            1 => Fault::Pause,
+            _ if network.is_some() => Fault::Partition,
+            _ => Fault::Pause,
+        };
         if down.lock().unwrap().len() < 2 && !down.lock().unwrap().contains(&victim) {
-            down.lock().unwrap().insert(victim);
-            if kill {
-                cluster.nodes[victim].crash();
-            } else {
-                cluster.nodes[victim].pause();
+            let others: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != victim).collect();
+            match (fault, network.as_mut()) {
+                (Fault::Kill, _) => {
+                    down.lock().unwrap().insert(victim);
+                    cluster.nodes[victim].crash();
+                }
+                (Fault::Pause, _) => {
+                    down.lock().unwrap().insert(victim);
+                    cluster.nodes[victim].pause();
+                }
+                (Fault::Partition, Some(network)) => network.split(&[victim], &others),
+                (Fault::Partition, None) => unreachable!("partitions only with namespaces"),
             }
-            faults.push((victim, kill));
+            faults.push((victim, fault));
             std::thread::sleep(Duration::from_millis(1_000));
-            if kill {
-                cluster.nodes[victim].start_again();
-            } else {
-                cluster.nodes[victim].resume();
+            match (fault, network.as_mut()) {
+                (Fault::Kill, _) => cluster.nodes[victim].start_again(),
+                (Fault::Pause, _) => cluster.nodes[victim].resume(),
+                (Fault::Partition, Some(network)) => network.heal(),
+                (Fault::Partition, None) => {}
             }
             down.lock().unwrap().remove(&victim);
         }
@@ -135,6 +170,12 @@ fn no_acknowledged_element_is_lost_while_nodes_are_killed_and_paused_at_random()
     let total: usize = acknowledged.values().map(BTreeSet::len).sum();
     assert!(total > 50, "the writers got writes through: {total}");
     assert!(faults.len() >= 5, "faults injected: {faults:?}");
+    if network.is_some() {
+        assert!(
+            faults.iter().any(|(_, f)| matches!(f, Fault::Partition)),
+            "a partition among the faults: {faults:?}"
+        );
+    }
 
     // Healed: the hints drain and every replica converges by itself (a
     // whole anti-entropy sweep after healing, nothing left known
@@ -164,7 +205,7 @@ fn no_acknowledged_element_is_lost_while_nodes_are_killed_and_paused_at_random()
         },
     );
     eprintln!(
-        "{total} elements acknowledged in {} keys; faults (node, killed): {faults:?}",
+        "{total} elements acknowledged in {} keys; faults (node, fault): {faults:?}",
         acknowledged.len()
     );
     for (key, elements) in &acknowledged {

@@ -10,7 +10,7 @@ use cairn_tests::{wait_until, Cluster, NodeProcess};
 
 const TABLE: &str = r#"{"n":3,"r":2,"w":2,"merge":"siblings"}"#;
 
-fn primaries(node: &NodeProcess, key: &str) -> BTreeSet<String> {
+pub(crate) fn primaries(node: &NodeProcess, key: &str) -> BTreeSet<String> {
     let reply = node.call("GET", &format!("/tables/events/preflist/{key}"), &[], b"");
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()["primaries"]
@@ -21,7 +21,7 @@ fn primaries(node: &NodeProcess, key: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn status_of(node: &NodeProcess, id: &str) -> Option<String> {
+pub(crate) fn status_of(node: &NodeProcess, id: &str) -> Option<String> {
     let cluster = cairn_tests::try_call("GET", &node.url("/cluster"), &[], b"")
         .ok()?
         .json();
@@ -32,7 +32,7 @@ fn status_of(node: &NodeProcess, id: &str) -> Option<String> {
         .and_then(|m| m["status"].as_str().map(str::to_owned))
 }
 
-fn hints_pending(node: &NodeProcess) -> u64 {
+pub(crate) fn hints_pending(node: &NodeProcess) -> u64 {
     node.cluster()["hints_pending"]
         .as_object()
         .map_or(0, |owners| owners.values().filter_map(|v| v.as_u64()).sum())

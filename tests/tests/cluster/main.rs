@@ -6,5 +6,6 @@ mod authoring;
 mod chaos;
 mod handoff;
 mod keys;
+mod partition;
 mod plugins;
 mod repair;

@@ -153,7 +153,8 @@ fn a_wiped_node_is_refilled_by_antientropy_without_any_client_read() {
 
 #[test]
 fn a_key_deleted_while_a_replica_was_down_stays_deleted_once_it_returns() {
-    let mut cluster = Cluster::start("ae-deleted", 3, &["--partitions", "32"]);
+    let args = ["--partitions", "32", "--tombstone-grace-ms", "1000"];
+    let mut cluster = Cluster::start("ae-deleted", 3, &args);
     cluster.create_table("events", TABLE);
     write_keys(&cluster.nodes[0], 100, 3);
     cluster.nodes[2].crash();
@@ -170,6 +171,33 @@ fn a_key_deleted_while_a_replica_was_down_stays_deleted_once_it_returns() {
         || (antientropy(&cluster.nodes[2])["keys_repaired"].as_u64()? >= 100).then_some(()),
     );
     // Read from it alone: every key is deleted there too.
+    assert_deleted_on_node3_alone(&cluster, "before collection");
+    // Nor did its old copies bring them back anywhere.
+    assert_deleted_everywhere(&cluster);
+    // Every replica holds every tombstone now: after the grace they are
+    // collected on every node, and the keys stay deleted.
+    wait_until(
+        Duration::from_secs(60),
+        "every tombstone to be collected",
+        || {
+            let reports: Vec<Value> = cluster.nodes.iter().map(|n| n.cluster()).collect();
+            let pending: u64 = reports
+                .iter()
+                .map(|r| r["tombstones_pending"].as_u64())
+                .sum::<Option<u64>>()?;
+            let collected: u64 = reports
+                .iter()
+                .map(|r| r["tombstones"]["collected"].as_u64())
+                .sum::<Option<u64>>()?;
+            (pending == 0 && collected >= 300).then_some(())
+        },
+    );
+    assert_deleted_on_node3_alone(&cluster, "after collection");
+    assert_deleted_everywhere(&cluster);
+}
+
+/// Reads k0..k99 from node3 alone (r=1, the others paused): all 404.
+fn assert_deleted_on_node3_alone(cluster: &Cluster, when: &str) {
     for node in &cluster.nodes[..2] {
         node.pause();
     }
@@ -184,8 +212,14 @@ fn a_key_deleted_while_a_replica_was_down_stays_deleted_once_it_returns() {
     for node in &cluster.nodes[..2] {
         node.resume();
     }
-    assert!(back.is_empty(), "deleted keys came back on node3: {back:?}");
-    // Nor did its old copies bring them back anywhere.
+    assert!(
+        back.is_empty(),
+        "{when}: deleted keys came back on node3: {back:?}"
+    );
+}
+
+/// Reads k0..k99 with r=3: all 404.
+fn assert_deleted_everywhere(cluster: &Cluster) {
     for i in 0..100 {
         let reply =
             cluster.nodes[0].call("GET", &format!("/tables/events/keys/k{i}?r=3"), &[], b"");

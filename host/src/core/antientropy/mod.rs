@@ -266,12 +266,7 @@ impl AntiEntropy {
         };
         by_n.entry(n).or_insert_with(|| {
             (0..ring.partitions())
-                .filter(|&p| {
-                    ring.preference_list(p)
-                        .iter()
-                        .take(usize::from(n))
-                        .any(|id| id == me)
-                })
+                .filter(|&p| ring.first_n(p, usize::from(n)).contains(me))
                 .collect()
         })
     }

@@ -32,6 +32,9 @@ pub struct AntiEntropyConfig {
     pub keys_per_s: u64,
     /// Bytes of objects sent a second, at most.
     pub bytes_per_s: u64,
+    /// How long a tombstone stays at least after it was stored here, before
+    /// it may be collected (see [`crate::core::reaper`]).
+    pub tombstone_grace_ms: u64,
 }
 
 impl Default for AntiEntropyConfig {
@@ -39,12 +42,13 @@ impl Default for AntiEntropyConfig {
     fn default() -> Self {
         use crate::core::limits::{
             ANTIENTROPY_BYTES_PER_S_DEFAULT, ANTIENTROPY_EVERY_MS_DEFAULT,
-            ANTIENTROPY_KEYS_PER_S_DEFAULT,
+            ANTIENTROPY_KEYS_PER_S_DEFAULT, TOMBSTONE_GRACE_MS_DEFAULT,
         };
         AntiEntropyConfig {
             every_ms: ANTIENTROPY_EVERY_MS_DEFAULT,
             keys_per_s: ANTIENTROPY_KEYS_PER_S_DEFAULT,
             bytes_per_s: ANTIENTROPY_BYTES_PER_S_DEFAULT,
+            tombstone_grace_ms: TOMBSTONE_GRACE_MS_DEFAULT,
         }
     }
 }
@@ -212,6 +216,7 @@ mod tests {
             every_ms: 100,
             keys_per_s: 10,
             bytes_per_s: 1_000,
+            tombstone_grace_ms: 1_000,
         })
     }
 

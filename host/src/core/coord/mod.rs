@@ -14,10 +14,12 @@ use super::types::NodeId;
 
 pub mod get;
 pub mod put;
+pub mod seen;
 pub mod targets;
 
 pub use get::{GetFsm, GetStep};
 pub use put::PutFsm;
+pub use seen::SeenForwards;
 
 /// Who is waiting for the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -227,6 +227,7 @@ impl Node {
             join,
             antientropy: self.antientropy_status(),
             hints: self.hints_status(),
+            tombstones: self.tombstone_status(),
         }
     }
 

@@ -28,6 +28,7 @@ impl Node {
             self.antientropy
                 .observe(table, partition, key, Some(object));
         }
+        self.observe_tombstones(table, key, Some(object));
     }
 
     /// The tables served, in name order, with their configs.
@@ -220,7 +221,7 @@ impl Node {
                 .antientropy
                 .replicated(&ring, config.n, &self.config.id)
             {
-                if ring.preference_list(p).iter().take(n).any(|id| id == peer) {
+                if ring.first_n(p, n).contains(peer) {
                     shared.push((table.clone(), p));
                 }
             }
@@ -246,9 +247,8 @@ impl Node {
             return;
         };
         let peers: Vec<NodeId> = ring
-            .preference_list(partition)
+            .first_n(partition, n)
             .into_iter()
-            .take(n)
             .filter(|id| *id != self.config.id && self.status_of(id) == Status::Up)
             .collect();
         let peer = match known_peer.filter(|p| peers.contains(p)) {
@@ -305,6 +305,7 @@ impl Node {
             let partition = partition_of(ring.partitions(), table, key);
             self.antientropy
                 .observe(table, partition, key, object.as_ref());
+            self.observe_tombstones(table, key, object.as_ref());
         }
         let last = if keys.len() == page {
             keys.last().cloned()
@@ -542,6 +543,7 @@ impl Node {
                 Ok(Some(object)) => object,
                 Ok(None) => {
                     self.antientropy.observe(table, partition, &key, None);
+                    self.observe_tombstones(table, &key, None);
                     continue;
                 }
                 Err(_) => continue,

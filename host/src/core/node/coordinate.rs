@@ -16,6 +16,10 @@ impl Node {
     ) {
         match message {
             ForwardMessage::Request { request, op } => {
+                if !self.forwards_seen.first_time(&from, request) {
+                    // A duplicate: the first one is answered.
+                    return;
+                }
                 self.stats.client.count_request(&op);
                 self.on_client(
                     Origin::Remote {
@@ -109,11 +113,7 @@ impl Node {
             None => needed,
         };
         let partition = partition_of(ring.partitions(), op.table(), op.key());
-        let primaries: Vec<NodeId> = ring
-            .preference_list(partition)
-            .into_iter()
-            .take(usize::from(config.n))
-            .collect();
+        let primaries = ring.first_n(partition, usize::from(config.n));
         if !primaries.contains(&self.config.id) {
             return self.forward(origin, op, &primaries, needed);
         }
@@ -282,8 +282,7 @@ impl Node {
                         node: self.config.id.clone(),
                         epoch: self.epoch,
                     };
-                    let forgot = merged.clock.max_counter(&current)
-                        > before.clock.max_counter(&current)
+                    let forgot = merged.clock.max_counter(&current) > self.minted_for(&before)
                         || self.may_have_forgotten(&before, &context.seen);
                     if forgot {
                         let floor = self
@@ -399,11 +398,7 @@ impl Node {
         let Some(ring) = &self.meta.ring else {
             return Vec::new();
         };
-        let partition = partition_of(ring.partitions(), table, key);
-        ring.preference_list(partition)
-            .into_iter()
-            .take(usize::from(n))
-            .collect()
+        ring.first_n(partition_of(ring.partitions(), table, key), usize::from(n))
     }
 
     /// The coordinator's half of a write: mint the dot, apply it to the local
@@ -489,13 +484,9 @@ impl Node {
             self.start_get(fsm, primaries, store);
             return None;
         }
-        let current = Actor {
-            node: self.config.id.clone(),
-            epoch: self.epoch,
-        };
         // Counters exhausted under this epoch (a clock from a peer may say
         // so): a fresh epoch starts them again, never a wrapped counter.
-        let exhausted = local.clock.max_counter(&current) == u64::MAX;
+        let exhausted = self.minted_for(&local) == u64::MAX;
         if exhausted || self.may_have_forgotten(&local, &write.context) {
             let floor = self
                 .epoch
@@ -510,11 +501,16 @@ impl Node {
             node: self.config.id.clone(),
             epoch: self.epoch,
         };
-        let Some(counter) = local.clock.max_counter(&actor).checked_add(1) else {
+        let Some(counter) = self.minted_for(&local).checked_add(1) else {
             let failure = ClientReply::Unavailable("no counter left for this key's writes".into());
             self.abandon_write(origin, &write, merged_answer, failure);
             return None;
         };
+        let mut local = local;
+        if counter > local.clock.max_counter(&actor).saturating_add(1) {
+            // Past the mint floor: the skipped counters are marked seen.
+            local.clock.cover_through(&actor, counter - 1);
+        }
         let dot = Dot { counter, actor };
         // A descendant is stamped after every ancestor it supersedes: those
         // held here and those the client saw elsewhere (clock skew must not
@@ -627,14 +623,27 @@ impl Node {
         }
     }
 
+    /// The largest counter this node's current actor may have minted for a
+    /// key whose local copy is `local`: the copy's own, or above it the
+    /// counters of tombstones collected under this epoch (the mint floor),
+    /// so a key deleted and collected never gets a dot it had before.
+    pub(super) fn minted_for(&self, local: &Object) -> u64 {
+        let actor = Actor {
+            node: self.config.id.clone(),
+            epoch: self.epoch,
+        };
+        local.clock.max_counter(&actor).max(self.mint_floor())
+    }
+
     /// Whether the client's context shows dots of this node that its local copy
-    /// lacks: then it may have forgotten dots it issued and must not reuse them.
+    /// lacks (beyond what collected tombstones explain): then it may have
+    /// forgotten dots it issued and must not reuse them.
     pub(super) fn may_have_forgotten(&self, local: &Object, context: &CausalContext) -> bool {
         let actor = Actor {
             node: self.config.id.clone(),
             epoch: self.epoch,
         };
-        context.max_counter(&actor) > local.clock.max_counter(&actor)
+        context.max_counter(&actor) > self.minted_for(local)
             || context
                 .max_epoch_of(&self.config.id)
                 .is_some_and(|e| e > self.epoch)

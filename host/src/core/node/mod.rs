@@ -13,15 +13,17 @@ use bytes::Bytes;
 
 use super::antientropy::{AntiEntropy, AntiEntropyConfig, Plan};
 use super::causal::{Actor, CausalContext, Dot};
-use super::coord::{live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, Origin, PutFsm};
+use super::coord::{
+    live_sorted, AfterRead, Expires, GetFsm, GetStep, InFlight, Origin, PutFsm, SeenForwards,
+};
 use super::durability::Outbox;
 pub use super::durability::Release;
 use super::hints::HintBook;
 use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, CONTEXT_EPOCH_AHEAD_MAX_S,
-    FORWARD_GRACE_MS, GOSSIP_INTERVAL_MS, HANDOFF_EVERY_MS, HANDOFF_KEYS_PER_S, JOIN_RETRY_MS,
-    OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS,
-    SIBLINGS_MAX, UPLOAD_SPREAD_WAIT_MS,
+    FORWARDS_REMEMBERED, FORWARD_GRACE_MS, GOSSIP_INTERVAL_MS, HANDOFF_EVERY_MS,
+    HANDOFF_KEYS_PER_S, JOIN_RETRY_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, REAP_EVERY_MS,
+    RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS, SIBLINGS_MAX, UPLOAD_SPREAD_WAIT_MS,
 };
 use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
@@ -31,6 +33,7 @@ use super::msg::{
     ReplicaMessage, SyncMessage,
 };
 use super::object::{Object, Version};
+use super::reaper::Reaper;
 use super::ring::{partition_of, Ring};
 use super::rng::Rng;
 use super::stats::{NodeSizes, NodeStats};
@@ -48,6 +51,7 @@ mod handoff;
 mod membership;
 mod modules;
 mod placement;
+mod reaper;
 mod reconcile;
 mod replica;
 
@@ -293,6 +297,13 @@ pub struct Node {
     /// This node lost its disk and resumed its membership: once its trees
     /// are built, every partition it replicates is known to diverge.
     resumed_membership: bool,
+    /// Forwarded requests taken lately (a duplicate is not coordinated twice).
+    forwards_seen: SeenForwards,
+    /// Tombstones awaiting collection and the check under way.
+    reaper: Reaper,
+    /// (epoch, counter): the largest counter of that epoch's actor among
+    /// the tombstones collected here; minting starts above it.
+    mint_floor: (u64, u64),
 }
 
 impl Node {
@@ -349,6 +360,9 @@ impl Node {
             sync_plan: config.antientropy.map(Plan::new),
             resumed_membership: false,
             hints: HintBook::new(HANDOFF_KEYS_PER_S),
+            forwards_seen: SeenForwards::new(FORWARDS_REMEMBERED),
+            reaper: Reaper::default(),
+            mint_floor: (0, 0),
             config,
         };
         node.count_hints(store);
@@ -357,6 +371,7 @@ impl Node {
         }
         if node.sync_plan.is_some() {
             node.timers.set(Timer::AntiEntropy, now.mono_ms);
+            node.timers.set(Timer::Reap, now.mono_ms);
         }
         if node.meta.ring.is_some() {
             node.refresh_own_record(store);
@@ -377,7 +392,9 @@ impl Node {
     /// What this node has counted since it started: requests, answers,
     /// replica work, peer messages and batches.
     pub fn stats(&self) -> NodeStats {
-        self.stats
+        let mut stats = self.stats;
+        stats.reap.checks_timed_out = self.reaper.checks_timed_out;
+        stats
     }
 
     /// What this node holds right now, for checks that nothing grows
@@ -393,6 +410,7 @@ impl Node {
             heard_from: self.liveness.len(),
             writebacks: self.writebacks.len(),
             hints_pending: self.hints.total_pending(),
+            tombstones_pending: self.reaper.pending(),
         }
     }
 
@@ -613,6 +631,9 @@ impl Node {
             if self.timers.fire(Timer::AntiEntropy, now, every) {
                 self.antientropy_turn(store);
             }
+            if self.timers.fire(Timer::Reap, now, REAP_EVERY_MS) {
+                self.reap_turn(store);
+            }
         }
     }
 
@@ -682,6 +703,7 @@ impl Node {
             Message::Forward(message) => self.on_forward(from, message, store),
             Message::Sync(message) => self.on_sync(from, message, store),
             Message::Handoff(message) => self.on_handoff(from, message, store),
+            Message::Reap(message) => self.on_reap(from, message, store),
         }
     }
 
