@@ -243,6 +243,10 @@ pub struct ClusterStatus {
     pub antientropy: Option<AntiEntropyStatus>,
     /// Hints this node keeps, per owner with any.
     pub hints: Vec<HintStatus>,
+    /// Writes this node refused to keep as hints since start, because it
+    /// kept [`crate::core::limits::HINTS_MAX`] already (the coordinator
+    /// then marks the key's partition for anti-entropy).
+    pub hints_refused_full: u64,
     /// Tombstone collection on this node.
     pub tombstones: TombstoneStatus,
 }

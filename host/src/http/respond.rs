@@ -201,6 +201,7 @@ fn cluster_json(status: ClusterStatus) -> Value {
         "join": join,
         "hints_pending": hints_pending,
         "hints": hints,
+        "hints_refused_full": status.hints_refused_full,
         "tombstones_pending": status.tombstones.pending,
         "tombstones": {
             "pending": status.tombstones.pending,

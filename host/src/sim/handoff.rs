@@ -194,3 +194,39 @@ fn a_stand_in_without_a_hint_does_not_make_up_a_quorum_so_a_delete_cannot_miss_a
     let read = sim.call(first, crate::sim::get("ev", "k", Some(3)), TIMEOUT_MS);
     assert_eq!(super::tests::values(&read), super::tests::set(&["v1"]));
 }
+
+#[test]
+fn a_write_a_primary_missed_with_no_stand_in_is_compared_with_it_first_once_it_returns() {
+    // Three nodes: every node is a primary of every key, so no stand-in
+    // can keep a hint for the one that is down.
+    let mut sim = Sim::with_antientropy(35, 3, 100);
+    siblings_table(&mut sim);
+    let primaries = sim.replicas_of("ev", "k");
+    let missing = primaries[2];
+    sim.crash(missing);
+    sim.run_for(6_000);
+    written(&sim.call(primaries[0], put("ev", "k", "v1", None), TIMEOUT_MS));
+    // The coordinator notices the missing ack at the deadline and says so.
+    sim.run_for(TIMEOUT_MS);
+    let Some(AdminReply::Cluster(status)) = sim.admin(primaries[0], AdminOp::ClusterStatus) else {
+        panic!("no cluster status");
+    };
+    let divergent = status.antientropy.map(|ae| ae.divergent);
+    assert_eq!(
+        divergent,
+        Some(1),
+        "the key's partition is known to diverge"
+    );
+    sim.restart(missing);
+    // Well within one sweep: the marked partition goes first.
+    sim.run_for(1_500);
+    let held = sim.local_object(missing, "ev", b"k").is_some_and(|o| {
+        o.versions
+            .iter()
+            .any(|v| v.value.as_deref() == Some(&b"v1"[..]))
+    });
+    assert!(
+        held,
+        "the returned primary got the write from anti-entropy first"
+    );
+}

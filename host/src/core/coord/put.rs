@@ -4,13 +4,20 @@ use super::{Expires, Origin};
 use crate::core::msg::{ClientReply, ReplicaError};
 use crate::core::quorum::QuorumTracker;
 use crate::core::token::ClientContext;
-use crate::core::types::NodeId;
+use crate::core::types::{NodeId, TableName};
+
+use bytes::Bytes;
 
 /// A coordinated write.
 #[derive(Debug)]
 pub struct PutFsm {
     /// Who waits.
     pub origin: Origin,
+    /// The key written: a replica that misses the write marks its
+    /// partition as known to diverge.
+    pub slot: (TableName, Bytes),
+    /// The nodes asked (primaries and stand-ins), in the order asked.
+    pub asked: Vec<NodeId>,
     quorum: QuorumTracker,
     context_out: ClientContext,
     replied: bool,
@@ -23,6 +30,7 @@ impl PutFsm {
     /// what the client gets back on success.
     pub fn new(
         origin: Origin,
+        slot: (TableName, Bytes),
         w: u8,
         asked: Vec<NodeId>,
         context_out: ClientContext,
@@ -30,6 +38,8 @@ impl PutFsm {
     ) -> Self {
         PutFsm {
             origin,
+            slot,
+            asked: asked.clone(),
             quorum: QuorumTracker::new(usize::from(w), asked),
             context_out,
             replied: false,

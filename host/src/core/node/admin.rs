@@ -227,6 +227,7 @@ impl Node {
             join,
             antientropy: self.antientropy_status(),
             hints: self.hints_status(),
+            hints_refused_full: self.hints.refused_full,
             tombstones: self.tombstone_status(),
         }
     }

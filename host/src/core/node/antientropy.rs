@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::core::antientropy::Slot;
+use crate::core::coord::targets::owner_of;
 use crate::core::limits::{
     ANTIENTROPY_BYTES_PER_MESSAGE, ANTIENTROPY_EXCHANGES_PER_TURN_MAX,
     ANTIENTROPY_ITEMS_ACCEPTED_MAX, ANTIENTROPY_ITEMS_PER_MESSAGE, ANTIENTROPY_OBJECTS_PER_MESSAGE,
@@ -121,8 +122,13 @@ impl Node {
                 .iter()
                 .any(|(table, partitions)| *table == slot.0 && partitions.contains(&slot.1))
         };
-        // Known divergent partitions first, as many as the throttle allows.
-        for _ in 0..ANTIENTROPY_EXCHANGES_PER_TURN_MAX {
+        // Known divergent partitions first, as many as the throttle allows,
+        // each at most once a turn (one whose peer is down goes back).
+        let queued = self
+            .sync_plan
+            .as_ref()
+            .map_or(0, |plan| plan.divergent_count() as u64);
+        for _ in 0..queued.min(ANTIENTROPY_EXCHANGES_PER_TURN_MAX) {
             if !self.may_work() {
                 return;
             }
@@ -233,8 +239,68 @@ impl Node {
         }
     }
 
+    /// `node`, asked to store a write of `key`, refused it or never
+    /// answered (a stand-in full of hints, a full disk, a crash): the
+    /// primary it was meant for may lack the write, so the key's partition
+    /// is compared with that primary first once it is up. A write no hint
+    /// kept is then repaired within a turn of the primary's return, not a
+    /// sweep; `/cluster` counts such partitions in `antientropy.divergent`.
+    pub(super) fn write_missed(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+        node: &NodeId,
+        asked: &[NodeId],
+    ) {
+        if self.sync_plan.is_none() || *node == self.config.id {
+            return;
+        }
+        let Some(n) = self.meta.tables.get(table).map(|e| e.config.n) else {
+            return;
+        };
+        let Some(partitions) = self.meta.ring.as_ref().map(Ring::partitions) else {
+            return;
+        };
+        let primaries = self.primaries_of(table, key, n);
+        if !primaries.contains(&self.config.id) {
+            return;
+        }
+        let owner = if primaries.contains(node) {
+            Some(node.clone())
+        } else {
+            owner_of(node, &primaries, asked).cloned()
+        };
+        if let (Some(owner), Some(plan)) = (owner, self.sync_plan.as_mut()) {
+            let partition = partition_of(partitions, table, key);
+            plan.diverged((table.clone(), partition), Some(owner));
+        }
+    }
+
+    /// A write of `key` went to `asked` only: a primary neither asked nor
+    /// covered by a stand-in (no node left to stand in, or a strict table)
+    /// misses it, as if it had not answered.
+    pub(super) fn primaries_left_out(&mut self, table: &TableName, key: &[u8], asked: &[NodeId]) {
+        if self.sync_plan.is_none() {
+            return;
+        }
+        let Some(n) = self.meta.tables.get(table).map(|e| e.config.n) else {
+            return;
+        };
+        let primaries = self.primaries_of(table, key, n);
+        for primary in &primaries {
+            let covered = asked.contains(primary)
+                || asked
+                    .iter()
+                    .any(|node| owner_of(node, &primaries, asked) == Some(primary));
+            if !covered {
+                self.write_missed(table, key, primary, asked);
+            }
+        }
+    }
+
     /// Sends `partition`'s root to one other replica of it that is up: the
-    /// one it is known to differ from, else the sweep's.
+    /// one it is known to differ from (kept queued while that one is down),
+    /// else the sweep's.
     fn start_exchange(
         &mut self,
         ring: &Ring,
@@ -251,8 +317,17 @@ impl Node {
             .into_iter()
             .filter(|id| *id != self.config.id && self.status_of(id) == Status::Up)
             .collect();
-        let peer = match known_peer.filter(|p| peers.contains(p)) {
-            Some(peer) => peer,
+        let peer = match known_peer {
+            Some(peer) if peers.contains(&peer) => peer,
+            Some(peer) => {
+                // Still down (or no longer a replica: then the next turn
+                // drops the mark): the sweep goes on with the others.
+                let replica = ring.first_n(partition, n).contains(&peer);
+                if let (true, Some(plan)) = (replica, self.sync_plan.as_mut()) {
+                    plan.diverged((table.clone(), partition), Some(peer));
+                }
+                return;
+            }
             None if peers.is_empty() => return,
             None => peers[(sweep % peers.len() as u64) as usize].clone(),
         };

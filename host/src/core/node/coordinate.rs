@@ -560,7 +560,16 @@ impl Node {
         };
         let returned = context_out.clone();
         let request = self.next_id();
-        let fsm = PutFsm::new(origin, w, primaries.to_vec(), context_out, deadline_ms);
+        let slot = (write.table.clone(), write.key.clone());
+        let fsm = PutFsm::new(
+            origin,
+            slot,
+            w,
+            primaries.to_vec(),
+            context_out,
+            deadline_ms,
+        );
+        self.primaries_left_out(&write.table, &write.key, primaries);
         self.outbox.local_copy_staged(request);
         let placed = (config.storage == StorageKind::Plugin).then_some(engine);
         self.send_to_other_replicas(&write.table, &write.key, primaries, |hint_for| {

@@ -666,6 +666,8 @@ impl Node {
                         .saturating_sub(self.config.request_timeout_ms);
                     for node in fsm.unanswered() {
                         self.liveness.call_failed(&node, asked_at);
+                        let (table, key) = &fsm.slot;
+                        self.write_missed(table, key, &node, &fsm.asked);
                     }
                     self.pending.insert(id, Pending::Put(fsm, writeback));
                     self.progress_put(id);

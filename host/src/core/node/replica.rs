@@ -75,8 +75,14 @@ impl Node {
             }
             ReplicaMessage::WriteAck { request, outcome } => {
                 if let Some(Pending::Put(fsm, _)) = self.pending.get_mut(&request) {
+                    let missed = outcome
+                        .is_err()
+                        .then(|| (fsm.slot.clone(), fsm.asked.clone()));
                     fsm.record(&from, outcome);
                     self.progress_put(request);
+                    if let Some(((table, key), asked)) = missed {
+                        self.write_missed(&table, &key, &from, &asked);
+                    }
                 }
             }
             ReplicaMessage::ReadReply { request, outcome } => {
