@@ -104,9 +104,10 @@ pub struct ServeArgs {
     /// Anti-entropy's cap on bytes of objects sent a second.
     #[arg(long, default_value_t = ANTIENTROPY_BYTES_PER_S_DEFAULT)]
     pub antientropy_bytes_per_s: u64,
-    /// How long a tombstone is kept at least after this node stored it,
-    /// before it is collected (once every primary holds it and no node
-    /// keeps a hint for its key; collection runs with anti-entropy).
+    /// How long a tombstone is kept at least after the first primary of its
+    /// key stored it, before it is collected (once every primary holds it
+    /// and no node keeps a hint for its key; collection runs with
+    /// anti-entropy). At least twice --request-timeout-ms plus 1 s.
     #[arg(long, default_value_t = crate::core::limits::TOMBSTONE_GRACE_MS_DEFAULT)]
     pub tombstone_grace_ms: u64,
 }
@@ -132,6 +133,12 @@ impl ServeArgs {
         if !(REQUEST_TIMEOUT_MS_MIN..=REQUEST_TIMEOUT_MS_MAX).contains(&self.request_timeout_ms) {
             anyhow::bail!(
                 "--request-timeout-ms must be between {REQUEST_TIMEOUT_MS_MIN} and {REQUEST_TIMEOUT_MS_MAX}"
+            );
+        }
+        let grace_min = 2 * (self.request_timeout_ms + crate::core::limits::FORWARD_GRACE_MS);
+        if self.tombstone_grace_ms < grace_min {
+            anyhow::bail!(
+                "--tombstone-grace-ms must be at least {grace_min} (twice --request-timeout-ms plus the forwarding grace): a request still under way must not outlive a collected tombstone"
             );
         }
         if !(1..=OBJECT_LIVE_BYTES_MAX).contains(&self.value_bytes_max) {

@@ -100,6 +100,9 @@ pub const JOIN_RETRY_MS: u64 = 1_000;
 pub const CONTEXT_EPOCH_AHEAD_MAX_S: u64 = 7 * 24 * 3600;
 /// A join asked for at runtime gives up after this long without an answer.
 pub const JOIN_GIVE_UP_MS: u64 = 30_000;
+/// A read that finishes this long past its deadline means the node
+/// stalled: it repairs and writes nothing from what it read.
+pub const REQUEST_STALLED_MS: u64 = 1_000;
 /// Forwarded requests a coordinator remembers, to take a duplicate once.
 pub const FORWARDS_REMEMBERED: usize = 16_384;
 /// A forwarding node waits this much longer than the coordinator's own
@@ -146,10 +149,11 @@ pub const HINTS_COUNT_PAGE: usize = 10_000;
 
 // ---- tombstone collection ----------------------------------------------------
 
-/// How long a tombstone is kept at least after a node stored it (`serve
-/// --tombstone-grace-ms`): longer than any request's deadline, so a write
-/// still on its way when every replica holds the tombstone lands on it
-/// rather than on nothing.
+/// How long a tombstone is kept at least after the deciding primary stored
+/// it (`serve --tombstone-grace-ms`): `serve` refuses a grace shorter than
+/// twice a forwarded request's whole wait, so a read or write still under
+/// way when every replica holds the tombstone lands on it rather than on
+/// nothing.
 pub const TOMBSTONE_GRACE_MS_DEFAULT: u64 = 60_000;
 /// How often a node looks for tombstones it may collect.
 pub const REAP_EVERY_MS: u64 = 1_000;

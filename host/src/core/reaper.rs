@@ -23,6 +23,8 @@ use super::types::{NodeId, TableName};
 struct Candidate {
     /// The copy's item (key, clock and dots): what every replica must hold.
     item: Hash,
+    /// The key's partition, so deciding who collects needs no hashing.
+    partition: usize,
     /// When this node stored that copy (monotonic ms): the grace runs from here.
     since_ms: u64,
 }
@@ -66,7 +68,7 @@ impl Reaper {
     /// anti-entropy trees are told, so both see the same copies.
     pub fn observe(
         &mut self,
-        table: &TableName,
+        (table, partition): (&TableName, usize),
         key: &[u8],
         object: Option<&Object>,
         item: Option<Hash>,
@@ -75,15 +77,14 @@ impl Reaper {
         let slot = (table.clone(), Bytes::copy_from_slice(key));
         match (object.filter(|o| is_tombstone_only(o)), item) {
             (Some(_), Some(item)) => {
-                let entry = self.candidates.entry(slot).or_insert(Candidate {
+                let fresh = Candidate {
                     item,
+                    partition,
                     since_ms: now_ms,
-                });
+                };
+                let entry = self.candidates.entry(slot).or_insert(fresh);
                 if entry.item != item {
-                    *entry = Candidate {
-                        item,
-                        since_ms: now_ms,
-                    };
+                    *entry = fresh;
                 }
             }
             _ => {
@@ -111,20 +112,20 @@ impl Reaper {
     }
 
     /// Up to `max` tombstones of one table whose grace has passed at
-    /// `now_ms` and which `collects` says this node decides for (the first
-    /// primary of the key), in key order so a batch is deterministic.
+    /// `now_ms` and whose partition `collects` says this node decides for
+    /// (it is the first primary), in key order so a batch is deterministic.
     pub fn ripe(
         &self,
         now_ms: u64,
         grace_ms: u64,
         max: usize,
-        collects: impl Fn(&TableName, &[u8]) -> bool,
+        collects: impl Fn(&TableName, usize) -> bool,
     ) -> Option<(TableName, Vec<(Bytes, Hash)>)> {
         let mut ripe: Vec<(&TableName, &Bytes, Hash)> = self
             .candidates
             .iter()
             .filter(|(_, c)| c.since_ms.saturating_add(grace_ms) <= now_ms)
-            .filter(|((table, key), _)| collects(table, key))
+            .filter(|((table, _), c)| collects(table, c.partition))
             .map(|((table, key), c)| (table, key, c.item))
             .collect();
         ripe.sort();
@@ -172,9 +173,13 @@ impl Reaper {
         if !check.waiting.remove(from) {
             return None;
         }
-        check
-            .refused
-            .extend(refused.iter().filter_map(|&i| usize::try_from(i).ok()));
+        let asked = check.keys.len();
+        check.refused.extend(
+            refused
+                .iter()
+                .filter_map(|&i| usize::try_from(i).ok())
+                .filter(|&i| i < asked),
+        );
         if !check.waiting.is_empty() {
             return None;
         }
@@ -189,6 +194,14 @@ impl Reaper {
             }
         }
         Some((check.table, accepted))
+    }
+
+    /// Forgets every tombstone and the check under way (this node lost a
+    /// batch: what it vouched for may be gone); the start-up walk finds the
+    /// tombstones again, each with a fresh grace period.
+    pub fn forget(&mut self) {
+        self.candidates.clear();
+        self.check = None;
     }
 
     /// Abandons a check whose answers are overdue at `now_ms`: its keys
@@ -246,25 +259,55 @@ mod tests {
     #[test]
     fn only_tombstone_only_copies_wait_for_collection_and_only_after_the_grace() {
         let mut reaper = Reaper::default();
-        reaper.observe(&table(), b"live", Some(&object(true)), Some([1; 32]), 0);
-        reaper.observe(&table(), b"gone", Some(&object(false)), Some([2; 32]), 0);
+        reaper.observe(
+            (&table(), 0),
+            b"live",
+            Some(&object(true)),
+            Some([1; 32]),
+            0,
+        );
+        reaper.observe(
+            (&table(), 0),
+            b"gone",
+            Some(&object(false)),
+            Some([2; 32]),
+            0,
+        );
         assert_eq!(reaper.pending(), 1);
         assert_eq!(reaper.ripe(999, 1_000, 10, |_, _| true), None);
         let (_, keys) = reaper.ripe(1_000, 1_000, 10, |_, _| true).expect("ripe");
         assert_eq!(keys, vec![(Bytes::from_static(b"gone"), [2; 32])]);
         assert_eq!(reaper.ripe(1_000, 1_000, 10, |_, _| false), None);
         // A new write over the tombstone takes it out of the running.
-        reaper.observe(&table(), b"gone", Some(&object(true)), Some([3; 32]), 5);
+        reaper.observe(
+            (&table(), 0),
+            b"gone",
+            Some(&object(true)),
+            Some([3; 32]),
+            5,
+        );
         assert_eq!(reaper.pending(), 0);
     }
 
     #[test]
     fn a_changed_tombstone_waits_a_whole_grace_again() {
         let mut reaper = Reaper::default();
-        reaper.observe(&table(), b"k", Some(&object(false)), Some([2; 32]), 0);
-        reaper.observe(&table(), b"k", Some(&object(false)), Some([2; 32]), 900);
+        reaper.observe((&table(), 0), b"k", Some(&object(false)), Some([2; 32]), 0);
+        reaper.observe(
+            (&table(), 0),
+            b"k",
+            Some(&object(false)),
+            Some([2; 32]),
+            900,
+        );
         assert!(reaper.ripe(1_000, 1_000, 10, |_, _| true).is_some());
-        reaper.observe(&table(), b"k", Some(&object(false)), Some([4; 32]), 900);
+        reaper.observe(
+            (&table(), 0),
+            b"k",
+            Some(&object(false)),
+            Some([4; 32]),
+            900,
+        );
         assert_eq!(reaper.ripe(1_000, 1_000, 10, |_, _| true), None);
     }
 
@@ -272,7 +315,7 @@ mod tests {
     fn a_key_is_collected_only_when_every_member_accepted_it() {
         let mut reaper = Reaper::default();
         for key in [&b"a"[..], b"b"] {
-            reaper.observe(&table(), key, Some(&object(false)), Some([2; 32]), 0);
+            reaper.observe((&table(), 0), key, Some(&object(false)), Some([2; 32]), 0);
         }
         let (table, keys) = reaper.ripe(10, 0, 10, |_, _| true).expect("ripe");
         let request = reaper.begin(table, keys, members(&["x", "y"]), 100);
@@ -299,7 +342,7 @@ mod tests {
     #[test]
     fn a_check_some_member_never_answers_is_abandoned_at_its_deadline() {
         let mut reaper = Reaper::default();
-        reaper.observe(&table(), b"a", Some(&object(false)), Some([2; 32]), 0);
+        reaper.observe((&table(), 0), b"a", Some(&object(false)), Some([2; 32]), 0);
         let (table, keys) = reaper.ripe(10, 0, 10, |_, _| true).expect("ripe");
         reaper.begin(table, keys, members(&["x"]), 100);
         reaper.expire(99);

@@ -573,3 +573,21 @@ fn a_join_keeps_the_table_cap() {
             .all(|t| t["name"].as_str().is_some_and(|n| n.starts_with(prefix))));
     }
 }
+
+#[test]
+fn a_tombstone_grace_shorter_than_a_request_can_last_is_refused_with_the_floor() {
+    let dir = cairn_tests::temp_dir("short-grace");
+    let output = Command::new(cairn_bin())
+        .args(["serve", "--node-id", "solo", "--http", "127.0.0.1:0"])
+        .args(["--peer", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("solo"))
+        .args(["--request-timeout-ms", "5000", "--tombstone-grace-ms", "10999"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--tombstone-grace-ms must be at least 11000"),
+        "{stderr}"
+    );
+}

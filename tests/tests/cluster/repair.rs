@@ -153,7 +153,14 @@ fn a_wiped_node_is_refilled_by_antientropy_without_any_client_read() {
 
 #[test]
 fn a_key_deleted_while_a_replica_was_down_stays_deleted_once_it_returns() {
-    let args = ["--partitions", "32", "--tombstone-grace-ms", "1000"];
+    let args = [
+        "--partitions",
+        "32",
+        "--request-timeout-ms",
+        "1000",
+        "--tombstone-grace-ms",
+        "3000",
+    ];
     let mut cluster = Cluster::start("ae-deleted", 3, &args);
     cluster.create_table("events", TABLE);
     write_keys(&cluster.nodes[0], 100, 3);

@@ -28,8 +28,8 @@ impl Node {
             let partition = partition_of(ring.partitions(), table, key);
             self.antientropy
                 .observe(table, partition, key, Some(object));
+            self.observe_tombstones((table, partition), key, Some(object));
         }
-        self.observe_tombstones(table, key, Some(object));
     }
 
     /// The tables served, in name order, with their configs.
@@ -380,7 +380,7 @@ impl Node {
             let partition = partition_of(ring.partitions(), table, key);
             self.antientropy
                 .observe(table, partition, key, object.as_ref());
-            self.observe_tombstones(table, key, object.as_ref());
+            self.observe_tombstones((table, partition), key, object.as_ref());
         }
         let last = if keys.len() == page {
             keys.last().cloned()
@@ -618,7 +618,7 @@ impl Node {
                 Ok(Some(object)) => object,
                 Ok(None) => {
                     self.antientropy.observe(table, partition, &key, None);
-                    self.observe_tombstones(table, &key, None);
+                    self.observe_tombstones((table, partition), &key, None);
                     continue;
                 }
                 Err(_) => continue,

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::core::coord::targets::targets;
+use crate::core::limits::REQUEST_STALLED_MS;
 
 impl Node {
     /// Forwarded client operations: one to coordinate for another node, or
@@ -260,6 +261,18 @@ impl Node {
         let release = fsm.local_batch.map_or(Release::Now, Release::AfterBatch);
         let read_deadline_ms = fsm.deadline_ms;
         let (table, key, config) = (fsm.table.clone(), fsm.key.clone(), fsm.config.clone());
+        // A read finishing well past its deadline means this node stalled
+        // (SIGSTOP, a starved loop): what it read may predate a delete whose
+        // tombstone has since been collected, so it writes nothing from it.
+        let stalled = now > read_deadline_ms.saturating_add(REQUEST_STALLED_MS);
+        let step = match step {
+            GetStep::Write { .. } | GetStep::Delete { .. } | GetStep::Reconcile(_) if stalled => {
+                GetStep::Fail(ClientReply::Unavailable(
+                    "this node stalled past the request's deadline".into(),
+                ))
+            }
+            step => step,
+        };
         match step {
             GetStep::Write {
                 merged,
@@ -330,11 +343,16 @@ impl Node {
         self.finish_get(request, done, store);
     }
 
-    /// Once a read is done, it repairs the replicas that differed.
+    /// Once a read is done, it repairs the replicas that differed, unless
+    /// it finished well past its deadline (this node stalled, and what it
+    /// read may be older than a collected tombstone).
     pub(super) fn finish_get(&mut self, request: u64, done: bool, store: &mut dyn LocalStore) {
         if done {
             if let Some(Pending::Get(fsm)) = self.pending.remove(&request) {
-                self.read_repair(&fsm, store);
+                let stalled = self.now.mono_ms > fsm.deadline_ms.saturating_add(REQUEST_STALLED_MS);
+                if !stalled {
+                    self.read_repair(&fsm, store);
+                }
             }
         }
     }

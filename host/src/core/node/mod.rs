@@ -485,6 +485,10 @@ impl Node {
     ) -> Result<(), String> {
         self.stats.batches.losses += 1;
         self.antientropy.forget_trees();
+        // What the lost batches held is unknown: the check under way may
+        // rest on a copy that is gone, and the walk that rebuilds the trees
+        // finds the tombstones again.
+        self.reaper.forget();
         // Hints counted as stored or removed may not be: counted again.
         self.hints.forget_owners();
         self.count_hints(store);

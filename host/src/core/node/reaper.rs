@@ -10,7 +10,7 @@
 //! the largest it collected under its epoch (the mint floor), and a node
 //! that collected any does not keep its epoch across a restart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::*;
 use crate::core::antientropy::item_of;
@@ -39,7 +39,7 @@ impl Node {
     /// of every copy anti-entropy's trees hear of.
     pub(super) fn observe_tombstones(
         &mut self,
-        table: &TableName,
+        (table, partition): (&TableName, usize),
         key: &[u8],
         object: Option<&Object>,
     ) {
@@ -47,7 +47,7 @@ impl Node {
             .filter(|o| is_tombstone_only(o))
             .map(|o| item_of(key, o));
         self.reaper
-            .observe(table, key, object, item, self.now.mono_ms);
+            .observe((table, partition), key, object, item, self.now.mono_ms);
     }
 
     /// What `/cluster` shows of tombstone collection.
@@ -89,12 +89,8 @@ impl Node {
         }
         let me = self.config.id.clone();
         let tables = &self.meta.tables;
-        let first_primary = |table: &TableName, key: &[u8]| {
-            tables.contains_key(table)
-                && ring
-                    .first_n(partition_of(ring.partitions(), table, key), 1)
-                    .first()
-                    == Some(&me)
+        let first_primary = |table: &TableName, partition: usize| {
+            tables.contains_key(table) && ring.first_n(partition, 1).first() == Some(&me)
         };
         let Some((table, keys)) = self
             .reaper
@@ -145,14 +141,17 @@ impl Node {
                 self.checked(&from, request, &refused, store);
             }
             ReapMessage::Collect { table, keys } => {
-                self.collect(&table, &keys, store);
+                let _ = self.collect(&table, &keys, store);
             }
         }
     }
 
     /// The keys of a check this node refuses: those it is a primary of and
-    /// does not hold exactly that tombstone for, and those it keeps a hint
-    /// for (for any owner). Keys past the batch cap are refused unread.
+    /// does not hold exactly that tombstone for, durably (its own vote
+    /// cannot wait for a commit as an answer does); those it holds any
+    /// other copy of (a former primary's stale copy would come back were it
+    /// a primary again); and those it keeps a hint for. Keys past the batch
+    /// cap are refused unread.
     fn refused_for_collection(
         &mut self,
         table: &TableName,
@@ -165,13 +164,6 @@ impl Node {
                 .filter_map(|i| u32::try_from(i).ok())
                 .collect();
         };
-        let owners: Vec<NodeId> = self
-            .meta
-            .members
-            .keys()
-            .filter(|id| **id != self.config.id)
-            .cloned()
-            .collect();
         let mut refused = Vec::new();
         for (index, (key, item)) in keys.iter().enumerate() {
             let Ok(index) = u32::try_from(index) else {
@@ -181,24 +173,34 @@ impl Node {
                 refused.push(index);
                 continue;
             }
-            let is_primary = self
-                .primaries_of(table, key, config.n)
-                .contains(&self.config.id);
-            let holds_it = match store.load(table, config.storage, key) {
-                Ok(Some(object)) => is_tombstone_only(&object) && item_of(key, &object) == *item,
-                Ok(None) => false,
+            let primaries = self.primaries_of(table, key, config.n);
+            let is_primary = primaries.contains(&self.config.id);
+            let durable = store.copy_state(table, key) == CopyState::Durable;
+            let copy = match store.load(table, config.storage, key) {
+                Ok(Some(object)) if !object.is_empty() => {
+                    Some(is_tombstone_only(&object) && item_of(key, &object) == *item)
+                }
+                Ok(_) => None,
                 Err(_) => {
                     refused.push(index);
                     continue;
                 }
             };
+            let vouches = match copy {
+                Some(exact) => exact && durable,
+                None => !is_primary,
+            };
+            // Hints are kept for a key's primaries only.
             let slot = hint_key(table, key);
-            let hinted = owners.iter().any(|owner| {
-                let hints = TableName::hints_for(owner);
-                // An unreadable hint store may hold one.
-                !matches!(store.load(&hints, StorageKind::Lmdb, &slot), Ok(None))
-            });
-            if (is_primary && !holds_it) || hinted {
+            let hinted = primaries
+                .iter()
+                .filter(|owner| **owner != self.config.id)
+                .any(|owner| {
+                    let hints = TableName::hints_for(owner);
+                    // An unreadable hint store may hold one.
+                    !matches!(store.load(&hints, StorageKind::Lmdb, &slot), Ok(None))
+                });
+            if !vouches || hinted {
                 refused.push(index);
             }
         }
@@ -206,7 +208,8 @@ impl Node {
     }
 
     /// A member answered a check; once all did, the accepted tombstones
-    /// are collected here and at the other primaries.
+    /// are collected here and, for those removed here, at every other
+    /// member holding the same copy; the next check may start at once.
     fn checked(
         &mut self,
         from: &NodeId,
@@ -218,37 +221,40 @@ impl Node {
         let Some((table, accepted)) = self.reaper.answered(from, request, refused, now) else {
             return;
         };
-        if accepted.is_empty() {
+        self.timers.set(Timer::Reap, now);
+        let removed = self.collect(&table, &accepted, store);
+        if removed.is_empty() {
             return;
         }
-        let Some(n) = self.meta.tables.get(&table).map(|e| e.config.n) else {
-            return;
-        };
-        let mut to: BTreeMap<NodeId, Vec<(Bytes, Hash)>> = BTreeMap::new();
-        for (key, item) in &accepted {
-            for node in self.primaries_of(&table, key, n) {
-                if node != self.config.id {
-                    to.entry(node).or_default().push((key.clone(), *item));
-                }
-            }
-        }
-        self.collect(&table, &accepted, store);
-        for (node, keys) in to {
+        let others: Vec<NodeId> = self
+            .meta
+            .members
+            .keys()
+            .filter(|id| **id != self.config.id)
+            .cloned()
+            .collect();
+        for node in others {
             self.send_to(
                 &node,
                 Message::Reap(ReapMessage::Collect {
                     table: table.clone(),
-                    keys,
+                    keys: removed.clone(),
                 }),
             );
         }
     }
 
     /// Removes each tombstone whose copy here is still exactly that item,
-    /// raising the mint floor above its dots first.
-    fn collect(&mut self, table: &TableName, keys: &[(Bytes, Hash)], store: &mut dyn LocalStore) {
+    /// raising the mint floor above its dots first; returns those removed.
+    fn collect(
+        &mut self,
+        table: &TableName,
+        keys: &[(Bytes, Hash)],
+        store: &mut dyn LocalStore,
+    ) -> Vec<(Bytes, Hash)> {
+        let mut removed = Vec::new();
         let Some(storage) = self.meta.tables.get(table).map(|e| e.config.storage) else {
-            return;
+            return removed;
         };
         let actor = Actor {
             node: self.config.id.clone(),
@@ -270,8 +276,10 @@ impl Node {
             if let Some(ring) = &self.meta.ring {
                 let partition = partition_of(ring.partitions(), table, key);
                 self.antientropy.observe(table, partition, key, None);
+                self.observe_tombstones((table, partition), key, None);
             }
-            self.observe_tombstones(table, key, None);
+            removed.push((key.clone(), *item));
         }
+        removed
     }
 }

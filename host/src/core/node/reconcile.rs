@@ -196,7 +196,19 @@ impl Node {
             merged: job.versions.len() as u32,
             read_context: ClientContext::of_versions(&job.object.versions),
         });
-        if !self.writebacks.contains(&slot) {
+        // A merged version superseded here meanwhile (a delete or a write
+        // that covered it landed during the plugin call): writing the merge
+        // back would bring its content back over that write.
+        let superseded = store
+            .load(&job.table, job.config.storage, &job.key)
+            .ok()
+            .flatten()
+            .is_some_and(|local| {
+                job.versions.iter().any(|v| {
+                    local.clock.covers(&v.dot) && !local.versions.iter().any(|l| l.dot == v.dot)
+                })
+            });
+        if !self.writebacks.contains(&slot) && !superseded {
             let mut merged_dots = CausalContext::new();
             for version in &job.versions {
                 merged_dots.add(version.dot.clone());
@@ -228,8 +240,8 @@ impl Node {
                 store,
             );
         } else if let Some(answer) = answer {
-            // Another write-back of the key is in flight: answer the merge
-            // with what the read saw.
+            // Another write-back of the key is in flight, or the merge is
+            // outdated: answer the merge with what the read saw.
             let fallback = answer.read_context.clone();
             let (origin, reply) = answer.into_reply(fallback);
             self.reply(origin, reply);
