@@ -108,6 +108,9 @@ pub struct ClientStats {
     pub deletes: u64,
     /// Operations this node handed to a replica of the key to coordinate.
     pub forwarded: u64,
+    /// Writes coordinated here as a stand-in, no primary of the key being
+    /// reachable.
+    pub coordinated_as_stand_in: u64,
     /// Answers that left this node saying the operation succeeded (a read,
     /// found or not, or a write).
     pub answered_ok: u64,

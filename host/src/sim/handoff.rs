@@ -230,3 +230,50 @@ fn a_write_a_primary_missed_with_no_stand_in_is_compared_with_it_first_once_it_r
         "the returned primary got the write from anti-entropy first"
     );
 }
+
+#[test]
+fn with_every_primary_down_a_node_coordinates_as_a_stand_in_and_handoff_delivers() {
+    let mut sim = Sim::new(36, 5);
+    siblings_table(&mut sim);
+    let primaries = sim.replicas_of("ev", "k");
+    let others: Vec<usize> = (0..5).filter(|i| !primaries.contains(i)).collect();
+    for &p in &primaries {
+        sim.crash(p);
+    }
+    sim.run_for(6_000);
+    // Two writes through a node that owns nothing of the key: two dots of
+    // its stand-in actor, never the same one.
+    written(&sim.call(others[0], put("ev", "k", "v1", None), TIMEOUT_MS));
+    written(&sim.call(others[0], put("ev", "k", "v2", None), TIMEOUT_MS));
+    let coordinated: u64 = (0..5)
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.stats().client.coordinated_as_stand_in)
+        .sum();
+    assert_eq!(coordinated, 2);
+    assert!(hints_kept(&sim) >= 2);
+    // A stand-in that minted keeps no epoch across even a clean stop.
+    let epoch = sim.epoch(others[0]);
+    sim.stop_cleanly(others[0]);
+    sim.restart(others[0]);
+    assert_ne!(sim.epoch(others[0]), epoch);
+    for &p in &primaries {
+        sim.restart(p);
+    }
+    sim.run_for(30_000);
+    let read = sim.call(
+        primaries[0],
+        crate::sim::get("ev", "k", Some(3)),
+        TIMEOUT_MS,
+    );
+    assert_eq!(
+        super::tests::values(&read),
+        super::tests::set(&["v1", "v2"])
+    );
+    for &p in &primaries {
+        let held = sim
+            .local_object(p, "ev", b"k")
+            .map_or(0, |o| o.live_count());
+        assert_eq!(held, 2, "node{} holds both", p + 1);
+    }
+    assert_eq!(drained(&sim), Ok(()));
+}

@@ -581,7 +581,12 @@ fn a_tombstone_grace_shorter_than_a_request_can_last_is_refused_with_the_floor()
         .args(["serve", "--node-id", "solo", "--http", "127.0.0.1:0"])
         .args(["--peer", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("solo"))
-        .args(["--request-timeout-ms", "5000", "--tombstone-grace-ms", "10999"])
+        .args([
+            "--request-timeout-ms",
+            "5000",
+            "--tombstone-grace-ms",
+            "10999",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -125,3 +125,63 @@ fn writes_with_two_of_three_primaries_killed_succeed_and_reach_them_by_handoff()
         );
     }
 }
+
+#[test]
+fn with_all_three_primaries_killed_a_stand_in_coordinates_and_handoff_delivers() {
+    let mut cluster = Cluster::start(
+        "standin",
+        5,
+        &["--partitions", "32", "--antientropy-every-ms", "0"],
+    );
+    cluster.create_table("events", TABLE);
+    let all: BTreeSet<String> = ["node3", "node4", "node5"]
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    let keys: Vec<String> = (0..4_000)
+        .map(|i| format!("k{i}"))
+        .filter(|key| primaries(&cluster.nodes[0], key) == all)
+        .take(50)
+        .collect();
+    assert!(
+        keys.len() >= 20,
+        "enough keys owned by node3-5: {}",
+        keys.len()
+    );
+    for node in &mut cluster.nodes[2..] {
+        node.crash();
+    }
+    wait_until(Duration::from_secs(10), "node3-5 seen down", || {
+        ["node3", "node4", "node5"]
+            .iter()
+            .all(|id| status_of(&cluster.nodes[0], id).as_deref() == Some("down"))
+            .then_some(())
+    });
+    for key in &keys {
+        let reply = cluster.nodes[0].call(
+            "PUT",
+            &format!("/tables/events/keys/{key}"),
+            &[],
+            key.as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "write {key}: {}", reply.text());
+    }
+    for node in &mut cluster.nodes[2..] {
+        node.start_again();
+    }
+    wait_until(Duration::from_secs(30), "every hint delivered", || {
+        cluster.nodes[..2]
+            .iter()
+            .all(|node| hints_pending(node) == 0)
+            .then_some(())
+    });
+    // node1 and node2 go away: the primaries alone hold every write.
+    for node in &mut cluster.nodes[..2] {
+        node.crash();
+    }
+    for key in &keys {
+        let reply =
+            cluster.nodes[2].call("GET", &format!("/tables/events/keys/{key}?r=3"), &[], b"");
+        assert_eq!((reply.status, reply.text()), (200, key.clone()), "{key}");
+    }
+}

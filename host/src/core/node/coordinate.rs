@@ -116,6 +116,20 @@ impl Node {
         let partition = partition_of(ring.partitions(), op.table(), op.key());
         let primaries = ring.first_n(partition, usize::from(config.n));
         if !primaries.contains(&self.config.id) {
+            if matches!(origin, Origin::Local(_))
+                && self.stands_in_to_coordinate(&op, &config, &primaries)
+            {
+                let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
+                return self.coordinate_as_stand_in(
+                    origin,
+                    op,
+                    &config,
+                    needed,
+                    &primaries,
+                    deadline_ms,
+                    store,
+                );
+            }
             return self.forward(origin, op, &primaries, needed);
         }
         // Sloppy: the reachable primaries and stand-ins for the others.

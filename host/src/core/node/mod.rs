@@ -54,6 +54,7 @@ mod placement;
 mod reaper;
 mod reconcile;
 mod replica;
+mod standin;
 
 use coordinate::Write;
 
@@ -304,6 +305,9 @@ pub struct Node {
     /// (epoch, counter): the largest counter of that epoch's actor among
     /// the tombstones collected here; minting starts above it.
     mint_floor: (u64, u64),
+    /// (epoch, last counter) of the actor this node mints under when it
+    /// coordinates a write as a stand-in (see `standin.rs`).
+    stand_in_actor: Option<(u64, u64)>,
 }
 
 impl Node {
@@ -363,6 +367,7 @@ impl Node {
             forwards_seen: SeenForwards::new(FORWARDS_REMEMBERED),
             reaper: Reaper::default(),
             mint_floor: (0, 0),
+            stand_in_actor: None,
             config,
         };
         node.count_hints(store);

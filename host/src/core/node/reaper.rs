@@ -30,9 +30,10 @@ impl Node {
     }
 
     /// Whether a clean stop may keep this epoch: not once it collected
-    /// tombstones, whose dots only the in-memory mint floor remembers.
+    /// tombstones, whose dots only the in-memory mint floor remembers, nor
+    /// once it minted as a stand-in, whose counter lives in memory only.
     pub fn may_keep_epoch(&self) -> bool {
-        self.mint_floor() == 0
+        self.mint_floor() == 0 && !self.minted_as_stand_in()
     }
 
     /// `key` of `table` now holds `object` here: tombstone collection hears

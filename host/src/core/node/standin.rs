@@ -1,0 +1,199 @@
+//! Coordinating a write as a stand-in: when none of a key's primaries is
+//! reachable from the node a client asked, that node coordinates the write
+//! itself over the first n reachable nodes of the key's preference list
+//! (all stand-ins), each keeping it as a hint for the primary it stands in
+//! for, so a sloppy table stays writable while any W nodes are reachable.
+//!
+//! Such a node holds no copy of the key it could mint from, and may have
+//! minted dots for it before (as a stand-in, handed off since). So it mints
+//! under an actor of its own for this, a stand-in epoch taken once and made
+//! durable before use, with one counter for every key: no dot is minted
+//! twice, and the node's own per-key counters (and the gaps it marks seen
+//! past its mint floor) never mix with these. A node that minted any takes
+//! a fresh epoch at its next start, as after a crash.
+
+use super::*;
+use crate::core::coord::targets::owner_of;
+
+impl Node {
+    /// Whether this node coordinates `op` itself as a stand-in rather than
+    /// forwarding it: a write needing no read first (a value, or a delete
+    /// with a context) on a sloppy table not placed by a storage plugin,
+    /// with no primary of the key up as this node sees it.
+    pub(super) fn stands_in_to_coordinate(
+        &self,
+        op: &ClientOp,
+        config: &TableConfig,
+        primaries: &[NodeId],
+    ) -> bool {
+        let needs_no_read = matches!(
+            op,
+            ClientOp::Put { value: Some(_), .. }
+                | ClientOp::Put {
+                    value: None,
+                    context: Some(_),
+                    ..
+                }
+        );
+        needs_no_read
+            && config.sloppy
+            && config.storage != StorageKind::Plugin
+            && !primaries
+                .iter()
+                .any(|p| *p != self.config.id && self.status_of(p) == Status::Up)
+    }
+
+    /// Whether this node minted under a stand-in actor since it started.
+    pub(super) fn minted_as_stand_in(&self) -> bool {
+        self.stand_in_actor.is_some()
+    }
+
+    /// The next dot of this node's stand-in actor, taking (durably) a
+    /// stand-in epoch first if it has none or its counter ran out.
+    fn mint_as_stand_in(&mut self, store: &mut dyn LocalStore) -> Result<Dot, String> {
+        let next = self
+            .stand_in_actor
+            .and_then(|(epoch, counter)| counter.checked_add(1).map(|c| (epoch, c)));
+        let (epoch, counter) = match next {
+            Some(next) => next,
+            None => {
+                let floor = self
+                    .epoch
+                    .max(self.stand_in_actor.map_or(0, |(epoch, _)| epoch));
+                let epoch =
+                    fresh_epoch(floor, self.now, &mut self.rng).map_err(|e| e.to_string())?;
+                store.persist_epoch_now(epoch).map_err(|e| e.to_string())?;
+                (epoch, 1)
+            }
+        };
+        self.stand_in_actor = Some((epoch, counter));
+        Ok(Dot {
+            actor: Actor {
+                node: self.config.id.clone(),
+                epoch,
+            },
+            counter,
+        })
+    }
+
+    /// Coordinates a client write none of whose primaries is reachable:
+    /// mints under the stand-in actor, keeps it as a hint here when this
+    /// node is among the first n reachable nodes, and sends it to the
+    /// others, each a stand-in for one primary; W counts their durable acks.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn coordinate_as_stand_in(
+        &mut self,
+        origin: Origin,
+        op: ClientOp,
+        config: &TableConfig,
+        w: u8,
+        primaries: &[NodeId],
+        deadline_ms: u64,
+        store: &mut dyn LocalStore,
+    ) {
+        let ClientOp::Put {
+            table,
+            key,
+            value,
+            content_type,
+            context,
+            ..
+        } = op
+        else {
+            return self.reply(
+                origin,
+                ClientReply::QuorumNotReached {
+                    needed: w,
+                    acked: 0,
+                },
+            );
+        };
+        let targets = self.replicas_for(&table, &key, config);
+        if targets.len() < usize::from(w) {
+            return self.reply(
+                origin,
+                ClientReply::QuorumNotReached {
+                    needed: w,
+                    acked: 0,
+                },
+            );
+        }
+        let context = context.unwrap_or_default();
+        let me = self.config.id.clone();
+        let owner = owner_of(&me, primaries, &targets).cloned();
+        let local = match &owner {
+            Some(owner) => {
+                let (found, _) = self.read_hint(owner, &table, &key, store);
+                match found {
+                    Ok(found) => found.unwrap_or_default(),
+                    Err(e) => return self.reply(origin, unavailable(e)),
+                }
+            }
+            None => Object::default(),
+        };
+        let dot = match self.mint_as_stand_in(store) {
+            Ok(dot) => dot,
+            Err(e) => return self.reply(origin, ClientReply::Unavailable(e)),
+        };
+        let ancestors = local
+            .max_timestamp_covered(&context.seen)
+            .max(context.max_timestamp_ms);
+        let timestamp_ms = self.now.wall_ms.max(ancestors.saturating_add(1));
+        let content_type = if value.is_some() && content_type.is_empty() {
+            "application/octet-stream".to_owned()
+        } else {
+            content_type
+        };
+        let version = Version {
+            dot: dot.clone(),
+            timestamp_ms,
+            value,
+            content_type,
+        };
+        let mut object = local;
+        object.apply_write(&context.seen, version, config.merge);
+        let live = object.live_count();
+        if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
+            return self.reply(origin, ClientReply::TooManySiblings { siblings: live });
+        }
+        if let Some(owner) = &owner {
+            if let Err(e) = self.store_hint(owner, &table, &key, &object, store) {
+                return self.reply(origin, unavailable(e));
+            }
+            self.stats.handoff.hints_stored += 1;
+        }
+        let mut written = CausalContext::new();
+        written.add(dot);
+        let context_out = ClientContext {
+            seen: written,
+            max_timestamp_ms: timestamp_ms,
+        };
+        let request = self.next_id();
+        let slot = (table.clone(), key.clone());
+        let fsm = PutFsm::new(origin, slot, w, targets.clone(), context_out, deadline_ms);
+        if owner.is_some() {
+            self.outbox.local_copy_staged(request);
+        }
+        self.stats.client.coordinated_as_stand_in += 1;
+        self.send_to_other_replicas(&table, &key, &targets, |hint_for| {
+            Message::Replica(ReplicaMessage::Write {
+                request,
+                table: table.clone(),
+                key: key.clone(),
+                object: object.clone(),
+                engine: None,
+                hint_for,
+            })
+        });
+        self.pending.insert(request, Pending::Put(fsm, None));
+        self.progress_put(request);
+    }
+}
+
+/// A client's answer for a stand-in's own store failing.
+fn unavailable(error: ReplicaError) -> ClientReply {
+    ClientReply::Unavailable(match error {
+        ReplicaError::UnknownTable => "the table is not known here yet".to_owned(),
+        ReplicaError::Storage(reason) => reason,
+    })
+}
