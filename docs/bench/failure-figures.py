@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Handoff and anti-entropy figures with real cairn serve processes (release build).
-usage: figures.py handoff N | refill N | diverge N PERCENT"""
+usage: figures.py handoff N | refill N | diverge N PERCENT | reap N"""
 import json, os, shutil, signal, subprocess, sys, time, urllib.request
 
 BIN = os.environ.get("CAIRN_BIN", "target/release/cairn")
@@ -105,6 +105,29 @@ def diverge(n, percent):
           f"all three nodes sent {sent} anti-entropy message bytes; n3 bytes_sent {all3[2]['bytes_sent']}")
     for x in nodes: x.kill()
 
+def reap(n):
+    # The least grace serve accepts with a 1 s request timeout.
+    nodes = cluster(3, ["--request-timeout-ms", "1000", "--tombstone-grace-ms", "3000"])
+    urls = [f"http://{x.http}" for x in nodes]
+    bench(urls, n)
+    import http.client
+    conn = http.client.HTTPConnection(nodes[0].http, timeout=10)
+    t = time.time()
+    for i in range(n):
+        # cairn bench's sequential keys
+        conn.request("DELETE", f"/tables/bench/keys/k{i}")
+        r = conn.getresponse(); r.read()
+        if r.status != 204: raise SystemExit(f"delete k{i}: {r.status}")
+    deleted = time.time()
+    pend = lambda: sum(x.cluster()["tombstones_pending"] for x in nodes)
+    print(f"reap: {n} deletes in {deleted-t:.1f} s; {pend()} tombstones pending")
+    wait("collected", lambda: pend() == 0)
+    coll = sum(x.cluster()["tombstones"]["collected"] for x in nodes)
+    print(f"reap: every tombstone collected {time.time()-deleted:.2f} s after the last delete "
+          f"(grace 3 s); {coll} copies removed")
+    for x in nodes: x.kill()
+
 if __name__ == "__main__":
     {"handoff": lambda: handoff(int(sys.argv[2])), "refill": lambda: refill(int(sys.argv[2])),
-     "diverge": lambda: diverge(int(sys.argv[2]), int(sys.argv[3]))}[sys.argv[1]]()
+     "diverge": lambda: diverge(int(sys.argv[2]), int(sys.argv[3])),
+     "reap": lambda: reap(int(sys.argv[2]))}[sys.argv[1]]()

@@ -249,8 +249,28 @@ fn with_every_primary_down_a_node_coordinates_as_a_stand_in_and_handoff_delivers
         .filter_map(|i| sim.node(i))
         .map(|n| n.stats().client.coordinated_as_stand_in)
         .sum();
-    assert_eq!(coordinated, 2);
+    assert_eq!(coordinated, 2, "both writes coordinated by a stand-in");
     assert!(hints_kept(&sim) >= 2);
+    // Reads too: only hints count toward R, and both stand-ins hold them.
+    let read = sim.call(others[1], crate::sim::get("ev", "k", Some(2)), TIMEOUT_MS);
+    assert_eq!(
+        super::tests::values(&read),
+        super::tests::set(&["v1", "v2"])
+    );
+    // A key none of them holds a hint for is not "not found": 503.
+    let unknown = (0..1_000)
+        .map(|i| format!("u{i}"))
+        .find(|k| sim.replicas_of("ev", k) == primaries)
+        .expect("another key of the same primaries");
+    let read = sim.call(
+        others[1],
+        crate::sim::get("ev", &unknown, Some(1)),
+        TIMEOUT_MS,
+    );
+    assert!(
+        matches!(read, Some(ClientReply::QuorumNotReached { .. })),
+        "{read:?}"
+    );
     // A stand-in that minted keeps no epoch across even a clean stop.
     let epoch = sim.epoch(others[0]);
     sim.stop_cleanly(others[0]);

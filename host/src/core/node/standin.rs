@@ -18,24 +18,21 @@ use crate::core::coord::targets::owner_of;
 impl Node {
     /// Whether this node coordinates `op` itself as a stand-in rather than
     /// forwarding it: a write needing no read first (a value, or a delete
-    /// with a context) on a sloppy table not placed by a storage plugin,
-    /// with no primary of the key up as this node sees it.
+    /// with a context), or a read of a table whose reads write nothing back
+    /// (not `merge: plugin`), on a sloppy table not placed by a storage
+    /// plugin, with no primary of the key up as this node sees it.
     pub(super) fn stands_in_to_coordinate(
         &self,
         op: &ClientOp,
         config: &TableConfig,
         primaries: &[NodeId],
     ) -> bool {
-        let needs_no_read = matches!(
-            op,
-            ClientOp::Put { value: Some(_), .. }
-                | ClientOp::Put {
-                    value: None,
-                    context: Some(_),
-                    ..
-                }
-        );
-        needs_no_read
+        let plain = match op {
+            ClientOp::Put { value: Some(_), .. } => true,
+            ClientOp::Put { context, .. } => context.is_some(),
+            ClientOp::Get { .. } => config.merge != MergeMode::Plugin,
+        };
+        plain
             && config.sloppy
             && config.storage != StorageKind::Plugin
             && !primaries
@@ -91,32 +88,32 @@ impl Node {
         deadline_ms: u64,
         store: &mut dyn LocalStore,
     ) {
-        let ClientOp::Put {
-            table,
-            key,
-            value,
-            content_type,
-            context,
-            ..
-        } = op
-        else {
-            return self.reply(
-                origin,
-                ClientReply::QuorumNotReached {
-                    needed: w,
-                    acked: 0,
-                },
-            );
+        let (table, key, value, content_type, context) = match op {
+            ClientOp::Put {
+                table,
+                key,
+                value,
+                content_type,
+                context,
+                ..
+            } => (table, key, value, content_type, context),
+            ClientOp::Get { table, key, .. } => {
+                let read = (table, key);
+                return self.read_as_stand_in(
+                    origin,
+                    read,
+                    config,
+                    w,
+                    primaries,
+                    deadline_ms,
+                    store,
+                );
+            }
         };
         let targets = self.replicas_for(&table, &key, config);
         if targets.len() < usize::from(w) {
-            return self.reply(
-                origin,
-                ClientReply::QuorumNotReached {
-                    needed: w,
-                    acked: 0,
-                },
-            );
+            let needed = w;
+            return self.reply(origin, ClientReply::QuorumNotReached { needed, acked: 0 });
         }
         let context = context.unwrap_or_default();
         let me = self.config.id.clone();
@@ -187,6 +184,72 @@ impl Node {
         });
         self.pending.insert(request, Pending::Put(fsm, None));
         self.progress_put(request);
+    }
+}
+
+impl Node {
+    /// Coordinates a read none of whose primaries is reachable, over the
+    /// first n reachable nodes (all stand-ins): only hints count toward R,
+    /// this node's own included (a stand-in's "not found" knows nothing),
+    /// and nothing is repaired (read repair goes to primaries only).
+    #[allow(clippy::too_many_arguments)]
+    fn read_as_stand_in(
+        &mut self,
+        origin: Origin,
+        (table, key): (TableName, Bytes),
+        config: &TableConfig,
+        r: u8,
+        primaries: &[NodeId],
+        deadline_ms: u64,
+        store: &mut dyn LocalStore,
+    ) {
+        let targets = self.replicas_for(&table, &key, config);
+        if targets.len() < usize::from(r) {
+            return self.reply(
+                origin,
+                ClientReply::QuorumNotReached {
+                    needed: r,
+                    acked: 0,
+                },
+            );
+        }
+        let me = self.config.id.clone();
+        let mut fsm = GetFsm::new(
+            origin,
+            table.clone(),
+            key.clone(),
+            config.clone(),
+            r,
+            targets.clone(),
+            deadline_ms,
+            None,
+        );
+        if let Some(owner) = owner_of(&me, primaries, &targets).cloned() {
+            let (found, release) = self.read_hint(&owner, &table, &key, store);
+            fsm.local_batch = match release {
+                Release::Now => None,
+                Release::AfterBatch(batch) => Some(batch),
+            };
+            let outcome = match found {
+                Ok(None) => Err(ReplicaError::Storage(
+                    "a stand-in without a hint for the key".into(),
+                )),
+                other => other,
+            };
+            fsm.record(&me, outcome);
+        }
+        let request = self.next_id();
+        self.stats.client.coordinated_as_stand_in += 1;
+        self.send_to_other_replicas(&table, &key, &targets, |hint_for| {
+            Message::Replica(ReplicaMessage::Read {
+                request,
+                table: table.clone(),
+                key: key.clone(),
+                hint_for,
+            })
+        });
+        self.pending.insert(request, Pending::Get(Box::new(fsm)));
+        self.progress_get(request, store);
     }
 }
 
