@@ -103,6 +103,9 @@ pub const JOIN_GIVE_UP_MS: u64 = 30_000;
 /// A read that finishes this long past its deadline means the node
 /// stalled: it repairs and writes nothing from what it read.
 pub const REQUEST_STALLED_MS: u64 = 1_000;
+/// Keys a stand-in coordinator keeps a counter for under one stand-in
+/// epoch; past this a fresh stand-in epoch starts (about 100 bytes a key).
+pub const STAND_IN_KEYS_MAX: usize = 100_000;
 /// Forwarded requests a coordinator remembers, to take a duplicate once.
 pub const FORWARDS_REMEMBERED: usize = 16_384;
 /// A forwarding node waits this much longer than the coordinator's own

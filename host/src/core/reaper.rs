@@ -93,6 +93,16 @@ impl Reaper {
         }
     }
 
+    /// Since when (monotonic ms) this node holds `item` as `key`'s copy,
+    /// as far as it observed: a member vouches for a tombstone only after
+    /// holding it for the grace itself.
+    pub fn held_since(&self, table: &TableName, key: &[u8], item: &Hash) -> Option<u64> {
+        self.candidates
+            .get(&(table.clone(), Bytes::copy_from_slice(key)))
+            .filter(|c| c.item == *item)
+            .map(|c| c.since_ms)
+    }
+
     /// Tombstones held here, awaiting collection.
     pub fn pending(&self) -> u64 {
         self.candidates.len() as u64

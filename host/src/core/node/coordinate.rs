@@ -116,19 +116,23 @@ impl Node {
         let partition = partition_of(ring.partitions(), op.table(), op.key());
         let primaries = ring.first_n(partition, usize::from(config.n));
         if !primaries.contains(&self.config.id) {
-            if matches!(origin, Origin::Local(_))
-                && self.stands_in_to_coordinate(&op, &config, &primaries)
-            {
-                let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
-                return self.coordinate_as_stand_in(
-                    origin,
-                    op,
-                    &config,
-                    needed,
-                    &primaries,
-                    deadline_ms,
-                    store,
-                );
+            if self.stands_in_to_coordinate(&op, &config, &primaries) {
+                // No primary up: a stand-in among the first n reachable
+                // nodes coordinates, this node if it is one.
+                let targets = self.replicas_for(op.table(), op.key(), &config);
+                if targets.contains(&self.config.id) {
+                    let deadline_ms = self.now.mono_ms + self.config.request_timeout_ms;
+                    return self.coordinate_as_stand_in(
+                        origin,
+                        op,
+                        &config,
+                        needed,
+                        &primaries,
+                        deadline_ms,
+                        store,
+                    );
+                }
+                return self.forward(origin, op, &targets, needed);
             }
             return self.forward(origin, op, &primaries, needed);
         }

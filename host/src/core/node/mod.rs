@@ -307,7 +307,7 @@ pub struct Node {
     mint_floor: (u64, u64),
     /// (epoch, last counter) of the actor this node mints under when it
     /// coordinates a write as a stand-in (see `standin.rs`).
-    stand_in_actor: Option<(u64, u64)>,
+    stand_in_actor: Option<standin::StandInActor>,
 }
 
 impl Node {

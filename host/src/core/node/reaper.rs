@@ -148,11 +148,12 @@ impl Node {
     }
 
     /// The keys of a check this node refuses: those it is a primary of and
-    /// does not hold exactly that tombstone for, durably (its own vote
-    /// cannot wait for a commit as an answer does); those it holds any
-    /// other copy of (a former primary's stale copy would come back were it
-    /// a primary again); and those it keeps a hint for. Keys past the batch
-    /// cap are refused unread.
+    /// has not held exactly that tombstone for, durably, for the grace
+    /// period itself (its own vote cannot wait for a commit as an answer
+    /// does; a read it started before the tombstone arrived must be over);
+    /// those it holds any other copy of (a former primary's stale copy would
+    /// come back were it a primary again); and those it keeps a hint for,
+    /// for any owner. Keys past the batch cap are refused unread.
     fn refused_for_collection(
         &mut self,
         table: &TableName,
@@ -165,6 +166,17 @@ impl Node {
                 .filter_map(|i| u32::try_from(i).ok())
                 .collect();
         };
+        let owners: Vec<NodeId> = self
+            .meta
+            .members
+            .keys()
+            .filter(|id| **id != self.config.id)
+            .cloned()
+            .collect();
+        // Without anti-entropy this node tracks no tombstones: it vouches
+        // for none it holds.
+        let grace_ms = self.config.antientropy.map(|c| c.tombstone_grace_ms);
+        let now = self.now.mono_ms;
         let mut refused = Vec::new();
         for (index, (key, item)) in keys.iter().enumerate() {
             let Ok(index) = u32::try_from(index) else {
@@ -187,20 +199,21 @@ impl Node {
                     continue;
                 }
             };
+            let held_long_enough = || {
+                let since = self.reaper.held_since(table, key, item);
+                matches!((since, grace_ms), (Some(since), Some(grace)) if since.saturating_add(grace) <= now)
+            };
             let vouches = match copy {
-                Some(exact) => exact && durable,
+                Some(exact) => exact && durable && held_long_enough(),
                 None => !is_primary,
             };
-            // Hints are kept for a key's primaries only.
+            // Any owner: a hint for a former primary counts too.
             let slot = hint_key(table, key);
-            let hinted = primaries
-                .iter()
-                .filter(|owner| **owner != self.config.id)
-                .any(|owner| {
-                    let hints = TableName::hints_for(owner);
-                    // An unreadable hint store may hold one.
-                    !matches!(store.load(&hints, StorageKind::Lmdb, &slot), Ok(None))
-                });
+            let hinted = owners.iter().any(|owner| {
+                let hints = TableName::hints_for(owner);
+                // An unreadable hint store may hold one.
+                !matches!(store.load(&hints, StorageKind::Lmdb, &slot), Ok(None))
+            });
             if !vouches || hinted {
                 refused.push(index);
             }

@@ -1,19 +1,39 @@
-//! Coordinating a write as a stand-in: when none of a key's primaries is
-//! reachable from the node a client asked, that node coordinates the write
-//! itself over the first n reachable nodes of the key's preference list
-//! (all stand-ins), each keeping it as a hint for the primary it stands in
-//! for, so a sloppy table stays writable while any W nodes are reachable.
+//! Coordinating as a stand-in: when none of a key's primaries is reachable
+//! from the node a client asked, one of the first n reachable nodes of the
+//! key's preference list (the stand-ins; the asked node forwards to one
+//! unless it is one) coordinates a write over them, each keeping it as a
+//! hint for the primary it stands in for, so a sloppy table stays writable
+//! while any W nodes are reachable; and a read, counting hints only.
 //!
 //! Such a node holds no copy of the key it could mint from, and may have
 //! minted dots for it before (as a stand-in, handed off since). So it mints
-//! under an actor of its own for this, a stand-in epoch taken once and made
-//! durable before use, with one counter for every key: no dot is minted
-//! twice, and the node's own per-key counters (and the gaps it marks seen
-//! past its mint floor) never mix with these. A node that minted any takes
-//! a fresh epoch at its next start, as after a crash.
+//! under an actor of its own for this, a stand-in epoch made durable before
+//! use, with a counter per key kept in memory: no dot is minted twice, a
+//! key's stand-in dots are consecutive, and the node's own per-key counters
+//! (and the gaps it marks seen past its mint floor) never mix with these. A
+//! node that minted any takes a fresh epoch at its next start, as after a
+//! crash.
+
+use std::collections::HashMap;
 
 use super::*;
 use crate::core::coord::targets::owner_of;
+use crate::core::limits::STAND_IN_KEYS_MAX;
+
+/// The actor a node mints under as a stand-in coordinator: its epoch, and
+/// the last counter it minted for each key under it.
+#[derive(Debug)]
+pub(super) struct StandInActor {
+    epoch: u64,
+    counters: HashMap<(TableName, Bytes), u64>,
+}
+
+impl StandInActor {
+    /// The stand-in epoch.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
 
 impl Node {
     /// Whether this node coordinates `op` itself as a stand-in rather than
@@ -40,36 +60,58 @@ impl Node {
                 .any(|p| *p != self.config.id && self.status_of(p) == Status::Up)
     }
 
+    /// The epoch this node mints under as a stand-in coordinator, once it
+    /// did: never its own epoch, and below the one it takes at its next start.
+    pub fn stand_in_epoch(&self) -> Option<u64> {
+        self.stand_in_actor.as_ref().map(StandInActor::epoch)
+    }
+
     /// Whether this node minted under a stand-in actor since it started.
     pub(super) fn minted_as_stand_in(&self) -> bool {
         self.stand_in_actor.is_some()
     }
 
-    /// The next dot of this node's stand-in actor, taking (durably) a
-    /// stand-in epoch first if it has none or its counter ran out.
-    fn mint_as_stand_in(&mut self, store: &mut dyn LocalStore) -> Result<Dot, String> {
-        let next = self
+    /// The next dot of this node's stand-in actor for `key`: one past the
+    /// last it minted for that key under the stand-in epoch, so a key's
+    /// stand-in dots are consecutive and fold into one vector entry of its
+    /// clock. A fresh stand-in epoch (durable before use) starts when there
+    /// is none, or when it remembers [`STAND_IN_KEYS_MAX`] keys already.
+    fn mint_as_stand_in(
+        &mut self,
+        slot: (TableName, Bytes),
+        store: &mut dyn LocalStore,
+    ) -> Result<Dot, String> {
+        let full = self.stand_in_actor.as_ref().is_some_and(|actor| {
+            actor.counters.len() >= STAND_IN_KEYS_MAX && !actor.counters.contains_key(&slot)
+        });
+        let exhausted = self
             .stand_in_actor
-            .and_then(|(epoch, counter)| counter.checked_add(1).map(|c| (epoch, c)));
-        let (epoch, counter) = match next {
-            Some(next) => next,
-            None => {
-                let floor = self
-                    .epoch
-                    .max(self.stand_in_actor.map_or(0, |(epoch, _)| epoch));
-                let epoch =
-                    fresh_epoch(floor, self.now, &mut self.rng).map_err(|e| e.to_string())?;
-                store.persist_epoch_now(epoch).map_err(|e| e.to_string())?;
-                (epoch, 1)
-            }
-        };
-        self.stand_in_actor = Some((epoch, counter));
+            .as_ref()
+            .and_then(|actor| actor.counters.get(&slot))
+            .is_some_and(|&c| c == u64::MAX);
+        if self.stand_in_actor.is_none() || full || exhausted {
+            let floor = self
+                .epoch
+                .max(self.stand_in_actor.as_ref().map_or(0, |a| a.epoch));
+            let epoch = fresh_epoch(floor, self.now, &mut self.rng).map_err(|e| e.to_string())?;
+            store.persist_epoch_now(epoch).map_err(|e| e.to_string())?;
+            self.stand_in_actor = Some(StandInActor {
+                epoch,
+                counters: HashMap::new(),
+            });
+        }
+        let actor = self
+            .stand_in_actor
+            .as_mut()
+            .ok_or_else(|| "no stand-in epoch".to_owned())?;
+        let counter = actor.counters.entry(slot).or_insert(0);
+        *counter += 1;
         Ok(Dot {
             actor: Actor {
                 node: self.config.id.clone(),
-                epoch,
+                epoch: actor.epoch,
             },
-            counter,
+            counter: *counter,
         })
     }
 
@@ -117,18 +159,17 @@ impl Node {
         }
         let context = context.unwrap_or_default();
         let me = self.config.id.clone();
-        let owner = owner_of(&me, primaries, &targets).cloned();
-        let local = match &owner {
-            Some(owner) => {
-                let (found, _) = self.read_hint(owner, &table, &key, store);
-                match found {
-                    Ok(found) => found.unwrap_or_default(),
-                    Err(e) => return self.reply(origin, unavailable(e)),
-                }
-            }
-            None => Object::default(),
+        // Only a node that keeps the write itself coordinates it (`on_client`
+        // forwards otherwise): its hint is the copy the limits are checked on.
+        let Some(owner) = owner_of(&me, primaries, &targets).cloned() else {
+            let reason = "this node is not among the key's stand-ins".to_owned();
+            return self.reply(origin, ClientReply::Unavailable(reason));
         };
-        let dot = match self.mint_as_stand_in(store) {
+        let local = match self.read_hint(&owner, &table, &key, store).0 {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => return self.reply(origin, unavailable(e)),
+        };
+        let dot = match self.mint_as_stand_in((table.clone(), key.clone()), store) {
             Ok(dot) => dot,
             Err(e) => return self.reply(origin, ClientReply::Unavailable(e)),
         };
@@ -153,12 +194,10 @@ impl Node {
         if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
             return self.reply(origin, ClientReply::TooManySiblings { siblings: live });
         }
-        if let Some(owner) = &owner {
-            if let Err(e) = self.store_hint(owner, &table, &key, &object, store) {
-                return self.reply(origin, unavailable(e));
-            }
-            self.stats.handoff.hints_stored += 1;
+        if let Err(e) = self.store_hint(&owner, &table, &key, &object, store) {
+            return self.reply(origin, unavailable(e));
         }
+        self.stats.handoff.hints_stored += 1;
         let mut written = CausalContext::new();
         written.add(dot);
         let context_out = ClientContext {
@@ -168,9 +207,7 @@ impl Node {
         let request = self.next_id();
         let slot = (table.clone(), key.clone());
         let fsm = PutFsm::new(origin, slot, w, targets.clone(), context_out, deadline_ms);
-        if owner.is_some() {
-            self.outbox.local_copy_staged(request);
-        }
+        self.outbox.local_copy_staged(request);
         self.stats.client.coordinated_as_stand_in += 1;
         self.send_to_other_replicas(&table, &key, &targets, |hint_for| {
             Message::Replica(ReplicaMessage::Write {
