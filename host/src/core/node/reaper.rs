@@ -1,9 +1,10 @@
 //! Tombstone collection: the first primary of a key whose copy here holds
 //! tombstones only, once the grace period has passed, asks every other
-//! member whether the tombstone may go (each primary must hold exactly this
-//! item; no member may keep a hint for the key); when all accepted, it
-//! removes its copy and tells the other primaries to remove theirs if
-//! unchanged. The bookkeeping is [`crate::core::reaper`]'s.
+//! member whether the tombstone may go (each primary must have held exactly
+//! this item, durably, for the grace; a non-primary must hold no other
+//! copy; no member may keep a hint for the key); when all accepted, it
+//! removes its copy and tells every member to remove theirs if unchanged.
+//! The bookkeeping is [`crate::core::reaper`]'s.
 //!
 //! Collecting a tombstone forgets the dots it carried. So that this node
 //! never mints one of them again, its counters for every key start above

@@ -71,8 +71,9 @@ impl Node {
         self.stand_in_actor.is_some()
     }
 
-    /// The next dot of this node's stand-in actor for `key`: one past the
-    /// last it minted for that key under the stand-in epoch, so a key's
+    /// The next dot of this node's stand-in actor for `key` (recorded by
+    /// [`Node::stand_in_minted`] once used): one past the last it used for
+    /// that key under the stand-in epoch, so a key's
     /// stand-in dots are consecutive and fold into one vector entry of its
     /// clock. A fresh stand-in epoch (durable before use) starts when there
     /// is none, or when it remembers [`STAND_IN_KEYS_MAX`] keys already.
@@ -102,17 +103,27 @@ impl Node {
         }
         let actor = self
             .stand_in_actor
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| "no stand-in epoch".to_owned())?;
-        let counter = actor.counters.entry(slot).or_insert(0);
-        *counter += 1;
+        let counter = actor.counters.get(&slot).copied().unwrap_or(0) + 1;
         Ok(Dot {
             actor: Actor {
                 node: self.config.id.clone(),
                 epoch: actor.epoch,
             },
-            counter: *counter,
+            counter,
         })
+    }
+
+    /// `dot` (from [`Node::mint_as_stand_in`]) is used: staged here. A dot
+    /// never used (the write refused before anything kept it) is minted
+    /// again, so a key's stand-in dots stay without gaps.
+    fn stand_in_minted(&mut self, slot: (TableName, Bytes), dot: &Dot) {
+        if let Some(actor) = self.stand_in_actor.as_mut() {
+            if actor.epoch == dot.actor.epoch {
+                actor.counters.insert(slot, dot.counter);
+            }
+        }
     }
 
     /// Coordinates a client write none of whose primaries is reachable:
@@ -197,6 +208,7 @@ impl Node {
         if let Err(e) = self.store_hint(&owner, &table, &key, &object, store) {
             return self.reply(origin, unavailable(e));
         }
+        self.stand_in_minted((table.clone(), key.clone()), &dot);
         self.stats.handoff.hints_stored += 1;
         let mut written = CausalContext::new();
         written.add(dot);
