@@ -17,7 +17,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::causal::{CausalContext, ClockWire, ContextError};
+use super::causal::{CausalContext, ClockWire, ContextError, Dot};
 use super::limits::CONTEXT_CHARS_MAX;
 use super::object::Version;
 use super::types::TableName;
@@ -58,6 +58,19 @@ struct TokenWire {
 }
 
 impl ClientContext {
+    /// What a write returns: the new version alone. Its clock covers
+    /// everything the request's context covered, so naming it supersedes
+    /// all of that, and the token stays one dot long however long a chain
+    /// of writes gets.
+    pub fn of_new_version(dot: Dot, timestamp_ms: u64) -> ClientContext {
+        let mut seen = CausalContext::new();
+        seen.add(dot);
+        ClientContext {
+            seen,
+            max_timestamp_ms: timestamp_ms,
+        }
+    }
+
     /// The context of a read that returned `versions`.
     pub fn of_versions<'a>(versions: impl IntoIterator<Item = &'a Version>) -> ClientContext {
         let mut context = ClientContext::default();

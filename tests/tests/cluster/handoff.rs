@@ -38,6 +38,36 @@ pub(crate) fn hints_pending(node: &NodeProcess) -> u64 {
         .map_or(0, |owners| owners.values().filter_map(|v| v.as_u64()).sum())
 }
 
+/// Up to `count` keys `k{i}` whose primaries (as `node` sees them) include
+/// every one of `ids`.
+pub(crate) fn keys_with_primaries(node: &NodeProcess, ids: &[&str], count: usize) -> Vec<String> {
+    let wanted: BTreeSet<String> = ids.iter().map(|id| id.to_string()).collect();
+    (0..4_000)
+        .map(|i| format!("k{i}"))
+        .filter(|key| primaries(node, key).is_superset(&wanted))
+        .take(count)
+        .collect()
+}
+
+/// Writes each key with itself as value through `node`: every write 204.
+pub(crate) fn write_each(node: &NodeProcess, keys: &[String]) {
+    for key in keys {
+        let path = format!("/tables/events/keys/{key}");
+        let reply = node.call("PUT", &path, &[], key.as_bytes());
+        assert_eq!(reply.status, 204, "write {key}: {}", reply.text());
+    }
+}
+
+/// Waits until none of `stand_ins` keeps a hint (SPEC: within 30 s).
+pub(crate) fn wait_hints_delivered(stand_ins: &[NodeProcess]) {
+    wait_until(Duration::from_secs(30), "every hint delivered", || {
+        stand_ins
+            .iter()
+            .all(|node| hints_pending(node) == 0)
+            .then_some(())
+    });
+}
+
 #[test]
 fn writes_with_two_of_three_primaries_killed_succeed_and_reach_them_by_handoff() {
     let mut cluster = Cluster::start(
@@ -48,12 +78,7 @@ fn writes_with_two_of_three_primaries_killed_succeed_and_reach_them_by_handoff()
     cluster.create_table("events", TABLE);
     // Keys whose primaries include node4 and node5: two of their three
     // primaries will be unreachable.
-    let both: BTreeSet<String> = ["node4".to_owned(), "node5".to_owned()].into();
-    let keys: Vec<String> = (0..2_000)
-        .map(|i| format!("k{i}"))
-        .filter(|key| primaries(&cluster.nodes[0], key).is_superset(&both))
-        .take(200)
-        .collect();
+    let keys = keys_with_primaries(&cluster.nodes[0], &["node4", "node5"], 200);
     assert_eq!(keys.len(), 200, "enough keys in the range");
     cluster.nodes[3].crash();
     cluster.nodes[4].crash();
@@ -76,15 +101,7 @@ fn writes_with_two_of_three_primaries_killed_succeed_and_reach_them_by_handoff()
         "two stand-ins named: {}",
         fallbacks.text()
     );
-    for key in &keys {
-        let reply = cluster.nodes[0].call(
-            "PUT",
-            &format!("/tables/events/keys/{key}"),
-            &[],
-            key.as_bytes(),
-        );
-        assert_eq!(reply.status, 204, "write {key}: {}", reply.text());
-    }
+    write_each(&cluster.nodes[0], &keys);
     let kept: u64 = cluster.nodes[..3].iter().map(hints_pending).sum();
     assert!(kept >= 200, "at least one hint per write kept: {kept}");
     let owners_down = cluster.nodes[0].cluster()["hints"].clone();
@@ -99,12 +116,7 @@ fn writes_with_two_of_three_primaries_killed_succeed_and_reach_them_by_handoff()
     cluster.nodes[3].start_again();
     cluster.nodes[4].start_again();
     let back = Instant::now();
-    wait_until(Duration::from_secs(30), "every hint delivered", || {
-        cluster.nodes[..3]
-            .iter()
-            .all(|node| hints_pending(node) == 0)
-            .then_some(())
-    });
+    wait_hints_delivered(&cluster.nodes[..3]);
     eprintln!(
         "{kept} hints delivered {} ms after the owners started again",
         back.elapsed().as_millis()
@@ -134,15 +146,7 @@ fn with_all_three_primaries_killed_a_stand_in_coordinates_and_handoff_delivers()
         &["--partitions", "32", "--antientropy-every-ms", "0"],
     );
     cluster.create_table("events", TABLE);
-    let all: BTreeSet<String> = ["node3", "node4", "node5"]
-        .map(str::to_owned)
-        .into_iter()
-        .collect();
-    let keys: Vec<String> = (0..4_000)
-        .map(|i| format!("k{i}"))
-        .filter(|key| primaries(&cluster.nodes[0], key) == all)
-        .take(50)
-        .collect();
+    let keys = keys_with_primaries(&cluster.nodes[0], &["node3", "node4", "node5"], 50);
     assert!(
         keys.len() >= 20,
         "enough keys owned by node3-5: {}",
@@ -157,24 +161,11 @@ fn with_all_three_primaries_killed_a_stand_in_coordinates_and_handoff_delivers()
             .all(|id| status_of(&cluster.nodes[0], id).as_deref() == Some("down"))
             .then_some(())
     });
-    for key in &keys {
-        let reply = cluster.nodes[0].call(
-            "PUT",
-            &format!("/tables/events/keys/{key}"),
-            &[],
-            key.as_bytes(),
-        );
-        assert_eq!(reply.status, 204, "write {key}: {}", reply.text());
-    }
+    write_each(&cluster.nodes[0], &keys);
     for node in &mut cluster.nodes[2..] {
         node.start_again();
     }
-    wait_until(Duration::from_secs(30), "every hint delivered", || {
-        cluster.nodes[..2]
-            .iter()
-            .all(|node| hints_pending(node) == 0)
-            .then_some(())
-    });
+    wait_hints_delivered(&cluster.nodes[..2]);
     // node1 and node2 go away: the primaries alone hold every write.
     for node in &mut cluster.nodes[..2] {
         node.crash();

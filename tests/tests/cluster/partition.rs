@@ -5,13 +5,14 @@
 //! heal can bring them the writes (anti-entropy is off). Needs root, as
 //! `ip netns` does; without it the test says so and passes nothing.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cairn_tests::netns::Network;
 use cairn_tests::{wait_until, Cluster};
 
-use super::handoff::{hints_pending, primaries, status_of};
+use super::handoff::{
+    hints_pending, keys_with_primaries, status_of, wait_hints_delivered, write_each,
+};
 
 const TABLE: &str = r#"{"n":3,"r":2,"w":2,"merge":"siblings"}"#;
 
@@ -31,12 +32,7 @@ fn writes_with_two_of_three_primaries_partitioned_away_succeed_and_reach_them_by
         &["--partitions", "32", "--antientropy-every-ms", "0"],
     );
     cluster.create_table("events", TABLE);
-    let both: BTreeSet<String> = ["node4".to_owned(), "node5".to_owned()].into();
-    let keys: Vec<String> = (0..2_000)
-        .map(|i| format!("k{i}"))
-        .filter(|key| primaries(&cluster.nodes[0], key).is_superset(&both))
-        .take(200)
-        .collect();
+    let keys = keys_with_primaries(&cluster.nodes[0], &["node4", "node5"], 200);
     assert_eq!(keys.len(), 200, "enough keys in the range");
     let near = [0, 1, 2];
     let far = [3, 4];
@@ -53,15 +49,7 @@ fn writes_with_two_of_three_primaries_partitioned_away_succeed_and_reach_them_by
         }
     };
     sees_down(&near, &["node4", "node5"]);
-    for key in &keys {
-        let reply = cluster.nodes[0].call(
-            "PUT",
-            &format!("/tables/events/keys/{key}"),
-            &[],
-            key.as_bytes(),
-        );
-        assert_eq!(reply.status, 204, "write {key}: {}", reply.text());
-    }
+    write_each(&cluster.nodes[0], &keys);
     let kept: u64 = cluster.nodes[..3].iter().map(hints_pending).sum();
     assert!(kept >= 200, "at least one hint per write kept: {kept}");
     // The far side has none of it: it answers alone with nothing.
@@ -76,12 +64,7 @@ fn writes_with_two_of_three_primaries_partitioned_away_succeed_and_reach_them_by
     // Healed: every hint is delivered within SPEC's 30 s.
     network.heal();
     let healed = Instant::now();
-    wait_until(Duration::from_secs(30), "every hint delivered", || {
-        cluster.nodes[..3]
-            .iter()
-            .all(|node| hints_pending(node) == 0)
-            .then_some(())
-    });
+    wait_hints_delivered(&cluster.nodes[..3]);
     eprintln!(
         "{kept} hints delivered {} ms after the partition healed",
         healed.elapsed().as_millis()

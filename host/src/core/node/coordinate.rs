@@ -585,15 +585,7 @@ impl Node {
             return None;
         }
         self.observe_staged(&write.table, &write.key, &object);
-        // The new version's clock covers everything the request's context
-        // covered, so naming the new version alone supersedes all of it: the
-        // token stays one dot long however long a chain of writes gets.
-        let mut written = CausalContext::new();
-        written.add(dot);
-        let context_out = ClientContext {
-            seen: written,
-            max_timestamp_ms: timestamp_ms,
-        };
+        let context_out = ClientContext::of_new_version(dot, timestamp_ms);
         let returned = context_out.clone();
         let request = self.next_id();
         let slot = (write.table.clone(), write.key.clone());

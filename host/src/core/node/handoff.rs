@@ -15,14 +15,7 @@ impl Node {
     /// Counts the hints this node keeps for each member (at start: the
     /// store is their only record).
     pub(super) fn count_hints(&mut self, store: &mut dyn LocalStore) {
-        let owners: Vec<NodeId> = self
-            .meta
-            .members
-            .keys()
-            .filter(|id| **id != self.config.id)
-            .cloned()
-            .collect();
-        for owner in owners {
+        for owner in self.other_members() {
             let table = TableName::hints_for(&owner);
             let mut after: Option<Bytes> = None;
             let mut count = 0u64;

@@ -50,6 +50,16 @@ impl Node {
         }
     }
 
+    /// Every member but this node.
+    pub(super) fn other_members(&self) -> Vec<NodeId> {
+        self.meta
+            .members
+            .keys()
+            .filter(|id| **id != self.config.id)
+            .cloned()
+            .collect()
+    }
+
     pub(super) fn peer_addrs(&self) -> Vec<String> {
         self.meta
             .members

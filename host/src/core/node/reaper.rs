@@ -78,13 +78,7 @@ impl Node {
         let Some(ring) = self.meta.ring.clone() else {
             return;
         };
-        let others: BTreeSet<NodeId> = self
-            .meta
-            .members
-            .keys()
-            .filter(|id| **id != self.config.id)
-            .cloned()
-            .collect();
+        let others: BTreeSet<NodeId> = self.other_members().into_iter().collect();
         // A member that cannot answer might keep a hint or a stale copy.
         if others.iter().any(|id| self.status_of(id) != Status::Up) {
             return;
@@ -167,13 +161,7 @@ impl Node {
                 .filter_map(|i| u32::try_from(i).ok())
                 .collect();
         };
-        let owners: Vec<NodeId> = self
-            .meta
-            .members
-            .keys()
-            .filter(|id| **id != self.config.id)
-            .cloned()
-            .collect();
+        let owners = self.other_members();
         // Without anti-entropy this node tracks no tombstones: it vouches
         // for none it holds.
         let grace_ms = self.config.antientropy.map(|c| c.tombstone_grace_ms);
@@ -241,14 +229,7 @@ impl Node {
         if removed.is_empty() {
             return;
         }
-        let others: Vec<NodeId> = self
-            .meta
-            .members
-            .keys()
-            .filter(|id| **id != self.config.id)
-            .cloned()
-            .collect();
-        for node in others {
+        for node in self.other_members() {
             self.send_to(
                 &node,
                 Message::Reap(ReapMessage::Collect {

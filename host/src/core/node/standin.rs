@@ -210,12 +210,7 @@ impl Node {
         }
         self.stand_in_minted((table.clone(), key.clone()), &dot);
         self.stats.handoff.hints_stored += 1;
-        let mut written = CausalContext::new();
-        written.add(dot);
-        let context_out = ClientContext {
-            seen: written,
-            max_timestamp_ms: timestamp_ms,
-        };
+        let context_out = ClientContext::of_new_version(dot, timestamp_ms);
         let request = self.next_id();
         let slot = (table.clone(), key.clone());
         let fsm = PutFsm::new(origin, slot, w, targets.clone(), context_out, deadline_ms);
