@@ -76,6 +76,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             http_connections_max: crate::core::limits::HTTP_CONNECTIONS_MAX,
             disk_reserve_bytes: crate::core::limits::DISK_RESERVE_BYTES_DEFAULT,
             antientropy: Some(crate::core::antientropy::AntiEntropyConfig::default()),
+            transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Anti-entropy's cap on bytes of objects sent a second.
     #[arg(long, default_value_t = ANTIENTROPY_BYTES_PER_S_DEFAULT)]
     pub antientropy_bytes_per_s: u64,
+    /// Bytes a second this node copies moving partitions at, as their new
+    /// replica after a join (the transfer's throttle).
+    #[arg(long, default_value_t = crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT)]
+    pub transfer_bytes_per_s: u64,
     /// How long a tombstone is kept at least after the first primary of its
     /// key stored it, before it is collected (once every primary holds it
     /// and no node keeps a hint for its key; collection runs with
@@ -154,6 +158,9 @@ impl ServeArgs {
                 "--antientropy-keys-per-s and --antientropy-bytes-per-s must be at least 1 (turn anti-entropy off with --antientropy-every-ms 0)"
             );
         }
+        if self.transfer_bytes_per_s == 0 {
+            anyhow::bail!("--transfer-bytes-per-s must be at least 1");
+        }
         let antientropy = (self.antientropy_every_ms > 0).then_some(AntiEntropyConfig {
             every_ms: self.antientropy_every_ms,
             keys_per_s: self.antientropy_keys_per_s,
@@ -173,6 +180,7 @@ impl ServeArgs {
             http_connections_max: self.http_connections_max,
             disk_reserve_bytes: self.disk_reserve_bytes,
             antientropy,
+            transfer_bytes_per_s: self.transfer_bytes_per_s,
         })
     }
 }

@@ -15,7 +15,7 @@ use super::msg::Message;
 /// and typed a read's plugin failure. Each changed the encoding, so a node
 /// of another build refuses the frame by its version instead of misreading
 /// it.
-pub const FRAME_VERSION: u8 = 6;
+pub const FRAME_VERSION: u8 = 7;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.

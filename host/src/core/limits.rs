@@ -150,6 +150,21 @@ pub const HANDOFF_ANSWER_MS: u64 = 10_000;
 /// Keys read per page when hints are counted at start.
 pub const HINTS_COUNT_PAGE: usize = 10_000;
 
+// ---- partition transfer -------------------------------------------------------
+
+/// Bytes a second a receiver copies a moving partition at, by default
+/// (`--transfer-bytes-per-s`): a transfer never starves client requests.
+pub const TRANSFER_BYTES_PER_S_DEFAULT: u64 = 32 * 1024 * 1024;
+/// How often a receiver looks whether its next page is due.
+pub const TRANSFER_EVERY_MS: u64 = 50;
+/// Bytes of objects a page carries at most (one larger object goes alone).
+pub const TRANSFER_PAGE_BYTES: usize = 1024 * 1024;
+/// Keys a source examines for one page at most (keys are not grouped by
+/// partition on disk, so a walk examines every key of a table).
+pub const TRANSFER_PAGE_KEYS_EXAMINED: usize = 4_096;
+/// How long a receiver waits for a page before asking again (maybe elsewhere).
+pub const TRANSFER_ANSWER_MS: u64 = 10_000;
+
 // ---- tombstone collection ----------------------------------------------------
 
 /// How long a tombstone is kept at least after the deciding primary stored

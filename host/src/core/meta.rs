@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::limits::{TABLES_MAX, TABLE_NAMES_MAX};
-use super::ring::Ring;
+use super::ring::{Ring, RingV1};
 use super::table::{MergeMode, StorageKind, TableConfig, TableConfigV1};
 use super::token::TokenKey;
 use super::types::{NodeId, TableName};
@@ -185,13 +185,54 @@ pub struct ClusterMeta {
     pub dropped: BTreeMap<TableName, DroppedTable>,
 }
 
+/// Cluster metadata as builds before partition transfer (a ring's `next`)
+/// stored it: still read from old data dirs.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct ClusterMetaV4 {
+    members: BTreeMap<NodeId, Member>,
+    ring: Option<RingV1>,
+    tables: BTreeMap<TableName, TableEntry>,
+    plugins: BTreeMap<String, PluginEntry>,
+    token_key: Option<TokenKey>,
+    dropped: BTreeMap<TableName, DroppedTable>,
+}
+
+impl From<ClusterMetaV4> for ClusterMeta {
+    fn from(old: ClusterMetaV4) -> Self {
+        ClusterMeta {
+            members: old.members,
+            ring: old.ring.map(Ring::from),
+            tables: old.tables,
+            plugins: old.plugins,
+            token_key: old.token_key,
+            dropped: old.dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<&ClusterMeta> for ClusterMetaV4 {
+    /// What an earlier build stored (tests write old data dirs with it).
+    fn from(meta: &ClusterMeta) -> Self {
+        ClusterMetaV4 {
+            members: meta.members.clone(),
+            ring: meta.ring.as_ref().map(RingV1::from),
+            tables: meta.tables.clone(),
+            plugins: meta.plugins.clone(),
+            token_key: meta.token_key,
+            dropped: meta.dropped.clone(),
+        }
+    }
+}
+
 /// Cluster metadata as builds before sloppy quorum (a table's `sloppy`)
 /// stored it: still read from old data dirs.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
 pub struct ClusterMetaV3 {
     members: BTreeMap<NodeId, Member>,
-    ring: Option<Ring>,
+    ring: Option<RingV1>,
     tables: BTreeMap<TableName, TableEntryV1>,
     plugins: BTreeMap<String, PluginEntry>,
     token_key: Option<TokenKey>,
@@ -204,7 +245,7 @@ impl From<&ClusterMeta> for ClusterMetaV3 {
     fn from(meta: &ClusterMeta) -> Self {
         ClusterMetaV3 {
             members: meta.members.clone(),
-            ring: meta.ring.clone(),
+            ring: meta.ring.as_ref().map(RingV1::from),
             tables: meta
                 .tables
                 .iter()
@@ -228,7 +269,7 @@ impl From<ClusterMetaV3> for ClusterMeta {
     fn from(old: ClusterMetaV3) -> Self {
         ClusterMeta {
             members: old.members,
-            ring: old.ring,
+            ring: old.ring.map(Ring::from),
             tables: upgraded_tables(old.tables),
             plugins: old.plugins,
             token_key: old.token_key,
@@ -242,7 +283,7 @@ impl From<ClusterMetaV3> for ClusterMeta {
 #[derive(Deserialize)]
 pub struct ClusterMetaV2 {
     members: BTreeMap<NodeId, Member>,
-    ring: Option<Ring>,
+    ring: Option<RingV1>,
     tables: BTreeMap<TableName, TableEntryV1>,
     plugins: BTreeMap<String, PluginEntryV1>,
     token_key: Option<TokenKey>,
@@ -252,7 +293,7 @@ impl From<ClusterMetaV2> for ClusterMeta {
     fn from(old: ClusterMetaV2) -> Self {
         ClusterMeta {
             members: old.members,
-            ring: old.ring,
+            ring: old.ring.map(Ring::from),
             tables: upgraded_tables(old.tables),
             plugins: upgraded(old.plugins),
             token_key: old.token_key,
@@ -266,7 +307,7 @@ impl From<ClusterMetaV2> for ClusterMeta {
 #[derive(Deserialize)]
 pub struct ClusterMetaV1 {
     members: BTreeMap<NodeId, Member>,
-    ring: Option<Ring>,
+    ring: Option<RingV1>,
     tables: BTreeMap<TableName, TableEntryV1>,
     plugins: BTreeMap<String, PluginEntryV1>,
 }
@@ -325,13 +366,12 @@ impl ClusterMeta {
             |t, m| (t.stamp, t.epoch) > (m.stamp, m.epoch),
         );
         if let Some(theirs) = other.ring.as_ref().filter(|r| r.is_valid()) {
-            let replace = match &self.ring {
-                Some(mine) => theirs.supersedes(mine),
-                None => true,
-            };
-            if replace {
-                self.ring = Some(theirs.clone());
-                changed = true;
+            match &mut self.ring {
+                Some(mine) => changed |= mine.merge(theirs),
+                None => {
+                    self.ring = Some(theirs.clone());
+                    changed = true;
+                }
             }
         }
         changed |= join_entries(
@@ -363,7 +403,22 @@ impl ClusterMeta {
             |_| true,
             |t, m| t.supersedes(m),
         );
-        changed | self.keep_plugins_tables_use()
+        changed |= self.keep_plugins_tables_use();
+        changed | self.settle_ring()
+    }
+
+    /// The distinct replica counts of the live tables: what a ring move
+    /// must copy partitions for.
+    pub fn replica_counts(&self) -> std::collections::BTreeSet<u8> {
+        self.tables.values().map(|t| t.config.n).collect()
+    }
+
+    /// Completes the ring's move once every copy it needs is marked (see
+    /// [`Ring::settle`]); a function of the merged state, so every node
+    /// decides alike. Says whether the ring changed.
+    pub fn settle_ring(&mut self) -> bool {
+        let ns = self.replica_counts();
+        self.ring.as_mut().is_some_and(|ring| ring.settle(&ns))
     }
 
     /// Undoes a plugin delete or re-upload that would leave a live table

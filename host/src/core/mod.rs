@@ -67,6 +67,7 @@ pub mod table;
 pub mod throttle;
 pub mod timers;
 pub mod token;
+pub mod transfer;
 pub mod types;
 
 #[cfg(test)]

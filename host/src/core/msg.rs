@@ -195,7 +195,7 @@ pub enum AdminReply {
     /// Every table.
     Tables(Vec<(TableName, TableConfig)>),
     /// Cluster view.
-    Cluster(ClusterStatus),
+    Cluster(Box<ClusterStatus>),
     /// Preference list.
     Preflist {
         /// The N owners in order.
@@ -230,6 +230,40 @@ pub enum AdminReply {
     Unavailable(String),
 }
 
+/// The partition transfer a node is receiving, for `/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferStatus {
+    /// Partitions it must still copy for the ring's move.
+    pub partitions_left: u32,
+    /// The node the page under way comes from.
+    pub source: Option<NodeId>,
+    /// Keys copied for the move so far (over restarts).
+    pub keys: u64,
+    /// Bytes copied for the move so far (over restarts).
+    pub bytes: u64,
+    /// Keys it had copied before this process started (a resumed transfer).
+    pub resumed_keys: u64,
+    /// Keys a second since this process began copying.
+    pub keys_per_s: u64,
+    /// Bytes a second since this process began copying.
+    pub bytes_per_s: u64,
+    /// Seconds until the walk under way completes, estimated.
+    pub eta_s: Option<u64>,
+}
+
+/// A ring move under way, as every node sees it, for `/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveStatus {
+    /// Partitions whose owner changes.
+    pub partitions_moving: u32,
+    /// Copies the move needs: (partition, new replica) pairs.
+    pub copies_total: u32,
+    /// Those already durable at their new replica.
+    pub copies_done: u32,
+    /// Copies still needed, by receiving node.
+    pub copies_left_by_node: Vec<(NodeId, u32)>,
+}
+
 /// `GET /cluster`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatus {
@@ -249,6 +283,10 @@ pub struct ClusterStatus {
     pub hints_refused_full: u64,
     /// Tombstone collection on this node.
     pub tombstones: TombstoneStatus,
+    /// The ring move under way, if any.
+    pub ring_move: Option<MoveStatus>,
+    /// The transfer this node receives for it, if any.
+    pub transfer: Option<TransferStatus>,
 }
 
 /// Tombstones on one node: what waits, what went.
@@ -326,11 +364,14 @@ pub struct MemberStatus {
     pub http: String,
     /// Peer address.
     pub peer: String,
-    /// `up` or `down`, from this node's failure detection; `joining` for this
-    /// node while no seed has admitted it yet.
+    /// `up` or `down`, from this node's failure detection; `joining` for
+    /// this node while no seed has admitted it yet, and for an up member
+    /// that owns no partition yet but will once the ring's move completes.
     pub status: &'static str,
     /// Partitions it owns.
     pub partitions: usize,
+    /// Partitions it will own once the ring's move completes.
+    pub partitions_next: usize,
 }
 
 /// Why a replica could not serve a request.
@@ -367,6 +408,66 @@ pub enum Message {
     Handoff(HandoffMessage),
     /// Tombstone collection: asking every member, then removing.
     Reap(ReapMessage),
+    /// Partition transfer: a new replica pulling a partition's data.
+    Transfer(TransferMessage),
+}
+
+/// A position in a transfer's walk: every key of the walked partitions up
+/// to and including this (table, key), in table-name then key order, is
+/// copied. `None` (no position) is the walk's start.
+pub type WalkPosition = Option<(TableName, Bytes)>;
+
+/// Partition transfer, pulled by the node a ring move makes a new replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TransferMessage {
+    /// Send the next page of my keys in `partitions` after `after`: those
+    /// of each table I am a new replica of under the ring's move.
+    Fetch {
+        /// The receiver's request id.
+        request: u64,
+        /// The receiver's ring version: a source whose ring is older does
+        /// not know the move yet and refuses.
+        ring_version: u64,
+        /// Partitions walked together (they share the position).
+        partitions: Vec<u32>,
+        /// Where the walk stands.
+        after: WalkPosition,
+        /// Bytes of objects the page may carry (what the receiver's
+        /// throttle allows now; one larger object still goes alone).
+        max_bytes: u32,
+    },
+    /// A page of the walk.
+    Page {
+        /// The request id.
+        request: u64,
+        /// (table, key, object) in walk order.
+        objects: Vec<(TableName, Bytes, Object)>,
+        /// Where the walk stands after this page; `None` once it is complete.
+        next: WalkPosition,
+        /// The source's estimate of the keys the whole walk brings (for
+        /// the receiver's ETA; nothing depends on it).
+        estimate: u64,
+    },
+    /// The source cannot serve the walk now (its ring is older, or its
+    /// store failed): the receiver asks again later, maybe elsewhere.
+    Refused {
+        /// The request id.
+        request: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TransferMessage {
+    /// Whether this message answers something (see [`Message::is_answer`]):
+    /// a page may carry copies staged in the turn it was built in, so it
+    /// leaves once they are durable.
+    pub fn is_answer(&self) -> bool {
+        match self {
+            TransferMessage::Fetch { .. } => false,
+            TransferMessage::Page { .. } | TransferMessage::Refused { .. } => true,
+        }
+    }
 }
 
 /// Tombstone collection, decided by the first primary of each key.
@@ -618,6 +719,7 @@ impl Message {
             Message::Sync(message) => message.is_answer(),
             Message::Handoff(message) => message.is_answer(),
             Message::Reap(message) => message.is_answer(),
+            Message::Transfer(message) => message.is_answer(),
         }
     }
 }

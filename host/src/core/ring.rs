@@ -5,6 +5,16 @@
 //! later, a remove) changes it, through [`Ring::claim_for`], which moves about
 //! 1/n of the partitions and keeps any `target_n` consecutive partitions on
 //! distinct nodes wherever it can.
+//!
+//! A change does not take effect at once: the ring keeps serving from its
+//! current owners while the changed assignment waits in [`Ring::next`], and
+//! each node that the change makes a new replica of a partition copies that
+//! partition's data from a current replica (a transfer). Each finished copy
+//! is marked in the ring; once every copy the change needs is marked, the
+//! next assignment becomes the current one ([`Ring::settle`]), on every node
+//! alike, because the decision is a function of the gossiped ring alone.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -20,6 +30,68 @@ pub struct Ring {
     pub target_n: u8,
     /// Owner of each partition; the length is the partition count, a power of two.
     pub owners: Vec<NodeId>,
+    /// The assignment a membership change moves to, while its data moves.
+    pub next: Option<NextOwners>,
+}
+
+/// An assignment waiting for its data, and the copies already made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextOwners {
+    /// Owner of each partition once the move completes.
+    pub owners: Vec<NodeId>,
+    /// (partition, node): that node, a new replica of the partition under
+    /// `owners`, holds a durable copy of the partition's data. Marks only
+    /// grow while the assignment stays the same, so gossip joins them.
+    pub moved: BTreeSet<(u32, NodeId)>,
+}
+
+/// A ring as builds before partition transfer stored it: still read from
+/// old data dirs (no move was under way then).
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct RingV1 {
+    version: u64,
+    target_n: u8,
+    owners: Vec<NodeId>,
+}
+
+impl From<RingV1> for Ring {
+    fn from(old: RingV1) -> Self {
+        Ring {
+            version: old.version,
+            target_n: old.target_n,
+            owners: old.owners,
+            next: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<&Ring> for RingV1 {
+    fn from(ring: &Ring) -> Self {
+        RingV1 {
+            version: ring.version,
+            target_n: ring.target_n,
+            owners: ring.owners.clone(),
+        }
+    }
+}
+
+/// `partition`'s preference list under the assignment `owners`, lazily:
+/// each step walks on only until the next distinct owner.
+fn preference_in(owners: &[NodeId], partition: usize) -> impl Iterator<Item = &NodeId> {
+    let q = owners.len();
+    let mut seen: Vec<&NodeId> = Vec::with_capacity(4);
+    (0..q)
+        .map(move |step| &owners[(partition + step) % q])
+        .filter(move |owner| {
+            if seen.contains(owner) {
+                false
+            } else {
+                seen.push(owner);
+                true
+            }
+        })
 }
 
 /// Partition index of a key: the top bits of sha256(table ‖ 0x00 ‖ key).
@@ -45,14 +117,20 @@ impl Ring {
             version: 1,
             target_n,
             owners: vec![node.clone(); partitions],
+            next: None,
         }
     }
 
     /// Whether this ring can be used: a power-of-two partition count within
-    /// bounds. Rings come from peers; a malformed one is ignored, never used.
+    /// bounds, and a next assignment (if any) of the same size whose marks
+    /// name its partitions. Rings come from peers; a malformed one is
+    /// ignored, never used.
     pub fn is_valid(&self) -> bool {
         let q = self.owners.len();
-        q.is_power_of_two() && q <= super::limits::PARTITIONS_MAX as usize
+        let next_fits = self.next.as_ref().is_none_or(|next| {
+            next.owners.len() == q && next.moved.iter().all(|(p, _)| (*p as usize) < q)
+        });
+        q.is_power_of_two() && q <= super::limits::PARTITIONS_MAX as usize && next_fits
     }
 
     /// Number of partitions.
@@ -77,27 +155,170 @@ impl Ring {
         self.preference(partition).take(n).cloned().collect()
     }
 
-    /// `partition`'s preference list, lazily: each step walks on only until
-    /// the next distinct owner.
+    /// `partition`'s preference list, lazily.
     fn preference(&self, partition: usize) -> impl Iterator<Item = &NodeId> {
-        let q = self.owners.len();
-        let mut seen: Vec<&NodeId> = Vec::with_capacity(4);
-        (0..q)
-            .map(move |step| &self.owners[(partition + step) % q])
-            .filter(move |owner| {
-                if seen.contains(owner) {
-                    false
-                } else {
-                    seen.push(owner);
-                    true
-                }
-            })
+        preference_in(&self.owners, partition)
     }
 
-    /// Whether this ring should replace `other` in gossip: the larger version,
-    /// then (deterministically, for rings made concurrently) the larger table.
-    pub fn supersedes(&self, other: &Ring) -> bool {
-        (self.version, &self.owners) > (other.version, &other.owners)
+    /// The assignment the ring is heading to: the next one while a move is
+    /// under way, else the current one.
+    pub fn future_owners(&self) -> &[NodeId] {
+        self.next.as_ref().map_or(&self.owners, |next| &next.owners)
+    }
+
+    /// The first `n` nodes of `partition`'s preference list under the
+    /// assignment the ring is heading to.
+    pub fn future_first_n(&self, partition: usize, n: usize) -> Vec<NodeId> {
+        preference_in(self.future_owners(), partition)
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    /// Partitions `node` owns under the assignment the ring is heading to.
+    pub fn future_owned_by(&self, node: &NodeId) -> usize {
+        self.future_owners().iter().filter(|o| *o == node).count()
+    }
+
+    /// The nodes the move makes new replicas of `partition` for a table of
+    /// some `n` in `ns`: each must copy the partition before the move completes.
+    pub fn receivers(&self, partition: usize, ns: &BTreeSet<u8>) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        if self.next.is_none() {
+            return out;
+        }
+        for &n in ns {
+            let n = usize::from(n);
+            let now = self.first_n(partition, n);
+            for node in self.future_first_n(partition, n) {
+                if !now.contains(&node) && !out.contains(&node) {
+                    out.push(node);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `node` is a new replica of `partition` for a table with `n`
+    /// replicas: what a transfer of that table's keys in it is for.
+    pub fn receives(&self, partition: usize, n: u8, node: &NodeId) -> bool {
+        let n = usize::from(n);
+        self.next.is_some()
+            && self.future_first_n(partition, n).contains(node)
+            && !self.first_n(partition, n).contains(node)
+    }
+
+    /// The partitions `node` must still copy for the move under way.
+    pub fn incoming(&self, node: &NodeId, ns: &BTreeSet<u8>) -> Vec<u32> {
+        let Some(next) = &self.next else {
+            return Vec::new();
+        };
+        (0..self.partitions())
+            .filter(|&p| !next.moved.contains(&(p as u32, node.clone())))
+            .filter(|&p| self.receivers(p, ns).contains(node))
+            .map(|p| p as u32)
+            .collect()
+    }
+
+    /// Copies the move still needs: (partition, receiver) pairs not marked.
+    pub fn copies_left(&self, ns: &BTreeSet<u8>) -> Vec<(u32, NodeId)> {
+        let Some(next) = &self.next else {
+            return Vec::new();
+        };
+        let mut left = Vec::new();
+        for p in 0..self.partitions() {
+            for node in self.receivers(p, ns) {
+                if !next.moved.contains(&(p as u32, node.clone())) {
+                    left.push((p as u32, node));
+                }
+            }
+        }
+        left
+    }
+
+    /// Marks that `node` holds `partition`'s data durably; `true` if new.
+    pub fn mark_moved(&mut self, partition: u32, node: &NodeId) -> bool {
+        match &mut self.next {
+            Some(next) => next.moved.insert((partition, node.clone())),
+            None => false,
+        }
+    }
+
+    /// Completes the move once every copy it needs (for tables with the
+    /// replica counts `ns`) is marked: the next assignment becomes the
+    /// current one under a new version. `true` when it did.
+    pub fn settle(&mut self, ns: &BTreeSet<u8>) -> bool {
+        if self.next.is_none() || !self.copies_left(ns).is_empty() {
+            return false;
+        }
+        if let Some(next) = self.next.take() {
+            self.owners = next.owners;
+            self.version += 1;
+        }
+        true
+    }
+
+    /// The ring after a membership change toward the assignment `target`:
+    /// a new version that keeps serving from the current owners, with the
+    /// marks of copies that stay useful (a receiver of a partition under
+    /// the old target that still is one under the new).
+    pub fn heading_to(&self, target: Vec<NodeId>) -> Ring {
+        let mut ring = self.clone();
+        ring.version += 1;
+        if target == self.owners {
+            ring.next = None;
+            return ring;
+        }
+        let kept: BTreeSet<(u32, NodeId)> = match &self.next {
+            Some(next) => {
+                let q = self.partitions();
+                next.moved
+                    .iter()
+                    .filter(|(p, node)| {
+                        let p = *p as usize;
+                        p < q
+                            && preference_in(&target, p)
+                                .take(usize::from(super::limits::REPLICAS_MAX))
+                                .any(|o| o == node)
+                    })
+                    .cloned()
+                    .collect()
+            }
+            None => BTreeSet::new(),
+        };
+        ring.next = Some(NextOwners {
+            owners: target,
+            moved: kept,
+        });
+        ring
+    }
+
+    /// Joins a peer's ring into this one; says whether this one changed.
+    /// The larger version wins, then (deterministically, for rings made
+    /// concurrently) the larger assignments; the same assignment at the
+    /// same version joins its copy marks.
+    pub fn merge(&mut self, other: &Ring) -> bool {
+        let key = |r: &Ring| {
+            (
+                r.version,
+                r.owners.clone(),
+                r.next.as_ref().map(|n| n.owners.clone()),
+            )
+        };
+        let (mine, theirs) = (key(self), key(other));
+        if theirs > mine {
+            *self = other.clone();
+            return true;
+        }
+        if theirs < mine {
+            return false;
+        }
+        let (Some(my_next), Some(their_next)) = (&mut self.next, &other.next) else {
+            return false;
+        };
+        let before = my_next.moved.len();
+        my_next.moved.extend(their_next.moved.iter().cloned());
+        my_next.moved.len() != before
     }
 
     /// The ring after `joining` claims its share: it takes ⌊Q/m⌋ partitions
@@ -136,6 +357,18 @@ impl Ring {
             *counts.entry(joining.clone()).or_insert(0) += 1;
         }
         ring
+    }
+
+    /// The ring after `joining` is admitted: its share (see
+    /// [`Ring::claim_for`]) is claimed from the assignment the ring is
+    /// heading to, and moves once its data has.
+    pub fn plan_join(&self, joining: &NodeId, members: &[NodeId]) -> Ring {
+        let future = Ring {
+            owners: self.future_owners().to_vec(),
+            next: None,
+            ..self.clone()
+        };
+        self.heading_to(future.claim_for(joining, members).owners)
     }
 
     /// Whether `node` owns a partition within `target_n - 1` of `p` (other than `p`).
@@ -204,13 +437,15 @@ mod tests {
         assert!(!Ring {
             version: 9,
             target_n: 3,
-            owners: Vec::new()
+            owners: Vec::new(),
+            next: None,
         }
         .is_valid());
         assert!(!Ring {
             version: 9,
             target_n: 3,
-            owners: vec![n.clone(); 3]
+            owners: vec![n.clone(); 3],
+            next: None,
         }
         .is_valid());
         let mut meta = crate::core::meta::ClusterMeta::empty();
@@ -220,6 +455,7 @@ mod tests {
             version: 99,
             target_n: 3,
             owners: vec![n.clone(); 5],
+            next: None,
         });
         meta.merge(&bad);
         assert_eq!(
@@ -238,8 +474,110 @@ mod tests {
             .filter(|&p| before.owners[p] != after.owners[p])
             .count();
         assert_eq!(moved, 256 / 5);
-        assert!(after.supersedes(&before));
+        let mut merged = before.clone();
+        assert!(merged.merge(&after), "the newer ring wins in gossip");
+        assert_eq!(merged, after);
     }
+
+    fn ns(list: &[u8]) -> BTreeSet<u8> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_join_keeps_serving_from_the_current_owners_until_every_copy_is_marked() {
+        let nodes = ids(4);
+        let before = grown(3, 64, 3);
+        let planned = before.plan_join(&nodes[3], &nodes);
+        assert_eq!(
+            planned.owners, before.owners,
+            "nothing moves before the data"
+        );
+        assert!(planned.version > before.version);
+        let target = before.claim_for(&nodes[3], &nodes);
+        assert_eq!(planned.future_owners(), &target.owners[..]);
+        let tables = ns(&[3]);
+        let left = planned.copies_left(&tables);
+        // The joiner is a new replica wherever it enters a first-3 list,
+        // and only it: the others keep or lose replicas, never gain.
+        assert!(left.iter().all(|(_, node)| *node == nodes[3]));
+        let expected = (0..64)
+            .filter(|&p| target.first_n(p, 3).contains(&nodes[3]))
+            .count();
+        assert_eq!(left.len(), expected);
+        assert_eq!(planned.incoming(&nodes[3], &tables).len(), expected);
+        let mut ring = planned.clone();
+        for (p, node) in &left[1..] {
+            assert!(ring.mark_moved(*p, node));
+        }
+        assert!(!ring.settle(&tables), "one copy is still missing");
+        let (p, node) = &left[0];
+        ring.mark_moved(*p, node);
+        assert!(ring.settle(&tables));
+        assert_eq!(ring.owners, target.owners);
+        assert!(ring.next.is_none() && ring.version == planned.version + 1);
+    }
+
+    #[test]
+    fn copy_marks_made_on_different_nodes_join_in_gossip() {
+        let nodes = ids(4);
+        let planned = grown(3, 64, 3).plan_join(&nodes[3], &nodes);
+        let left = planned.copies_left(&ns(&[3]));
+        let (mut a, mut b) = (planned.clone(), planned.clone());
+        a.mark_moved(left[0].0, &left[0].1);
+        b.mark_moved(left[1].0, &left[1].1);
+        assert!(a.merge(&b));
+        assert!(!a.merge(&b), "nothing new the second time");
+        assert_eq!(a.copies_left(&ns(&[3])).len(), left.len() - 2);
+        // A settled ring (a newer version) replaces a ring still moving.
+        let mut settled = a.clone();
+        for (p, node) in settled.copies_left(&ns(&[3])) {
+            settled.mark_moved(p, &node);
+        }
+        assert!(settled.settle(&ns(&[3])));
+        assert!(a.merge(&settled));
+        assert_eq!(a, settled);
+        assert!(!settled.merge(&planned), "an older ring never comes back");
+    }
+
+    #[test]
+    fn a_second_join_during_a_move_keeps_the_marks_that_stay_useful() {
+        let nodes = ids(5);
+        let first = grown(3, 64, 3).plan_join(&nodes[3], &nodes[..4]);
+        let mut ring = first.clone();
+        for (p, node) in first.copies_left(&ns(&[3])) {
+            ring.mark_moved(p, &node);
+        }
+        let second = ring.plan_join(&nodes[4], &nodes);
+        assert_eq!(
+            second.owners, first.owners,
+            "still serving from the first owners"
+        );
+        let next = second.next.as_ref().unwrap();
+        assert!(!next.moved.is_empty(), "copies node4 made still count");
+        for (p, node) in &next.moved {
+            assert!(second
+                .future_first_n(*p as usize, usize::from(REPLICAS_MAX_FOR_TESTS))
+                .contains(node));
+        }
+        assert!(second.future_owned_by(&nodes[4]) >= 64 / 5);
+        assert!(second.future_owned_by(&nodes[3]) >= 64 / 5);
+    }
+
+    #[test]
+    fn a_ring_with_nothing_to_copy_settles_and_malformed_next_is_not_valid() {
+        let nodes = ids(2);
+        let mut ring = Ring::single(&nodes[0], 16, 3).plan_join(&nodes[1], &nodes);
+        assert!(ring.settle(&BTreeSet::new()), "no table, no copy");
+        assert_eq!(ring.owned_by(&nodes[1]), 8);
+        let mut bad = Ring::single(&nodes[0], 16, 3).plan_join(&nodes[1], &nodes);
+        bad.next.as_mut().unwrap().owners.pop();
+        assert!(!bad.is_valid());
+        let mut bad = Ring::single(&nodes[0], 16, 3).plan_join(&nodes[1], &nodes);
+        bad.mark_moved(99, &nodes[1]);
+        assert!(!bad.is_valid());
+    }
+
+    const REPLICAS_MAX_FOR_TESTS: u8 = super::super::limits::REPLICAS_MAX;
 
     proptest! {
         #[test]

@@ -53,6 +53,23 @@ pub struct NodeStats {
     pub handoff: HandoffStats,
     /// Tombstone collection.
     pub reap: ReapStats,
+    /// Partition transfer, as receiver and source.
+    pub transfer: TransferStats,
+}
+
+/// Partition transfer's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// Keys received and merged in as a new replica.
+    pub keys_received: u64,
+    /// Bytes of objects received.
+    pub bytes_received: u64,
+    /// Pages served to receivers as a source.
+    pub pages_served: u64,
+    /// Keys sent to receivers as a source.
+    pub keys_sent: u64,
+    /// Pages whose walk completed partitions (marked moved).
+    pub partitions_completed: u64,
 }
 
 /// Tombstone collection's work.
@@ -154,6 +171,8 @@ pub struct PeerStats {
     pub handoff: u64,
     /// Tombstone collection.
     pub reap: u64,
+    /// Partition transfer.
+    pub transfer: u64,
 }
 
 /// Write batches: the unit in which staged writes become durable.
@@ -213,6 +232,7 @@ impl PeerStats {
             Message::Sync(_) => self.sync += 1,
             Message::Handoff(_) => self.handoff += 1,
             Message::Reap(_) => self.reap += 1,
+            Message::Transfer(_) => self.transfer += 1,
         }
     }
 }

@@ -19,16 +19,19 @@ pub enum Timer {
     Handoff,
     /// Check and collect tombstones whose grace has passed.
     Reap,
+    /// Ask for the next page of a partition transfer.
+    Transfer,
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 7] = [
         Timer::Ping,
         Timer::Gossip,
         Timer::Join,
         Timer::AntiEntropy,
         Timer::Handoff,
         Timer::Reap,
+        Timer::Transfer,
     ];
 
     fn slot(self) -> usize {
@@ -39,6 +42,7 @@ impl Timer {
             Timer::AntiEntropy => 3,
             Timer::Handoff => 4,
             Timer::Reap => 5,
+            Timer::Transfer => 6,
         }
     }
 }

@@ -171,7 +171,7 @@ fn cluster_json(status: ClusterStatus) -> Value {
         .members
         .iter()
         .map(|m| {
-            json!({ "id": m.id.as_str(), "http": m.http, "peer": m.peer, "status": m.status, "partitions": m.partitions })
+            json!({ "id": m.id.as_str(), "http": m.http, "peer": m.peer, "status": m.status, "partitions": m.partitions, "partitions_next": m.partitions_next })
         })
         .collect();
     let join = status.join.map(|j| match j.failure {
@@ -195,10 +195,42 @@ fn cluster_json(status: ClusterStatus) -> Value {
             (h.owner.to_string(), entry)
         })
         .collect();
+    let ring_move = status.ring_move.map(|m| {
+        let left: serde_json::Map<String, Value> = m
+            .copies_left_by_node
+            .iter()
+            .map(|(node, n)| (node.to_string(), json!(n)))
+            .collect();
+        json!({
+            "partitions_moving": m.partitions_moving,
+            "copies_total": m.copies_total,
+            "copies_done": m.copies_done,
+            "copies_left": left,
+        })
+    });
+    let transfers: Vec<Value> = status
+        .transfer
+        .iter()
+        .map(|t| {
+            json!({
+                "receiver": status.node.as_str(),
+                "source": t.source.as_ref().map(|s| s.to_string()),
+                "partitions_left": t.partitions_left,
+                "keys": t.keys,
+                "bytes": t.bytes,
+                "resumed_keys": t.resumed_keys,
+                "keys_per_s": t.keys_per_s,
+                "bytes_per_s": t.bytes_per_s,
+                "eta_s": t.eta_s,
+            })
+        })
+        .collect();
     let mut body = json!({
         "node": status.node.as_str(),
         "members": members,
         "join": join,
+        "ring_move": ring_move,
+        "transfers": transfers,
         "hints_pending": hints_pending,
         "hints": hints,
         "hints_refused_full": status.hints_refused_full,
@@ -242,7 +274,7 @@ pub fn cluster_reply(reply: AdminReply, disk: &DiskGauge) -> HttpResponse {
     let AdminReply::Cluster(status) = reply else {
         return admin_reply(reply);
     };
-    let mut body = cluster_json(status);
+    let mut body = cluster_json(*status);
     if let Value::Object(map) = &mut body {
         let writes = if disk.refusing() {
             "refused"
@@ -267,7 +299,7 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
             let list: Vec<Value> = tables.iter().map(|(n, c)| table_json(n, c)).collect();
             json_response(StatusCode::OK, &json!({ "tables": list }))
         }
-        AdminReply::Cluster(status) => json_response(StatusCode::OK, &cluster_json(status)),
+        AdminReply::Cluster(status) => json_response(StatusCode::OK, &cluster_json(*status)),
         AdminReply::Preflist {
             primaries,
             fallbacks,

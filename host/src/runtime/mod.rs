@@ -95,6 +95,8 @@ pub struct ServeOptions {
     pub disk_reserve_bytes: u64,
     /// Anti-entropy's period and throttle (`None`: it runs none).
     pub antientropy: Option<AntiEntropyConfig>,
+    /// Bytes a second this node copies moving partitions at.
+    pub transfer_bytes_per_s: u64,
 }
 
 /// The addresses a started node listens on.
@@ -207,6 +209,7 @@ pub async fn serve(
         entropy: os_random()?,
         cluster_secret: os_random_bytes()?,
         antientropy: options.antientropy,
+        transfer_bytes_per_s: options.transfer_bytes_per_s,
     };
     let node = Node::new(config, persisted, clock.now(), &mut store)?;
     store.commit()?;

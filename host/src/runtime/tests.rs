@@ -174,6 +174,7 @@ mod backlog {
             http_connections_max: 64,
             disk_reserve_bytes: 0,
             antientropy: None,
+            transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
         };
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop_node, stopped) = oneshot::channel::<()>();

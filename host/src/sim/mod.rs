@@ -18,6 +18,8 @@ mod reap;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transfer;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -150,6 +152,8 @@ pub struct Sim {
     admin_replies: BTreeMap<u64, AdminReply>,
     /// Anti-entropy for nodes added from now on (see [`Sim::with_antientropy`]).
     antientropy: Option<AntiEntropyConfig>,
+    /// The transfer throttle of nodes added from now on.
+    pub transfer_bytes_per_s: u64,
 }
 
 fn address(index: usize) -> String {
@@ -211,6 +215,7 @@ impl Sim {
             reconciler: no_plugins,
             admin_replies: BTreeMap::new(),
             antientropy,
+            transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
         };
         for i in 0..count {
             let seeds = if i == 0 { Vec::new() } else { vec![address(0)] };
@@ -702,6 +707,12 @@ impl Sim {
         self.add_node(Vec::new())
     }
 
+    /// Adds a node that joins the cluster through node1 (its seed) at its
+    /// first start; returns its index.
+    pub fn add_joining_node(&mut self) -> usize {
+        self.add_node(vec![address(0)])
+    }
+
     /// Adds node `node{len+1}` with `seeds` and starts it; returns its index.
     fn add_node(&mut self, seeds: Vec<String>) -> usize {
         let i = self.nodes.len();
@@ -719,6 +730,7 @@ impl Sim {
             entropy: 0,
             cluster_secret: [0; 32],
             antientropy: self.antientropy,
+            transfer_bytes_per_s: self.transfer_bytes_per_s,
         };
         self.nodes.push(SimNode {
             config,

@@ -18,11 +18,12 @@ struct Batch {
     /// `None`: removed.
     objects: BTreeMap<(TableName, Bytes), Option<Object>>,
     meta: Option<ClusterMeta>,
+    local: BTreeMap<String, Vec<u8>>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.objects.is_empty() && self.meta.is_none()
+        self.objects.is_empty() && self.meta.is_none() && self.local.is_empty()
     }
 }
 
@@ -35,6 +36,8 @@ pub struct MemoryStore {
     /// loads meanwhile.
     sealed: VecDeque<(u64, Batch)>,
     meta: Option<ClusterMeta>,
+    /// The node's own records, committed.
+    local: BTreeMap<String, Vec<u8>>,
     epoch: Option<u64>,
     modules: BTreeMap<String, Vec<u8>>,
     /// Objects of `memory` tables: gone after any stop, clean or not.
@@ -122,6 +125,7 @@ impl MemoryStore {
         if let Some(meta) = batch.meta {
             self.meta = Some(meta);
         }
+        self.local.extend(batch.local);
     }
 
     /// A failed commit: every batch not yet durable is gone; memory stays.
@@ -221,6 +225,21 @@ impl LocalStore for MemoryStore {
         Ok(())
     }
 
+    fn stage_local(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.staged.local.insert(name.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn load_local(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let pending = std::iter::once(&self.staged).chain(self.sealed.iter().rev().map(|(_, b)| b));
+        for batch in pending {
+            if let Some(bytes) = batch.local.get(name) {
+                return Ok(Some(bytes.clone()));
+            }
+        }
+        Ok(self.local.get(name).cloned())
+    }
+
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.modules.insert(sha256.to_owned(), bytes.to_vec());
         Ok(())
@@ -228,6 +247,19 @@ impl LocalStore for MemoryStore {
 
     fn load_module(&mut self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.modules.get(sha256).cloned())
+    }
+
+    fn key_count(&mut self, table: &TableName) -> Result<u64, StoreError> {
+        let start = (table.clone(), Bytes::new());
+        Ok([&self.committed, &self.memory]
+            .into_iter()
+            .map(|objects| {
+                objects
+                    .range(start.clone()..)
+                    .take_while(|(slot, _)| &slot.0 == table)
+                    .count() as u64
+            })
+            .sum())
     }
 
     fn keys_after(

@@ -45,15 +45,23 @@ const STATE_NODE_ID: &str = "node_id";
 const STATE_EPOCH: &str = "epoch";
 const STATE_CLEAN: &str = "clean_shutdown";
 /// Cluster metadata in the current layout. Earlier builds wrote their
-/// layouts under [`STATE_META_V3`] and [`STATE_META_LEGACY`]; a new key
-/// keeps the layouts from ever being mistaken for each other (postcard
-/// does not describe itself).
-const STATE_META: &str = "meta4";
+/// layouts under [`STATE_META_V4`], [`STATE_META_V3`] and
+/// [`STATE_META_LEGACY`]; a new key keeps the layouts from ever being
+/// mistaken for each other (postcard does not describe itself).
+const STATE_META: &str = "meta5";
+/// The layout before rings had `next` (partition transfer).
+const STATE_META_V4: &str = "meta4";
 /// The layout before tables had `sloppy`.
 const STATE_META_V3: &str = "meta3";
 const STATE_META_LEGACY: &str = "meta";
 
 type Objects = Database<RawBytes, RawBytes>;
+
+/// Where a node's own record `name` lives in the state database (a prefix
+/// no other state key has).
+fn local_state_key(name: &str) -> String {
+    format!("local/{name}")
+}
 
 /// Writes not yet durable: the overlay being staged, or a sealed batch.
 #[derive(Default)]
@@ -65,6 +73,8 @@ pub struct SealedBatch {
     blobs: HashMap<BlobId, Bytes>,
     modules: HashMap<String, Vec<u8>>,
     meta: Option<Vec<u8>>,
+    /// The node's own records ([`LocalStore::stage_local`]), by name.
+    local: HashMap<String, Vec<u8>>,
     /// What writing it may take on disk ([`DiskSpace::cost`] of each write).
     disk_bytes: u64,
     /// Objects this batch moves out of memory (a `storage: plugin` table
@@ -78,6 +88,7 @@ impl SealedBatch {
             && self.blobs.is_empty()
             && self.modules.is_empty()
             && self.meta.is_none()
+            && self.local.is_empty()
     }
 
     /// How many object records it writes.
@@ -146,6 +157,11 @@ impl BatchWriter {
             if let Some(meta) = &batch.meta {
                 self.state
                     .put(&mut wtxn, STATE_META, meta)
+                    .map_err(storage_error)?;
+            }
+            for (name, bytes) in &batch.local {
+                self.state
+                    .put(&mut wtxn, &local_state_key(name), bytes)
                     .map_err(storage_error)?;
             }
         }
@@ -223,18 +239,27 @@ impl NodeStore {
         let clean_shutdown =
             state.get(&wtxn, STATE_CLEAN).map_err(storage_error)? == Some(&[1u8][..]);
         let current = state.get(&wtxn, STATE_META).map_err(storage_error)?;
-        let v3 = match current {
+        let v4 = match current {
             Some(_) => None,
-            None => state.get(&wtxn, STATE_META_V3).map_err(storage_error)?,
+            None => state.get(&wtxn, STATE_META_V4).map_err(storage_error)?,
         };
-        let meta = match (current, v3) {
-            (Some(bytes), _) => Some(decode_disk::<ClusterMeta>(bytes).map_err(storage_error)?),
-            (None, Some(bytes)) => Some(
+        let v3 = match (current, v4) {
+            (None, None) => state.get(&wtxn, STATE_META_V3).map_err(storage_error)?,
+            _ => None,
+        };
+        let meta = match (current, v4, v3) {
+            (Some(bytes), _, _) => Some(decode_disk::<ClusterMeta>(bytes).map_err(storage_error)?),
+            (None, Some(bytes), _) => Some(
+                decode_disk::<crate::core::meta::ClusterMetaV4>(bytes)
+                    .map(ClusterMeta::from)
+                    .map_err(storage_error)?,
+            ),
+            (None, None, Some(bytes)) => Some(
                 decode_disk::<crate::core::meta::ClusterMetaV3>(bytes)
                     .map(ClusterMeta::from)
                     .map_err(storage_error)?,
             ),
-            (None, None) => state
+            (None, None, None) => state
                 .get(&wtxn, STATE_META_LEGACY)
                 .map_err(storage_error)?
                 .map(|bytes| {
@@ -677,6 +702,24 @@ impl LocalStore for NodeStore {
         wtxn.commit().map_err(storage_error)
     }
 
+    fn stage_local(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.staged.local.insert(name.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn load_local(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(bytes) = self.pending().find_map(|batch| batch.local.get(name)) {
+            return Ok(Some(bytes.clone()));
+        }
+        let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
+        Ok(self
+            .writer
+            .state
+            .get(&rtxn, &local_state_key(name))
+            .map_err(storage_error)?
+            .map(<[u8]>::to_vec))
+    }
+
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let cost = DiskSpace::cost((sha256.len() + bytes.len()) as u64, 0);
         self.admit_disk(cost)?;
@@ -734,6 +777,20 @@ impl LocalStore for NodeStore {
             }
         }
         Ok(first_keys_after(keys, after, limit))
+    }
+
+    fn key_count(&mut self, table: &TableName) -> Result<u64, StoreError> {
+        let start = (table.clone(), Bytes::new());
+        let in_memory = self
+            .memory
+            .range(start..)
+            .take_while(|((t, _), _)| t == table)
+            .count() as u64;
+        let Some(db) = self.table_db(table)? else {
+            return Ok(in_memory);
+        };
+        let rtxn = self.writer.env.read_txn().map_err(storage_error)?;
+        Ok(in_memory + db.len(&rtxn).map_err(storage_error)?)
     }
 }
 

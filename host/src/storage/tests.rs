@@ -339,6 +339,32 @@ fn cluster_metadata_written_by_earlier_builds_still_opens() {
     metadata_without_trailing_fields_opens("meta-v3", 0, STATE_META_V3);
 }
 
+#[test]
+fn cluster_metadata_from_before_partition_transfer_opens_with_its_ring() {
+    let dir = temp_dir("meta-v4");
+    let id = NodeId::new("n1").unwrap();
+    let mut meta = ClusterMeta::empty();
+    meta.ring = Some(crate::core::ring::Ring::single(&id, 16, 3));
+    let old = encode_disk(&crate::core::meta::ClusterMetaV4::from(&meta)).unwrap();
+    {
+        let (store, _) = NodeStore::open(&dir, &id).unwrap();
+        let mut wtxn = store.writer.env.write_txn().unwrap();
+        store
+            .writer
+            .state
+            .put(&mut wtxn, STATE_META_V4, &old)
+            .unwrap();
+        wtxn.commit().unwrap();
+    }
+    let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
+    assert_eq!(
+        persisted.meta,
+        Some(meta),
+        "the ring came back, with no move"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn metadata_without_trailing_fields_opens(label: &str, trailing: usize, key: &str) {
     let dir = temp_dir(label);
     let id = NodeId::new("n1").unwrap();

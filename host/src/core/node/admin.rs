@@ -62,7 +62,7 @@ impl Node {
                     .map(|(n, e)| (n.clone(), e.config.clone()))
                     .collect(),
             ),
-            AdminOp::ClusterStatus => AdminReply::Cluster(self.cluster_status()),
+            AdminOp::ClusterStatus => AdminReply::Cluster(Box::new(self.cluster_status())),
             AdminOp::Preflist(table, key) => {
                 let Some(entry) = self.meta.tables.get(&table) else {
                     return AdminReply::NotFound(format!("no table {table}"));
@@ -185,12 +185,22 @@ impl Node {
             .meta
             .members
             .iter()
-            .map(|(id, m)| MemberStatus {
-                id: id.clone(),
-                http: m.http.clone(),
-                peer: m.peer.clone(),
-                status: self.status_of(id).as_str(),
-                partitions: self.meta.ring.as_ref().map_or(0, |r| r.owned_by(id)),
+            .map(|(id, m)| {
+                let ring = self.meta.ring.as_ref();
+                let partitions = ring.map_or(0, |r| r.owned_by(id));
+                let partitions_next = ring.map_or(0, |r| r.future_owned_by(id));
+                let status = match self.status_of(id) {
+                    Status::Up if partitions == 0 && partitions_next > 0 => Status::Joining,
+                    status => status,
+                };
+                MemberStatus {
+                    id: id.clone(),
+                    http: m.http.clone(),
+                    peer: m.peer.clone(),
+                    status: status.as_str(),
+                    partitions,
+                    partitions_next,
+                }
             })
             .collect::<Vec<_>>();
         let mut members = members;
@@ -203,6 +213,7 @@ impl Node {
                 peer: self.config.peer.clone(),
                 status: Status::Joining.as_str(),
                 partitions: 0,
+                partitions_next: 0,
             });
         }
         let join = match (self.join.runtime_seed(), self.join.failure()) {
@@ -229,6 +240,8 @@ impl Node {
             hints: self.hints_status(),
             hints_refused_full: self.hints.refused_full,
             tombstones: self.tombstone_status(),
+            ring_move: self.move_status(),
+            transfer: self.transfer_status(),
         }
     }
 

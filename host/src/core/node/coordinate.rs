@@ -610,6 +610,7 @@ impl Node {
                 hint_for,
             })
         });
+        self.copy_to_new_replicas(&write.table, &write.key, config.n, primaries, &object);
         let writeback = write
             .is_merge
             .then(|| (write.table.clone(), write.key.clone()));

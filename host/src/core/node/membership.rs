@@ -136,11 +136,13 @@ impl Node {
 
     pub(super) fn claim_if_empty(&mut self, store: &mut dyn LocalStore) {
         let Some(ring) = &self.meta.ring else { return };
-        if ring.owned_by(&self.config.id) > 0 || self.meta.members.len() > ring.partitions() {
+        if ring.future_owned_by(&self.config.id) > 0 || self.meta.members.len() > ring.partitions()
+        {
             return;
         }
-        let claimed = ring.claim_for(&self.config.id, &self.meta.member_ids());
+        let claimed = ring.plan_join(&self.config.id, &self.meta.member_ids());
         self.meta.ring = Some(claimed);
+        self.meta.settle_ring();
         self.meta_changed(store);
     }
 
@@ -220,8 +222,10 @@ impl Node {
                 return;
             }
             self.meta.members.insert(from.clone(), member);
-            let claimed = ring.claim_for(&from, &self.meta.member_ids());
+            // The joiner's share moves once its data has (see `transfer.rs`).
+            let claimed = ring.plan_join(&from, &self.meta.member_ids());
             self.meta.ring = Some(claimed);
+            self.meta.settle_ring();
         }
         self.meta_changed(store);
         self.emit(Output::Send {

@@ -23,7 +23,8 @@ use super::limits::{
     CLIENT_REQUESTS_IN_FLIGHT_MAX, CONTENT_TYPE_BYTES_MAX, CONTEXT_EPOCH_AHEAD_MAX_S,
     FORWARDS_REMEMBERED, FORWARD_GRACE_MS, GOSSIP_INTERVAL_MS, HANDOFF_EVERY_MS,
     HANDOFF_KEYS_PER_S, JOIN_RETRY_MS, OBJECT_LIVE_BYTES_MAX, PING_INTERVAL_MS, REAP_EVERY_MS,
-    RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS, SIBLINGS_MAX, UPLOAD_SPREAD_WAIT_MS,
+    RECONCILE_ON_WRITE_FROM, REJOIN_QUIET_MS, SIBLINGS_MAX, TRANSFER_EVERY_MS,
+    UPLOAD_SPREAD_WAIT_MS,
 };
 use super::members::{Join, Liveness, Status};
 use super::meta::{ClusterMeta, Member, TableEntry};
@@ -42,6 +43,7 @@ use super::table::{ConfigError, TableConfig};
 use super::table::{MergeMode, StorageKind};
 use super::timers::{Timer, TimerTable};
 use super::token::{ClientContext, TokenKey};
+use super::transfer::Incoming;
 use super::types::{NodeId, TableName};
 
 mod admin;
@@ -55,6 +57,7 @@ mod reaper;
 mod reconcile;
 mod replica;
 mod standin;
+mod transfer;
 
 use coordinate::Write;
 
@@ -86,6 +89,8 @@ pub struct NodeConfig {
     /// Anti-entropy's period and throttle; `None` runs none (and answers
     /// no peer's exchange: it keeps no trees).
     pub antientropy: Option<AntiEntropyConfig>,
+    /// Bytes a second this node copies moving partitions at, as their receiver.
+    pub transfer_bytes_per_s: u64,
 }
 
 /// What a node persisted, read back at start.
@@ -308,6 +313,10 @@ pub struct Node {
     /// (epoch, last counter) of the actor this node mints under when it
     /// coordinates a write as a stand-in (see `standin.rs`).
     stand_in_actor: Option<standin::StandInActor>,
+    /// The partitions this node copies as a new replica of a ring move.
+    incoming: Incoming,
+    /// The ring version the fetch under way was asked under.
+    fetch_ring_version: u64,
 }
 
 impl Node {
@@ -368,10 +377,21 @@ impl Node {
             reaper: Reaper::default(),
             mint_floor: (0, 0),
             stand_in_actor: None,
+            incoming: Incoming::new(
+                transfer::load_checkpoints(store),
+                config.transfer_bytes_per_s,
+            ),
+            fetch_ring_version: 0,
             config,
         };
         node.count_hints(store);
-        for timer in [Timer::Ping, Timer::Gossip, Timer::Join, Timer::Handoff] {
+        for timer in [
+            Timer::Ping,
+            Timer::Gossip,
+            Timer::Join,
+            Timer::Handoff,
+            Timer::Transfer,
+        ] {
             node.timers.set(timer, now.mono_ms);
         }
         if node.sync_plan.is_some() {
@@ -494,6 +514,12 @@ impl Node {
         // rest on a copy that is gone, and the walk that rebuilds the trees
         // finds the tombstones again.
         self.reaper.forget();
+        // A transfer's checkpoint may be ahead of what is durable: back to
+        // the stored one (pages after it are asked for again).
+        self.incoming = Incoming::new(
+            transfer::load_checkpoints(store),
+            self.config.transfer_bytes_per_s,
+        );
         // Hints counted as stored or removed may not be: counted again.
         self.hints.forget_owners();
         self.count_hints(store);
@@ -636,6 +662,9 @@ impl Node {
         if self.timers.fire(Timer::Handoff, now, HANDOFF_EVERY_MS) {
             self.handoff_turn(store);
         }
+        if self.timers.fire(Timer::Transfer, now, TRANSFER_EVERY_MS) {
+            self.transfer_turn(store);
+        }
         if let Some(every) = self.config.antientropy.map(|c| c.every_ms) {
             if self.timers.fire(Timer::AntiEntropy, now, every) {
                 self.antientropy_turn(store);
@@ -715,6 +744,7 @@ impl Node {
             Message::Sync(message) => self.on_sync(from, message, store),
             Message::Handoff(message) => self.on_handoff(from, message, store),
             Message::Reap(message) => self.on_reap(from, message, store),
+            Message::Transfer(message) => self.on_transfer(from, message, store),
         }
     }
 

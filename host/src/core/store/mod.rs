@@ -85,6 +85,12 @@ pub trait LocalStore {
     fn stage_meta(&mut self, meta: &ClusterMeta) -> Result<(), StoreError>;
     /// Makes a new epoch durable before it is used to mint any dot.
     fn persist_epoch_now(&mut self, epoch: u64) -> Result<(), StoreError>;
+    /// Stages a record of this node's own under `name` (never gossiped,
+    /// durable with the batch it is staged in): a transfer's checkpoints,
+    /// committed together with the objects they account for.
+    fn stage_local(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A record [`LocalStore::stage_local`] staged, staged ones included.
+    fn load_local(&mut self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stages a plugin module under its sha256.
     fn stage_module(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// A stored plugin module.
@@ -99,6 +105,10 @@ pub trait LocalStore {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Bytes>, StoreError>;
+
+    /// About how many keys `table` holds here: committed ones (writes not
+    /// yet durable may be left out). A transfer's progress estimate.
+    fn key_count(&mut self, table: &TableName) -> Result<u64, StoreError>;
 
     /// One page of the objects of `table` in partition `partition` (of
     /// `partitions`), examining at most `limit` keys of the table after

@@ -1,0 +1,179 @@
+//! Partition transfer in the simulator: a node joining a loaded cluster
+//! copies its share of the data before it owns it, while writes go on and
+//! the receiver and a source crash mid-transfer; nothing acknowledged is
+//! lost, the walk resumes from its checkpoint, and every node ends with
+//! the same ring.
+
+use super::tests::{siblings_table, values, written, TIMEOUT_MS};
+use super::{get, put, Sim};
+use crate::core::msg::{AdminOp, AdminReply, ClientReply, ClusterStatus};
+use crate::core::ring::Ring;
+
+fn status(sim: &mut Sim, index: usize) -> ClusterStatus {
+    match sim.admin(index, AdminOp::ClusterStatus) {
+        Some(AdminReply::Cluster(status)) => *status,
+        other => panic!("no cluster status from node{}: {other:?}", index + 1),
+    }
+}
+
+/// The ring every running node holds, if they all hold the same one with
+/// no move under way.
+fn settled_ring(sim: &Sim) -> Option<Ring> {
+    let rings: Vec<Ring> = (0..sim.len())
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.meta().ring.clone())
+        .collect::<Option<Vec<_>>>()?;
+    let first = rings.first()?.clone();
+    (first.next.is_none() && rings.iter().all(|r| *r == first)).then_some(first)
+}
+
+/// Runs until `done` holds, in 100 ms steps, for at most `limit_ms`.
+fn run_until(sim: &mut Sim, limit_ms: u64, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+    let deadline = sim.now_ms() + limit_ms;
+    while sim.now_ms() < deadline {
+        if done(sim) {
+            return true;
+        }
+        sim.run_for(100);
+    }
+    done(sim)
+}
+
+/// Keys of writes submitted now, to be counted once answered.
+struct Writer {
+    submitted: Vec<(u64, String)>,
+    next: usize,
+}
+
+impl Writer {
+    fn write_some(&mut self, sim: &mut Sim, count: usize) {
+        for _ in 0..count {
+            let key = format!("during{}", self.next);
+            self.next += 1;
+            let coordinator = self.next % 3;
+            let id = sim.submit(coordinator, put("ev", &key, &key, None));
+            self.submitted.push((id, key));
+        }
+    }
+
+    fn acknowledged(&self, sim: &Sim) -> Vec<String> {
+        self.submitted
+            .iter()
+            .filter(|(id, _)| matches!(sim.reply(*id), Some(ClientReply::Written { .. })))
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn a_joining_node_copies_its_share_and_resumes_after_crashes_on_either_side() {
+    let mut sim = Sim::with_antientropy(41, 3, 200);
+    siblings_table(&mut sim);
+    let mut acknowledged: Vec<String> = Vec::new();
+    for i in 0..400 {
+        let key = format!("k{i}");
+        written(&sim.call(i % 3, put("ev", &key, &key, None), TIMEOUT_MS));
+        acknowledged.push(key);
+    }
+    // Slow enough that the copy takes many pages.
+    sim.transfer_bytes_per_s = 3_000;
+    let joiner = sim.add_joining_node();
+    let mut writer = Writer {
+        submitted: Vec::new(),
+        next: 0,
+    };
+    let started = run_until(&mut sim, 60_000, |sim| {
+        writer.write_some(sim, 1);
+        status(sim, joiner).transfer.is_some_and(|t| t.keys >= 60)
+    });
+    assert!(started, "the joiner copies keys");
+    let moving = status(&mut sim, 0).ring_move.expect("a move is under way");
+    assert!(moving.partitions_moving > 0 && moving.copies_done < moving.copies_total);
+    let before_crash = status(&mut sim, joiner).transfer.expect("copying").keys;
+
+    // The receiver crashes mid-transfer and resumes from its checkpoint.
+    sim.crash(joiner);
+    sim.run_for(500);
+    sim.restart(joiner);
+    let resumed = status(&mut sim, joiner).transfer.expect("still copying");
+    assert!(
+        resumed.resumed_keys > 0 && resumed.resumed_keys <= before_crash,
+        "resumed from {} keys (had {before_crash} before the crash)",
+        resumed.resumed_keys
+    );
+
+    // Then the source it copies from crashes; the walk goes on elsewhere.
+    let source = run_until(&mut sim, 10_000, |sim| {
+        writer.write_some(sim, 1);
+        status(sim, joiner)
+            .transfer
+            .and_then(|t| t.source)
+            .is_some()
+    });
+    assert!(source);
+    let source = status(&mut sim, joiner)
+        .transfer
+        .and_then(|t| t.source)
+        .unwrap();
+    let source = (0..3)
+        .find(|&i| sim.node(i).is_some_and(|n| *n.id() == source))
+        .unwrap();
+    sim.crash(source);
+    run_until(&mut sim, 3_000, |sim| {
+        writer.write_some(sim, 1);
+        false
+    });
+    sim.restart(source);
+
+    let settled = run_until(&mut sim, 600_000, |sim| {
+        writer.write_some(sim, 1);
+        settled_ring(sim).is_some()
+    });
+    let stuck = status(&mut sim, joiner);
+    assert!(
+        settled,
+        "the move completes: {:?} {:?}",
+        stuck.ring_move, stuck.transfer
+    );
+    sim.run_for(TIMEOUT_MS);
+    acknowledged.extend(writer.acknowledged(&sim));
+    let ring = settled_ring(&sim).expect("still settled");
+    let share = ring.owned_by(sim.node(joiner).unwrap().id());
+    assert!((15..=17).contains(&share), "the joiner owns {share} of 64");
+    let keys = ring.partitions();
+    assert_eq!(keys, 64);
+
+    // Without any read: anti-entropy among the new replicas finishes what
+    // crashes cut off, and every replica holds every acknowledged key.
+    let converged = run_until(&mut sim, 120_000, |sim| {
+        acknowledged.iter().all(|key| {
+            sim.replicas_of("ev", key).into_iter().all(|r| {
+                sim.local_object(r, "ev", key.as_bytes()).is_some_and(|o| {
+                    o.versions
+                        .iter()
+                        .any(|v| v.value.as_deref() == Some(key.as_bytes()))
+                })
+            })
+        })
+    });
+    assert!(converged, "replicas converge without reads");
+    let on_joiner = acknowledged
+        .iter()
+        .filter(|key| sim.replicas_of("ev", key).contains(&joiner))
+        .count();
+    assert!(on_joiner > 200, "the joiner replicates {on_joiner} keys");
+    for key in &acknowledged {
+        let read = sim.call(joiner, get("ev", key, Some(3)), TIMEOUT_MS);
+        assert_eq!(values(&read), [key.clone()].into(), "{key}");
+    }
+}
+
+#[test]
+fn a_join_into_a_cluster_without_tables_completes_at_once() {
+    let mut sim = Sim::new(42, 3);
+    let joiner = sim.add_joining_node();
+    assert!(run_until(&mut sim, 10_000, |sim| settled_ring(sim)
+        .is_some_and(
+            |r| r.owned_by(sim.node(joiner).unwrap().id()) == 16
+        )));
+}
