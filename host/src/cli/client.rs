@@ -115,23 +115,6 @@ pub struct TableCreateArgs {
     pub target: Target,
 }
 
-/// `cairn cluster ...`.
-#[derive(Debug, Subcommand)]
-pub enum ClusterCommand {
-    /// Members and their status as the node sees them.
-    Status {
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Make the node at --url join the cluster of SEED (a member's peer address).
-    Join {
-        /// A member's peer address.
-        seed: String,
-        #[command(flatten)]
-        target: Target,
-    },
-}
-
 /// One HTTP exchange's outcome.
 pub struct Answer {
     /// Status code.
@@ -217,7 +200,7 @@ fn reason(answer: &Answer) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(&answer.body).trim().to_owned())
 }
 
-fn fail_unless_ok(answer: &Answer) -> anyhow::Result<()> {
+pub(super) fn fail_unless_ok(answer: &Answer) -> anyhow::Result<()> {
     if answer.status >= 400 {
         anyhow::bail!("HTTP {}: {}", answer.status, reason(answer));
     }
@@ -356,7 +339,7 @@ pub fn delete(args: &DeleteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_json(answer: &Answer) -> anyhow::Result<()> {
+pub(super) fn print_json(answer: &Answer) -> anyhow::Result<()> {
     fail_unless_ok(answer)?;
     let value: Value = serde_json::from_slice(&answer.body)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
@@ -407,48 +390,6 @@ pub fn table(command: &TableCommand) -> anyhow::Result<()> {
             &[],
             None,
         )?),
-    }
-}
-
-/// `cairn cluster ...`.
-pub fn cluster(command: &ClusterCommand) -> anyhow::Result<()> {
-    match command {
-        ClusterCommand::Status { target } => {
-            let answer = exchange(
-                "GET",
-                &format!("{}/cluster", target.url.trim_end_matches('/')),
-                &[],
-                None,
-            )?;
-            fail_unless_ok(&answer)?;
-            let status: Value = serde_json::from_slice(&answer.body)?;
-            println!("node {}", status["node"].as_str().unwrap_or("?"));
-            println!(
-                "{:<16} {:<22} {:<22} {:<8} PARTITIONS",
-                "ID", "HTTP", "PEER", "STATUS"
-            );
-            for m in status["members"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "{:<16} {:<22} {:<22} {:<8} {}",
-                    m["id"].as_str().unwrap_or("?"),
-                    m["http"].as_str().unwrap_or("?"),
-                    m["peer"].as_str().unwrap_or("?"),
-                    m["status"].as_str().unwrap_or("?"),
-                    m["partitions"]
-                );
-            }
-            Ok(())
-        }
-        ClusterCommand::Join { seed, target } => {
-            let body = serde_json::json!({ "seed": seed }).to_string();
-            let url = format!("{}/cluster/join", target.url.trim_end_matches('/'));
-            print_json(&exchange(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                Some(body.as_bytes()),
-            )?)
-        }
     }
 }
 

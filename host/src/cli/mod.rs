@@ -3,6 +3,7 @@
 
 mod bench;
 mod client;
+mod cluster;
 mod dev;
 mod plugin;
 
@@ -48,7 +49,7 @@ pub enum Command {
     Table(client::TableCommand),
     /// Cluster status and joins.
     #[command(subcommand)]
-    Cluster(client::ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Load a cluster and measure throughput and latency (YCSB-style workloads).
     Bench(bench::BenchArgs),
     /// Upload and list WebAssembly plugins.
@@ -194,7 +195,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => client::get(&args),
         Command::Delete(args) => client::delete(&args),
         Command::Table(command) => client::table(&command),
-        Command::Cluster(command) => client::cluster(&command),
+        Command::Cluster(command) => cluster::run(&command),
         Command::Plugin(command) => client::plugin(&command),
         Command::Bench(args) => bench::run(&args),
     }

@@ -6,6 +6,7 @@ mod authoring;
 mod chaos;
 mod handoff;
 mod keys;
+mod membership;
 mod partition;
 mod plugins;
 mod repair;
