@@ -31,6 +31,30 @@ pub enum ClusterCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Remove member ID: its partitions move to the others with their
+    /// data, then it leaves; shows the move until ID is gone.
+    Remove {
+        /// The member to remove.
+        id: String,
+        /// Return once the removal is asked for.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds (the move goes on).
+        #[arg(long, default_value_t = 3_600)]
+        wait_s: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Have NEW (a node that has not joined yet) take over exactly OLD's
+    /// partitions when it joins; start NEW with `--seed` afterwards.
+    Replace {
+        /// The member replaced.
+        old: String,
+        /// The node replacing it.
+        new: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// Runs a `cairn cluster` command.
@@ -59,9 +83,52 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
                 return print_json(&answer);
             }
             fail_unless_ok(&answer)?;
-            wait_for_move(target, Duration::from_secs(*wait_s))
+            wait_for_move(target, Duration::from_secs(*wait_s), |status| {
+                let me = status["node"].as_str().unwrap_or_default();
+                member(status, me).is_some_and(|m| m["partitions"].as_u64() > Some(0))
+            })
+        }
+        ClusterCommand::Remove {
+            id,
+            no_wait,
+            wait_s,
+            target,
+        } => {
+            let body = serde_json::json!({ "node": id }).to_string();
+            let url = format!("{}/cluster/remove", target.url.trim_end_matches('/'));
+            let answer = exchange(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                Some(body.as_bytes()),
+            )?;
+            if *no_wait {
+                return print_json(&answer);
+            }
+            fail_unless_ok(&answer)?;
+            wait_for_move(target, Duration::from_secs(*wait_s), |status| {
+                member(status, id).is_none()
+            })
+        }
+        ClusterCommand::Replace { old, new, target } => {
+            let body = serde_json::json!({ "old": old, "new": new }).to_string();
+            let url = format!("{}/cluster/replace", target.url.trim_end_matches('/'));
+            print_json(&exchange(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                Some(body.as_bytes()),
+            )?)
         }
     }
+}
+
+/// Member `id` in a `/cluster` answer.
+fn member<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"].as_str() == Some(id))
 }
 
 fn cluster_status(target: &Target) -> anyhow::Result<Value> {
@@ -71,9 +138,13 @@ fn cluster_status(target: &Target) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&answer.body)?)
 }
 
-/// Polls the joining node until it is a member owning partitions and no
-/// ring move is under way, drawing a progress bar of the copies made.
-fn wait_for_move(target: &Target, limit: Duration) -> anyhow::Result<()> {
+/// Polls the node at `target` until `done` holds and no ring move is under
+/// way, drawing a progress bar of the copies made.
+fn wait_for_move(
+    target: &Target,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut stderr = std::io::stderr();
     loop {
@@ -81,13 +152,7 @@ fn wait_for_move(target: &Target, limit: Duration) -> anyhow::Result<()> {
         if let Some(reason) = status["join"]["reason"].as_str() {
             anyhow::bail!("the join failed: {reason}");
         }
-        let me = status["node"].as_str().unwrap_or_default().to_owned();
-        let owns = status["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["id"] == me.as_str() && m["partitions"].as_u64() > Some(0));
-        if owns && status["ring_move"].is_null() {
+        if done(&status) && status["ring_move"].is_null() {
             let _ = writeln!(stderr);
             print!("{}", render_status(&status));
             return Ok(());
@@ -120,7 +185,7 @@ fn progress_line(status: &Value) -> String {
     };
     let bar = format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled));
     let mut line = if total == 0 {
-        "waiting for the seed to admit this node".to_owned()
+        "waiting for the change to start".to_owned()
     } else {
         format!("{bar} {done}/{total} partition copies")
     };

@@ -22,8 +22,11 @@ pub enum Status {
     /// Silent for longer, or a call to it failed since it was last heard
     /// from (a refused connection, a request it never answered).
     Down,
-    /// This node, while no seed has admitted it yet.
+    /// This node, while no seed has admitted it yet; or a member that owns
+    /// no partition yet while its share's data moves to it.
     Joining,
+    /// A member being removed, while its partitions move away.
+    Leaving,
 }
 
 impl Status {
@@ -33,6 +36,7 @@ impl Status {
             Status::Up => "up",
             Status::Down => "down",
             Status::Joining => "joining",
+            Status::Leaving => "leaving",
         }
     }
 }

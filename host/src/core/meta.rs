@@ -167,6 +167,32 @@ impl DroppedTable {
     }
 }
 
+/// An operator's removal of a member: asked for (while its partitions
+/// move away), then done. Both only grow in gossip, and a removed member's
+/// record never comes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    /// The member's peer address when it was asked to leave: where the
+    /// cluster tells it, should it not have heard, that it was removed.
+    pub peer: String,
+    /// Wall clock of the node that took the request.
+    pub stamp_ms: u64,
+    /// That node.
+    pub origin: NodeId,
+}
+
+/// A new node taking over exactly a member's partitions, asked for before
+/// it joins: its join then swaps it in for the old member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    /// The member it replaces.
+    pub old: NodeId,
+    /// Wall clock of the node that took the request.
+    pub stamp_ms: u64,
+    /// That node.
+    pub origin: NodeId,
+}
+
 /// Everything gossip spreads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
@@ -183,6 +209,12 @@ pub struct ClusterMeta {
     pub token_key: Option<TokenKey>,
     /// Every dropped table.
     pub dropped: BTreeMap<TableName, DroppedTable>,
+    /// Members being removed: their partitions move to the others first.
+    pub leaving: BTreeMap<NodeId, Departure>,
+    /// Removed members: gossip never makes them members again.
+    pub removed: BTreeMap<NodeId, Departure>,
+    /// Replacements asked for, by the new node's id.
+    pub replacements: BTreeMap<NodeId, Replacement>,
 }
 
 /// Cluster metadata as builds before partition transfer (a ring's `next`)
@@ -207,6 +239,9 @@ impl From<ClusterMetaV4> for ClusterMeta {
             plugins: old.plugins,
             token_key: old.token_key,
             dropped: old.dropped,
+            leaving: BTreeMap::new(),
+            removed: BTreeMap::new(),
+            replacements: BTreeMap::new(),
         }
     }
 }
@@ -274,6 +309,9 @@ impl From<ClusterMetaV3> for ClusterMeta {
             plugins: old.plugins,
             token_key: old.token_key,
             dropped: old.dropped,
+            leaving: BTreeMap::new(),
+            removed: BTreeMap::new(),
+            replacements: BTreeMap::new(),
         }
     }
 }
@@ -298,6 +336,9 @@ impl From<ClusterMetaV2> for ClusterMeta {
             plugins: upgraded(old.plugins),
             token_key: old.token_key,
             dropped: BTreeMap::new(),
+            leaving: BTreeMap::new(),
+            removed: BTreeMap::new(),
+            replacements: BTreeMap::new(),
         }
     }
 }
@@ -354,16 +395,43 @@ impl ClusterMeta {
             plugins: BTreeMap::new(),
             token_key: None,
             dropped: BTreeMap::new(),
+            leaving: BTreeMap::new(),
+            removed: BTreeMap::new(),
+            replacements: BTreeMap::new(),
         }
     }
 
     /// Joins `other` into this copy; says whether anything changed.
     pub fn merge(&mut self, other: &ClusterMeta) -> bool {
+        // A removal beats every record of the member, older or newer.
         let mut changed = join_entries(
+            &mut self.removed,
+            &other.removed,
+            |_| true,
+            |t, m| (t.stamp_ms, &t.origin) < (m.stamp_ms, &m.origin),
+        );
+        for id in self.removed.keys() {
+            changed |= self.members.remove(id).is_some();
+            changed |= self.leaving.remove(id).is_some();
+        }
+        let removed = &self.removed;
+        changed |= join_entries(
             &mut self.members,
             &other.members,
-            |_| true,
+            |id| !removed.contains_key(id),
             |t, m| (t.stamp, t.epoch) > (m.stamp, m.epoch),
+        );
+        changed |= join_entries(
+            &mut self.leaving,
+            &other.leaving,
+            |id| !removed.contains_key(id),
+            |t, m| (t.stamp_ms, &t.origin) < (m.stamp_ms, &m.origin),
+        );
+        changed |= join_entries(
+            &mut self.replacements,
+            &other.replacements,
+            |_| true,
+            |t, m| (t.stamp_ms, &t.origin) > (m.stamp_ms, &m.origin),
         );
         if let Some(theirs) = other.ring.as_ref().filter(|r| r.is_valid()) {
             match &mut self.ring {
@@ -407,18 +475,74 @@ impl ClusterMeta {
         changed | self.settle_ring()
     }
 
+    /// Members that keep (or take) a share of the ring: not leaving.
+    pub fn staying_members(&self) -> Vec<NodeId> {
+        self.members
+            .keys()
+            .filter(|id| !self.leaving.contains_key(*id))
+            .cloned()
+            .collect()
+    }
+
+    /// Puts the departures the ring does not reflect yet into its next
+    /// assignment (a removal whose plan lost to a concurrent ring change in
+    /// gossip is planned again). A function of the merged state, so nodes
+    /// planning at once plan alike. Says whether the ring changed.
+    fn plan_departures(&mut self) -> bool {
+        let Some(ring) = &self.ring else {
+            return false;
+        };
+        let leaving: Vec<NodeId> = self
+            .leaving
+            .keys()
+            .filter(|id| ring.future_owned_by(id) > 0)
+            .cloned()
+            .collect();
+        let remaining = self.staying_members();
+        if leaving.is_empty() || remaining.is_empty() {
+            return false;
+        }
+        self.ring = Some(ring.plan_removal(&leaving, &remaining));
+        true
+    }
+
+    /// Leaving members that own nothing now or after the move are removed:
+    /// their data has moved to the others. Says whether any was.
+    fn complete_departures(&mut self) -> bool {
+        let Some(ring) = &self.ring else {
+            return false;
+        };
+        let done: Vec<NodeId> = self
+            .leaving
+            .keys()
+            .filter(|id| ring.owned_by(id) == 0 && ring.future_owned_by(id) == 0)
+            .cloned()
+            .collect();
+        for id in &done {
+            if let Some(departure) = self.leaving.remove(id) {
+                self.members.remove(id);
+                self.removed.insert(id.clone(), departure);
+            }
+        }
+        !done.is_empty()
+    }
+
     /// The distinct replica counts of the live tables: what a ring move
     /// must copy partitions for.
     pub fn replica_counts(&self) -> std::collections::BTreeSet<u8> {
         self.tables.values().map(|t| t.config.n).collect()
     }
 
-    /// Completes the ring's move once every copy it needs is marked (see
-    /// [`Ring::settle`]); a function of the merged state, so every node
-    /// decides alike. Says whether the ring changed.
+    /// Plans departures the ring does not reflect yet, completes the ring's
+    /// move once every copy it needs is marked (see [`Ring::settle`]), and
+    /// removes the leaving members that own nothing any more; a function
+    /// of the merged state, so every node decides alike. Says whether
+    /// anything changed.
     pub fn settle_ring(&mut self) -> bool {
+        let planned = self.plan_departures();
         let ns = self.replica_counts();
-        self.ring.as_mut().is_some_and(|ring| ring.settle(&ns))
+        let settled = self.ring.as_mut().is_some_and(|ring| ring.settle(&ns));
+        planned | settled | self.complete_departures()
     }
 
     /// Undoes a plugin delete or re-upload that would leave a live table

@@ -162,7 +162,7 @@ mod tests {
         UploadWait {
             admin_id: 1,
             sha256: sha256.into(),
-            reply: AdminReply::Accepted,
+            reply: AdminReply::Accepted("stored"),
             holders: HashSet::new(),
             deadline_ms,
         }

@@ -166,6 +166,17 @@ pub enum AdminOp {
     Preflist(TableName, Bytes),
     /// `POST /cluster/join`.
     Join(String),
+    /// `POST /cluster/remove`: the member's partitions move to the others
+    /// with their data, then it leaves.
+    Remove(NodeId),
+    /// `POST /cluster/replace`: a node not yet a member takes over exactly
+    /// the old member's partitions when it joins.
+    Replace {
+        /// The member replaced.
+        old: NodeId,
+        /// The node replacing it.
+        new: NodeId,
+    },
     /// `PUT /plugins/{name}`, after the module was validated and compiled.
     PutPlugin {
         /// Plugin name.
@@ -204,7 +215,7 @@ pub enum AdminReply {
         fallbacks: Vec<NodeId>,
     },
     /// A join was started.
-    Accepted,
+    Accepted(&'static str),
     /// A plugin's entry; `created` when the name was new.
     Plugin {
         /// Name.

@@ -359,6 +359,63 @@ impl Ring {
         ring
     }
 
+    /// The ring after the members in `leaving` are removed: each of their
+    /// partitions (in the assignment the ring is heading to) goes to the
+    /// remaining member holding fewest, preferring one that keeps every
+    /// `target_n` window distinct; the rest of the ring does not move.
+    pub fn plan_removal(&self, leaving: &[NodeId], remaining: &[NodeId]) -> Ring {
+        if remaining.is_empty() {
+            return self.clone();
+        }
+        let mut future = Ring {
+            owners: self.future_owners().to_vec(),
+            next: None,
+            ..self.clone()
+        };
+        let mut counts: std::collections::BTreeMap<&NodeId, usize> =
+            remaining.iter().map(|n| (n, 0)).collect();
+        for owner in &future.owners {
+            if let Some(count) = counts.get_mut(owner) {
+                *count += 1;
+            }
+        }
+        for p in 0..future.partitions() {
+            if !leaving.contains(&future.owners[p]) {
+                continue;
+            }
+            let best = remaining
+                .iter()
+                .map(|node| {
+                    let keeps_window = !future.owns_near(node, p);
+                    let count = counts.get(node).copied().unwrap_or(0);
+                    (
+                        keeps_window,
+                        std::cmp::Reverse(count),
+                        std::cmp::Reverse(node),
+                    )
+                })
+                .max();
+            if let Some((_, _, std::cmp::Reverse(node))) = best {
+                future.owners[p] = node.clone();
+                if let Some(count) = counts.get_mut(node) {
+                    *count += 1;
+                }
+            }
+        }
+        self.heading_to(future.owners)
+    }
+
+    /// The ring after `new` takes over exactly `old`'s partitions (in the
+    /// assignment the ring is heading to); nothing else moves.
+    pub fn plan_replacement(&self, old: &NodeId, new: &NodeId) -> Ring {
+        let target = self
+            .future_owners()
+            .iter()
+            .map(|o| if o == old { new.clone() } else { o.clone() })
+            .collect();
+        self.heading_to(target)
+    }
+
     /// The ring after `joining` is admitted: its share (see
     /// [`Ring::claim_for`]) is claimed from the assignment the ring is
     /// heading to, and moves once its data has.

@@ -312,8 +312,8 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
                 &json!({ "primaries": names(&primaries), "fallbacks": names(&fallbacks) }),
             )
         }
-        AdminReply::Accepted => {
-            json_response(StatusCode::ACCEPTED, &json!({ "status": "joining" }))
+        AdminReply::Accepted(state) => {
+            json_response(StatusCode::ACCEPTED, &json!({ "status": state }))
         }
         AdminReply::Plugin {
             name,

@@ -18,7 +18,7 @@ use crate::core::limits::{
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
 use crate::core::token::ClientContext;
-use crate::core::types::{validate_peer_address, validate_plugin_name, TableName};
+use crate::core::types::{validate_peer_address, validate_plugin_name, NodeId, TableName};
 use crate::plugin::MODULE_BYTES_MAX;
 use crate::runtime::{NodeHandle, Unanswered};
 
@@ -124,15 +124,22 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
                     "body must be {\"seed\":\"HOST:PORT\"}",
                 )
             })?;
-            validate_peer_address(seed).map_err(|e| {
-                refuse(StatusCode::BAD_REQUEST, format!("seed {seed:?}: {e}"))
-            })?;
+            validate_peer_address(seed)
+                .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("seed {seed:?}: {e}")))?;
             admin(node, AdminOp::Join(seed.to_owned())).await
         }
-        (&Method::POST, ["cluster", "remove" | "replace"]) => Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "removing and replacing nodes is not built yet: a node leaves the ring only with its data, which needs partition transfer",
-        )),
+        (&Method::POST, ["cluster", "remove"]) => {
+            let body: serde_json::Value = json_body(request, node).await?;
+            let id = node_id_field(&body, "node", "body must be {\"node\":\"ID\"}")?;
+            admin(node, AdminOp::Remove(id)).await
+        }
+        (&Method::POST, ["cluster", "replace"]) => {
+            let body: serde_json::Value = json_body(request, node).await?;
+            let shape = "body must be {\"old\":\"ID\",\"new\":\"ID\"}";
+            let old = node_id_field(&body, "old", shape)?;
+            let new = node_id_field(&body, "new", shape)?;
+            admin(node, AdminOp::Replace { old, new }).await
+        }
         (&Method::GET, ["tables"]) => admin(node, AdminOp::ListTables).await,
         (&Method::GET, ["tables", table]) => {
             admin(node, AdminOp::GetTable(table_name(table)?)).await
@@ -297,6 +304,15 @@ async fn upload_plugin(
         bytes,
     };
     admin(node, op).await
+}
+
+/// The node id in `body[field]`, or a 400 saying the body's `shape`.
+fn node_id_field(body: &serde_json::Value, field: &str, shape: &str) -> Result<NodeId, Refusal> {
+    let raw = body
+        .get(field)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape))?;
+    NodeId::new(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("{field} {raw:?}: {e}")))
 }
 
 fn table_name(raw: &str) -> Result<TableName, Refusal> {

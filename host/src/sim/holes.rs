@@ -206,7 +206,7 @@ fn a_runtime_join_to_a_silent_seed_leaves_the_node_serving() {
     };
     table(&mut sim, "ev", patch);
     let join = sim.admin(0, AdminOp::Join("sim-node9".into()));
-    assert_eq!(join, Some(AdminReply::Accepted));
+    assert_eq!(join, Some(AdminReply::Accepted("joining")));
     // Still serving while it waits, and after it gives up.
     written(&sim.call(0, put("ev", "k", "during", None), TIMEOUT_MS));
     sim.run_for(31_000);
@@ -232,7 +232,7 @@ fn a_refused_runtime_join_leaves_the_node_serving_with_the_reason() {
     };
     sim.create_table(solo, "mine", patch);
     let join = sim.admin(solo, AdminOp::Join(Sim::peer_address(0)));
-    assert_eq!(join, Some(AdminReply::Accepted));
+    assert_eq!(join, Some(AdminReply::Accepted("joining")));
     // The seed's refusal arrives before its acceptance could.
     let reason = "the cluster has as many members as partitions".to_owned();
     sim.inject(
@@ -268,7 +268,7 @@ fn a_joiner_never_overrides_the_clusters_table_configs() {
     };
     sim.create_table(solo, "ev", patch);
     let join = sim.admin(solo, AdminOp::Join(Sim::peer_address(0)));
-    assert_eq!(join, Some(AdminReply::Accepted));
+    assert_eq!(join, Some(AdminReply::Accepted("joining")));
     sim.run_for(5_000);
     for node in 0..4 {
         let config = &sim.node(node).unwrap().meta().tables[&TableName::new("ev").unwrap()].config;

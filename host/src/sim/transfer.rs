@@ -6,8 +6,9 @@
 
 use super::tests::{siblings_table, values, written, TIMEOUT_MS};
 use super::{get, put, Sim};
-use crate::core::msg::{AdminOp, AdminReply, ClientReply, ClusterStatus};
+use crate::core::msg::{AdminOp, AdminReply, ClientReply, ClusterStatus, MemberMessage, Message};
 use crate::core::ring::Ring;
+use crate::core::types::NodeId;
 
 fn status(sim: &mut Sim, index: usize) -> ClusterStatus {
     match sim.admin(index, AdminOp::ClusterStatus) {
@@ -21,6 +22,7 @@ fn status(sim: &mut Sim, index: usize) -> ClusterStatus {
 fn settled_ring(sim: &Sim) -> Option<Ring> {
     let rings: Vec<Ring> = (0..sim.len())
         .filter_map(|i| sim.node(i))
+        .filter(|n| n.is_member())
         .map(|n| n.meta().ring.clone())
         .collect::<Option<Vec<_>>>()?;
     let first = rings.first()?.clone();
@@ -176,4 +178,171 @@ fn a_join_into_a_cluster_without_tables_completes_at_once() {
         .is_some_and(
             |r| r.owned_by(sim.node(joiner).unwrap().id()) == 16
         )));
+}
+
+/// Every replica (by the settled ring) of every key holds its value, in its
+/// own store: no read has repaired anything.
+fn on_every_replica(sim: &mut Sim, keys: &[String]) -> bool {
+    keys.iter().all(|key| {
+        sim.replicas_of("ev", key).into_iter().all(|r| {
+            sim.local_object(r, "ev", key.as_bytes()).is_some_and(|o| {
+                o.versions
+                    .iter()
+                    .any(|v| v.value.as_deref() == Some(key.as_bytes()))
+            })
+        })
+    })
+}
+
+fn loaded(sim: &mut Sim, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let key = format!("k{i}");
+            written(&sim.call(i % 3, put("ev", &key, &key, None), TIMEOUT_MS));
+            key
+        })
+        .collect()
+}
+
+fn members_everywhere_but(sim: &Sim, gone: &NodeId, skip: usize) -> bool {
+    (0..sim.len())
+        .filter(|&i| i != skip)
+        .filter_map(|i| sim.node(i))
+        .all(|n| !n.meta().members.contains_key(gone) && n.meta().removed.contains_key(gone))
+}
+
+#[test]
+fn a_removed_member_hands_its_partitions_over_with_their_data_and_never_comes_back() {
+    let mut sim = Sim::with_antientropy(43, 4, 200);
+    siblings_table(&mut sim);
+    let mut keys = loaded(&mut sim, 300);
+    let leaving = sim.node(3).unwrap().id().clone();
+    let before = sim.node(0).unwrap().meta().ring.clone().unwrap();
+    assert_eq!(
+        sim.admin(0, AdminOp::Remove(leaving.clone())),
+        Some(AdminReply::Accepted("leaving"))
+    );
+    assert_eq!(
+        status(&mut sim, 1)
+            .members
+            .iter()
+            .find(|m| m.id == leaving)
+            .map(|m| m.status),
+        Some("leaving")
+    );
+    let mut writer = Writer {
+        submitted: Vec::new(),
+        next: 0,
+    };
+    let gone = run_until(&mut sim, 300_000, |sim| {
+        writer.write_some(sim, 1);
+        settled_ring(sim).is_some() && members_everywhere_but(sim, &leaving, 3)
+    });
+    assert!(gone, "node4 left once its partitions moved");
+    sim.run_for(TIMEOUT_MS);
+    keys.extend(writer.acknowledged(&sim));
+    let ring = settled_ring(&sim).unwrap();
+    assert_eq!(ring.owned_by(&leaving), 0);
+    let moved = (0..64)
+        .filter(|&p| before.owners[p] != ring.owners[p])
+        .count();
+    assert_eq!(
+        moved,
+        before.owned_by(&leaving),
+        "only node4's partitions moved"
+    );
+    for i in 0..3 {
+        let share = ring.owned_by(sim.node(i).unwrap().id());
+        assert!(
+            (21..=22).contains(&share),
+            "node{} owns {share} of 64",
+            i + 1
+        );
+    }
+    assert!(
+        run_until(&mut sim, 120_000, |sim| on_every_replica(sim, &keys)),
+        "the remaining replicas hold every acknowledged key"
+    );
+    // A stale gossip naming node4 a member changes nothing.
+    let mut stale = before_meta_with(&sim, &leaving);
+    stale.members.get_mut(&leaving).unwrap().stamp += 100;
+    sim.inject(
+        0,
+        3,
+        Message::Member(MemberMessage::Gossip(Box::new(stale))),
+    );
+    sim.run_for(2_000);
+    assert!(members_everywhere_but(&sim, &leaving, 3));
+    // Nor can it join again under its id.
+    sim.crash(3);
+    sim.wipe(3);
+    sim.restart(3);
+    sim.run_for(5_000);
+    assert!(members_everywhere_but(&sim, &leaving, 3));
+    for key in &keys {
+        let read = sim.call(0, get("ev", key, Some(3)), TIMEOUT_MS);
+        assert_eq!(values(&read), [key.clone()].into(), "{key}");
+    }
+}
+
+/// Node 0's metadata with `member` put back as a member (what a node that
+/// missed the removal would gossip).
+fn before_meta_with(sim: &Sim, member: &NodeId) -> crate::core::meta::ClusterMeta {
+    let mut meta = sim.node(0).unwrap().meta().clone();
+    let record = sim
+        .node(1)
+        .unwrap()
+        .meta()
+        .members
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    meta.removed.clear();
+    meta.members.insert(member.clone(), record);
+    meta
+}
+
+#[test]
+fn a_dead_member_is_replaced_exactly_and_its_data_comes_from_the_other_replicas() {
+    let mut sim = Sim::with_antientropy(44, 4, 200);
+    siblings_table(&mut sim);
+    let keys = loaded(&mut sim, 300);
+    let dead = sim.node(3).unwrap().id().clone();
+    let before = sim.node(0).unwrap().meta().ring.clone().unwrap();
+    sim.crash(3);
+    let new = NodeId::new("node5").unwrap();
+    assert_eq!(
+        sim.admin(
+            0,
+            AdminOp::Replace {
+                old: dead.clone(),
+                new: new.clone()
+            }
+        ),
+        Some(AdminReply::Accepted("replacing"))
+    );
+    sim.run_for(2_000);
+    let joiner = sim.add_joining_node();
+    assert_eq!(sim.node(joiner).unwrap().id(), &new);
+    let done = run_until(&mut sim, 300_000, |sim| {
+        settled_ring(sim).is_some() && members_everywhere_but(sim, &dead, 3)
+    });
+    assert!(done, "node5 took over and node4 was removed");
+    let ring = settled_ring(&sim).unwrap();
+    for p in 0..64 {
+        let expected = if before.owners[p] == dead {
+            new.clone()
+        } else {
+            before.owners[p].clone()
+        };
+        assert_eq!(
+            ring.owners[p], expected,
+            "partition {p}: only node4's moved, to node5"
+        );
+    }
+    assert!(
+        run_until(&mut sim, 120_000, |sim| on_every_replica(sim, &keys)),
+        "node5 holds node4's keys"
+    );
 }

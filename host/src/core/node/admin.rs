@@ -2,7 +2,7 @@
 //! (and changing) this node's cluster metadata.
 
 use super::*;
-use crate::core::meta::{DroppedTable, PluginEntry};
+use crate::core::meta::{Departure, DroppedTable, PluginEntry, Replacement};
 use crate::core::table::TablePatch;
 
 impl Node {
@@ -89,8 +89,10 @@ impl Node {
                 // accepts it: a wrong or silent seed leaves it as it was.
                 self.join.begin(seed, self.now.mono_ms);
                 self.timers.set(Timer::Join, self.now.mono_ms);
-                AdminReply::Accepted
+                AdminReply::Accepted("joining")
             }
+            AdminOp::Remove(id) => self.remove_member(id, store),
+            AdminOp::Replace { old, new } => self.replace_member(old, new, store),
         }
     }
 
@@ -180,6 +182,58 @@ impl Node {
         AdminReply::Deleted
     }
 
+    /// Starts removing `id`: its partitions move to the other members with
+    /// their data (from it if it is up, from the other replicas if not),
+    /// and it leaves the member list once they have.
+    fn remove_member(&mut self, id: NodeId, store: &mut dyn LocalStore) -> AdminReply {
+        if self.meta.removed.contains_key(&id) || self.meta.leaving.contains_key(&id) {
+            return AdminReply::Accepted("leaving");
+        }
+        let Some(peer) = self.meta.members.get(&id).map(|m| m.peer.clone()) else {
+            return AdminReply::NotFound(format!("no member {id}"));
+        };
+        if self.meta.staying_members().iter().all(|m| *m == id) {
+            return AdminReply::Conflict(format!(
+                "{id} is the last member that keeps data; a cluster keeps at least one"
+            ));
+        }
+        let departure = Departure {
+            peer,
+            stamp_ms: self.now.wall_ms,
+            origin: self.config.id.clone(),
+        };
+        self.meta.leaving.insert(id, departure);
+        self.meta.settle_ring();
+        self.meta_changed(store);
+        AdminReply::Accepted("leaving")
+    }
+
+    /// Records that `new`, once it joins, takes over exactly `old`'s
+    /// partitions (the rest of the ring does not move).
+    fn replace_member(
+        &mut self,
+        old: NodeId,
+        new: NodeId,
+        store: &mut dyn LocalStore,
+    ) -> AdminReply {
+        if !self.meta.members.contains_key(&old) || self.meta.leaving.contains_key(&old) {
+            return AdminReply::NotFound(format!("no member {old} that is not already leaving"));
+        }
+        if self.meta.members.contains_key(&new) || self.meta.removed.contains_key(&new) {
+            return AdminReply::Conflict(format!(
+                "{new} is or was a member; a replacement is a node that has not joined yet"
+            ));
+        }
+        let replacement = Replacement {
+            old,
+            stamp_ms: self.now.wall_ms,
+            origin: self.config.id.clone(),
+        };
+        self.meta.replacements.insert(new, replacement);
+        self.meta_changed(store);
+        AdminReply::Accepted("replacing")
+    }
+
     fn cluster_status(&mut self) -> ClusterStatus {
         let members = self
             .meta
@@ -190,6 +244,7 @@ impl Node {
                 let partitions = ring.map_or(0, |r| r.owned_by(id));
                 let partitions_next = ring.map_or(0, |r| r.future_owned_by(id));
                 let status = match self.status_of(id) {
+                    Status::Up if self.meta.leaving.contains_key(id) => Status::Leaving,
                     Status::Up if partitions == 0 && partitions_next > 0 => Status::Joining,
                     status => status,
                 };

@@ -68,6 +68,10 @@ impl Node {
             let reason = "this node has not joined a cluster yet";
             return self.reply(origin, ClientReply::Unavailable(reason.into()));
         }
+        if self.meta.removed.contains_key(&self.config.id) {
+            let reason = "this node was removed from the cluster";
+            return self.reply(origin, ClientReply::Unavailable(reason.into()));
+        }
         if let ClientOp::Put {
             context: Some(context),
             ..

@@ -3,6 +3,7 @@
 //! `core/members.rs`; this file carries out what it and the metadata decide.
 
 use super::*;
+use crate::core::meta::Departure;
 
 impl Node {
     /// Membership messages: liveness probes, gossip and joins.
@@ -19,6 +20,15 @@ impl Node {
                     self.emit(Output::Send {
                         addr,
                         message: Message::Member(MemberMessage::Pong),
+                    });
+                } else if let Some(addr) = self.meta.removed.get(&from).map(|d| d.peer.clone()) {
+                    // A removed node that has not heard of its removal
+                    // learns it from the cluster's metadata, and stops.
+                    self.emit(Output::Send {
+                        addr,
+                        message: Message::Member(MemberMessage::Gossip(Box::new(
+                            self.meta.clone(),
+                        ))),
                     });
                 }
             }
@@ -103,6 +113,10 @@ impl Node {
 
     /// Announces this node's addresses and epoch when they differ from the record.
     pub(super) fn refresh_own_record(&mut self, store: &mut dyn LocalStore) {
+        if self.meta.removed.contains_key(&self.config.id) {
+            // Removed for good: it announces nothing any more.
+            return;
+        }
         let current = self.meta.members.get(&self.config.id).cloned();
         let stale = match &current {
             Some(m) => {
@@ -140,7 +154,10 @@ impl Node {
         {
             return;
         }
-        let claimed = ring.plan_join(&self.config.id, &self.meta.member_ids());
+        if self.meta.leaving.contains_key(&self.config.id) {
+            return;
+        }
+        let claimed = ring.plan_join(&self.config.id, &self.meta.staying_members());
         self.meta.ring = Some(claimed);
         self.meta.settle_ring();
         self.meta_changed(store);
@@ -182,6 +199,12 @@ impl Node {
             self.emit(refuse("the seed has not joined a cluster itself".into()));
             return;
         };
+        if self.meta.removed.contains_key(&from) {
+            self.emit(refuse(format!(
+                "node {from} was removed from this cluster; a node joins again under a new id"
+            )));
+            return;
+        }
         // The joiner's tables the cluster lacks would join too: refused
         // beyond the limits, so none is left behind on the joiner unserved.
         let brought = tables
@@ -222,9 +245,30 @@ impl Node {
                 return;
             }
             self.meta.members.insert(from.clone(), member);
-            // The joiner's share moves once its data has (see `transfer.rs`).
-            let claimed = ring.plan_join(&from, &self.meta.member_ids());
-            self.meta.ring = Some(claimed);
+            // The joiner's share moves once its data has (see `transfer.rs`):
+            // exactly the old member's partitions for a replacement, else
+            // about 1/m of the ring.
+            let replaces = self
+                .meta
+                .replacements
+                .get(&from)
+                .map(|r| r.old.clone())
+                .filter(|old| {
+                    self.meta.members.contains_key(old) && !self.meta.leaving.contains_key(old)
+                });
+            let planned = match &replaces {
+                Some(old) => {
+                    let departure = Departure {
+                        peer: self.addr_of(old).unwrap_or_default(),
+                        stamp_ms: self.now.wall_ms,
+                        origin: self.config.id.clone(),
+                    };
+                    self.meta.leaving.insert(old.clone(), departure);
+                    ring.plan_replacement(old, &from)
+                }
+                None => ring.plan_join(&from, &self.meta.staying_members()),
+            };
+            self.meta.ring = Some(planned);
             self.meta.settle_ring();
         }
         self.meta_changed(store);
