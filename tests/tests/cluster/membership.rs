@@ -1,8 +1,9 @@
 //! Membership changes that move data, between real processes: a node joins a
 //! loaded cluster while a writer keeps writing, is killed with -9 in the
-//! middle of copying its partitions and resumes from its checkpoint, and
-//! once the move completes every acknowledged key reads back from all three
-//! of its replicas.
+//! middle of copying its partitions and resumes from its checkpoint; then an
+//! original node is removed while the writer goes on; once the moves complete
+//! every acknowledged key reads back from all three of its replicas and the
+//! removed node is gone from every member list.
 //!
 //! `CAIRN_TEST_TRANSFER_KEYS` sets the keys loaded first (20,000 by default,
 //! the issue's 100,000 on demand).
@@ -78,13 +79,26 @@ fn in_parallel(urls: &[String], keys: &[String], work: impl Fn(&ureq::Agent, &st
     });
 }
 
+/// `node`'s `/cluster` once no ring move is under way there.
+fn settled(node: &NodeProcess) -> Option<Value> {
+    let status = cairn_tests::try_call("GET", &node.url("/cluster"), &[], b"")
+        .ok()?
+        .json();
+    status["ring_move"].is_null().then_some(status)
+}
+
+fn member<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
+    status["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
 fn transfer(node: &NodeProcess) -> Option<Value> {
     let status = cairn_tests::try_call("GET", &node.url("/cluster"), &[], b"").ok()?;
     status.json()["transfers"].as_array()?.first().cloned()
 }
 
 #[test]
-fn a_node_joins_a_loaded_cluster_under_writes_and_its_transfer_resumes_after_kill_9() {
+fn a_node_joins_under_writes_resumes_its_transfer_after_kill_9_and_a_node_is_removed_with_its_data()
+{
     let total: usize = std::env::var("CAIRN_TEST_TRANSFER_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -97,11 +111,12 @@ fn a_node_joins_a_loaded_cluster_under_writes_and_its_transfer_resumes_after_kil
         assert_eq!(put(agent, base, key), Ok(204), "load {key}");
     });
 
-    // A writer keeps writing through the three original nodes.
+    // A writer keeps writing through node1 and node3 (node2 leaves later).
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let writer = {
-        let (stop, acknowledged, urls) = (stop.clone(), acknowledged.clone(), urls.clone());
+        let urls = vec![urls[0].clone(), urls[2].clone()];
+        let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
         std::thread::spawn(move || {
             let agent = agent();
             let mut i = 0usize;
@@ -151,30 +166,36 @@ fn a_node_joins_a_loaded_cluster_under_writes_and_its_transfer_resumes_after_kil
     for node in &cluster.nodes {
         wait_until(
             Duration::from_secs(300),
-            "the ring move to complete on every node",
+            "the join's ring move to complete on every node",
             || {
-                let status = cairn_tests::try_call("GET", &node.url("/cluster"), &[], b"")
-                    .ok()?
-                    .json();
-                let node4 = status["members"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["id"] == "node4")?
-                    .clone();
-                (status["ring_move"].is_null() && node4["partitions"].as_u64()? > 0).then_some(())
+                let status = settled(node)?;
+                (member(&status, "node4")?["partitions"].as_u64()? > 0).then_some(())
+            },
+        );
+    }
+    let owned = member(&cluster.nodes[3].cluster(), "node4")
+        .and_then(|m| m["partitions"].as_u64())
+        .expect("node4 partitions");
+    assert!((60..=68).contains(&owned), "node4 owns {owned} of 256");
+
+    // node2 is removed while the writer goes on: its partitions move to
+    // the others with their data, then it leaves every member list.
+    let reply = cluster.nodes[0].call("POST", "/cluster/remove", &[], br#"{"node":"node2"}"#);
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let staying = [0, 2, 3];
+    for &i in &staying {
+        wait_until(
+            Duration::from_secs(300),
+            "node2's removal to complete on every other node",
+            || {
+                let status = settled(&cluster.nodes[i])?;
+                member(&status, "node2").is_none().then_some(())
             },
         );
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
-    let owned = cluster.nodes[3].cluster()["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .find(|m| m["id"] == "node4")
-        .and_then(|m| m["partitions"].as_u64())
-        .expect("node4 partitions");
-    assert!((60..=68).contains(&owned), "node4 owns {owned} of 256");
+    cluster.nodes[1].crash();
 
     // Every key ever acknowledged reads back from all three replicas.
     let mut every: Vec<String> = loaded;
@@ -184,7 +205,7 @@ fn a_node_joins_a_loaded_cluster_under_writes_and_its_transfer_resumes_after_kil
         "the writer got writes through during the move"
     );
     every.extend(during);
-    let all_urls: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let all_urls: Vec<String> = staying.iter().map(|&i| cluster.nodes[i].url("")).collect();
     let missing = Mutex::new(Vec::new());
     in_parallel(
         &all_urls,
