@@ -115,7 +115,7 @@ fn a_node_joins_under_writes_resumes_its_transfer_after_kill_9_and_a_node_is_rem
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let writer = {
-        let urls = vec![urls[0].clone(), urls[2].clone()];
+        let urls = [urls[0].clone(), urls[2].clone()];
         let (stop, acknowledged) = (stop.clone(), acknowledged.clone());
         std::thread::spawn(move || {
             let agent = agent();
