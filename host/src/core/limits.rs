@@ -164,6 +164,8 @@ pub const TRANSFER_PAGE_BYTES: usize = 1024 * 1024;
 pub const TRANSFER_PAGE_KEYS_EXAMINED: usize = 4_096;
 /// How long a receiver waits for a page before asking again (maybe elsewhere).
 pub const TRANSFER_ANSWER_MS: u64 = 10_000;
+/// Keys a leftover sweep examines a turn (every [`TRANSFER_EVERY_MS`]).
+pub const LEFTOVER_WALK_KEYS: usize = 256;
 
 // ---- tombstone collection ----------------------------------------------------
 

@@ -70,6 +70,9 @@ pub struct TransferStats {
     pub keys_sent: u64,
     /// Pages whose walk completed partitions (marked moved).
     pub partitions_completed: u64,
+    /// Keys this node no longer replicates, turned into hints for their
+    /// replicas (and their plain copies removed).
+    pub leftovers_handed_over: u64,
 }
 
 /// Tombstone collection's work.

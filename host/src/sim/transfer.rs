@@ -4,6 +4,7 @@
 //! lost, the walk resumes from its checkpoint, and every node ends with
 //! the same ring.
 
+use super::check::drained;
 use super::tests::{siblings_table, values, written, TIMEOUT_MS};
 use super::{get, put, Sim};
 use crate::core::msg::{AdminOp, AdminReply, ClientReply, ClusterStatus, MemberMessage, Message};
@@ -159,6 +160,17 @@ fn a_joining_node_copies_its_share_and_resumes_after_crashes_on_either_side() {
         })
     });
     assert!(converged, "replicas converge without reads");
+    // The former replicas handed their copies over: no node but a key's
+    // replicas holds it, and every hint made of them was delivered.
+    let handed_over = run_until(&mut sim, 120_000, |sim| {
+        no_leftovers(sim, &acknowledged) && drained(sim).is_ok()
+    });
+    assert!(handed_over, "leftovers: {:?}", drained(&sim));
+    let handed: u64 = (0..4)
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.stats().transfer.leftovers_handed_over)
+        .sum();
+    assert!(handed > 0, "the former replicas handed copies over");
     let on_joiner = acknowledged
         .iter()
         .filter(|key| sim.replicas_of("ev", key).contains(&joiner))
@@ -191,6 +203,19 @@ fn on_every_replica(sim: &mut Sim, keys: &[String]) -> bool {
                     .any(|v| v.value.as_deref() == Some(key.as_bytes()))
             })
         })
+    })
+}
+
+/// No node but a key's replicas holds a plain copy of it.
+fn no_leftovers(sim: &mut Sim, keys: &[String]) -> bool {
+    keys.iter().all(|key| {
+        let replicas = sim.replicas_of("ev", key);
+        let others: Vec<usize> = (0..sim.len())
+            .filter(|i| !replicas.contains(i) && sim.is_up(*i))
+            .collect();
+        others
+            .into_iter()
+            .all(|i| sim.local_object(i, "ev", key.as_bytes()).is_none())
     })
 }
 
@@ -246,10 +271,11 @@ fn a_removed_member_hands_its_partitions_over_with_their_data_and_never_comes_ba
     let moved = (0..64)
         .filter(|&p| before.owners[p] != ring.owners[p])
         .count();
-    assert_eq!(
-        moved,
-        before.owned_by(&leaving),
-        "only node4's partitions moved"
+    let had = before.owned_by(&leaving);
+    // node4's partitions, and a swap or two that keeps windows distinct.
+    assert!(
+        (had..=had + 4).contains(&moved),
+        "{moved} partitions moved for node4's {had}"
     );
     for i in 0..3 {
         let share = ring.owned_by(sim.node(i).unwrap().id());
@@ -262,6 +288,10 @@ fn a_removed_member_hands_its_partitions_over_with_their_data_and_never_comes_ba
     assert!(
         run_until(&mut sim, 120_000, |sim| on_every_replica(sim, &keys)),
         "the remaining replicas hold every acknowledged key"
+    );
+    assert!(
+        run_until(&mut sim, 120_000, |sim| no_leftovers(sim, &keys)),
+        "former replicas among the remaining nodes handed their copies over"
     );
     // A stale gossip naming node4 a member changes nothing.
     let mut stale = before_meta_with(&sim, &leaving);

@@ -50,6 +50,7 @@ mod admin;
 mod antientropy;
 mod coordinate;
 mod handoff;
+mod leftover;
 mod membership;
 mod modules;
 mod placement;
@@ -317,6 +318,8 @@ pub struct Node {
     incoming: Incoming,
     /// The ring version the fetch under way was asked under.
     fetch_ring_version: u64,
+    /// The sweep for copies of keys this node no longer replicates.
+    leftovers: leftover::LeftoverSweep,
 }
 
 impl Node {
@@ -382,6 +385,7 @@ impl Node {
                 config.transfer_bytes_per_s,
             ),
             fetch_ring_version: 0,
+            leftovers: leftover::LeftoverSweep::default(),
             config,
         };
         node.count_hints(store);
@@ -664,6 +668,7 @@ impl Node {
         }
         if self.timers.fire(Timer::Transfer, now, TRANSFER_EVERY_MS) {
             self.transfer_turn(store);
+            self.leftover_turn(store);
         }
         if let Some(every) = self.config.antientropy.map(|c| c.every_ms) {
             if self.timers.fire(Timer::AntiEntropy, now, every) {

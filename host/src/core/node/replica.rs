@@ -30,9 +30,16 @@ impl Node {
                         }
                         kept
                     }
-                    None => self
-                        .store_replica(&table, &key, &object, engine, store)
-                        .map(|_changed| ()),
+                    None => match self.meta.tables.get(&table).map(|e| e.config.n) {
+                        // A coordinator whose ring predates a completed
+                        // move: kept for the key's replicas, as hints.
+                        Some(n) if !self.keeps_copy(&table, &key, n) => {
+                            self.hand_over(&table, &key, &object, n, store)
+                        }
+                        _ => self
+                            .store_replica(&table, &key, &object, engine, store)
+                            .map(|_changed| ()),
+                    },
                 };
                 let stats = &mut self.stats.replica;
                 match outcome {
@@ -47,7 +54,12 @@ impl Node {
                 }
             }
             ReplicaMessage::Repair { table, key, object } => {
-                let _ = self.store_replica(&table, &key, &object, None, store);
+                // A repair for a key this node does not replicate (sent
+                // under an older ring) is not kept: its replicas get theirs.
+                let n = self.meta.tables.get(&table).map(|e| e.config.n);
+                if n.is_some_and(|n| self.keeps_copy(&table, &key, n)) {
+                    let _ = self.store_replica(&table, &key, &object, None, store);
+                }
             }
             ReplicaMessage::Read {
                 request,

@@ -1,0 +1,147 @@
+//! Leftovers: copies a node still holds of keys it no longer replicates,
+//! once a ring move has completed (a partition moved away, a table's n
+//! shrank, a replica write from a coordinator that had not heard of the
+//! move yet). The node never just drops one: it turns each into hints for
+//! the key's replicas, in the same batch that removes the plain copy, and
+//! hinted handoff delivers them, removing each hint only after its owner
+//! stored it durably. So a copy leaves a node only once the new owner
+//! confirmed it (see `handoff.rs`).
+//!
+//! A sweep walks every table once per ring version, a page per turn, and
+//! never while a move is under way (the old owners serve until it ends).
+
+use super::*;
+use crate::core::limits::LEFTOVER_WALK_KEYS;
+
+/// Where the sweep of one ring version stands.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LeftoverSweep {
+    /// The ring version swept for (0: none yet since start).
+    ring_version: u64,
+    /// The table and key after which the walk goes on; `None` once done.
+    position: Option<(TableName, Option<Bytes>)>,
+}
+
+impl Node {
+    /// Whether this node keeps a plain copy of `key`: it is one of its
+    /// replicas now, or will be once the ring's move completes.
+    pub(super) fn keeps_copy(&self, table: &TableName, key: &[u8], n: u8) -> bool {
+        let Some(ring) = &self.meta.ring else {
+            return false;
+        };
+        let partition = partition_of(ring.partitions(), table, key);
+        let n = usize::from(n);
+        ring.first_n(partition, n).contains(&self.config.id)
+            || ring.future_first_n(partition, n).contains(&self.config.id)
+    }
+
+    /// Keeps `object`, merged with any plain copy of `key` held here, as
+    /// hints for each of the key's replicas, and removes the plain copy, in
+    /// the open batch.
+    pub(super) fn hand_over(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+        object: &Object,
+        n: u8,
+        store: &mut dyn LocalStore,
+    ) -> Result<(), ReplicaError> {
+        let storage_error = |e: StoreError| ReplicaError::Storage(e.to_string());
+        let entry = self
+            .meta
+            .tables
+            .get(table)
+            .ok_or(ReplicaError::UnknownTable)?;
+        let (storage, mode) = (entry.config.storage, entry.config.merge);
+        let mut merged = store
+            .load(table, storage, key)
+            .map_err(storage_error)?
+            .unwrap_or_default();
+        merged.merge(object, mode);
+        let object = &merged;
+        let owners: Vec<NodeId> = self
+            .primaries_of(table, key, n)
+            .into_iter()
+            .filter(|owner| *owner != self.config.id)
+            .collect();
+        for owner in &owners {
+            self.store_hint(owner, table, key, object, store)?;
+        }
+        store.remove(table, key).map_err(storage_error)?;
+        self.stats.transfer.leftovers_handed_over += 1;
+        if self.sync_plan.is_some() {
+            if let Some(ring) = &self.meta.ring {
+                let partition = partition_of(ring.partitions(), table, key);
+                self.antientropy.observe(table, partition, key, None);
+                self.observe_tombstones((table, partition), key, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// One sweep turn: a page of the walk for leftovers, once the ring has
+    /// settled.
+    pub(super) fn leftover_turn(&mut self, store: &mut dyn LocalStore) {
+        let Some(ring) = self.meta.ring.clone() else {
+            return;
+        };
+        if ring.next.is_some() || !self.is_member() {
+            return;
+        }
+        if self.leftovers.ring_version != ring.version {
+            self.leftovers = LeftoverSweep {
+                ring_version: ring.version,
+                position: self
+                    .meta
+                    .tables
+                    .keys()
+                    .next()
+                    .map(|first| (first.clone(), None)),
+            };
+        }
+        let Some((table, after)) = self.leftovers.position.clone() else {
+            return;
+        };
+        let Some(config) = self.meta.tables.get(&table).map(|e| e.config.clone()) else {
+            self.leftovers.position = self.table_after(&table);
+            return;
+        };
+        let Ok(keys) = store.keys_after(&table, after.as_deref(), LEFTOVER_WALK_KEYS) else {
+            return;
+        };
+        let exhausted = keys.len() < LEFTOVER_WALK_KEYS;
+        let mut reached = after;
+        let mut stopped = false;
+        for key in keys {
+            if !self.keeps_copy(&table, &key, config.n) {
+                let handed = match store.load(&table, config.storage, &key) {
+                    Ok(Some(object)) => self.hand_over(&table, &key, &object, config.n, store),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(ReplicaError::Storage(e.to_string())),
+                };
+                if handed.is_err() {
+                    // Hints full or storage failing: the walk goes on from
+                    // here at a later turn.
+                    stopped = true;
+                    break;
+                }
+            }
+            reached = Some(key);
+        }
+        self.leftovers.position = if exhausted && !stopped {
+            self.table_after(&table)
+        } else {
+            Some((table, reached))
+        };
+    }
+
+    /// Where the sweep goes after `table`: the next table's start, or done.
+    fn table_after(&self, table: &TableName) -> Option<(TableName, Option<Bytes>)> {
+        use std::ops::Bound;
+        self.meta
+            .tables
+            .range((Bound::Excluded(table.clone()), Bound::Unbounded))
+            .next()
+            .map(|(name, _)| (name.clone(), None))
+    }
+}
