@@ -117,7 +117,7 @@ fn a_strict_table_refuses_rather_than_use_stand_ins_and_the_preflist_says_who_st
 fn a_delivery_interrupted_by_a_crash_of_the_stand_in_resumes_with_what_is_left() {
     let mut sim = Sim::new(33, 5);
     siblings_table(&mut sim);
-    let keys = keys(1_500);
+    let keys = keys(2_400);
     sim.crash(4);
     sim.run_for(6_000);
     for key in &keys {
