@@ -179,6 +179,24 @@ pub struct Departure {
     pub stamp_ms: u64,
     /// That node.
     pub origin: NodeId,
+    /// The member holds nothing the cluster needs any more: once its
+    /// partitions moved away it handed every copy and hint it held to their
+    /// owners (set by the member itself), or the operator forced the removal
+    /// of a dead member (its undelivered hints are lost with it).
+    pub drained: bool,
+}
+
+impl Departure {
+    /// Gossip's order: a drained record wins, then the earliest request.
+    fn supersedes(&self, other: &Departure) -> bool {
+        (
+            self.drained,
+            std::cmp::Reverse((self.stamp_ms, &self.origin)),
+        ) > (
+            other.drained,
+            std::cmp::Reverse((other.stamp_ms, &other.origin)),
+        )
+    }
 }
 
 /// A new node taking over exactly a member's partitions, asked for before
@@ -191,6 +209,34 @@ pub struct Replacement {
     pub stamp_ms: u64,
     /// That node.
     pub origin: NodeId,
+}
+
+/// A short hash of each section of the metadata: what a gossip round sends
+/// first, so two nodes that agree exchange a few dozen bytes, and two that
+/// differ exchange only the sections that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaDigest {
+    /// Members, departures and replacements.
+    pub members: u64,
+    /// The ring.
+    pub ring: u64,
+    /// Tables and dropped tables.
+    pub tables: u64,
+    /// Plugins.
+    pub plugins: u64,
+    /// The context-token key.
+    pub token_key: u64,
+}
+
+/// The first 8 bytes of sha256 of a value's encoding (sections are ordered
+/// maps and sets, so equal sections encode alike).
+fn section_hash(value: &impl Serialize) -> u64 {
+    use sha2::{Digest, Sha256};
+    let bytes = postcard::to_allocvec(value).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut top = [0u8; 8];
+    top.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(top)
 }
 
 /// Everything gossip spreads.
@@ -425,7 +471,7 @@ impl ClusterMeta {
             &mut self.leaving,
             &other.leaving,
             |id| !removed.contains_key(id),
-            |t, m| (t.stamp_ms, &t.origin) < (m.stamp_ms, &m.origin),
+            Departure::supersedes,
         );
         changed |= join_entries(
             &mut self.replacements,
@@ -475,6 +521,53 @@ impl ClusterMeta {
         changed | self.settle_ring()
     }
 
+    /// The digest of each section.
+    pub fn digest(&self) -> MetaDigest {
+        MetaDigest {
+            members: section_hash(&(
+                &self.members,
+                &self.leaving,
+                &self.removed,
+                &self.replacements,
+            )),
+            ring: section_hash(&self.ring),
+            tables: section_hash(&(&self.tables, &self.dropped)),
+            plugins: section_hash(&self.plugins),
+            token_key: section_hash(&self.token_key),
+        }
+    }
+
+    /// The sections of this metadata whose digest differs from `theirs`,
+    /// the others left empty (merging an empty section changes nothing);
+    /// `None` when every section agrees.
+    pub fn differing_from(&self, theirs: &MetaDigest) -> Option<ClusterMeta> {
+        let mine = self.digest();
+        if mine == *theirs {
+            return None;
+        }
+        let mut delta = ClusterMeta::empty();
+        if mine.members != theirs.members {
+            delta.members = self.members.clone();
+            delta.leaving = self.leaving.clone();
+            delta.removed = self.removed.clone();
+            delta.replacements = self.replacements.clone();
+        }
+        if mine.ring != theirs.ring {
+            delta.ring = self.ring.clone();
+        }
+        if mine.tables != theirs.tables {
+            delta.tables = self.tables.clone();
+            delta.dropped = self.dropped.clone();
+        }
+        if mine.plugins != theirs.plugins {
+            delta.plugins = self.plugins.clone();
+        }
+        if mine.token_key != theirs.token_key {
+            delta.token_key = self.token_key;
+        }
+        Some(delta)
+    }
+
     /// Members that keep (or take) a share of the ring: not leaving.
     pub fn staying_members(&self) -> Vec<NodeId> {
         self.members
@@ -506,17 +599,20 @@ impl ClusterMeta {
         true
     }
 
-    /// Leaving members that own nothing now or after the move are removed:
-    /// their data has moved to the others. Says whether any was.
+    /// Leaving members that own nothing now or after the move, and have
+    /// handed over what they held (or were forced out), are removed. Says
+    /// whether any was.
     fn complete_departures(&mut self) -> bool {
         let Some(ring) = &self.ring else {
             return false;
         };
         let done: Vec<NodeId> = self
             .leaving
-            .keys()
-            .filter(|id| ring.owned_by(id) == 0 && ring.future_owned_by(id) == 0)
-            .cloned()
+            .iter()
+            .filter(|(id, departure)| {
+                departure.drained && ring.owned_by(id) == 0 && ring.future_owned_by(id) == 0
+            })
+            .map(|(id, _)| id.clone())
             .collect();
         for id in &done {
             if let Some(departure) = self.leaving.remove(id) {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::meta::{ClusterMeta, Member, PluginEntry};
+use super::meta::{ClusterMeta, Member, MetaDigest, PluginEntry};
 use super::object::{Object, Version};
 use super::stats::AntiEntropyStats;
 use super::table::{MergeMode, StorageKind, TableConfig, TablePatch};
@@ -167,8 +167,14 @@ pub enum AdminOp {
     /// `POST /cluster/join`.
     Join(String),
     /// `POST /cluster/remove`: the member's partitions move to the others
-    /// with their data, then it leaves.
-    Remove(NodeId),
+    /// with their data, then it hands over what it still holds and leaves.
+    Remove {
+        /// The member.
+        node: NodeId,
+        /// Do not wait for it to hand over its copies and hints (it is dead
+        /// for good: what only it held is lost with it).
+        force: bool,
+    },
     /// `POST /cluster/replace`: a node not yet a member takes over exactly
     /// the old member's partitions when it joins.
     Replace {
@@ -436,9 +442,9 @@ pub enum TransferMessage {
     Fetch {
         /// The receiver's request id.
         request: u64,
-        /// The receiver's ring version: a source whose ring is older does
-        /// not know the move yet and refuses.
-        ring_version: u64,
+        /// The receiver's move ([`crate::core::ring::Ring::plan_id`]): a
+        /// source whose ring plans another move (or none yet) refuses.
+        plan: u64,
         /// Partitions walked together (they share the position).
         partitions: Vec<u32>,
         /// Where the walk stands.
@@ -596,8 +602,20 @@ pub enum MemberMessage {
     Ping,
     /// Answer to a ping.
     Pong,
-    /// The sender's whole cluster metadata.
+    /// The sender's whole cluster metadata (sent when it changes it).
     Gossip(Box<ClusterMeta>),
+    /// A gossip round's opening: the digest of the sender's metadata. A
+    /// peer that differs answers with a [`MemberMessage::Delta`].
+    Digest(MetaDigest),
+    /// The sections of the sender's metadata that differ from a digest,
+    /// merged in by the receiver; with the sender's own digest when it
+    /// answers one (the receiver then sends back what the sender lacks).
+    Delta {
+        /// The differing sections (the others empty).
+        meta: Box<ClusterMeta>,
+        /// The sender's digest, when this answers a digest.
+        digest: Option<MetaDigest>,
+    },
     /// A node asks a seed to join its cluster.
     JoinRequest {
         /// The joiner's record.
@@ -774,6 +792,8 @@ impl MemberMessage {
             MemberMessage::Ping => false,
             MemberMessage::Pong => false,
             MemberMessage::Gossip(_) => false,
+            MemberMessage::Digest(_) => false,
+            MemberMessage::Delta { .. } => false,
             MemberMessage::JoinRequest { .. } => false,
             MemberMessage::JoinAccepted(_) => true,
             MemberMessage::JoinRefused { .. } => false,

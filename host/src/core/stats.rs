@@ -55,6 +55,17 @@ pub struct NodeStats {
     pub reap: ReapStats,
     /// Partition transfer, as receiver and source.
     pub transfer: TransferStats,
+    /// Gossip rounds and what they sent.
+    pub gossip: GossipStats,
+}
+
+/// Gossip's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Rounds started (a digest sent to a random member).
+    pub rounds: u64,
+    /// Deltas sent: sections that differed from a peer's digest.
+    pub deltas_sent: u64,
 }
 
 /// Partition transfer's work.

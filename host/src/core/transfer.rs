@@ -32,6 +32,9 @@ pub struct Checkpoints {
     pub keys: u64,
     /// Bytes of objects copied for the move so far.
     pub bytes: u64,
+    /// The move they are for ([`crate::core::ring::Ring::plan_id`]): the
+    /// walks of another move start again (its tables may differ).
+    pub plan: u64,
 }
 
 /// One partition's walk.
@@ -133,6 +136,18 @@ impl Incoming {
             }
         }
         self.checkpoints != before
+    }
+
+    /// Starts the walks again for the move `plan` when the checkpoints are
+    /// for another one; `true` when it did (the record should be staged).
+    pub fn for_plan(&mut self, plan: u64) -> bool {
+        if self.checkpoints.plan == plan {
+            return false;
+        }
+        self.checkpoints.walks.clear();
+        self.checkpoints.plan = plan;
+        self.in_flight = None;
+        true
     }
 
     /// The next fetch, if none is under way and the throttle allows: the

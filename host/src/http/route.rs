@@ -130,8 +130,15 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
         }
         (&Method::POST, ["cluster", "remove"]) => {
             let body: serde_json::Value = json_body(request, node).await?;
-            let id = node_id_field(&body, "node", "body must be {\"node\":\"ID\"}")?;
-            admin(node, AdminOp::Remove(id)).await
+            let shape = "body must be {\"node\":\"ID\"} (with \"force\":true for a dead node)";
+            let id = node_id_field(&body, "node", shape)?;
+            let force = match body.get("force") {
+                None => false,
+                Some(value) => value
+                    .as_bool()
+                    .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape))?,
+            };
+            admin(node, AdminOp::Remove { node: id, force }).await
         }
         (&Method::POST, ["cluster", "replace"]) => {
             let body: serde_json::Value = json_body(request, node).await?;

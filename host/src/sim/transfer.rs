@@ -244,7 +244,13 @@ fn a_removed_member_hands_its_partitions_over_with_their_data_and_never_comes_ba
     let leaving = sim.node(3).unwrap().id().clone();
     let before = sim.node(0).unwrap().meta().ring.clone().unwrap();
     assert_eq!(
-        sim.admin(0, AdminOp::Remove(leaving.clone())),
+        sim.admin(
+            0,
+            AdminOp::Remove {
+                node: leaving.clone(),
+                force: false
+            }
+        ),
         Some(AdminReply::Accepted("leaving"))
     );
     assert_eq!(
@@ -303,6 +309,34 @@ fn a_removed_member_hands_its_partitions_over_with_their_data_and_never_comes_ba
     );
     sim.run_for(2_000);
     assert!(members_everywhere_but(&sim, &leaving, 3));
+    // Nor does anything it sends count: a stale copy it delivers is not
+    // stored (it could bring back a collected delete).
+    let ghost = sim
+        .local_object(1, "ev", b"k1")
+        .expect("k1 on node2")
+        .clone();
+    sim.inject_as(
+        0,
+        leaving.clone(),
+        Message::Handoff(crate::core::msg::HandoffMessage::Deliver {
+            request: 1,
+            hints: vec![(
+                crate::core::types::TableName::new("ev").unwrap(),
+                bytes::Bytes::from_static(b"ghost"),
+                ghost,
+            )],
+        }),
+    );
+    sim.run_for(1_000);
+    assert!(sim.local_object(0, "ev", b"ghost").is_none());
+    for i in 0..3 {
+        assert_eq!(
+            sim.node(i).unwrap().sizes().hints_pending,
+            0,
+            "node{}",
+            i + 1
+        );
+    }
     // Nor can it join again under its id.
     sim.crash(3);
     sim.wipe(3);
@@ -374,5 +408,51 @@ fn a_dead_member_is_replaced_exactly_and_its_data_comes_from_the_other_replicas(
     assert!(
         run_until(&mut sim, 120_000, |sim| on_every_replica(sim, &keys)),
         "node5 holds node4's keys"
+    );
+}
+
+#[test]
+fn a_dead_member_is_removed_only_when_forced_and_hints_kept_for_it_go_to_the_new_replicas() {
+    let mut sim = Sim::with_antientropy(45, 4, 200);
+    siblings_table(&mut sim);
+    let keys = loaded(&mut sim, 200);
+    let dead = sim.node(3).unwrap().id().clone();
+    sim.crash(3);
+    sim.run_for(6_000);
+    // Writes while it is down leave hints for it on the stand-ins.
+    let mut more = Vec::new();
+    for i in 0..200 {
+        let key = format!("late{i}");
+        written(&sim.call(i % 3, put("ev", &key, &key, None), TIMEOUT_MS));
+        more.push(key);
+    }
+    let remove = |force| AdminOp::Remove {
+        node: dead.clone(),
+        force,
+    };
+    assert_eq!(
+        sim.admin(0, remove(false)),
+        Some(AdminReply::Accepted("leaving"))
+    );
+    // Its partitions move from the other replicas, but it never reports
+    // that it handed over what it held: it stays a member, leaving.
+    assert!(run_until(&mut sim, 120_000, |sim| settled_ring(sim).is_some()));
+    sim.run_for(10_000);
+    assert!(sim.node(0).unwrap().meta().leaving.contains_key(&dead));
+    assert_eq!(
+        sim.admin(0, remove(true)),
+        Some(AdminReply::Accepted("leaving"))
+    );
+    assert!(run_until(&mut sim, 30_000, |sim| members_everywhere_but(
+        sim, &dead, 3
+    )));
+    // The hints kept for it went to the keys' replicas instead.
+    let mut every = keys;
+    every.extend(more);
+    assert!(
+        run_until(&mut sim, 120_000, |sim| on_every_replica(sim, &every)
+            && drained(sim).is_ok()),
+        "{:?}",
+        drained(&sim)
     );
 }

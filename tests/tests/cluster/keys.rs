@@ -150,13 +150,16 @@ fn keys_follow_the_spec_end_to_end() {
     assert_eq!(a.call("PUT", "/tables/kv/keys/", &[], b"v").status, 400);
     let too_long = format!("/tables/kv/keys/{}", "k".repeat(1025));
     assert_eq!(a.call("PUT", &too_long, &[], b"v").status, 400);
-    // Removal is not built yet: a clear 400, not "no such endpoint".
+    // Removing a node that is no member: a clear 404; a body without the
+    // node: 400.
     let remove = a.call("POST", "/cluster/remove", &[], br#"{"node":"x"}"#);
-    assert_eq!(remove.status, 400);
+    assert_eq!(remove.status, 404);
     assert!(remove.json()["error"]
         .as_str()
         .unwrap_or("")
-        .contains("not built"));
+        .contains("no member x"));
+    let shapeless = a.call("POST", "/cluster/remove", &[], br#"{"id":"x"}"#);
+    assert_eq!(shapeless.status, 400);
     assert_eq!(
         a.call(
             "GET",

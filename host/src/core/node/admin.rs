@@ -91,7 +91,7 @@ impl Node {
                 self.timers.set(Timer::Join, self.now.mono_ms);
                 AdminReply::Accepted("joining")
             }
-            AdminOp::Remove(id) => self.remove_member(id, store),
+            AdminOp::Remove { node, force } => self.remove_member(node, force, store),
             AdminOp::Replace { old, new } => self.replace_member(old, new, store),
         }
     }
@@ -185,8 +185,16 @@ impl Node {
     /// Starts removing `id`: its partitions move to the other members with
     /// their data (from it if it is up, from the other replicas if not),
     /// and it leaves the member list once they have.
-    fn remove_member(&mut self, id: NodeId, store: &mut dyn LocalStore) -> AdminReply {
-        if self.meta.removed.contains_key(&id) || self.meta.leaving.contains_key(&id) {
+    fn remove_member(&mut self, id: NodeId, force: bool, store: &mut dyn LocalStore) -> AdminReply {
+        if self.meta.removed.contains_key(&id) {
+            return AdminReply::Accepted("leaving");
+        }
+        if let Some(departure) = self.meta.leaving.get_mut(&id) {
+            if force && !departure.drained {
+                departure.drained = true;
+                self.meta.settle_ring();
+                self.meta_changed(store);
+            }
             return AdminReply::Accepted("leaving");
         }
         let Some(peer) = self.meta.members.get(&id).map(|m| m.peer.clone()) else {
@@ -201,6 +209,7 @@ impl Node {
             peer,
             stamp_ms: self.now.wall_ms,
             origin: self.config.id.clone(),
+            drained: force,
         };
         self.meta.leaving.insert(id, departure);
         self.meta.settle_ring();

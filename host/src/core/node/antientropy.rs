@@ -542,7 +542,7 @@ impl Node {
                     return;
                 }
                 for (key, object) in objects.into_iter().take(ANTIENTROPY_OBJECTS_PER_MESSAGE) {
-                    if let Ok(true) = self.store_replica(&table, &key, &object, None, store) {
+                    if let Ok(true) = self.store_or_hand_over(&table, &key, &object, store) {
                         self.stats.antientropy.objects_repaired += 1;
                     }
                 }

@@ -15,7 +15,9 @@ impl Node {
     /// Counts the hints this node keeps for each member (at start: the
     /// store is their only record).
     pub(super) fn count_hints(&mut self, store: &mut dyn LocalStore) {
-        for owner in self.other_members() {
+        let removed = self.meta.removed.keys().cloned();
+        let owners: Vec<NodeId> = self.other_members().into_iter().chain(removed).collect();
+        for owner in owners {
             let table = TableName::hints_for(&owner);
             let mut after: Option<Bytes> = None;
             let mut count = 0u64;
@@ -263,7 +265,7 @@ impl Node {
                     let Ok(index) = u32::try_from(index) else {
                         break;
                     };
-                    match self.store_replica(&table, &key, &object, None, store) {
+                    match self.store_or_hand_over(&table, &key, &object, store) {
                         Ok(_) => self.stats.handoff.hints_received += 1,
                         Err(e) => refused.push((index, e)),
                     }

@@ -11,6 +11,7 @@
 //! never while a move is under way (the old owners serve until it ends).
 
 use super::*;
+use crate::core::hints::parse_hint_key;
 use crate::core::limits::LEFTOVER_WALK_KEYS;
 
 /// Where the sweep of one ring version stands.
@@ -33,6 +34,30 @@ impl Node {
         let n = usize::from(n);
         ring.first_n(partition, n).contains(&self.config.id)
             || ring.future_first_n(partition, n).contains(&self.config.id)
+    }
+
+    /// Stores `object` for `key` as a replica when this node keeps a copy
+    /// of it, else as hints for its replicas (a delivery or repair sent
+    /// under an older ring). `Ok(true)` when a plain copy changed.
+    pub(super) fn store_or_hand_over(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+        object: &Object,
+        store: &mut dyn LocalStore,
+    ) -> Result<bool, ReplicaError> {
+        let n = self
+            .meta
+            .tables
+            .get(table)
+            .ok_or(ReplicaError::UnknownTable)?
+            .config
+            .n;
+        if self.keeps_copy(table, key, n) {
+            self.store_replica(table, key, object, None, store)
+        } else {
+            self.hand_over(table, key, object, n, store).map(|()| false)
+        }
     }
 
     /// Keeps `object`, merged with any plain copy of `key` held here, as
@@ -79,8 +104,74 @@ impl Node {
         Ok(())
     }
 
+    /// Hints kept for a removed member go to the keys' replicas instead
+    /// (merged here when this node is one), a page per turn.
+    fn rehome_hints(&mut self, store: &mut dyn LocalStore) {
+        let Some(owner) = self
+            .hints
+            .owners()
+            .find(|(id, h)| h.pending > 0 && self.meta.removed.contains_key(*id))
+            .map(|(id, _)| id.clone())
+        else {
+            return;
+        };
+        let hints = TableName::hints_for(&owner);
+        let Ok(slots) = store.keys_after(&hints, None, LEFTOVER_WALK_KEYS) else {
+            return;
+        };
+        let mut moved = 0u64;
+        for slot in &slots {
+            let kept = match store.load(&hints, StorageKind::Lmdb, slot) {
+                Ok(kept) => kept,
+                Err(_) => break,
+            };
+            let target = parse_hint_key(slot).filter(|(t, _)| self.meta.tables.contains_key(t));
+            if let (Some(object), Some((table, key))) = (kept, target) {
+                if self
+                    .store_or_hand_over(&table, &key, &object, store)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            if store.remove(&hints, slot).is_err() {
+                break;
+            }
+            moved += 1;
+        }
+        let entry = self.hints.owner_mut(&owner);
+        entry.pending = if slots.len() < LEFTOVER_WALK_KEYS && moved == slots.len() as u64 {
+            0
+        } else {
+            entry.pending.saturating_sub(moved)
+        };
+    }
+
+    /// A leaving member that owns nothing any more, has swept its copies
+    /// into hints and delivered every hint, says so: the cluster then
+    /// removes it.
+    fn declare_drained(&mut self, store: &mut dyn LocalStore) {
+        let me = self.config.id.clone();
+        let Some(ring) = &self.meta.ring else {
+            return;
+        };
+        let swept =
+            self.leftovers.ring_version == ring.version && self.leftovers.position.is_none();
+        let owns = ring.owned_by(&me) > 0 || ring.future_owned_by(&me) > 0;
+        let drained = swept && !owns && ring.next.is_none() && self.hints.total_pending() == 0;
+        let Some(departure) = self.meta.leaving.get_mut(&me) else {
+            return;
+        };
+        if drained && !departure.drained {
+            departure.drained = true;
+            self.meta.settle_ring();
+            self.meta_changed(store);
+        }
+    }
+
     /// One sweep turn: a page of the walk for leftovers, once the ring has
-    /// settled.
+    /// settled; hints for removed members re-homed; a leaving member's
+    /// report that it is drained.
     pub(super) fn leftover_turn(&mut self, store: &mut dyn LocalStore) {
         let Some(ring) = self.meta.ring.clone() else {
             return;
@@ -88,6 +179,8 @@ impl Node {
         if ring.next.is_some() || !self.is_member() {
             return;
         }
+        self.rehome_hints(store);
+        self.declare_drained(store);
         if self.leftovers.ring_version != ring.version {
             self.leftovers = LeftoverSweep {
                 ring_version: ring.version,

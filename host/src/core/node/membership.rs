@@ -32,12 +32,40 @@ impl Node {
                     });
                 }
             }
-            MemberMessage::Gossip(meta) => {
-                // A node joining another cluster takes that cluster's state
-                // whole from its acceptance, never piecemeal from gossip.
-                if self.is_member() && !self.join.is_under_way() && self.meta.merge(&meta) {
-                    let _ = store.stage_meta(&self.meta);
-                    self.defend_own_record(store);
+            MemberMessage::Gossip(meta) => self.take_gossip(&meta, store),
+            MemberMessage::Digest(theirs) => {
+                if !self.takes_gossip() {
+                    return;
+                }
+                let (Some(delta), Some(addr)) =
+                    (self.meta.differing_from(&theirs), self.addr_of(&from))
+                else {
+                    return;
+                };
+                self.stats.gossip.deltas_sent += 1;
+                self.emit(Output::Send {
+                    addr,
+                    message: Message::Member(MemberMessage::Delta {
+                        meta: Box::new(delta),
+                        digest: Some(self.meta.digest()),
+                    }),
+                });
+            }
+            MemberMessage::Delta { meta, digest } => {
+                self.take_gossip(&meta, store);
+                // What the peer lacks goes back (once: the answer carries no digest).
+                let back = digest.and_then(|theirs| self.meta.differing_from(&theirs));
+                if let (Some(back), Some(addr)) = (back, self.addr_of(&from)) {
+                    if self.takes_gossip() {
+                        self.stats.gossip.deltas_sent += 1;
+                        self.emit(Output::Send {
+                            addr,
+                            message: Message::Member(MemberMessage::Delta {
+                                meta: Box::new(back),
+                                digest: None,
+                            }),
+                        });
+                    }
                 }
             }
             MemberMessage::JoinRequest {
@@ -56,6 +84,46 @@ impl Node {
                         "the seed refused the join: {reason}"
                     )));
                 }
+            }
+        }
+    }
+
+    /// Whether gossip is merged here: a node joining another cluster takes
+    /// that cluster's state whole from its acceptance, never piecemeal.
+    fn takes_gossip(&self) -> bool {
+        self.is_member() && !self.join.is_under_way()
+    }
+
+    /// Merges a peer's metadata (whole, or the sections of a delta).
+    fn take_gossip(&mut self, meta: &ClusterMeta, store: &mut dyn LocalStore) {
+        if self.takes_gossip() && self.meta.merge(meta) {
+            let _ = store.stage_meta(&self.meta);
+            self.defend_own_record(store);
+        }
+    }
+
+    /// One gossip round: the digest to one random member, and now and then
+    /// (one round in four) to a seed, so clusters started apart from
+    /// different seeds cannot stay logical islands.
+    pub(super) fn gossip_round(&mut self, random: u64) {
+        let digest = Message::Member(MemberMessage::Digest(self.meta.digest()));
+        let addrs = self.peer_addrs();
+        if !addrs.is_empty() {
+            let addr = addrs[(random % addrs.len() as u64) as usize].clone();
+            self.stats.gossip.rounds += 1;
+            self.emit(Output::Send {
+                addr,
+                message: digest.clone(),
+            });
+        }
+        let seeds = &self.config.seeds;
+        if !seeds.is_empty() && (random >> 32) % 4 == 0 {
+            let seed = seeds[((random >> 34) % seeds.len() as u64) as usize].clone();
+            if seed != self.config.peer {
+                self.emit(Output::Send {
+                    addr: seed,
+                    message: digest,
+                });
             }
         }
     }
@@ -258,10 +326,13 @@ impl Node {
                 });
             let planned = match &replaces {
                 Some(old) => {
+                    // A replaced member is taken for dead: it is not
+                    // waited for to hand over what it holds.
                     let departure = Departure {
                         peer: self.addr_of(old).unwrap_or_default(),
                         stamp_ms: self.now.wall_ms,
                         origin: self.config.id.clone(),
+                        drained: true,
                     };
                     self.meta.leaving.insert(old.clone(), departure);
                     ring.plan_replacement(old, &from)

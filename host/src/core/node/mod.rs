@@ -316,8 +316,14 @@ pub struct Node {
     stand_in_actor: Option<standin::StandInActor>,
     /// The partitions this node copies as a new replica of a ring move.
     incoming: Incoming,
-    /// The ring version the fetch under way was asked under.
-    fetch_ring_version: u64,
+    /// The move ([`Ring::plan_id`]) the fetch under way was asked for.
+    fetch_plan: u64,
+    /// (batch, move, partitions): walks completed by a page in that batch,
+    /// marked moved once it is durable.
+    marks_waiting: Vec<(u64, u64, Vec<u32>)>,
+    /// The metadata changed outside a turn that could stage it (a batch
+    /// became durable): staged at the next tick.
+    meta_unstaged: bool,
     /// The sweep for copies of keys this node no longer replicates.
     leftovers: leftover::LeftoverSweep,
 }
@@ -384,7 +390,9 @@ impl Node {
                 transfer::load_checkpoints(store),
                 config.transfer_bytes_per_s,
             ),
-            fetch_ring_version: 0,
+            fetch_plan: 0,
+            marks_waiting: Vec::new(),
+            meta_unstaged: false,
             leftovers: leftover::LeftoverSweep::default(),
             config,
         };
@@ -495,6 +503,7 @@ impl Node {
                 self.progress_put(request);
             }
         }
+        self.marks_durable(batch);
     }
 
     /// The driver could not make the batches after the last durable one
@@ -519,7 +528,9 @@ impl Node {
         // finds the tombstones again.
         self.reaper.forget();
         // A transfer's checkpoint may be ahead of what is durable: back to
-        // the stored one (pages after it are asked for again).
+        // the stored one (pages after it are asked for again), and walks
+        // completed in the lost batches are not marked.
+        self.marks_waiting.clear();
         self.incoming = Incoming::new(
             transfer::load_checkpoints(store),
             self.config.transfer_bytes_per_s,
@@ -621,6 +632,10 @@ impl Node {
 
     fn on_tick(&mut self, random: u64, store: &mut dyn LocalStore) {
         let now = self.now.mono_ms;
+        if std::mem::take(&mut self.meta_unstaged) {
+            // A failed stage shows up as a failed commit in the driver.
+            let _ = store.stage_meta(&self.meta);
+        }
         self.expire(now, store);
         let members = &self.meta.members;
         self.liveness
@@ -654,14 +669,7 @@ impl Node {
             }
         }
         if self.timers.fire(Timer::Gossip, now, GOSSIP_INTERVAL_MS) {
-            let addrs = self.peer_addrs();
-            if !addrs.is_empty() {
-                let addr = addrs[(random % addrs.len() as u64) as usize].clone();
-                self.emit(Output::Send {
-                    addr,
-                    message: Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone()))),
-                });
-            }
+            self.gossip_round(random);
         }
         if self.timers.fire(Timer::Handoff, now, HANDOFF_EVERY_MS) {
             self.handoff_turn(store);
@@ -736,6 +744,14 @@ impl Node {
     // ---- peers ----------------------------------------------------------------
 
     fn on_peer(&mut self, from: NodeId, message: Message, store: &mut dyn LocalStore) {
+        if self.meta.removed.contains_key(&from)
+            && !matches!(message, Message::Member(MemberMessage::Ping))
+        {
+            // A removed node that has not heard of its removal may still
+            // hold stale copies and hints: nothing it says is taken (its
+            // ping is answered with the metadata that tells it).
+            return;
+        }
         if !matches!(message, Message::Member(MemberMessage::JoinRequest { .. })) {
             self.liveness.heard(&from, self.now.mono_ms);
         }

@@ -73,6 +73,13 @@ impl Node {
                     None => {
                         let outcome = match self.meta.tables.get(&table) {
                             None => Err(ReplicaError::UnknownTable),
+                            // A coordinator behind on the ring asks a former
+                            // replica: its "not found" must not count toward R.
+                            Some(entry) if !self.keeps_copy(&table, &key, entry.config.n) => {
+                                Err(ReplicaError::Storage(
+                                    "not a replica of the key under this node's ring".into(),
+                                ))
+                            }
                             Some(entry) => store
                                 .load(&table, entry.config.storage, &key)
                                 .map_err(|e| ReplicaError::Storage(e.to_string())),

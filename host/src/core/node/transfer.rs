@@ -27,13 +27,47 @@ pub(super) fn load_checkpoints(store: &mut dyn LocalStore) -> Checkpoints {
 }
 
 impl Node {
-    /// The partitions this node must still copy for the ring's move, in order.
+    /// The partitions this node must still copy for the ring's move, in
+    /// order (those whose copy waits for its batch to be durable excluded).
     pub(super) fn incoming_partitions(&self) -> Vec<u32> {
         match &self.meta.ring {
-            Some(ring) if ring.next.is_some() => {
-                ring.incoming(&self.config.id, &self.meta.replica_counts())
-            }
+            Some(ring) if ring.next.is_some() => ring
+                .incoming(&self.config.id, &self.meta.replica_counts())
+                .into_iter()
+                .filter(|p| !self.marks_waiting.iter().any(|(_, _, ps)| ps.contains(p)))
+                .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Batch `batch` is durable: the partitions whose last page it held are
+    /// marked moved now (never before: a mark says the copy is durable),
+    /// if the move is still the one they were copied for.
+    pub(super) fn marks_durable(&mut self, batch: u64) {
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.marks_waiting)
+            .into_iter()
+            .partition(|(b, _, _)| *b <= batch);
+        self.marks_waiting = waiting;
+        let mut marked = false;
+        for (_, plan, partitions) in due {
+            let Some(ring) = self.meta.ring.as_mut().filter(|r| r.plan_id() == plan) else {
+                continue;
+            };
+            for p in partitions {
+                marked |= ring.mark_moved(p, &self.config.id);
+            }
+        }
+        if marked {
+            self.stats.transfer.partitions_completed += 1;
+            self.meta.settle_ring();
+            self.meta_unstaged = true;
+            let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
+            for addr in self.peer_addrs() {
+                self.emit(Output::Send {
+                    addr,
+                    message: gossip.clone(),
+                });
+            }
         }
     }
 
@@ -41,7 +75,11 @@ impl Node {
     /// overdue fetch, and asks for the next page as the throttle allows.
     pub(super) fn transfer_turn(&mut self, store: &mut dyn LocalStore) {
         let incoming = self.incoming_partitions();
-        if self.incoming.retain(&incoming) {
+        let mut changed = self.incoming.retain(&incoming);
+        if let Some(ring) = self.meta.ring.as_ref().filter(|_| !incoming.is_empty()) {
+            changed |= self.incoming.for_plan(ring.plan_id());
+        }
+        if changed {
             self.stage_checkpoints(store);
         }
         let now = self.now.mono_ms;
@@ -82,12 +120,12 @@ impl Node {
             self.incoming.failed(request);
             return;
         };
-        self.fetch_ring_version = ring.version;
+        self.fetch_plan = ring.plan_id();
         self.emit(Output::Send {
             addr,
             message: Message::Transfer(TransferMessage::Fetch {
                 request,
-                ring_version: ring.version,
+                plan: ring.plan_id(),
                 partitions: fetch.partitions,
                 after: fetch.after,
                 max_bytes: fetch.max_bytes,
@@ -147,14 +185,14 @@ impl Node {
         match message {
             TransferMessage::Fetch {
                 request,
-                ring_version,
+                plan,
                 partitions,
                 after,
                 max_bytes,
             } => {
                 let page_bytes = (max_bytes as usize).min(TRANSFER_PAGE_BYTES);
                 let walk = (&partitions[..], after, page_bytes);
-                let answer = self.serve_page(&from, request, ring_version, walk, store);
+                let answer = self.serve_page(&from, request, plan, walk, store);
                 if let TransferMessage::Page { objects, .. } = &answer {
                     self.stats.transfer.pages_served += 1;
                     self.stats.transfer.keys_sent += objects.len() as u64;
@@ -184,7 +222,7 @@ impl Node {
         &mut self,
         receiver: &NodeId,
         request: u64,
-        ring_version: u64,
+        plan: u64,
         (partitions, after, page_bytes): (&[u32], WalkPosition, usize),
         store: &mut dyn LocalStore,
     ) -> TransferMessage {
@@ -192,9 +230,9 @@ impl Node {
         let Some(ring) = self.meta.ring.clone() else {
             return refuse("this node has not joined a cluster".into());
         };
-        if ring.version != ring_version {
+        if ring.next.is_none() || ring.plan_id() != plan {
             return refuse(format!(
-                "ring versions differ (here {}, yours {ring_version}): ask again once gossip settles",
+                "this node's ring (version {}) plans another move: ask again once gossip settles",
                 ring.version
             ));
         }
@@ -317,7 +355,10 @@ impl Node {
             // Only what the fetch asked for, of tables this node is a new
             // replica of: a peer's page names nothing else into the store.
             let Some(entry) = self.meta.tables.get(&table) else {
-                continue;
+                // A table this node has not heard of yet: the page is
+                // asked for again once it has (nothing is marked meanwhile).
+                self.incoming.failed(request);
+                return;
             };
             let partition = partition_of(q, &table, &key) as u32;
             if !fetch.partitions.contains(&partition)
@@ -343,35 +384,14 @@ impl Node {
         let PageOutcome::Completed(done) = outcome else {
             return;
         };
-        if self.fetch_ring_version != ring.version {
+        if self.fetch_plan != ring.plan_id() {
             // The ring moved on during the walk: what it copied stays, and
             // the next turn walks what the new ring needs.
             return;
         }
-        let Some(ring) = self.meta.ring.as_mut() else {
-            return;
-        };
-        let mut marked = false;
-        for p in done {
-            marked |= ring.mark_moved(p, &self.config.id);
-        }
-        if marked {
-            self.stats.transfer.partitions_completed += 1;
-            self.meta.settle_ring();
-            let _ = store.stage_meta(&self.meta);
-            // The mark says the copies are durable: it spreads once they are.
-            let batch = self.outbox.open_batch();
-            let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
-            for addr in self.peer_addrs() {
-                self.outbox.push(
-                    Output::Send {
-                        addr,
-                        message: gossip.clone(),
-                    },
-                    Release::AfterBatch(batch),
-                );
-            }
-        }
+        // Marked once the batch holding the last page is durable.
+        let batch = self.outbox.open_batch();
+        self.marks_waiting.push((batch, self.fetch_plan, done));
     }
 
     /// The ring move under way as this node knows it, for `/cluster`.
