@@ -117,7 +117,7 @@ impl Node {
             });
         }
         let seeds = &self.config.seeds;
-        if !seeds.is_empty() && (random >> 32) % 4 == 0 {
+        if !seeds.is_empty() && (random >> 32).is_multiple_of(4) {
             let seed = seeds[((random >> 34) % seeds.len() as u64) as usize].clone();
             if seed != self.config.peer {
                 self.emit(Output::Send {
