@@ -49,6 +49,10 @@ pub const MEMBER_DOWN_AFTER_MS: u64 = 5_000;
 pub const STRANGER_HEARD_KEPT_MS: u64 = 2 * MEMBER_DOWN_AFTER_MS;
 /// How often a node pings every member (any message counts as an answer).
 pub const PING_INTERVAL_MS: u64 = 1_000;
+/// Members a node pings per interval at most: up to this many others are
+/// all pinged every interval; beyond, they are pinged in turn, so probes
+/// grow as n × fanout, not n², and the down threshold grows with the cycle.
+pub const PING_FANOUT: usize = 16;
 /// How often a node pushes its cluster metadata to one random peer.
 pub const GOSSIP_INTERVAL_MS: u64 = 1_000;
 /// Default partition count of a new cluster.

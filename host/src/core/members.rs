@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::limits::JOIN_GIVE_UP_MS;
-use super::limits::{MEMBER_DOWN_AFTER_MS, STRANGER_HEARD_KEPT_MS};
+use super::limits::{MEMBER_DOWN_AFTER_MS, PING_FANOUT, PING_INTERVAL_MS, STRANGER_HEARD_KEPT_MS};
 use super::types::NodeId;
 
 /// How a node looks from here.
@@ -46,6 +46,10 @@ impl Status {
 pub struct Liveness {
     /// A member never heard from counts from the node's start.
     started_ms: u64,
+    /// Silence after which a member counts as down: at least
+    /// [`MEMBER_DOWN_AFTER_MS`], longer when pings reach each member less
+    /// often than every second (see [`Liveness::set_peer_count`]).
+    down_after_ms: u64,
     last_heard: HashMap<NodeId, u64>,
     /// When a call to each node last failed.
     failed: HashMap<NodeId, u64>,
@@ -56,9 +60,18 @@ impl Liveness {
     pub fn new(started_ms: u64) -> Self {
         Liveness {
             started_ms,
+            down_after_ms: MEMBER_DOWN_AFTER_MS,
             last_heard: HashMap::new(),
             failed: HashMap::new(),
         }
+    }
+
+    /// How many other members there are: with more than
+    /// [`PING_FANOUT`] each is pinged once every ⌈peers / fanout⌉ intervals,
+    /// and counts as down only after three such cycles of silence.
+    pub fn set_peer_count(&mut self, peers: usize) {
+        let cycle = peers.div_ceil(PING_FANOUT).max(1) as u64;
+        self.down_after_ms = MEMBER_DOWN_AFTER_MS.max(3 * cycle * PING_INTERVAL_MS);
     }
 
     /// `from` spoke at `now_ms`.
@@ -83,7 +96,7 @@ impl Liveness {
     pub fn status(&self, node: &NodeId, now_ms: u64) -> Status {
         let heard = self.last_heard(node).unwrap_or(self.started_ms);
         let failed_since = self.failed.get(node).is_some_and(|&at| at >= heard);
-        if failed_since || now_ms.saturating_sub(heard) > MEMBER_DOWN_AFTER_MS {
+        if failed_since || now_ms.saturating_sub(heard) > self.down_after_ms {
             Status::Down
         } else {
             Status::Up

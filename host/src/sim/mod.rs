@@ -10,6 +10,8 @@
 #[cfg(test)]
 mod check;
 #[cfg(test)]
+mod gossip;
+#[cfg(test)]
 mod handoff;
 #[cfg(test)]
 mod holes;
@@ -29,7 +31,9 @@ use bytes::Bytes;
 use cairn_sdk::{ReconcileInput, Resolution};
 
 use crate::core::antientropy::AntiEntropyConfig;
-use crate::core::msg::{AdminOp, AdminReply, ClientOp, ClientReply, Message, PluginFailure};
+use crate::core::msg::{
+    AdminOp, AdminReply, ClientOp, ClientReply, MemberMessage, Message, PluginFailure,
+};
 use crate::core::node::{Input, Node, NodeConfig, Now, Output, Persisted};
 use crate::core::ring::partition_of;
 pub use crate::core::rng::Rng;
@@ -154,10 +158,23 @@ pub struct Sim {
     antientropy: Option<AntiEntropyConfig>,
     /// The transfer throttle of nodes added from now on.
     pub transfer_bytes_per_s: u64,
+    /// Partitions of the cluster node1 founds.
+    partitions: usize,
+    /// Gossip messages sent (digests, deltas, whole metadata) and their
+    /// encoded bytes, for convergence figures.
+    pub gossip_sent: (u64, u64),
 }
 
 fn address(index: usize) -> String {
     format!("sim-node{}", index + 1)
+}
+
+/// The index of the node at `addr`, if it names one.
+fn address_index(addr: &str) -> Option<usize> {
+    addr.strip_prefix("sim-node")?
+        .parse::<usize>()
+        .ok()?
+        .checked_sub(1)
 }
 
 impl Sim {
@@ -216,6 +233,8 @@ impl Sim {
             admin_replies: BTreeMap::new(),
             antientropy,
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
+            partitions: if count > 64 { 256 } else { 64 },
+            gossip_sent: (0, 0),
         };
         for i in 0..count {
             let seeds = if i == 0 { Vec::new() } else { vec![address(0)] };
@@ -485,7 +504,17 @@ impl Sim {
     fn carry_out(&mut self, index: usize, output: Output) {
         match output {
             Output::Send { addr, message } => {
-                let Some(to) = (0..self.nodes.len()).find(|&i| address(i) == addr) else {
+                if let Message::Member(
+                    MemberMessage::Digest(_)
+                    | MemberMessage::Delta { .. }
+                    | MemberMessage::Gossip(_),
+                ) = &message
+                {
+                    let bytes = postcard::to_allocvec(&message).map_or(0, |b| b.len() as u64);
+                    self.gossip_sent.0 += 1;
+                    self.gossip_sent.1 += bytes;
+                }
+                let Some(to) = address_index(&addr).filter(|&i| i < self.nodes.len()) else {
                     return;
                 };
                 let cut = self
@@ -723,7 +752,7 @@ impl Sim {
             http: format!("http-{}", i + 1),
             peer: address(i),
             seeds,
-            partitions: 64,
+            partitions: self.partitions,
             target_n: 3,
             request_timeout_ms: 2_000,
             // Drawn afresh at every start.

@@ -3,6 +3,7 @@
 //! `core/members.rs`; this file carries out what it and the metadata decide.
 
 use super::*;
+use crate::core::limits::PING_FANOUT;
 use crate::core::meta::Departure;
 
 impl Node {
@@ -126,6 +127,25 @@ impl Node {
                 });
             }
         }
+    }
+
+    /// Pings up to [`PING_FANOUT`] other members, in turn.
+    pub(super) fn ping_round(&mut self) {
+        let addrs = self.peer_addrs();
+        self.liveness.set_peer_count(addrs.len());
+        let count = addrs.len().min(PING_FANOUT);
+        for i in 0..count {
+            let addr = addrs[(self.ping_cursor + i) % addrs.len()].clone();
+            self.emit(Output::Send {
+                addr,
+                message: Message::Member(MemberMessage::Ping),
+            });
+        }
+        self.ping_cursor = if addrs.is_empty() {
+            0
+        } else {
+            (self.ping_cursor + count) % addrs.len()
+        };
     }
 
     /// Every member but this node.

@@ -324,6 +324,8 @@ pub struct Node {
     /// The metadata changed outside a turn that could stage it (a batch
     /// became durable): staged at the next tick.
     meta_unstaged: bool,
+    /// Where the next ping round starts among the other members.
+    ping_cursor: usize,
     /// The sweep for copies of keys this node no longer replicates.
     leftovers: leftover::LeftoverSweep,
 }
@@ -393,6 +395,7 @@ impl Node {
             fetch_plan: 0,
             marks_waiting: Vec::new(),
             meta_unstaged: false,
+            ping_cursor: 0,
             leftovers: leftover::LeftoverSweep::default(),
             config,
         };
@@ -661,12 +664,7 @@ impl Node {
         self.claim_if_empty(store);
         self.fetch_missing_modules(random, store);
         if self.timers.fire(Timer::Ping, now, PING_INTERVAL_MS) {
-            for addr in self.peer_addrs() {
-                self.emit(Output::Send {
-                    addr,
-                    message: Message::Member(MemberMessage::Ping),
-                });
-            }
+            self.ping_round();
         }
         if self.timers.fire(Timer::Gossip, now, GOSSIP_INTERVAL_MS) {
             self.gossip_round(random);
