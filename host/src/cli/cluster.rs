@@ -36,6 +36,11 @@ pub enum ClusterCommand {
     Remove {
         /// The member to remove.
         id: String,
+        /// The member is dead for good: remove it once its partitions moved
+        /// from the other replicas, without waiting for it to hand over
+        /// what it held (lost with it).
+        #[arg(long)]
+        force: bool,
         /// Return once the removal is asked for.
         #[arg(long)]
         no_wait: bool,
@@ -52,6 +57,10 @@ pub enum ClusterCommand {
         old: String,
         /// The node replacing it.
         new: String,
+        /// OLD is dead for good: do not wait for it to hand over what it
+        /// held (lost with it).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -90,11 +99,12 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
         }
         ClusterCommand::Remove {
             id,
+            force,
             no_wait,
             wait_s,
             target,
         } => {
-            let body = serde_json::json!({ "node": id }).to_string();
+            let body = serde_json::json!({ "node": id, "force": force }).to_string();
             let url = format!("{}/cluster/remove", target.url.trim_end_matches('/'));
             let answer = exchange(
                 "POST",
@@ -110,8 +120,13 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
                 member(status, id).is_none()
             })
         }
-        ClusterCommand::Replace { old, new, target } => {
-            let body = serde_json::json!({ "old": old, "new": new }).to_string();
+        ClusterCommand::Replace {
+            old,
+            new,
+            force,
+            target,
+        } => {
+            let body = serde_json::json!({ "old": old, "new": new, "force": force }).to_string();
             let url = format!("{}/cluster/replace", target.url.trim_end_matches('/'));
             print_json(&exchange(
                 "POST",

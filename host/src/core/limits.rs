@@ -165,7 +165,7 @@ pub const TRANSFER_EVERY_MS: u64 = 50;
 pub const TRANSFER_PAGE_BYTES: usize = 1024 * 1024;
 /// Keys a source examines for one page at most (keys are not grouped by
 /// partition on disk, so a walk examines every key of a table).
-pub const TRANSFER_PAGE_KEYS_EXAMINED: usize = 4_096;
+pub const TRANSFER_PAGE_KEYS_EXAMINED: usize = 2_048;
 /// How long a receiver waits for a page before asking again (maybe elsewhere).
 pub const TRANSFER_ANSWER_MS: u64 = 10_000;
 /// Keys a leftover sweep examines a turn (every [`TRANSFER_EVERY_MS`]).

@@ -74,6 +74,11 @@ impl Liveness {
         self.down_after_ms = MEMBER_DOWN_AFTER_MS.max(3 * cycle * PING_INTERVAL_MS);
     }
 
+    /// The silence after which a member counts as down.
+    pub fn down_after_ms(&self) -> u64 {
+        self.down_after_ms
+    }
+
     /// `from` spoke at `now_ms`.
     pub fn heard(&mut self, from: &NodeId, now_ms: u64) {
         self.last_heard.insert(from.clone(), now_ms);

@@ -205,6 +205,9 @@ impl Departure {
 pub struct Replacement {
     /// The member it replaces.
     pub old: NodeId,
+    /// The old member is dead for good: it is not waited for to hand over
+    /// what it held (lost with it).
+    pub force: bool,
     /// Wall clock of the node that took the request.
     pub stamp_ms: u64,
     /// That node.
@@ -585,9 +588,12 @@ impl ClusterMeta {
         let Some(ring) = &self.ring else {
             return false;
         };
+        // Removed members too: a plan that lost to a concurrent one may
+        // have handed them partitions again.
         let leaving: Vec<NodeId> = self
             .leaving
             .keys()
+            .chain(self.removed.keys())
             .filter(|id| ring.future_owned_by(id) > 0)
             .cloned()
             .collect();

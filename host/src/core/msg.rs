@@ -182,6 +182,8 @@ pub enum AdminOp {
         old: NodeId,
         /// The node replacing it.
         new: NodeId,
+        /// The old member is dead: do not wait for it to hand over.
+        force: bool,
     },
     /// `PUT /plugins/{name}`, after the module was validated and compiled.
     PutPlugin {

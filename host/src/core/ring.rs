@@ -297,9 +297,13 @@ impl Ring {
     /// concurrently) the larger assignments; the same assignment at the
     /// same version joins its copy marks.
     pub fn merge(&mut self, other: &Ring) -> bool {
+        // At one version a settled ring (no next) wins over a plan: a
+        // plan made from the ring before it settled would otherwise undo
+        // the move after former replicas handed their copies over.
         let key = |r: &Ring| {
             (
                 r.version,
+                r.next.is_none(),
                 r.owners.clone(),
                 r.next.as_ref().map(|n| n.owners.clone()),
             )
@@ -374,7 +378,7 @@ impl Ring {
     fn spread_windows(&mut self) {
         let q = self.owners.len();
         let distinct: std::collections::BTreeSet<&NodeId> = self.owners.iter().collect();
-        if distinct.len() < usize::from(self.target_n) || q <= usize::from(self.target_n) {
+        if distinct.len() <= usize::from(self.target_n) || q <= usize::from(self.target_n) {
             return;
         }
         for _round in 0..8 {
@@ -403,10 +407,10 @@ impl Ring {
     }
 
     /// The ring after the members in `leaving` are removed: each of their
-    /// partitions (in the assignment the ring is heading to) goes to the
-    /// remaining member holding fewest (among those, one that keeps the
-    /// partition's `target_n` window distinct); then swaps spread windows
-    /// that still repeat an owner.
+    /// partitions (in the assignment the ring is heading to) goes to a
+    /// remaining member below its rounded-up share, one that keeps the
+    /// partition's `target_n` window distinct if any (else the one holding
+    /// fewest); then swaps spread windows that still repeat an owner.
     pub fn plan_removal(&self, leaving: &[NodeId], remaining: &[NodeId]) -> Ring {
         if remaining.is_empty() {
             return self.clone();
@@ -423,6 +427,9 @@ impl Ring {
                 *count += 1;
             }
         }
+        // No member takes more than its rounded-up share while another
+        // has room; among those with room, one that keeps the window.
+        let quota = future.partitions().div_ceil(remaining.len());
         for p in 0..future.partitions() {
             if !leaving.contains(&future.owners[p]) {
                 continue;
@@ -433,13 +440,14 @@ impl Ring {
                     let keeps_window = !future.owns_near(node, p);
                     let count = counts.get(node).copied().unwrap_or(0);
                     (
-                        std::cmp::Reverse(count),
+                        count < quota,
                         keeps_window,
+                        std::cmp::Reverse(count),
                         std::cmp::Reverse(node),
                     )
                 })
                 .max();
-            if let Some((_, _, std::cmp::Reverse(node))) = best {
+            if let Some((_, _, _, std::cmp::Reverse(node))) = best {
                 future.owners[p] = node.clone();
                 if let Some(count) = counts.get_mut(node) {
                     *count += 1;
@@ -579,6 +587,51 @@ mod tests {
         let mut merged = before.clone();
         assert!(merged.merge(&after), "the newer ring wins in gossip");
         assert_eq!(merged, after);
+    }
+
+    #[test]
+    fn joins_and_removes_move_close_to_the_ideal_share() {
+        // Figures for the issue: partitions moved by each change against
+        // the ideal Q/m (a join: Q/m of the new m; a remove: the leaving
+        // member's share). Swaps that spread windows cost the difference.
+        let q = 256;
+        let nodes = ids(8);
+        let mut ring = Ring::single(&nodes[0], q, 3);
+        let settle = |ring: &mut Ring| {
+            for (p, node) in ring.copies_left(&ns(&[3])) {
+                ring.mark_moved(p, &node);
+            }
+            ring.settle(&ns(&[3]));
+        };
+        for m in 2..=8 {
+            let before = ring.clone();
+            ring = ring.plan_join(&nodes[m - 1], &nodes[..m]);
+            settle(&mut ring);
+            let moved = (0..q)
+                .filter(|&p| before.owners[p] != ring.owners[p])
+                .count();
+            let ideal = q / m;
+            eprintln!("join to {m} members: {moved} partitions moved, ideal {ideal}");
+            assert!(
+                moved <= ideal + ideal / 4 + 4,
+                "join to {m}: {moved} vs {ideal}"
+            );
+        }
+        for m in (3..8).rev() {
+            let before = ring.clone();
+            let leaving = nodes[m].clone();
+            let had = before.owned_by(&leaving);
+            ring = ring.plan_removal(&[leaving], &nodes[..m]);
+            settle(&mut ring);
+            let moved = (0..q)
+                .filter(|&p| before.owners[p] != ring.owners[p])
+                .count();
+            eprintln!("remove to {m} members: {moved} partitions moved, ideal {had}");
+            assert!(
+                moved <= had + had / 4 + 4,
+                "remove to {m}: {moved} vs {had}"
+            );
+        }
     }
 
     fn ns(list: &[u8]) -> BTreeSet<u8> {

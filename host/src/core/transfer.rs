@@ -93,6 +93,10 @@ pub struct Incoming {
     copied_keys_here: u64,
     /// The source's estimate of the keys of the walk under way.
     pub walk_estimate: u64,
+    /// Keys the walk under way has brought (as of its last page).
+    walk_done: u64,
+    /// The source of the last fetch.
+    pub last_source: Option<NodeId>,
 }
 
 impl Incoming {
@@ -107,6 +111,8 @@ impl Incoming {
             copied_bytes_here: 0,
             copied_keys_here: 0,
             walk_estimate: 0,
+            walk_done: 0,
+            last_source: None,
         }
     }
 
@@ -187,6 +193,7 @@ impl Incoming {
             .filter(|p| position(p) == after && source_of(*p).as_ref() == Some(&source))
             .collect();
         self.since_ms.get_or_insert(now_ms);
+        self.last_source = Some(source.clone());
         let fetch = Fetch {
             request,
             source,
@@ -224,6 +231,7 @@ impl Incoming {
             .and_then(|p| self.checkpoints.walks.get(p))
             .map_or(0, |c| c.walk_keys)
             + keys;
+        self.walk_done = walk_keys;
         match next {
             None => {
                 for p in &fetch.partitions {
@@ -280,16 +288,10 @@ impl Incoming {
     /// from the source's estimate of its keys (`None` before any estimate).
     pub fn eta_s(&self, now_ms: u64) -> Option<u64> {
         let rate = self.rate_keys_per_s(now_ms);
-        let walk = self.in_flight.as_ref()?;
-        let done = walk
-            .partitions
-            .first()
-            .and_then(|p| self.checkpoints.walks.get(p))
-            .map_or(0, |c| c.walk_keys);
         if rate == 0 || self.walk_estimate == 0 {
             return None;
         }
-        Some(self.walk_estimate.saturating_sub(done) / rate)
+        Some(self.walk_estimate.saturating_sub(self.walk_done) / rate)
     }
 }
 

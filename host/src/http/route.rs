@@ -132,20 +132,16 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
             let body: serde_json::Value = json_body(request, node).await?;
             let shape = "body must be {\"node\":\"ID\"} (with \"force\":true for a dead node)";
             let id = node_id_field(&body, "node", shape)?;
-            let force = match body.get("force") {
-                None => false,
-                Some(value) => value
-                    .as_bool()
-                    .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape))?,
-            };
+            let force = force_field(&body, shape)?;
             admin(node, AdminOp::Remove { node: id, force }).await
         }
         (&Method::POST, ["cluster", "replace"]) => {
             let body: serde_json::Value = json_body(request, node).await?;
-            let shape = "body must be {\"old\":\"ID\",\"new\":\"ID\"}";
+            let shape = "body must be {\"old\":\"ID\",\"new\":\"ID\"} (with \"force\":true for a dead old node)";
             let old = node_id_field(&body, "old", shape)?;
             let new = node_id_field(&body, "new", shape)?;
-            admin(node, AdminOp::Replace { old, new }).await
+            let force = force_field(&body, shape)?;
+            admin(node, AdminOp::Replace { old, new, force }).await
         }
         (&Method::GET, ["tables"]) => admin(node, AdminOp::ListTables).await,
         (&Method::GET, ["tables", table]) => {
@@ -311,6 +307,17 @@ async fn upload_plugin(
         bytes,
     };
     admin(node, op).await
+}
+
+/// `body["force"]`: false when absent, a 400 saying the body's `shape`
+/// when not a boolean.
+fn force_field(body: &serde_json::Value, shape: &str) -> Result<bool, Refusal> {
+    match body.get("force") {
+        None => Ok(false),
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape)),
+    }
 }
 
 /// The node id in `body[field]`, or a 400 saying the body's `shape`.

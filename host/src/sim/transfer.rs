@@ -381,7 +381,8 @@ fn a_dead_member_is_replaced_exactly_and_its_data_comes_from_the_other_replicas(
             0,
             AdminOp::Replace {
                 old: dead.clone(),
-                new: new.clone()
+                new: new.clone(),
+                force: true
             }
         ),
         Some(AdminReply::Accepted("replacing"))

@@ -92,7 +92,7 @@ impl Node {
                 AdminReply::Accepted("joining")
             }
             AdminOp::Remove { node, force } => self.remove_member(node, force, store),
-            AdminOp::Replace { old, new } => self.replace_member(old, new, store),
+            AdminOp::Replace { old, new, force } => self.replace_member(old, new, force, store),
         }
     }
 
@@ -223,6 +223,7 @@ impl Node {
         &mut self,
         old: NodeId,
         new: NodeId,
+        force: bool,
         store: &mut dyn LocalStore,
     ) -> AdminReply {
         if !self.meta.members.contains_key(&old) || self.meta.leaving.contains_key(&old) {
@@ -235,6 +236,7 @@ impl Node {
         }
         let replacement = Replacement {
             old,
+            force,
             stamp_ms: self.now.wall_ms,
             origin: self.config.id.clone(),
         };

@@ -538,7 +538,7 @@ impl Node {
                 }
             }
             SyncMessage::Objects { table, objects } => {
-                if !self.meta.tables.contains_key(&table) {
+                if !self.meta.tables.contains_key(&table) || self.takes_no_more() {
                     return;
                 }
                 for (key, object) in objects.into_iter().take(ANTIENTROPY_OBJECTS_PER_MESSAGE) {

@@ -47,6 +47,21 @@ impl Node {
         incoming: &Object,
         store: &mut dyn LocalStore,
     ) -> Result<(), ReplicaError> {
+        self.store_hint_within(owner, table, key, incoming, HINTS_MAX, store)
+    }
+
+    /// [`Node::store_hint`] with the cap on hints kept given: re-homing
+    /// the hints of a removed member moves hints, and must not stall at
+    /// the cap the moved ones count toward.
+    pub(super) fn store_hint_within(
+        &mut self,
+        owner: &NodeId,
+        table: &TableName,
+        key: &[u8],
+        incoming: &Object,
+        cap: u64,
+        store: &mut dyn LocalStore,
+    ) -> Result<(), ReplicaError> {
         let storage_error = |e: StoreError| ReplicaError::Storage(e.to_string());
         let mode = self
             .meta
@@ -61,7 +76,7 @@ impl Node {
             .load(&hints, StorageKind::Lmdb, &slot)
             .map_err(storage_error)?;
         let is_new = existing.is_none();
-        if is_new && self.hints.total_pending() >= HINTS_MAX {
+        if is_new && self.hints.total_pending() >= cap {
             self.hints.refused_full += 1;
             return Err(ReplicaError::Storage(format!(
                 "node {} keeps {HINTS_MAX} hints already and takes no more",
@@ -258,6 +273,21 @@ impl Node {
         match message {
             HandoffMessage::Deliver { request, hints } => {
                 let mut refused = Vec::new();
+                if self.takes_no_more() {
+                    // Leaving for good: the stand-in keeps its hints, and
+                    // sends them to the keys' replicas once this node is gone.
+                    let why = ReplicaError::Storage("the owner is leaving the cluster".into());
+                    let count = hints.len().min(HANDOFF_BATCH_KEYS);
+                    refused = (0..count)
+                        .filter_map(|i| u32::try_from(i).ok())
+                        .map(|i| (i, why.clone()))
+                        .collect();
+                    self.send_to(
+                        &from,
+                        Message::Handoff(HandoffMessage::Delivered { request, refused }),
+                    );
+                    return;
+                }
                 // A stand-in sends at most one batch's worth; more is not
                 // taken (and the answer names only what was looked at).
                 let batch = hints.into_iter().take(HANDOFF_BATCH_KEYS);

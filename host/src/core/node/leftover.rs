@@ -12,7 +12,7 @@
 
 use super::*;
 use crate::core::hints::parse_hint_key;
-use crate::core::limits::LEFTOVER_WALK_KEYS;
+use crate::core::limits::{HINTS_MAX, LEFTOVER_WALK_KEYS};
 
 /// Where the sweep of one ring version stands.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +24,19 @@ pub(super) struct LeftoverSweep {
 }
 
 impl Node {
+    /// Whether this node takes nothing more to hold for others: it is no
+    /// member, or a leaving member that reported itself drained (what it
+    /// took now would leave with it). Hinted writes, deliveries and
+    /// repairs are refused; their senders keep what they hold.
+    pub(super) fn takes_no_more(&self) -> bool {
+        !self.is_member()
+            || self
+                .meta
+                .leaving
+                .get(&self.config.id)
+                .is_some_and(|d| d.drained)
+    }
+
     /// Whether this node keeps a plain copy of `key`: it is one of its
     /// replicas now, or will be once the ring's move completes.
     pub(super) fn keeps_copy(&self, table: &TableName, key: &[u8], n: u8) -> bool {
@@ -46,6 +59,18 @@ impl Node {
         object: &Object,
         store: &mut dyn LocalStore,
     ) -> Result<bool, ReplicaError> {
+        self.store_or_hand_over_within(table, key, object, HINTS_MAX, store)
+    }
+
+    /// [`Node::store_or_hand_over`] with the cap on hints kept given.
+    fn store_or_hand_over_within(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+        object: &Object,
+        cap: u64,
+        store: &mut dyn LocalStore,
+    ) -> Result<bool, ReplicaError> {
         let n = self
             .meta
             .tables
@@ -56,7 +81,8 @@ impl Node {
         if self.keeps_copy(table, key, n) {
             self.store_replica(table, key, object, None, store)
         } else {
-            self.hand_over(table, key, object, n, store).map(|()| false)
+            self.hand_over_within(table, key, object, (n, cap), store)
+                .map(|()| false)
         }
     }
 
@@ -69,6 +95,18 @@ impl Node {
         key: &[u8],
         object: &Object,
         n: u8,
+        store: &mut dyn LocalStore,
+    ) -> Result<(), ReplicaError> {
+        self.hand_over_within(table, key, object, (n, HINTS_MAX), store)
+    }
+
+    /// [`Node::hand_over`] with the cap on hints kept given.
+    fn hand_over_within(
+        &mut self,
+        table: &TableName,
+        key: &[u8],
+        object: &Object,
+        (n, cap): (u8, u64),
         store: &mut dyn LocalStore,
     ) -> Result<(), ReplicaError> {
         let storage_error = |e: StoreError| ReplicaError::Storage(e.to_string());
@@ -90,7 +128,7 @@ impl Node {
             .filter(|owner| *owner != self.config.id)
             .collect();
         for owner in &owners {
-            self.store_hint(owner, table, key, object, store)?;
+            self.store_hint_within(owner, table, key, object, cap, store)?;
         }
         store.remove(table, key).map_err(storage_error)?;
         self.stats.transfer.leftovers_handed_over += 1;
@@ -127,8 +165,9 @@ impl Node {
             };
             let target = parse_hint_key(slot).filter(|(t, _)| self.meta.tables.contains_key(t));
             if let (Some(object), Some((table, key))) = (kept, target) {
+                // Moved, not added: past the cap the moved ones count toward.
                 if self
-                    .store_or_hand_over(&table, &key, &object, store)
+                    .store_or_hand_over_within(&table, &key, &object, u64::MAX, store)
                     .is_err()
                 {
                     break;

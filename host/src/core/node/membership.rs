@@ -129,13 +129,28 @@ impl Node {
         }
     }
 
-    /// Pings up to [`PING_FANOUT`] other members, in turn.
+    /// Pings up to [`PING_FANOUT`] other members, in turn, and up to as
+    /// many that count as down out of turn (a single failed call marks a
+    /// member down until it is heard from: it must not wait a whole cycle).
     pub(super) fn ping_round(&mut self) {
         let addrs = self.peer_addrs();
         self.liveness.set_peer_count(addrs.len());
         let count = addrs.len().min(PING_FANOUT);
-        for i in 0..count {
-            let addr = addrs[(self.ping_cursor + i) % addrs.len()].clone();
+        let mut targets: Vec<String> = (0..count)
+            .map(|i| addrs[(self.ping_cursor + i) % addrs.len()].clone())
+            .collect();
+        if addrs.len() > PING_FANOUT {
+            let down: Vec<String> = self
+                .other_members()
+                .iter()
+                .filter(|id| self.status_of(id) == Status::Down)
+                .filter_map(|id| self.addr_of(id))
+                .filter(|addr| !targets.contains(addr))
+                .take(PING_FANOUT)
+                .collect();
+            targets.extend(down);
+        }
+        for addr in targets {
             self.emit(Output::Send {
                 addr,
                 message: Message::Member(MemberMessage::Ping),
@@ -307,9 +322,12 @@ impl Node {
         }
         if let Some(known) = self.meta.members.get(&from).cloned() {
             let heard = self.liveness.last_heard(&from);
+            // Quiet for as long as a member must be to count as down (a
+            // large cluster pings each member less often).
+            let quiet_ms = REJOIN_QUIET_MS.max(self.liveness.down_after_ms());
             if fresh
                 && from != self.config.id
-                && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < REJOIN_QUIET_MS)
+                && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < quiet_ms)
             {
                 self.emit(refuse(format!(
                     "node id {from} is already a member and answered within the last 10 s"
@@ -340,19 +358,19 @@ impl Node {
                 .meta
                 .replacements
                 .get(&from)
-                .map(|r| r.old.clone())
-                .filter(|old| {
+                .map(|r| (r.old.clone(), r.force))
+                .filter(|(old, _)| {
                     self.meta.members.contains_key(old) && !self.meta.leaving.contains_key(old)
                 });
             let planned = match &replaces {
-                Some(old) => {
-                    // A replaced member is taken for dead: it is not
-                    // waited for to hand over what it holds.
+                Some((old, force)) => {
+                    // A forced replacement does not wait for the old member
+                    // to hand over what it holds (it is dead for good).
                     let departure = Departure {
                         peer: self.addr_of(old).unwrap_or_default(),
                         stamp_ms: self.now.wall_ms,
                         origin: self.config.id.clone(),
-                        drained: true,
+                        drained: *force,
                     };
                     self.meta.leaving.insert(old.clone(), departure);
                     ring.plan_replacement(old, &from)

@@ -161,7 +161,10 @@ impl Node {
                 .filter_map(|i| u32::try_from(i).ok())
                 .collect();
         };
-        let owners = self.other_members();
+        // Hints kept for removed members count too: they are re-homed to
+        // the keys' replicas later and could bring a collected key back.
+        let removed = self.meta.removed.keys().cloned();
+        let owners: Vec<NodeId> = self.other_members().into_iter().chain(removed).collect();
         // Without anti-entropy this node tracks no tombstones: it vouches
         // for none it holds.
         let grace_ms = self.config.antientropy.map(|c| c.tombstone_grace_ms);

@@ -22,24 +22,13 @@ impl Node {
                 engine,
                 hint_for,
             } => {
-                let outcome = match hint_for.filter(|owner| *owner != self.config.id) {
-                    Some(owner) => {
-                        let kept = self.store_hint(&owner, &table, &key, &object, store);
-                        if kept.is_ok() {
-                            self.stats.handoff.hints_stored += 1;
-                        }
-                        kept
-                    }
-                    None => match self.meta.tables.get(&table).map(|e| e.config.n) {
-                        // A coordinator whose ring predates a completed
-                        // move: kept for the key's replicas, as hints.
-                        Some(n) if !self.keeps_copy(&table, &key, n) => {
-                            self.hand_over(&table, &key, &object, n, store)
-                        }
-                        _ => self
-                            .store_replica(&table, &key, &object, engine, store)
-                            .map(|_changed| ()),
-                    },
+                let outcome = if self.takes_no_more() {
+                    Err(ReplicaError::Storage(format!(
+                        "node {} is leaving the cluster and keeps nothing more",
+                        self.config.id
+                    )))
+                } else {
+                    self.store_write(hint_for, (&table, &key), &object, engine, store)
                 };
                 let stats = &mut self.stats.replica;
                 match outcome {
@@ -127,6 +116,34 @@ impl Node {
                     self.progress_get(request, store);
                 }
             }
+        }
+    }
+
+    /// Keeps a coordinator's write: as a hint for `hint_for`, as a replica,
+    /// or, for a key this node no longer replicates (a coordinator whose
+    /// ring predates a completed move), as hints for the key's replicas.
+    fn store_write(
+        &mut self,
+        hint_for: Option<NodeId>,
+        (table, key): (&TableName, &Bytes),
+        object: &Object,
+        engine: Option<StorageKind>,
+        store: &mut dyn LocalStore,
+    ) -> Result<(), ReplicaError> {
+        if let Some(owner) = hint_for.filter(|owner| *owner != self.config.id) {
+            let kept = self.store_hint(&owner, table, key, object, store);
+            if kept.is_ok() {
+                self.stats.handoff.hints_stored += 1;
+            }
+            return kept;
+        }
+        match self.meta.tables.get(table).map(|e| e.config.n) {
+            Some(n) if !self.keeps_copy(table, key, n) => {
+                self.hand_over(table, key, object, n, store)
+            }
+            _ => self
+                .store_replica(table, key, object, engine, store)
+                .map(|_changed| ()),
         }
     }
 

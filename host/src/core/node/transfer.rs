@@ -381,17 +381,17 @@ impl Node {
         self.stats.transfer.keys_received += keys;
         self.stats.transfer.bytes_received += bytes;
         self.stage_checkpoints(store);
-        let PageOutcome::Completed(done) = outcome else {
-            return;
-        };
-        if self.fetch_plan != ring.plan_id() {
-            // The ring moved on during the walk: what it copied stays, and
-            // the next turn walks what the new ring needs.
-            return;
+        if let PageOutcome::Completed(done) = outcome {
+            // Marked once the batch holding the last page is durable, if the
+            // ring still plans the move the walk was for.
+            if self.fetch_plan == ring.plan_id() {
+                let batch = self.outbox.open_batch();
+                self.marks_waiting.push((batch, self.fetch_plan, done));
+            }
         }
-        // Marked once the batch holding the last page is durable.
-        let batch = self.outbox.open_batch();
-        self.marks_waiting.push((batch, self.fetch_plan, done));
+        // The next page at once, while the throttle allows: the source's
+        // answers pace the copy, not the turn's period.
+        self.transfer_turn(store);
     }
 
     /// The ring move under way as this node knows it, for `/cluster`.
@@ -426,7 +426,7 @@ impl Node {
         let now = self.now.mono_ms;
         Some(TransferStatus {
             partitions_left: incoming.len() as u32,
-            source: self.incoming.in_flight.as_ref().map(|f| f.source.clone()),
+            source: self.incoming.last_source.clone(),
             keys: self.incoming.checkpoints.keys,
             bytes: self.incoming.checkpoints.bytes,
             resumed_keys: self.incoming.resumed_keys,
