@@ -51,7 +51,8 @@ pub enum ClusterCommand {
         target: Target,
     },
     /// Have NEW (a node that has not joined yet) take over exactly OLD's
-    /// partitions when it joins; start NEW with `--seed` afterwards.
+    /// partitions when it joins (start NEW with `--seed`); shows the move
+    /// until OLD is gone.
     Replace {
         /// The member replaced.
         old: String,
@@ -61,6 +62,12 @@ pub enum ClusterCommand {
         /// held (lost with it).
         #[arg(long)]
         force: bool,
+        /// Return once the replacement is recorded.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds (the move goes on).
+        #[arg(long, default_value_t = 3_600)]
+        wait_s: u64,
         #[command(flatten)]
         target: Target,
     },
@@ -124,16 +131,26 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
             old,
             new,
             force,
+            no_wait,
+            wait_s,
             target,
         } => {
             let body = serde_json::json!({ "old": old, "new": new, "force": force }).to_string();
             let url = format!("{}/cluster/replace", target.url.trim_end_matches('/'));
-            print_json(&exchange(
+            let answer = exchange(
                 "POST",
                 &url,
                 &[("content-type", "application/json")],
                 Some(body.as_bytes()),
-            )?)
+            )?;
+            if *no_wait {
+                return print_json(&answer);
+            }
+            fail_unless_ok(&answer)?;
+            eprintln!("recorded: start {new} with --seed; waiting for it to take over {old}");
+            wait_for_move(target, Duration::from_secs(*wait_s), |status| {
+                member(status, new).is_some() && member(status, old).is_none()
+            })
         }
     }
 }

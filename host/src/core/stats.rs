@@ -79,7 +79,7 @@ pub struct TransferStats {
     pub pages_served: u64,
     /// Keys sent to receivers as a source.
     pub keys_sent: u64,
-    /// Pages whose walk completed partitions (marked moved).
+    /// Partitions this node copied completely and marked moved.
     pub partitions_completed: u64,
     /// Keys this node no longer replicates, turned into hints for their
     /// replicas (and their plain copies removed).

@@ -1,8 +1,9 @@
 //! Partition transfer in the simulator: a node joining a loaded cluster
-//! copies its share of the data before it owns it, while writes go on and
-//! the receiver and a source crash mid-transfer; nothing acknowledged is
-//! lost, the walk resumes from its checkpoint, and every node ends with
-//! the same ring.
+//! copies its share of the data before it owns it, while writes go on, the
+//! receiver and a source crash mid-transfer and the receiver is cut off
+//! from a node for a while; nothing acknowledged is lost, the walk resumes
+//! from its checkpoint, and every node ends with the same ring. Removes
+//! and replaces move data the same way.
 
 use super::check::drained;
 use super::tests::{siblings_table, values, written, TIMEOUT_MS};
@@ -127,6 +128,13 @@ fn a_joining_node_copies_its_share_and_resumes_after_crashes_on_either_side() {
         false
     });
     sim.restart(source);
+    // Then the joiner is cut off from node1 for a while.
+    sim.partition(joiner, 0);
+    run_until(&mut sim, 3_000, |sim| {
+        writer.write_some(sim, 1);
+        false
+    });
+    sim.heal();
 
     let settled = run_until(&mut sim, 600_000, |sim| {
         writer.write_some(sim, 1);

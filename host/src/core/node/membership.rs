@@ -104,8 +104,9 @@ impl Node {
     }
 
     /// One gossip round: the digest to one random member, and now and then
-    /// (one round in four) to a seed, so clusters started apart from
-    /// different seeds cannot stay logical islands.
+    /// (one round in four) to a seed, so a node whose view lost track of
+    /// others learns them from a seed (which answers members only), not
+    /// only from the peers it still knows.
     pub(super) fn gossip_round(&mut self, random: u64) {
         let digest = Message::Member(MemberMessage::Digest(self.meta.digest()));
         let addrs = self.peer_addrs();

@@ -48,17 +48,17 @@ impl Node {
             .into_iter()
             .partition(|(b, _, _)| *b <= batch);
         self.marks_waiting = waiting;
-        let mut marked = false;
+        let mut marked = 0u64;
         for (_, plan, partitions) in due {
             let Some(ring) = self.meta.ring.as_mut().filter(|r| r.plan_id() == plan) else {
                 continue;
             };
             for p in partitions {
-                marked |= ring.mark_moved(p, &self.config.id);
+                marked += u64::from(ring.mark_moved(p, &self.config.id));
             }
         }
-        if marked {
-            self.stats.transfer.partitions_completed += 1;
+        if marked > 0 {
+            self.stats.transfer.partitions_completed += marked;
             self.meta.settle_ring();
             self.meta_unstaged = true;
             let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
