@@ -601,7 +601,25 @@ impl ClusterMeta {
         if leaving.is_empty() || remaining.is_empty() {
             return false;
         }
-        self.ring = Some(ring.plan_removal(&leaving, &remaining));
+        // A replacement whose plan lost stays exact: its new member takes
+        // the old one's partitions.
+        let mut planned = ring.clone();
+        let mut rest = Vec::new();
+        for old in leaving {
+            let new = self
+                .replacements
+                .iter()
+                .find(|(new, r)| r.old == old && self.members.contains_key(*new))
+                .map(|(new, _)| new.clone());
+            match new {
+                Some(new) => planned = planned.plan_replacement(&old, &new),
+                None => rest.push(old),
+            }
+        }
+        if !rest.is_empty() {
+            planned = planned.plan_removal(&rest, &remaining);
+        }
+        self.ring = Some(planned);
         true
     }
 

@@ -32,6 +32,10 @@ pub struct Ring {
     pub owners: Vec<NodeId>,
     /// The assignment a membership change moves to, while its data moves.
     pub next: Option<NextOwners>,
+    /// Moves completed so far: orders rings before the version does, so a
+    /// plan made from a ring whose move had already completed elsewhere
+    /// (however many versions it adds) never undoes that move.
+    pub settles: u64,
 }
 
 /// An assignment waiting for its data, and the copies already made.
@@ -62,6 +66,7 @@ impl From<RingV1> for Ring {
             target_n: old.target_n,
             owners: old.owners,
             next: None,
+            settles: 0,
         }
     }
 }
@@ -118,6 +123,7 @@ impl Ring {
             target_n,
             owners: vec![node.clone(); partitions],
             next: None,
+            settles: 0,
         }
     }
 
@@ -131,7 +137,7 @@ impl Ring {
             next.owners.len() == q && next.moved.iter().all(|(p, _)| (*p as usize) < q)
         });
         // A version near the top could not be raised by the next change.
-        let version_fits = self.version < u64::MAX / 2;
+        let version_fits = self.version < u64::MAX / 2 && self.settles < u64::MAX / 2;
         q.is_power_of_two()
             && q <= super::limits::PARTITIONS_MAX as usize
             && next_fits
@@ -259,6 +265,7 @@ impl Ring {
         if let Some(next) = self.next.take() {
             self.owners = next.owners;
             self.version += 1;
+            self.settles += 1;
         }
         true
     }
@@ -297,11 +304,13 @@ impl Ring {
     /// concurrently) the larger assignments; the same assignment at the
     /// same version joins its copy marks.
     pub fn merge(&mut self, other: &Ring) -> bool {
-        // At one version a settled ring (no next) wins over a plan: a
-        // plan made from the ring before it settled would otherwise undo
-        // the move after former replicas handed their copies over.
+        // A ring that completed more moves wins, then at one version a
+        // settled ring (no next) over a plan: a plan made from a ring
+        // before its move completed elsewhere would otherwise undo the move
+        // after former replicas handed their copies over.
         let key = |r: &Ring| {
             (
+                r.settles,
                 r.version,
                 r.next.is_none(),
                 r.owners.clone(),
@@ -549,6 +558,7 @@ mod tests {
             target_n: 3,
             owners: Vec::new(),
             next: None,
+            settles: 0,
         }
         .is_valid());
         assert!(!Ring {
@@ -556,6 +566,7 @@ mod tests {
             target_n: 3,
             owners: vec![n.clone(); 3],
             next: None,
+            settles: 0,
         }
         .is_valid());
         let mut meta = crate::core::meta::ClusterMeta::empty();
@@ -566,6 +577,7 @@ mod tests {
             target_n: 3,
             owners: vec![n.clone(); 5],
             next: None,
+            settles: 0,
         });
         meta.merge(&bad);
         assert_eq!(
@@ -692,6 +704,27 @@ mod tests {
         assert!(a.merge(&settled));
         assert_eq!(a, settled);
         assert!(!settled.merge(&planned), "an older ring never comes back");
+    }
+
+    #[test]
+    fn plans_made_from_a_ring_whose_move_completed_elsewhere_never_undo_it() {
+        let nodes = ids(6);
+        let planned = grown(3, 64, 3).plan_join(&nodes[3], &nodes[..4]);
+        let mut settled = planned.clone();
+        for (p, node) in settled.copies_left(&ns(&[3])) {
+            settled.mark_moved(p, &node);
+        }
+        assert!(settled.settle(&ns(&[3])));
+        // A node that missed the last marks plans two more changes on top.
+        let stale = planned
+            .plan_join(&nodes[4], &nodes[..5])
+            .plan_join(&nodes[5], &nodes);
+        assert!(stale.version > settled.version);
+        let mut a = settled.clone();
+        assert!(!a.merge(&stale), "the completed move stays");
+        let mut b = stale.clone();
+        assert!(b.merge(&settled));
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -18,6 +18,12 @@ use super::msg::WalkPosition;
 use super::throttle::TokenBucket;
 use super::types::NodeId;
 
+/// What a page costs against the throttle at least, at high rates: pages
+/// that carry little (few keys of the walked partitions among those
+/// examined) still cost the source a walk, so they are paced too — at
+/// most 20 a second, or one per 256 KiB of the rate.
+pub const PAGE_CHARGE_MIN_BYTES: u64 = 256 * 1024;
+
 /// The name the receiver's checkpoints are stored under (a local record).
 pub const CHECKPOINTS_RECORD: &str = "transfer-checkpoints";
 
@@ -219,7 +225,10 @@ impl Incoming {
         let Some(fetch) = self.in_flight.take_if(|f| f.request == request) else {
             return PageOutcome::Stale;
         };
-        self.bucket.spend(bytes);
+        // A page costs at least a floor, however little it carried: the
+        // source examined keys for it on its node loop.
+        let floor = PAGE_CHARGE_MIN_BYTES.min(self.bucket.per_s() / 20);
+        self.bucket.spend(bytes.max(floor));
         self.checkpoints.keys += keys;
         self.checkpoints.bytes += bytes;
         self.copied_keys_here += keys;

@@ -79,7 +79,7 @@ impl Node {
         if is_new && self.hints.total_pending() >= cap {
             self.hints.refused_full += 1;
             return Err(ReplicaError::Storage(format!(
-                "node {} keeps {HINTS_MAX} hints already and takes no more",
+                "node {} keeps {cap} hints already and takes no more",
                 self.config.id
             )));
         }

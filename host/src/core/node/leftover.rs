@@ -25,16 +25,17 @@ pub(super) struct LeftoverSweep {
 
 impl Node {
     /// Whether this node takes nothing more to hold for others: it is no
-    /// member, or a leaving member that reported itself drained (what it
-    /// took now would leave with it). Hinted writes, deliveries and
+    /// member, or a leaving member that owns nothing and reported itself
+    /// drained or was forced out (what it took now would leave with it). Hinted writes, deliveries and
     /// repairs are refused; their senders keep what they hold.
     pub(super) fn takes_no_more(&self) -> bool {
-        !self.is_member()
-            || self
-                .meta
-                .leaving
-                .get(&self.config.id)
-                .is_some_and(|d| d.drained)
+        let me = &self.config.id;
+        let owns = self
+            .meta
+            .ring
+            .as_ref()
+            .is_some_and(|r| r.owned_by(me) > 0 || r.future_owned_by(me) > 0);
+        !self.is_member() || (!owns && self.meta.leaving.get(me).is_some_and(|d| d.drained))
     }
 
     /// Whether this node keeps a plain copy of `key`: it is one of its

@@ -331,7 +331,8 @@ impl Node {
                 && heard.is_some_and(|t| self.now.mono_ms.saturating_sub(t) < quiet_ms)
             {
                 self.emit(refuse(format!(
-                    "node id {from} is already a member and answered within the last 10 s"
+                    "node id {from} is already a member and answered within the last {} s",
+                    quiet_ms / 1000
                 )));
                 return;
             }

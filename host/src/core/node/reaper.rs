@@ -163,7 +163,12 @@ impl Node {
         };
         // Hints kept for removed members count too: they are re-homed to
         // the keys' replicas later and could bring a collected key back.
-        let removed = self.meta.removed.keys().cloned();
+        let removed = self
+            .hints
+            .owners()
+            .filter(|(id, h)| h.pending > 0 && self.meta.removed.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<_>>();
         let owners: Vec<NodeId> = self.other_members().into_iter().chain(removed).collect();
         // Without anti-entropy this node tracks no tombstones: it vouches
         // for none it holds.

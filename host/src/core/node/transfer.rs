@@ -230,6 +230,9 @@ impl Node {
         let Some(ring) = self.meta.ring.clone() else {
             return refuse("this node has not joined a cluster".into());
         };
+        if self.takes_no_more() {
+            return refuse("this node handed over what it held and is leaving".into());
+        }
         if ring.next.is_none() || ring.plan_id() != plan {
             return refuse(format!(
                 "this node's ring (version {}) plans another move: ask again once gossip settles",
