@@ -248,8 +248,8 @@ fn render_status(status: &Value) -> String {
             m["http"].as_str().unwrap_or("?"),
             m["peer"].as_str().unwrap_or("?"),
             m["status"].as_str().unwrap_or("?"),
-            m["partitions"],
-            m["partitions_next"],
+            m["partitions"].as_u64().unwrap_or(0),
+            m["partitions_next"].as_u64().unwrap_or(0),
         ));
     }
     let moving = &status["ring_move"];
@@ -319,7 +319,8 @@ mod tests {
                 "bytes": 2_097_152, "resumed_keys": 400, "keys_per_s": 500, "bytes_per_s": 1_048_576, "eta_s": 7}],
         });
         let text = render_status(&status);
-        assert!(text.contains("joining"), "{text}");
+        let node4 = text.lines().find(|l| l.starts_with("node4")).unwrap();
+        assert!(node4.ends_with("joining           0     64"), "{node4:?}");
         assert!(
             text.contains("48/192 partition copies made; left: node4 144"),
             "{text}"
