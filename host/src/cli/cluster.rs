@@ -87,13 +87,10 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
             wait_s,
             target,
         } => {
-            let body = serde_json::json!({ "seed": seed }).to_string();
-            let url = format!("{}/cluster/join", target.url.trim_end_matches('/'));
-            let answer = exchange(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                Some(body.as_bytes()),
+            let answer = post(
+                target,
+                "/cluster/join",
+                &serde_json::json!({ "seed": seed }),
             )?;
             if *no_wait {
                 return print_json(&answer);
@@ -111,13 +108,10 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
             wait_s,
             target,
         } => {
-            let body = serde_json::json!({ "node": id, "force": force }).to_string();
-            let url = format!("{}/cluster/remove", target.url.trim_end_matches('/'));
-            let answer = exchange(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                Some(body.as_bytes()),
+            let answer = post(
+                target,
+                "/cluster/remove",
+                &serde_json::json!({ "node": id, "force": force }),
             )?;
             if *no_wait {
                 return print_json(&answer);
@@ -135,13 +129,10 @@ pub fn run(command: &ClusterCommand) -> anyhow::Result<()> {
             wait_s,
             target,
         } => {
-            let body = serde_json::json!({ "old": old, "new": new, "force": force }).to_string();
-            let url = format!("{}/cluster/replace", target.url.trim_end_matches('/'));
-            let answer = exchange(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                Some(body.as_bytes()),
+            let answer = post(
+                target,
+                "/cluster/replace",
+                &serde_json::json!({ "old": old, "new": new, "force": force }),
             )?;
             if *no_wait {
                 return print_json(&answer);
@@ -161,6 +152,18 @@ fn member<'a>(status: &'a Value, id: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|m| m["id"].as_str() == Some(id))
+}
+
+/// POSTs `body` as JSON to `path` on the node at `target`.
+fn post(target: &Target, path: &str, body: &Value) -> anyhow::Result<super::client::Answer> {
+    let url = format!("{}{path}", target.url.trim_end_matches('/'));
+    let body = body.to_string();
+    exchange(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
 }
 
 fn cluster_status(target: &Target) -> anyhow::Result<Value> {

@@ -100,6 +100,18 @@ fn decode_versioned<T: DeserializeOwned>(bytes: &[u8], version: u8) -> Result<T,
     Ok(value)
 }
 
+/// The first 8 bytes of sha256 of a value's encoding: a short identity of
+/// ordered state (maps and sets encode alike when equal), for gossip
+/// digests and ring plans.
+pub fn short_hash(value: &impl Serialize) -> u64 {
+    use sha2::{Digest, Sha256};
+    let bytes = postcard::to_allocvec(value).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut top = [0u8; 8];
+    top.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(top)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

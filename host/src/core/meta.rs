@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::codec::short_hash;
 use super::limits::{TABLES_MAX, TABLE_NAMES_MAX};
 use super::ring::{Ring, RingV1};
 use super::table::{MergeMode, StorageKind, TableConfig, TableConfigV1};
@@ -229,17 +230,6 @@ pub struct MetaDigest {
     pub plugins: u64,
     /// The context-token key.
     pub token_key: u64,
-}
-
-/// The first 8 bytes of sha256 of a value's encoding (sections are ordered
-/// maps and sets, so equal sections encode alike).
-fn section_hash(value: &impl Serialize) -> u64 {
-    use sha2::{Digest, Sha256};
-    let bytes = postcard::to_allocvec(value).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    let mut top = [0u8; 8];
-    top.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(top)
 }
 
 /// Everything gossip spreads.
@@ -527,16 +517,16 @@ impl ClusterMeta {
     /// The digest of each section.
     pub fn digest(&self) -> MetaDigest {
         MetaDigest {
-            members: section_hash(&(
+            members: short_hash(&(
                 &self.members,
                 &self.leaving,
                 &self.removed,
                 &self.replacements,
             )),
-            ring: section_hash(&self.ring),
-            tables: section_hash(&(&self.tables, &self.dropped)),
-            plugins: section_hash(&self.plugins),
-            token_key: section_hash(&self.token_key),
+            ring: short_hash(&self.ring),
+            tables: short_hash(&(&self.tables, &self.dropped)),
+            plugins: short_hash(&self.plugins),
+            token_key: short_hash(&self.token_key),
         }
     }
 

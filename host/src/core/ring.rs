@@ -290,13 +290,8 @@ impl Ring {
     /// move as the receiver's (two rings can share a version when two
     /// seeds plan at once).
     pub fn plan_id(&self) -> u64 {
-        use sha2::Digest as _;
         let next = self.next.as_ref().map(|n| &n.owners);
-        let bytes = postcard::to_allocvec(&(self.version, &self.owners, next)).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        let mut top = [0u8; 8];
-        top.copy_from_slice(&digest[..8]);
-        u64::from_be_bytes(top)
+        super::codec::short_hash(&(self.version, &self.owners, next))
     }
 
     /// Joins a peer's ring into this one; says whether this one changed.

@@ -110,18 +110,7 @@ impl Node {
         (n, cap): (u8, u64),
         store: &mut dyn LocalStore,
     ) -> Result<(), ReplicaError> {
-        let storage_error = |e: StoreError| ReplicaError::Storage(e.to_string());
-        let entry = self
-            .meta
-            .tables
-            .get(table)
-            .ok_or(ReplicaError::UnknownTable)?;
-        let (storage, mode) = (entry.config.storage, entry.config.merge);
-        let mut merged = store
-            .load(table, storage, key)
-            .map_err(storage_error)?
-            .unwrap_or_default();
-        merged.merge(object, mode);
+        let (merged, _, _) = self.merged_with_local(table, key, object, store)?;
         let object = &merged;
         let owners: Vec<NodeId> = self
             .primaries_of(table, key, n)
@@ -131,7 +120,9 @@ impl Node {
         for owner in &owners {
             self.store_hint_within(owner, table, key, object, cap, store)?;
         }
-        store.remove(table, key).map_err(storage_error)?;
+        store
+            .remove(table, key)
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         self.stats.transfer.leftovers_handed_over += 1;
         if self.sync_plan.is_some() {
             if let Some(ring) = &self.meta.ring {

@@ -147,6 +147,31 @@ impl Node {
         }
     }
 
+    /// `incoming` merged into this node's copy of `key` (none: empty), whether
+    /// that changed the copy, and the table's engine.
+    pub(super) fn merged_with_local(
+        &self,
+        table: &TableName,
+        key: &[u8],
+        incoming: &Object,
+        store: &mut dyn LocalStore,
+    ) -> Result<(Object, bool, StorageKind), ReplicaError> {
+        let entry = self
+            .meta
+            .tables
+            .get(table)
+            .ok_or(ReplicaError::UnknownTable)?;
+        let (storage, mode) = (entry.config.storage, entry.config.merge);
+        let mut object = store
+            .load(table, storage, key)
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?
+            .unwrap_or_default();
+        let before = object.clone();
+        object.merge(incoming, mode);
+        let changed = object != before;
+        Ok((object, changed, storage))
+    }
+
     /// Sends a fresh `message(hint_for)` to every node in `replicas` (those
     /// asked for a key of `table`) but this one; `hint_for` names the
     /// primary a node stands in for (sloppy quorum), `None` for a primary.
@@ -185,19 +210,7 @@ impl Node {
         engine: Option<StorageKind>,
         store: &mut dyn LocalStore,
     ) -> Result<bool, ReplicaError> {
-        let entry = self
-            .meta
-            .tables
-            .get(table)
-            .ok_or(ReplicaError::UnknownTable)?;
-        let (storage, mode) = (entry.config.storage, entry.config.merge);
-        let mut object = store
-            .load(table, storage, key)
-            .map_err(|e| ReplicaError::Storage(e.to_string()))?
-            .unwrap_or_default();
-        let before = object.clone();
-        object.merge(incoming, mode);
-        let changed = object != before;
+        let (object, changed, storage) = self.merged_with_local(table, key, incoming, store)?;
         if changed {
             store
                 .stage(table, engine.unwrap_or(storage), key, &object)
