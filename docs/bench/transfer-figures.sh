@@ -1,7 +1,8 @@
 #!/bin/bash
 # Figures for issue 12: transfer throughput, and `cairn bench` workload A on
 # nodes 1-3 while node4 copies its share at 1 MB/s against the same run
-# without a transfer; then node5 joins unthrottled. Run from the repository
+# before node4 joined and after its move settled; then node5 joins
+# unthrottled. Run from the repository
 # root after `cargo build --release -p cairn` (ports 8180-8184, 8280-8284).
 B=${CAIRN_BIN:-target/release/cairn}
 D=${FIG_DIR:-/tmp/cairn-transfer-figures}; rm -rf $D; mkdir -p $D
@@ -31,11 +32,15 @@ $B bench --urls $URLS --no-load --keys 100000 --workload a --duration-s 12 --jso
 BP=$!
 poll 8183 > $D/move4.txt
 wait $BP
+# The same four nodes once the move settled: what a fourth process and its
+# replica traffic cost on this machine without any transfer.
+poll 8183 > /dev/null
+$B bench --urls $URLS --no-load --keys 100000 --workload a --duration-s 12 --json > $D/after.json 2> $D/after.err
 # An unthrottled join: node5 copies as fast as it can.
 start node5 8184 8284 1000000000 --seed 127.0.0.1:8280
 poll 8184 > $D/move5.txt
 cat $D/move4.txt $D/move5.txt
-for f in base during; do python3 -c "
+for f in base during after; do python3 -c "
 import json; d=json.load(open('$D/$f.json'))
 print('$f', json.dumps({k: d[k] for k in d if k in ('ops_per_s','throughput','p50_ms','p99_ms','p999_ms','errors','latency')})[:600])"; done
 for port in 8183 8184; do python3 - "$D/poll-$port.log" <<'PY'

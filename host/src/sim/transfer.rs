@@ -465,3 +465,64 @@ fn a_dead_member_is_removed_only_when_forced_and_hints_kept_for_it_go_to_the_new
         drained(&sim)
     );
 }
+
+#[test]
+fn a_forced_removal_does_not_wait_for_data_only_the_dead_member_held() {
+    // A table with n = 1 has partitions whose only copy is on the dead
+    // member: a forced removal writes those off (lost with it) instead of
+    // waiting for it forever, and the n = 3 table still moves whole.
+    let mut sim = Sim::with_antientropy(46, 4, 200);
+    siblings_table(&mut sim);
+    let single = crate::core::table::TablePatch {
+        n: Some(1),
+        r: Some(1),
+        w: Some(1),
+        ..Default::default()
+    };
+    sim.create_table(0, "one", single);
+    sim.run_for(2_000);
+    let keys = loaded(&mut sim, 200);
+    let mut singles = Vec::new();
+    for i in 0..100 {
+        let key = format!("s{i}");
+        written(&sim.call(i % 3, put("one", &key, &key, None), TIMEOUT_MS));
+        singles.push(key);
+    }
+    let dead = sim.node(3).unwrap().id().clone();
+    let held_only_by_dead: Vec<&String> = singles
+        .iter()
+        .filter(|k| sim.replicas_of("one", k) == vec![3])
+        .collect();
+    assert!(
+        !held_only_by_dead.is_empty(),
+        "the dead member owns n = 1 partitions"
+    );
+    sim.crash(3);
+    sim.run_for(6_000);
+    assert_eq!(
+        sim.admin(
+            0,
+            AdminOp::Remove {
+                node: dead.clone(),
+                force: true
+            }
+        ),
+        Some(AdminReply::Accepted("leaving"))
+    );
+    assert!(
+        run_until(&mut sim, 120_000, |sim| members_everywhere_but(
+            sim, &dead, 3
+        )),
+        "the forced removal completed"
+    );
+    assert!(run_until(&mut sim, 120_000, |sim| on_every_replica(
+        sim, &keys
+    )));
+    // The n = 1 keys the survivors held still read back.
+    for key in singles.iter().filter(|k| !held_only_by_dead.contains(k)) {
+        assert_eq!(
+            values(&sim.call(0, get("one", key, None), TIMEOUT_MS)),
+            [key.clone()].into_iter().collect()
+        );
+    }
+}

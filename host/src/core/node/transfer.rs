@@ -57,18 +57,81 @@ impl Node {
                 marked += u64::from(ring.mark_moved(p, &self.config.id));
             }
         }
-        if marked > 0 {
-            self.stats.transfer.partitions_completed += marked;
-            self.meta.settle_ring();
-            self.meta_unstaged = true;
-            let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
-            for addr in self.peer_addrs() {
-                self.emit(Output::Send {
-                    addr,
-                    message: gossip.clone(),
-                });
+        self.marked(marked);
+    }
+
+    /// `marked` copies were just marked moved: the move may settle, and
+    /// every member hears of it at once.
+    fn marked(&mut self, marked: u64) {
+        if marked == 0 {
+            return;
+        }
+        self.stats.transfer.partitions_completed += marked;
+        self.meta.settle_ring();
+        self.meta_unstaged = true;
+        let gossip = Message::Member(MemberMessage::Gossip(Box::new(self.meta.clone())));
+        for addr in self.peer_addrs() {
+            self.emit(Output::Send {
+                addr,
+                message: gossip.clone(),
+            });
+        }
+    }
+
+    /// Whether the operator wrote `node` off: its removal or replacement
+    /// was forced, so nothing is waited for from it (what only it held is
+    /// lost with it), and it serves no pages.
+    fn written_off(&self, node: &NodeId) -> bool {
+        self.meta.leaving.get(node).is_some_and(|d| d.drained)
+            || self.meta.removed.contains_key(node)
+            || self
+                .meta
+                .replacements
+                .values()
+                .any(|r| r.force && r.old == *node)
+    }
+
+    /// Where each incoming partition is copied from: one of its first
+    /// min(n) current replicas that is up (it holds every table's keys of
+    /// the partition). When all of those are written off, one of the first
+    /// max(n) (it holds the keys of every table with a larger n). A
+    /// partition whose replicas are all written off has nothing left to
+    /// copy: it is in the second list, to be marked at once. One whose
+    /// replica is merely down waits for it.
+    fn transfer_sources(&self, ring: &Ring, incoming: &[u32]) -> (BTreeMap<u32, NodeId>, Vec<u32>) {
+        let counts = self.meta.replica_counts();
+        let fewest = counts.first().copied().unwrap_or(1);
+        let most = counts.last().copied().unwrap_or(fewest);
+        let usable = |node: &NodeId| *node != self.config.id && !self.written_off(node);
+        let mut sources = BTreeMap::new();
+        let mut nothing_left = Vec::new();
+        for &p in incoming {
+            let mut waits = false;
+            let mut found = None;
+            for reach in [fewest, most] {
+                let candidates: Vec<NodeId> = ring
+                    .first_n(p as usize, usize::from(reach))
+                    .into_iter()
+                    .filter(|node| usable(node))
+                    .collect();
+                found = candidates
+                    .iter()
+                    .find(|node| self.status_of(node) == Status::Up)
+                    .cloned();
+                waits = !candidates.is_empty();
+                if found.is_some() || waits {
+                    break;
+                }
+            }
+            match found {
+                Some(source) => {
+                    sources.insert(p, source);
+                }
+                None if !waits => nothing_left.push(p),
+                None => {}
             }
         }
+        (sources, nothing_left)
     }
 
     /// One transfer turn: forgets walks no longer needed, gives up an
@@ -93,18 +156,17 @@ impl Node {
         let Some(ring) = self.meta.ring.clone() else {
             return;
         };
-        // A current replica holding every table's keys of the partition:
-        // one of its first min(n) nodes, the first of them that is up.
-        let fewest = self.meta.replica_counts().first().copied().unwrap_or(1);
-        let sources: BTreeMap<u32, NodeId> = incoming
-            .iter()
-            .filter_map(|&p| {
-                ring.first_n(p as usize, usize::from(fewest))
-                    .into_iter()
-                    .find(|node| *node != self.config.id && self.status_of(node) == Status::Up)
-                    .map(|node| (p, node))
-            })
-            .collect();
+        let (sources, nothing_left) = self.transfer_sources(&ring, &incoming);
+        if !nothing_left.is_empty() {
+            let mut marked = 0u64;
+            if let Some(ring) = self.meta.ring.as_mut() {
+                for p in nothing_left {
+                    marked += u64::from(ring.mark_moved(p, &self.config.id));
+                }
+            }
+            self.marked(marked);
+            return;
+        }
         let request = self.pending.next_id();
         let source_of = |p: u32| sources.get(&p).cloned();
         let Some(fetch) = self.incoming.next_fetch(
