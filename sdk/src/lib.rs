@@ -143,6 +143,10 @@ pub enum Storage {
 ///     samples = my_samples;               // fn(u64) -> Vec<Vec<u8>>: values for `cairn plugin check`
 /// }
 /// ```
+///
+/// The exports exist only in the `wasm32` build: natively a plugin crate is
+/// an ordinary library whose `reconcile` tests and simulators call directly,
+/// and several plugins link into one binary without clashing symbols.
 #[macro_export]
 macro_rules! export_plugin {
     (
@@ -150,17 +154,20 @@ macro_rules! export_plugin {
         $(select_storage = $select:path;)?
         $(samples = $samples:path;)?
     ) => {
+        #[cfg(target_arch = "wasm32")]
         #[no_mangle]
         pub extern "C" fn cairn_abi_version() -> i32 {
             $crate::ABI_VERSION as i32
         }
 
+        #[cfg(target_arch = "wasm32")]
         #[no_mangle]
         pub extern "C" fn cairn_alloc(len: i32) -> i32 {
             $crate::guest::alloc(len)
         }
 
         $(
+            #[cfg(target_arch = "wasm32")]
             #[no_mangle]
             pub extern "C" fn cairn_reconcile(ptr: i32, len: i32) -> i64 {
                 $crate::guest::call(ptr, len, $reconcile)
@@ -168,6 +175,7 @@ macro_rules! export_plugin {
         )?
 
         $(
+            #[cfg(target_arch = "wasm32")]
             #[no_mangle]
             pub extern "C" fn cairn_select_storage(ptr: i32, len: i32) -> i64 {
                 $crate::guest::call(ptr, len, $select)
@@ -175,6 +183,7 @@ macro_rules! export_plugin {
         )?
 
         $(
+            #[cfg(target_arch = "wasm32")]
             #[no_mangle]
             pub extern "C" fn cairn_samples(seed: i64) -> i64 {
                 $crate::guest::answer(&$samples(seed as u64))

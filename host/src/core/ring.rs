@@ -418,11 +418,11 @@ impl Ring {
     /// The last resort when swaps leave a window crowded, which happens
     /// with exactly `target_n + 1` members: every owner's count is fixed
     /// by then, and no single swap helps. A shortest-path search over the
-    /// ring (states: the last `target_n - 1` owners) finds the assignment
-    /// with every window distinct that changes the fewest partitions,
-    /// starting at a place whose window is already fine. The result is
-    /// taken only if every share stays within the stated balance bound;
-    /// otherwise the ring stays as the swaps left it.
+    /// ring (states: the last `target_n - 1` owners) finds an assignment
+    /// with every window distinct that changes few partitions (the fewest
+    /// among those keeping a start place whose window is already fine). The
+    /// result is taken only if every share stays within the stated balance
+    /// bound and above zero; otherwise the ring stays as the swaps left it.
     fn repair_windows_by_search(&mut self) {
         let members: Vec<NodeId> = self
             .owners
@@ -437,9 +437,11 @@ impl Ring {
         };
         let q = found.len() as f64;
         let ideal = q / members.len() as f64;
+        // Every member keeps at least one partition: one left with none
+        // would be planned a join again.
         let balanced = members.iter().all(|member| {
             let owned = found.iter().filter(|o| *o == member).count() as f64;
-            (owned - ideal).abs() <= ideal * BALANCE_SLACK + 2.0
+            owned >= 1.0 && (owned - ideal).abs() <= ideal * BALANCE_SLACK + 2.0
         });
         if balanced {
             self.owners = found;

@@ -163,6 +163,9 @@ pub struct Sim {
     /// Gossip messages sent (digests, deltas, whole metadata) and their
     /// encoded bytes, for convergence figures.
     pub gossip_sent: (u64, u64),
+    /// The counters of node incarnations that ended (a node's counters
+    /// start afresh with each start), so totals survive crashes.
+    retired_stats: Vec<crate::core::stats::NodeStats>,
 }
 
 fn address(index: usize) -> String {
@@ -235,6 +238,7 @@ impl Sim {
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
             partitions: if count > 64 { 256 } else { 64 },
             gossip_sent: (0, 0),
+            retired_stats: Vec::new(),
         };
         for i in 0..count {
             let seeds = if i == 0 { Vec::new() } else { vec![address(0)] };
@@ -272,6 +276,7 @@ impl Sim {
         sim_node.held_events.clear();
         sim_node.held_inputs.clear();
         if let Some(node) = sim_node.node.take() {
+            self.retired_stats.push(node.stats());
             sim_node.store.shut_down_cleanly(node.may_keep_epoch());
             sim_node.incarnation += 1;
             sim_node.committing = false;
@@ -356,7 +361,9 @@ impl Sim {
         sim_node.paused = false;
         sim_node.held_events.clear();
         sim_node.held_inputs.clear();
-        sim_node.node = None;
+        if let Some(node) = sim_node.node.take() {
+            self.retired_stats.push(node.stats());
+        }
         sim_node.store.lose_staged();
         sim_node.incarnation += 1;
         sim_node.committing = false;
@@ -859,6 +866,17 @@ impl Sim {
             self.seed
         );
         sha256
+    }
+
+    /// The counters of every node incarnation of this run, ended ones
+    /// included: sums over them count what happened across crashes.
+    pub fn stats_of_every_incarnation(&self) -> Vec<crate::core::stats::NodeStats> {
+        let running = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .map(|n| n.stats());
+        self.retired_stats.iter().copied().chain(running).collect()
     }
 
     /// Node `index`'s protocol state, while it runs.

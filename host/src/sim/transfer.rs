@@ -6,7 +6,7 @@
 //! and replaces move data the same way.
 
 use super::check::drained;
-use super::tests::{siblings_table, values, written, TIMEOUT_MS};
+use super::tests::{siblings_table, values, with_w, written, TIMEOUT_MS};
 use super::{get, put, Sim};
 use crate::core::msg::{AdminOp, AdminReply, ClientReply, ClusterStatus, MemberMessage, Message};
 use crate::core::ring::Ring;
@@ -480,6 +480,13 @@ fn a_forced_removal_does_not_wait_for_data_only_the_dead_member_held() {
         ..Default::default()
     };
     sim.create_table(0, "one", single);
+    let pair = crate::core::table::TablePatch {
+        n: Some(2),
+        r: Some(1),
+        w: Some(1),
+        ..Default::default()
+    };
+    sim.create_table(0, "two", pair);
     sim.run_for(2_000);
     let keys = loaded(&mut sim, 200);
     let mut singles = Vec::new();
@@ -487,6 +494,12 @@ fn a_forced_removal_does_not_wait_for_data_only_the_dead_member_held() {
         let key = format!("s{i}");
         written(&sim.call(i % 3, put("one", &key, &key, None), TIMEOUT_MS));
         singles.push(key);
+    }
+    let mut pairs = Vec::new();
+    for i in 0..100 {
+        let key = format!("t{i}");
+        written(&sim.call(i % 3, with_w(put("two", &key, &key, None), 2), TIMEOUT_MS));
+        pairs.push(key);
     }
     let dead = sim.node(3).unwrap().id().clone();
     let held_only_by_dead: Vec<&String> = singles
@@ -518,6 +531,17 @@ fn a_forced_removal_does_not_wait_for_data_only_the_dead_member_held() {
     assert!(run_until(&mut sim, 120_000, |sim| on_every_replica(
         sim, &keys
     )));
+    // Every n = 2 key had a copy on a survivor: each of its replicas now
+    // holds it, in its own store (no read repaired anything).
+    for key in &pairs {
+        for replica in sim.replicas_of("two", key) {
+            assert!(
+                sim.local_object(replica, "two", key.as_bytes()).is_some(),
+                "{key} missing on node{}",
+                replica + 1
+            );
+        }
+    }
     // The n = 1 keys the survivors held still read back.
     for key in singles.iter().filter(|k| !held_only_by_dead.contains(k)) {
         assert_eq!(

@@ -79,8 +79,8 @@ impl Node {
     }
 
     /// Whether the operator wrote `node` off: its removal or replacement
-    /// was forced, so nothing is waited for from it (what only it held is
-    /// lost with it), and it serves no pages.
+    /// was forced (or it is removed), so nothing is waited for from it and
+    /// it is not asked for pages (what only it held is lost with it).
     fn written_off(&self, node: &NodeId) -> bool {
         self.meta.leaving.get(node).is_some_and(|d| d.drained)
             || self.meta.removed.contains_key(node)
@@ -91,44 +91,56 @@ impl Node {
                 .any(|r| r.force && r.old == *node)
     }
 
-    /// Where each incoming partition is copied from: one of its first
-    /// min(n) current replicas that is up (it holds every table's keys of
-    /// the partition). When all of those are written off, one of the first
-    /// max(n) (it holds the keys of every table with a larger n). A
-    /// partition whose replicas are all written off has nothing left to
-    /// copy: it is in the second list, to be marked at once. One whose
-    /// replica is merely down waits for it.
+    /// Where each incoming partition is copied from. For each n this node
+    /// receives the partition for, smallest first, the first n current
+    /// replicas hold the keys of every table with that n or more: the first
+    /// of them that is up is the source. If one of them is merely down, the
+    /// partition waits for it. Only when all of them are written off does
+    /// the next larger n get its turn (the tables with the smaller n lose
+    /// what only the written-off members held, as `--force` says); after
+    /// them, a new replica that already copied the partition (marked). A
+    /// partition nobody usable holds is in the second list, to be marked
+    /// at once with nothing to copy.
     fn transfer_sources(&self, ring: &Ring, incoming: &[u32]) -> (BTreeMap<u32, NodeId>, Vec<u32>) {
         let counts = self.meta.replica_counts();
-        let fewest = counts.first().copied().unwrap_or(1);
-        let most = counts.last().copied().unwrap_or(fewest);
         let usable = |node: &NodeId| *node != self.config.id && !self.written_off(node);
         let mut sources = BTreeMap::new();
         let mut nothing_left = Vec::new();
         for &p in incoming {
-            let mut waits = false;
-            let mut found = None;
-            for reach in [fewest, most] {
-                let candidates: Vec<NodeId> = ring
-                    .first_n(p as usize, usize::from(reach))
-                    .into_iter()
-                    .filter(|node| usable(node))
-                    .collect();
-                found = candidates
-                    .iter()
-                    .find(|node| self.status_of(node) == Status::Up)
-                    .cloned();
-                waits = !candidates.is_empty();
-                if found.is_some() || waits {
+            let reaches = counts
+                .iter()
+                .filter(|&&n| ring.receives(p as usize, n, &self.config.id));
+            let mut candidate_lists: Vec<Vec<NodeId>> = reaches
+                .map(|&n| ring.first_n(p as usize, usize::from(n)))
+                .collect();
+            let copied: Vec<NodeId> = ring
+                .next
+                .as_ref()
+                .map(|next| {
+                    next.moved
+                        .iter()
+                        .filter(|(q, _)| *q == p)
+                        .map(|(_, node)| node.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            candidate_lists.push(copied);
+            let mut decided = false;
+            for candidates in candidate_lists {
+                let usable: Vec<&NodeId> = candidates.iter().filter(|n| usable(n)).collect();
+                if let Some(up) = usable.iter().find(|n| self.status_of(n) == Status::Up) {
+                    sources.insert(p, (*up).clone());
+                    decided = true;
+                    break;
+                }
+                if !usable.is_empty() {
+                    // A usable replica is down: wait for it.
+                    decided = true;
                     break;
                 }
             }
-            match found {
-                Some(source) => {
-                    sources.insert(p, source);
-                }
-                None if !waits => nothing_left.push(p),
-                None => {}
+            if !decided {
+                nothing_left.push(p);
             }
         }
         (sources, nothing_left)

@@ -1,5 +1,5 @@
-//! The fewest owner changes that give every window of `target_n`
-//! consecutive partitions distinct owners: a shortest path around the ring.
+//! Few owner changes that give every window of `target_n` consecutive
+//! partitions distinct owners: a shortest path around the ring.
 //!
 //! Swaps repair crowded windows one pair at a time and stall when every
 //! member's count is pinned (exactly `target_n + 1` members). This search
@@ -17,11 +17,18 @@ const STATES_MAX: usize = 4_096;
 /// The most (position × state) back-pointers kept, bounding memory.
 const CELLS_MAX: usize = 1 << 22;
 
+/// The most (position × state × choice) steps taken, bounding time: the
+/// search runs on the node's event loop. Four members with windows of three
+/// on 1,024 partitions take 24,576.
+const STEPS_MAX: usize = 1 << 24;
+
 /// An assignment of `members` to the ring's positions in which every
 /// `target_n` consecutive positions (cyclically) are distinct, changing as
-/// few positions of `owners` as possible. `None` when no such assignment
-/// exists, the search would be too large, or an owner is not in `members`
-/// (which must be sorted).
+/// few positions of `owners` as possible among the assignments that keep
+/// the owners of a start position whose window is already distinct.
+/// `None` when no such assignment exists, the search would be too large
+/// (states, memory or steps), or an owner is not in `members` (which must
+/// be sorted).
 pub fn fewest_changes<T: Clone + Ord>(owners: &[T], members: &[T], target_n: u8) -> Option<Vec<T>> {
     let n = usize::from(target_n);
     let q = owners.len();
@@ -34,7 +41,10 @@ pub fn fewest_changes<T: Clone + Ord>(owners: &[T], members: &[T], target_n: u8)
         .map(|o| members.binary_search(o).ok())
         .collect::<Option<_>>()?;
     let states = enumerate_states(m, n - 1)?;
-    if states.len().saturating_mul(q) > CELLS_MAX {
+    let branching = m - (n - 1);
+    if states.len().saturating_mul(q) > CELLS_MAX
+        || states.len().saturating_mul(q).saturating_mul(branching) > STEPS_MAX
+    {
         return None;
     }
     let index: HashMap<&[usize], usize> = states
