@@ -1,5 +1,6 @@
 //! Project automation, so the README's two commands work on a fresh machine:
-//! `cargo xtask dev` (a local cluster) and `cargo xtask test` (every check CI runs).
+//! `cargo xtask dev` (a local cluster) and `cargo xtask test` (every check CI
+//! runs); `cargo xtask torture` runs the fault matrix on demand.
 
 use std::process::{exit, Command};
 
@@ -8,8 +9,9 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("torture") => torture(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask dev [cairn dev options] | cargo xtask test [cargo test filters]");
+            eprintln!("usage: cargo xtask dev [cairn dev options] | cargo xtask test [cargo test filters] | cargo xtask torture [--quick] [--seeds N] [--minutes M] ...");
             exit(2);
         }
     };
@@ -91,5 +93,19 @@ fn test(filters: &[String]) -> Result<(), String> {
         args.push("--");
         args.extend(filters.iter().map(String::as_str));
     }
+    run("cargo", &args)?;
+    if filters.is_empty() {
+        // The bounded torture slice: every workload under every fault, a
+        // fixed seed and a random one.
+        torture(&["--quick".to_owned()])?;
+    }
+    Ok(())
+}
+
+/// Runs the torture matrix (`tests/src/bin/torture.rs`), which writes
+/// `target/torture/report.json` and `report.md` and fails on any loss.
+fn torture(options: &[String]) -> Result<(), String> {
+    let mut args = vec!["run", "-p", "cairn-tests", "--bin", "torture", "--"];
+    args.extend(options.iter().map(String::as_str));
     run("cargo", &args)
 }

@@ -1,0 +1,125 @@
+//! `cargo xtask torture [--quick] [--seeds N] [--minutes M] [--workload W]
+//! [--fault F] [--out DIR]`: runs the torture matrix and writes
+//! `report.json` and `report.md` to DIR (default `target/torture`). Exits
+//! non-zero if any run broke a guarantee.
+
+use std::path::PathBuf;
+use std::process::exit;
+use std::time::Duration;
+
+use cairn_tests::torture::schedule::Family;
+use cairn_tests::torture::{run_simulation, Options, Workload};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: torture [--quick] [--seeds N] [--base-seed S] [--minutes M] [--fault-ms MS] \
+         [--workload NAME]... [--fault NAME]... [--out DIR]\n\
+         workloads: {}\nfaults: {}",
+        Workload::ALL.map(Workload::name).join(", "),
+        Family::ALL.map(Family::name).join(", ")
+    );
+    exit(2);
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    // The random part of the quick slice: a different seed each run,
+    // printed so a failure replays.
+    let random_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000)
+        .unwrap_or(0);
+    let mut options = Options {
+        seeds: 20,
+        base_seed: 1,
+        fault_ms: 6_000,
+        budget: None,
+        workloads: Vec::new(),
+        families: Vec::new(),
+    };
+    let mut quick = false;
+    let mut out = PathBuf::from("target/torture");
+    let number = |value: Option<String>| -> u64 {
+        value
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| usage())
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--seeds" => options.seeds = number(args.next()),
+            "--base-seed" => options.base_seed = number(args.next()),
+            "--minutes" => {
+                options.budget = Some(Duration::from_secs(number(args.next()) * 60));
+            }
+            "--fault-ms" => options.fault_ms = number(args.next()),
+            "--workload" => {
+                let name = args.next().unwrap_or_else(|| usage());
+                let found = Workload::ALL.into_iter().find(|w| w.name() == name);
+                options.workloads.push(found.unwrap_or_else(|| usage()));
+            }
+            "--fault" => {
+                let name = args.next().unwrap_or_else(|| usage());
+                options
+                    .families
+                    .push(Family::named(&name).unwrap_or_else(|| usage()));
+            }
+            "--out" => out = PathBuf::from(args.next().unwrap_or_else(|| usage())),
+            _ => usage(),
+        }
+    }
+    let mut runs = vec![];
+    if quick {
+        // A fixed seed, then a random one: every cell, short fault phases.
+        let mut fixed = Options::quick(7);
+        fixed.workloads = options.workloads.clone();
+        fixed.families = options.families.clone();
+        let mut random = fixed.clone();
+        random.base_seed = random_seed;
+        eprintln!("torture --quick: seeds 7 and {random_seed}");
+        runs.push(fixed);
+        runs.push(random);
+    } else {
+        runs.push(options.clone());
+    }
+    let mut report = cairn_tests::torture::report::Report::default();
+    for run in &runs {
+        let part = run_simulation(run, |line| eprintln!("{line}"));
+        if report.cells.is_empty() {
+            report = part;
+        } else {
+            for (cell, more) in report.cells.iter_mut().zip(part.cells) {
+                cell.seeds.extend(more.seeds);
+                cell.tally.add(&more.tally);
+                cell.convergence_ms.extend(more.convergence_ms);
+                cell.hints_created += more.hints_created;
+                cell.hints_delivered += more.hints_delivered;
+                cell.keys_repaired += more.keys_repaired;
+                cell.failures.extend(more.failures);
+            }
+            report.seconds += part.seconds;
+        }
+    }
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let title = format!(
+        "`cargo xtask torture {}`, {} virtual ms of faults per run.",
+        command.join(" "),
+        runs[0].fault_ms
+    );
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("torture: cannot create {}: {e}", out.display());
+        exit(1);
+    }
+    let json = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+    let written = std::fs::write(out.join("report.json"), json)
+        .and_then(|()| std::fs::write(out.join("report.md"), report.to_markdown(&title)));
+    if let Err(e) = written {
+        eprintln!("torture: cannot write the report: {e}");
+        exit(1);
+    }
+    println!("{}", report.to_markdown(&title));
+    if report.failures() > 0 {
+        eprintln!("torture: {} failures", report.failures());
+        exit(1);
+    }
+}
