@@ -77,6 +77,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             disk_reserve_bytes: crate::core::limits::DISK_RESERVE_BYTES_DEFAULT,
             antientropy: Some(crate::core::antientropy::AntiEntropyConfig::default()),
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
+            clock_offset_ms: 0,
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// anti-entropy). At least twice --request-timeout-ms plus 1 s.
     #[arg(long, default_value_t = crate::core::limits::TOMBSTONE_GRACE_MS_DEFAULT)]
     pub tombstone_grace_ms: u64,
+    /// For fault tests only: milliseconds added to this node's wall clock
+    /// (negative: behind), as a skewed clock would be.
+    #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
 }
 
 impl ServeArgs {
@@ -182,6 +186,7 @@ impl ServeArgs {
             disk_reserve_bytes: self.disk_reserve_bytes,
             antientropy,
             transfer_bytes_per_s: self.transfer_bytes_per_s,
+            clock_offset_ms: self.clock_offset_ms,
         })
     }
 }

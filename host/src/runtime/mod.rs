@@ -97,6 +97,10 @@ pub struct ServeOptions {
     pub antientropy: Option<AntiEntropyConfig>,
     /// Bytes a second this node copies moving partitions at.
     pub transfer_bytes_per_s: u64,
+    /// Milliseconds added to this node's wall clock: a skewed clock for
+    /// fault tests (Linux cannot skew the real clock of one process). The
+    /// monotonic clock is untouched; 0 everywhere else.
+    pub clock_offset_ms: i64,
 }
 
 /// The addresses a started node listens on.
@@ -197,7 +201,7 @@ pub async fn serve(
         http: http_listener.local_addr()?,
         peer: peer_listener.local_addr()?,
     };
-    let clock = Clock::new();
+    let clock = Clock::new(options.clock_offset_ms);
     let config = NodeConfig {
         id: options.id.clone(),
         http: bound.http.to_string(),
@@ -262,19 +266,23 @@ pub async fn serve(
 /// The real clock, turned into the core's two clocks.
 struct Clock {
     start: Instant,
+    /// Added to the wall clock (see [`ServeOptions::clock_offset_ms`]).
+    offset_ms: i64,
 }
 
 impl Clock {
-    fn new() -> Self {
+    fn new(offset_ms: i64) -> Self {
         Clock {
             start: Instant::now(),
+            offset_ms,
         }
     }
 
     fn now(&self) -> Now {
-        let wall_ms = SystemTime::now()
+        let real_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+            .map_or(0, |d| d.as_millis() as i64);
+        let wall_ms = real_ms.saturating_add(self.offset_ms).max(0) as u64;
         Now {
             mono_ms: self.start.elapsed().as_millis() as u64,
             wall_ms,

@@ -175,6 +175,7 @@ mod backlog {
             disk_reserve_bytes: 0,
             antientropy: None,
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
+            clock_offset_ms: 0,
         };
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop_node, stopped) = oneshot::channel::<()>();

@@ -646,6 +646,39 @@ fn converged(sim: &mut Sim, workload: Workload) -> bool {
     })
 }
 
+/// Prints what each node holds of `key` (for replaying a failing seed).
+fn debug_key(sim: &mut Sim, workload: Workload, key: &str, final_seen: &Seen) {
+    eprintln!(
+        "{key}: final read found {} elements in {} versions; replicas {:?}",
+        final_seen.elements.len(),
+        final_seen.versions,
+        sim.replicas_of(workload.table(), key)
+    );
+    for i in 0..sim.len() {
+        let object = sim.local_object(i, workload.table(), key.as_bytes());
+        let summary = object.map(|o| {
+            o.versions
+                .iter()
+                .map(|v| v.value.as_ref().map_or(0, |b| b.len()))
+                .collect::<Vec<_>>()
+        });
+        if std::env::var("CAIRN_TORTURE_DEBUG").as_deref() == Ok("full") {
+            eprintln!(
+                "    {:?}",
+                sim.local_object(i, workload.table(), key.as_bytes())
+            );
+        }
+        let ring = sim.node(i).and_then(|n| n.meta().ring.clone());
+        eprintln!(
+            "  node{} up={} owns={:?} value bytes per version {:?}",
+            i + 1,
+            sim.is_up(i),
+            ring.map(|r| (r.version, r.next.is_some())),
+            summary
+        );
+    }
+}
+
 /// Whether every running node's ring has finished its move.
 fn settled(sim: &Sim) -> bool {
     (0..sim.len())
@@ -754,6 +787,9 @@ fn run_with(
                 continue;
             }
         };
+        if std::env::var("CAIRN_TORTURE_DEBUG").is_ok() {
+            debug_key(&mut sim, workload, key, &final_seen);
+        }
         let history = driver.histories.remove(key).unwrap_or_default();
         let (tally, broken) = match workload {
             Workload::Set => {
@@ -863,6 +899,30 @@ mod tests {
             "{:?}",
             result.broken
         );
+    }
+
+    /// Found by `torture --workload set --fault mixed --base-seed 1006`:
+    /// node1 handed its copy of a key over when a join moved the key
+    /// away, forgetting the dots it had minted for it; when the key came
+    /// back it minted counter 1 again, which the replicas' clocks already
+    /// covered, and they dropped every element that write carried.
+    #[test]
+    fn regression_a_former_replica_never_mints_a_dot_it_handed_over() {
+        let schedule: Schedule = "at 537 pause 3
+            at 1002 resume 3
+            at 1653 halves 2,3,4,5 | 1
+            at 2346 heal
+            at 2800 one-way 4 -> 2
+            at 3148 heal
+            at 3300 join
+            at 4216 isolate 1
+            at 5184 heal
+            at 5838 remove 4"
+            .parse()
+            .unwrap();
+        let result = run_schedule(Workload::Set, &schedule, 1006, 6_000);
+        assert!(result.broken.is_empty(), "{:?}", result.broken);
+        assert!(result.tally.acknowledged > 100, "{:?}", result.tally);
     }
 
     #[test]

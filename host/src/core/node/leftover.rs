@@ -120,6 +120,16 @@ impl Node {
         for owner in &owners {
             self.store_hint_within(owner, table, key, object, cap, store)?;
         }
+        // Removing the copy forgets the dots this node minted for the key:
+        // its counters start above them from now on (as after collecting a
+        // tombstone), or a write it coordinates later would mint one of
+        // them again, and replicas that saw the first would drop it.
+        let actor = Actor {
+            node: self.config.id.clone(),
+            epoch: self.epoch,
+        };
+        let floor = self.mint_floor().max(object.clock.max_counter(&actor));
+        self.mint_floor = (self.epoch, floor);
         store
             .remove(table, key)
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;

@@ -6,10 +6,11 @@
 //! removes its copy and tells every member to remove theirs if unchanged.
 //! The bookkeeping is [`crate::core::reaper`]'s.
 //!
-//! Collecting a tombstone forgets the dots it carried. So that this node
-//! never mints one of them again, its counters for every key start above
-//! the largest it collected under its epoch (the mint floor), and a node
-//! that collected any does not keep its epoch across a restart.
+//! Collecting a tombstone forgets the dots it carried (so does handing a
+//! copy over after a ring move, `leftover.rs`). So that this node never
+//! mints one of them again, its counters for every key start above the
+//! largest it forgot under its epoch (the mint floor), and a node that
+//! forgot any does not keep its epoch across a restart.
 
 use std::collections::BTreeSet;
 
@@ -31,8 +32,9 @@ impl Node {
     }
 
     /// Whether a clean stop may keep this epoch: not once it collected
-    /// tombstones, whose dots only the in-memory mint floor remembers, nor
-    /// once it minted as a stand-in, whose counter lives in memory only.
+    /// tombstones or handed copies over, whose dots only the in-memory mint
+    /// floor remembers, nor once it minted as a stand-in, whose counter
+    /// lives in memory only.
     pub fn may_keep_epoch(&self) -> bool {
         self.mint_floor() == 0 && !self.minted_as_stand_in()
     }
