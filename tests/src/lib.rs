@@ -363,6 +363,20 @@ impl NodeProcess {
         );
     }
 
+    /// Replaces the extra `serve` arguments used from the next start on.
+    pub fn set_extra(&mut self, extra: &[String]) {
+        self.extra = extra.to_vec();
+    }
+
+    /// Starts the node again if it is not running (it may stop by itself
+    /// soon after, e.g. a wiped node its seeds refuse: see
+    /// [`NodeProcess::exit_status`]).
+    pub fn start_again_or_exit(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// Starts again on the same ports and data dir.
     pub fn restart(&mut self) {
         self.crash();

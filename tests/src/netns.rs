@@ -35,6 +35,10 @@ pub struct Network {
     subnet: u32,
     count: usize,
     cuts: Vec<(usize, usize)>,
+    /// (from, to): packets from `from` to `to` are dropped, not back.
+    one_way: Vec<(usize, usize)>,
+    /// Whether a netem discipline is on the nodes' links.
+    netem: bool,
 }
 
 impl Network {
@@ -49,6 +53,8 @@ impl Network {
             subnet: 100 + id % 100,
             count,
             cuts: Vec::new(),
+            one_way: Vec::new(),
+            netem: false,
         };
         let host_addr = format!("10.{}.0.254/24", network.subnet);
         ip(&["link", "add", &network.bridge, "type", "bridge"])?;
@@ -110,8 +116,72 @@ impl Network {
         }
     }
 
+    /// Packets from node `from` to node `to` are dropped; the other way
+    /// still passes. (TCP needs both ways, so a connection either node
+    /// opens to the other stalls too; what differs from a cut is that
+    /// `to`'s packets still reach `from`.)
+    pub fn cut_one_way(&mut self, from: usize, to: usize) {
+        let route = format!("{}/32", self.addr(to));
+        ip(&[
+            "-n",
+            &self.namespace(from),
+            "route",
+            "add",
+            "blackhole",
+            &route,
+        ])
+        .unwrap_or_else(|e| panic!("cut node{} -> node{}: {e}", from + 1, to + 1));
+        self.one_way.push((from, to));
+    }
+
+    /// Puts `netem` (`tc qdisc … netem` arguments, e.g. `loss 5% delay
+    /// 20ms duplicate 1%`) on every node's link, or removes it (`None`).
+    /// Fails where the kernel lacks netem (see [`netem_available`]).
+    pub fn set_links(&mut self, netem: Option<&str>) -> Result<(), String> {
+        for index in 0..self.count {
+            let ns = self.namespace(index);
+            let dev = format!("{}p{}", self.tag, index + 1);
+            let mut args = vec!["netns", "exec", &ns, "tc", "qdisc"];
+            let spec: Vec<&str>;
+            match netem {
+                Some(netem) => {
+                    spec = netem.split_whitespace().collect();
+                    args.extend(["replace", "dev", &dev, "root", "netem"]);
+                    args.extend(spec.iter().copied());
+                }
+                None if self.netem => args.extend(["del", "dev", &dev, "root"]),
+                None => continue,
+            }
+            let output = Command::new("ip")
+                .args(&args)
+                .output()
+                .map_err(|e| format!("tc on node{}: {e}", index + 1))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "tc on node{}: {}",
+                    index + 1,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ));
+            }
+        }
+        self.netem = netem.is_some();
+        Ok(())
+    }
+
     /// Removes every cut.
     pub fn heal(&mut self) {
+        for (from, to) in std::mem::take(&mut self.one_way) {
+            let route = format!("{}/32", self.addr(to));
+            ip(&[
+                "-n",
+                &self.namespace(from),
+                "route",
+                "del",
+                "blackhole",
+                &route,
+            ])
+            .unwrap_or_else(|e| panic!("heal node{} -> node{}: {e}", from + 1, to + 1));
+        }
         for (a, b) in std::mem::take(&mut self.cuts) {
             for (from, to) in [(a, b), (b, a)] {
                 let route = format!("{}/32", self.addr(to));
@@ -127,6 +197,24 @@ impl Network {
             }
         }
     }
+}
+
+/// Whether this kernel has `tc netem` (a module some kernels lack): tries
+/// it on the loopback of a scratch namespace.
+pub fn netem_available() -> bool {
+    let ns = format!("cnprobe{}", std::process::id());
+    if ip(&["netns", "add", &ns]).is_err() {
+        return false;
+    }
+    let works = Command::new("ip")
+        .args([
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+            "1ms",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _ = ip(&["netns", "del", &ns]);
+    works
 }
 
 impl Drop for Network {

@@ -8,11 +8,11 @@ use std::process::exit;
 use std::time::Duration;
 
 use cairn_tests::torture::schedule::Family;
-use cairn_tests::torture::{run_simulation, Options, Workload};
+use cairn_tests::torture::{run_processes, run_simulation, Options, Workload};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: torture [--quick] [--seeds N] [--base-seed S] [--minutes M] [--fault-ms MS] \
+        "usage: torture [--quick] [--processes | --processes-only] [--seeds N] [--base-seed S] [--minutes M] [--fault-ms MS] \
          [--workload NAME]... [--fault NAME]... [--out DIR]\n\
          workloads: {}\nfaults: {}",
         Workload::ALL.map(Workload::name).join(", "),
@@ -38,6 +38,8 @@ fn main() {
         families: Vec::new(),
     };
     let mut quick = false;
+    let mut processes = false;
+    let mut simulation = true;
     let mut out = PathBuf::from("target/torture");
     let number = |value: Option<String>| -> u64 {
         value
@@ -47,6 +49,11 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--processes" => processes = true,
+            "--processes-only" => {
+                processes = true;
+                simulation = false;
+            }
             "--seeds" => options.seeds = number(args.next()),
             "--base-seed" => options.base_seed = number(args.next()),
             "--minutes" => {
@@ -83,26 +90,36 @@ fn main() {
         runs.push(options.clone());
     }
     let mut report = cairn_tests::torture::report::Report::default();
-    for run in &runs {
-        let part = run_simulation(run, |line| eprintln!("{line}"));
-        if report.cells.is_empty() {
-            report = part;
-        } else {
-            for (cell, more) in report.cells.iter_mut().zip(part.cells) {
-                cell.seeds.extend(more.seeds);
-                cell.tally.add(&more.tally);
-                cell.convergence_ms.extend(more.convergence_ms);
-                cell.hints_created += more.hints_created;
-                cell.hints_delivered += more.hints_delivered;
-                cell.keys_repaired += more.keys_repaired;
-                cell.failures.extend(more.failures);
-            }
-            report.seconds += part.seconds;
+    if simulation {
+        for run in &runs {
+            let part = run_simulation(run, |line| eprintln!("{line}"));
+            merge(&mut report, part);
         }
+    }
+    if processes || quick {
+        let mut process_options = options.clone();
+        if quick {
+            // One short process-level scenario: the set under a partition
+            // (as root) or kill -9 and restart (otherwise).
+            process_options.seeds = 1;
+            process_options.base_seed = random_seed;
+            process_options.fault_ms = 8_000;
+            process_options.workloads = vec![Workload::Set];
+            let partition = Family::Isolate;
+            process_options.families =
+                vec![if cairn_tests::torture::process_run::playable(partition) {
+                    partition
+                } else {
+                    Family::Kill
+                }];
+        }
+        let part = run_processes(&process_options, |line| eprintln!("{line}"));
+        report.cells.extend(part.cells);
+        report.seconds += part.seconds;
     }
     let command: Vec<String> = std::env::args().skip(1).collect();
     let title = format!(
-        "`cargo xtask torture {}`, {} virtual ms of faults per run.",
+        "`cargo xtask torture {}`: {} ms of faults per run (virtual in the simulator, real against processes), then the liveness phase.",
         command.join(" "),
         runs[0].fault_ms
     );
@@ -122,4 +139,25 @@ fn main() {
         eprintln!("torture: {} failures", report.failures());
         exit(1);
     }
+}
+
+/// Adds `part`'s cells to `report`'s (the same cells, in the same order).
+fn merge(
+    report: &mut cairn_tests::torture::report::Report,
+    part: cairn_tests::torture::report::Report,
+) {
+    if report.cells.is_empty() {
+        *report = part;
+        return;
+    }
+    for (cell, more) in report.cells.iter_mut().zip(part.cells) {
+        cell.seeds.extend(more.seeds);
+        cell.tally.add(&more.tally);
+        cell.convergence_ms.extend(more.convergence_ms);
+        cell.hints_created += more.hints_created;
+        cell.hints_delivered += more.hints_delivered;
+        cell.keys_repaired += more.keys_repaired;
+        cell.failures.extend(more.failures);
+    }
+    report.seconds += part.seconds;
 }

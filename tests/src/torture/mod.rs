@@ -11,6 +11,7 @@
 //! schedule.
 
 pub mod check;
+pub mod process_run;
 pub mod report;
 pub mod schedule;
 pub mod sim_run;
@@ -116,7 +117,9 @@ pub fn run_simulation(options: &Options, mut progress: impl FnMut(&str)) -> Repo
     let mut report = Report::default();
     for workload in &workloads {
         for family in &families {
-            report.cells.push(Cell::new(*workload, *family));
+            report
+                .cells
+                .push(Cell::new(*workload, *family, "simulation"));
         }
     }
     'seeds: for i in 0..options.seeds {
@@ -143,6 +146,64 @@ pub fn run_simulation(options: &Options, mut progress: impl FnMut(&str)) -> Repo
             started.elapsed().as_secs()
         ));
     }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// Runs workloads under fault families against real processes, cell after
+/// cell (seed `base_seed + round`), until every cell ran `seeds` times or
+/// the time budget is spent; families that need root are skipped without
+/// it.
+pub fn run_processes(options: &Options, mut progress: impl FnMut(&str)) -> Report {
+    let workloads = if options.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        options.workloads.clone()
+    };
+    let families: Vec<Family> = if options.families.is_empty() {
+        Family::ALL.to_vec()
+    } else {
+        options.families.clone()
+    };
+    let started = Instant::now();
+    let mut report = Report::default();
+    for workload in &workloads {
+        for family in families.iter().filter(|f| process_run::playable(**f)) {
+            report
+                .cells
+                .push(Cell::new(*workload, *family, "processes"));
+        }
+    }
+    'rounds: for round in 0..options.seeds {
+        let seed = options.base_seed + round;
+        for cell in report.cells.iter_mut() {
+            if options.budget.is_some_and(|b| started.elapsed() > b) {
+                break 'rounds;
+            }
+            let result = process_run::run(cell.workload, cell.family, seed, options.fault_ms);
+            progress(&format!(
+                "processes {} × {} seed {seed}: {} acknowledged, {} lost, {} unknown{} ({} s)",
+                cell.workload.name(),
+                cell.family.name(),
+                result.tally.acknowledged,
+                result.tally.lost,
+                result.tally.unknown,
+                if result.broken.is_empty() {
+                    String::new()
+                } else {
+                    let schedule =
+                        Schedule::generate(cell.family, seed, process_run::NODES, options.fault_ms);
+                    format!(
+                        "\nFAILED: {}\nschedule:\n{schedule}",
+                        result.broken.join("; ")
+                    )
+                },
+                started.elapsed().as_secs()
+            ));
+            cell.add(seed, &result);
+        }
+    }
+    report.cells.retain(|c| !c.seeds.is_empty());
     report.seconds = started.elapsed().as_secs_f64();
     report
 }

@@ -30,6 +30,8 @@ pub struct Cell {
     pub workload: Workload,
     /// The fault family.
     pub family: Family,
+    /// `simulation` or `processes`.
+    pub runner: &'static str,
     /// Seeds run.
     pub seeds: Vec<u64>,
     /// Summed tallies.
@@ -48,10 +50,11 @@ pub struct Cell {
 
 impl Cell {
     /// An empty cell.
-    pub fn new(workload: Workload, family: Family) -> Cell {
+    pub fn new(workload: Workload, family: Family, runner: &'static str) -> Cell {
         Cell {
             workload,
             family,
+            runner,
             seeds: Vec::new(),
             tally: Tally::default(),
             convergence_ms: Vec::new(),
@@ -89,7 +92,7 @@ impl Cell {
         json!({
             "workload": self.workload.name(),
             "fault": self.family.name(),
-            "runner": "simulation",
+            "runner": self.runner,
             "seeds": self.seeds.len(),
             "attempted": self.tally.attempted,
             "acknowledged": self.tally.acknowledged,
@@ -149,13 +152,13 @@ impl Report {
     /// date, the machine).
     pub fn to_markdown(&self, title: &str) -> String {
         let mut out = format!(
-            "# Cairn torture report\n\n{title}\n\n{} simulated runs in {:.0} s, {} failures.\n\n",
+            "# Cairn torture report\n\n{title}\n\n{} runs in {:.0} s, {} failures.\n\n",
             self.runs(),
             self.seconds,
             self.failures()
         );
-        out.push_str("| workload | fault | seeds | attempted | acknowledged | lost | unknown | unexpected | stale reads | converge p50/p99/max ms | hints created/delivered | AE repaired | max siblings |\n");
-        out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+        out.push_str("| runner | workload | fault | seeds | attempted | acknowledged | lost | unknown | unexpected | stale reads | converge p50/p99/max ms | hints created/delivered | AE repaired | max siblings |\n");
+        out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
         let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         for cell in &self.cells {
             let lost = if cell.workload.loses_by_design() {
@@ -164,7 +167,8 @@ impl Report {
                 cell.tally.lost.to_string()
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{} | {}/{} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{}/{} | {}/{} | {} | {} |\n",
+                cell.runner,
                 cell.workload.name(),
                 cell.family.name(),
                 cell.seeds.len(),
@@ -189,7 +193,8 @@ impl Report {
             .flat_map(|c| {
                 c.failures.iter().map(move |(seed, what)| {
                     format!(
-                        "- {} × {} seed {seed}: {what}",
+                        "- {} {} × {} seed {seed}: {what}",
+                        c.runner,
                         c.workload.name(),
                         c.family.name()
                     )

@@ -1,0 +1,1016 @@
+//! The nemesis for real processes: the same workloads and schedules as the
+//! simulator, played against `cairn serve` processes — each in a network
+//! namespace of its own when run as root (partitions are blackhole routes,
+//! slow and lossy links are `tc netem`), on loopback otherwise (then the
+//! families that need the network are skipped). Clients are threads
+//! speaking HTTP; pauses are SIGSTOP/SIGCONT, kills are kill -9, a wipe
+//! deletes the data dir, a clock skew restarts the node with
+//! `--clock-offset-ms`, a hostile plugin is a trapping module uploaded
+//! under the table's plugin name. Every run ends with the liveness phase:
+//! heal, resume, restart, wait until the ring move is done, no hint is
+//! pending and every node's anti-entropy compared every partition after
+//! the heal with none divergent (no client reads meanwhile); then final
+//! reads from every replica and the checker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use cairn::sim::Rng;
+use serde_json::Value;
+
+use super::check::{
+    check_cart, check_counter, check_set, check_siblings, Add, CounterRead, Increment, Removal,
+    SetRead, Tally, Update, WriteOutcome,
+};
+use super::schedule::{Action, Family, Schedule};
+use super::sim_run::RunResult;
+use super::Workload;
+use crate::netns::Network;
+use crate::{plugin_wasm, temp_dir, wat_plugin, NodeProcess, Reply};
+
+/// Nodes a process run starts with (one more namespace is kept for a join).
+pub const NODES: usize = 5;
+/// Client threads.
+const CLIENTS: usize = 4;
+/// A client's request gives up after this long: the outcome is unknown.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest the liveness phase waits for replicas to agree.
+const CONVERGENCE_LIMIT: Duration = Duration::from_secs(120);
+/// Keys the workloads spread over.
+const KEYS: [&str; 3] = ["k1", "k2", "k3"];
+
+/// Whether this process may make network namespaces (root).
+pub fn can_partition() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Whether `family` can be played here: partitions need root, slow and
+/// lossy links also `tc netem` (some kernels lack it; the mixed family then
+/// plays without them).
+pub fn playable(family: Family) -> bool {
+    match family {
+        Family::Halves | Family::Isolate | Family::OneWay | Family::Bridge | Family::Mixed => {
+            can_partition()
+        }
+        Family::Lossy => can_partition() && links_available(),
+        _ => true,
+    }
+}
+
+/// Whether `tc netem` works here (probed once).
+fn links_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(crate::netns::netem_available)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(CLIENT_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// One exchange; `None` when no answer came in time.
+fn exchange(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Reply> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(body.to_vec()).ok()?;
+    let mut response = agent.run(request).ok()?;
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_vec()
+        .ok()?;
+    Some(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The live values of a read: one (200), the siblings (300) or none (404).
+fn read_values(reply: &Reply) -> Option<Vec<Vec<u8>>> {
+    match reply.status {
+        200 => Some(vec![reply.body.clone()]),
+        404 => Some(Vec::new()),
+        300 => {
+            let json: Value = serde_json::from_slice(&reply.body).ok()?;
+            json["siblings"]
+                .as_array()?
+                .iter()
+                .map(|s| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s["value"].as_str()?)
+                        .ok()
+                })
+                .collect()
+        }
+        _ => None,
+    }
+}
+
+/// What a read showed, in the workload's terms.
+#[derive(Default)]
+struct Seen {
+    elements: BTreeSet<String>,
+    cart: BTreeMap<String, Value>,
+    counter: BTreeMap<String, u64>,
+    values: BTreeSet<String>,
+    versions: u64,
+    context: Option<String>,
+}
+
+fn decode(workload: Workload, reply: &Reply) -> Option<Result<Seen, String>> {
+    let values = read_values(reply)?;
+    let mut seen = Seen {
+        versions: values.len() as u64,
+        context: reply.context().map(str::to_owned),
+        ..Seen::default()
+    };
+    for value in &values {
+        let bad = || format!("an unreadable value: {}", String::from_utf8_lossy(value));
+        match workload {
+            Workload::Set | Workload::Register => {
+                match serde_json::from_slice::<Vec<String>>(value) {
+                    Ok(list) => seen.elements.extend(list),
+                    Err(_) => return Some(Err(bad())),
+                }
+            }
+            Workload::Counter => match serde_json::from_slice::<BTreeMap<String, u64>>(value) {
+                Ok(map) => {
+                    for (actor, total) in map {
+                        let entry = seen.counter.entry(actor).or_insert(0);
+                        *entry = (*entry).max(total);
+                    }
+                }
+                Err(_) => return Some(Err(bad())),
+            },
+            Workload::Cart => match serde_json::from_slice::<BTreeMap<String, Value>>(value) {
+                Ok(map) => {
+                    for (item, entry) in map {
+                        seen.elements.insert(item.clone());
+                        seen.cart.entry(item).or_insert(entry);
+                    }
+                }
+                Err(_) => return Some(Err(bad())),
+            },
+            Workload::Siblings => {
+                seen.values
+                    .insert(String::from_utf8_lossy(value).into_owned());
+            }
+        }
+    }
+    Some(Ok(seen))
+}
+
+fn write_outcome(reply: Option<&Reply>) -> WriteOutcome {
+    match reply.map(|r| r.status) {
+        Some(200..=299) => WriteOutcome::Acknowledged,
+        Some(400 | 404 | 409 | 413) => WriteOutcome::Failed,
+        _ => WriteOutcome::Unknown,
+    }
+}
+
+/// One key's history as a client thread recorded it.
+#[derive(Default)]
+struct History {
+    adds: Vec<Add>,
+    removals: Vec<Removal>,
+    increments: Vec<Increment>,
+    updates: Vec<Update>,
+    set_reads: Vec<SetRead>,
+    counter_reads: Vec<CounterRead>,
+    broken: Vec<String>,
+}
+
+impl History {
+    fn append(&mut self, mut other: History) {
+        self.adds.append(&mut other.adds);
+        self.removals.append(&mut other.removals);
+        self.increments.append(&mut other.increments);
+        self.updates.append(&mut other.updates);
+        self.set_reads.append(&mut other.set_reads);
+        self.counter_reads.append(&mut other.counter_reads);
+        self.broken.append(&mut other.broken);
+    }
+}
+
+/// A client thread: operations against random nodes until `stop`.
+fn client(
+    workload: Workload,
+    c: usize,
+    seed: u64,
+    urls: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+) -> BTreeMap<&'static str, History> {
+    let agent = agent();
+    let mut rng = Rng::new(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
+    let mut histories: BTreeMap<&'static str, History> = BTreeMap::new();
+    let keys: &[&'static str] = if workload == Workload::Siblings {
+        &KEYS[..1]
+    } else {
+        &KEYS
+    };
+    let table = workload_table(workload);
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut serial = 0u64;
+    let now = || start.elapsed().as_millis() as u64;
+    while !stop.load(Ordering::Relaxed) {
+        let url = {
+            let urls = urls.lock().unwrap_or_else(|e| e.into_inner());
+            urls[rng.below(urls.len() as u64) as usize].clone()
+        };
+        let key = keys[rng.below(keys.len() as u64) as usize];
+        let path = format!("{url}/tables/{table}/keys/{key}");
+        serial += 1;
+        let history = histories.entry(key).or_default();
+        // Blind writes: counter increments, and half the set's adds.
+        let blind_counter = workload == Workload::Counter && !rng.chance(300);
+        let blind_set = workload == Workload::Set && rng.chance(500);
+        if blind_counter || blind_set {
+            let invoked_ms = now();
+            let (body, record) = if blind_counter {
+                let delta = 1 + rng.below(5);
+                let total = totals.entry(key).or_insert(0);
+                *total += delta;
+                let actor = format!("c{c}");
+                history.increments.push(Increment {
+                    actor: actor.clone(),
+                    delta,
+                    total: *total,
+                    outcome: WriteOutcome::Unknown,
+                    invoked_ms,
+                    completed_ms: None,
+                });
+                (serde_json::json!({ actor: *total }).to_string(), 0)
+            } else {
+                let element = format!("c{c}e{serial}");
+                history.adds.push(Add {
+                    element: element.clone(),
+                    outcome: WriteOutcome::Unknown,
+                    invoked_ms,
+                    completed_ms: None,
+                });
+                (serde_json::json!([element]).to_string(), 1)
+            };
+            let reply = exchange(&agent, "PUT", &path, &[], body.as_bytes());
+            let outcome = write_outcome(reply.as_ref());
+            let completed = (outcome == WriteOutcome::Acknowledged).then(now);
+            if record == 0 {
+                if let Some(last) = history.increments.last_mut() {
+                    last.outcome = outcome;
+                    last.completed_ms = completed;
+                }
+            } else if let Some(last) = history.adds.last_mut() {
+                last.outcome = outcome;
+                last.completed_ms = completed;
+            }
+            continue;
+        }
+        // Read, then (but for the counter's observations) write over it.
+        let invoked_ms = now();
+        let Some(reply) = exchange(&agent, "GET", &path, &[], b"") else {
+            continue;
+        };
+        let seen = match decode(workload, &reply) {
+            Some(Ok(seen)) => seen,
+            Some(Err(bad)) => {
+                history.broken.push(format!("read of {key}: {bad}"));
+                continue;
+            }
+            None => continue,
+        };
+        let completed_ms = now();
+        match workload {
+            Workload::Counter => {
+                history.counter_reads.push(CounterRead {
+                    invoked_ms,
+                    completed_ms,
+                    found: seen.counter.clone(),
+                    versions: seen.versions,
+                });
+                continue;
+            }
+            Workload::Siblings => history.set_reads.push(SetRead {
+                invoked_ms,
+                found: seen.values.clone(),
+                versions: seen.versions,
+            }),
+            _ => history.set_reads.push(SetRead {
+                invoked_ms,
+                found: seen.elements.clone(),
+                versions: seen.versions,
+            }),
+        }
+        let invoked_ms = now();
+        // Which record the write fills in when it ends.
+        enum Target {
+            Add,
+            Removal,
+            Update,
+        }
+        let (body, target) = match workload {
+            Workload::Cart if rng.chance(300) && !seen.cart.is_empty() => {
+                let items: Vec<&String> = seen.cart.keys().collect();
+                let item = items[rng.below(items.len() as u64) as usize].clone();
+                let mut cart = seen.cart.clone();
+                cart.remove(&item);
+                history.removals.push(Removal {
+                    item,
+                    outcome: WriteOutcome::Unknown,
+                });
+                (
+                    serde_json::to_string(&cart).unwrap_or_default(),
+                    Target::Removal,
+                )
+            }
+            Workload::Cart => {
+                let item = format!("c{c}i{serial}");
+                let mut cart = seen.cart.clone();
+                cart.insert(
+                    item.clone(),
+                    serde_json::json!({"qty": 1, "price": "1.00", "updated_ms": wall_ms()}),
+                );
+                history.adds.push(Add {
+                    element: item,
+                    outcome: WriteOutcome::Unknown,
+                    invoked_ms,
+                    completed_ms: None,
+                });
+                (
+                    serde_json::to_string(&cart).unwrap_or_default(),
+                    Target::Add,
+                )
+            }
+            Workload::Siblings => {
+                let value = format!("w{c}-{serial}");
+                history.updates.push(Update {
+                    value: value.clone(),
+                    saw: seen.values.clone(),
+                    outcome: WriteOutcome::Unknown,
+                });
+                (value, Target::Update)
+            }
+            _ => {
+                let element = format!("c{c}e{serial}");
+                let mut elements = seen.elements.clone();
+                elements.insert(element.clone());
+                history.adds.push(Add {
+                    element,
+                    outcome: WriteOutcome::Unknown,
+                    invoked_ms,
+                    completed_ms: None,
+                });
+                (
+                    serde_json::to_string(&elements).unwrap_or_default(),
+                    Target::Add,
+                )
+            }
+        };
+        let headers: Vec<(&str, &str)> = seen
+            .context
+            .as_deref()
+            .map(|c| vec![("x-cairn-context", c)])
+            .unwrap_or_default();
+        let reply = exchange(&agent, "PUT", &path, &headers, body.as_bytes());
+        let outcome = write_outcome(reply.as_ref());
+        let completed = (outcome == WriteOutcome::Acknowledged).then(now);
+        match target {
+            Target::Add => {
+                if let Some(last) = history.adds.last_mut() {
+                    last.outcome = outcome;
+                    last.completed_ms = completed;
+                }
+            }
+            Target::Removal => {
+                if let Some(last) = history.removals.last_mut() {
+                    last.outcome = outcome;
+                }
+            }
+            Target::Update => {
+                if let Some(last) = history.updates.last_mut() {
+                    last.outcome = outcome;
+                }
+            }
+        }
+    }
+    histories
+}
+
+fn workload_table(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Set => "set",
+        Workload::Counter => "counter",
+        Workload::Cart => "cart",
+        Workload::Register => "register",
+        Workload::Siblings => "siblings",
+    }
+}
+
+fn plugin_of(workload: Workload) -> Option<&'static str> {
+    match workload {
+        Workload::Set => Some("set-union"),
+        Workload::Counter => Some("counter"),
+        Workload::Cart => Some("shopping-cart"),
+        Workload::Register | Workload::Siblings => None,
+    }
+}
+
+/// The cluster under test and what the nemesis has done to it.
+struct Nemesis {
+    network: Option<Network>,
+    nodes: Vec<NodeProcess>,
+    /// Whether each node should be running (a killed node is not until its
+    /// restart; a paused one is, stopped).
+    wanted_up: Vec<bool>,
+    paused: Vec<bool>,
+    clock_offsets: Vec<i64>,
+    /// Nodes the schedule removed: once out they exit, and stay out.
+    removed: Vec<bool>,
+    cuts: BTreeSet<(usize, usize)>,
+    root: PathBuf,
+    extra: Vec<String>,
+    urls: Arc<Mutex<Vec<String>>>,
+}
+
+impl Nemesis {
+    fn start(label: &str) -> Result<Nemesis, String> {
+        let network = if can_partition() {
+            Some(Network::create(NODES + 1)?)
+        } else {
+            None
+        };
+        let root = temp_dir(label);
+        let extra: Vec<String> = [
+            "--partitions",
+            "32",
+            "--request-timeout-ms",
+            "1000",
+            "--antientropy-every-ms",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut nemesis = Nemesis {
+            network,
+            nodes: Vec::new(),
+            wanted_up: Vec::new(),
+            paused: Vec::new(),
+            clock_offsets: Vec::new(),
+            removed: Vec::new(),
+            cuts: BTreeSet::new(),
+            root,
+            extra,
+            urls: Arc::new(Mutex::new(Vec::new())),
+        };
+        for _ in 0..NODES {
+            nemesis.add_node();
+        }
+        nemesis.wait_formed(NODES)?;
+        Ok(nemesis)
+    }
+
+    /// Starts the next node (node1 founds; the others join through it).
+    fn add_node(&mut self) {
+        let index = self.nodes.len();
+        let id = format!("node{}", index + 1);
+        let seeds: Vec<String> = self
+            .nodes
+            .first()
+            .map(|n| n.peer.clone())
+            .into_iter()
+            .collect();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let node = match &self.network {
+            Some(network) if index < NODES + 1 => {
+                let addr = network.addr(index);
+                NodeProcess::start_in(
+                    &network.namespace(index),
+                    &id,
+                    &self.root.join(&id),
+                    (&format!("{addr}:7080"), &format!("{addr}:7081")),
+                    &seeds,
+                    &extra,
+                )
+            }
+            _ => NodeProcess::start(
+                &id,
+                &self.root.join(&id),
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                &seeds,
+                &extra,
+            ),
+        };
+        self.urls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(node.url(""));
+        self.nodes.push(node);
+        self.wanted_up.push(true);
+        self.paused.push(false);
+        self.clock_offsets.push(0);
+        self.removed.push(false);
+    }
+
+    fn wait_formed(&self, count: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let agent = agent();
+        loop {
+            let formed = self.nodes.iter().all(|node| {
+                exchange(&agent, "GET", &node.url("/cluster"), &[], b"")
+                    .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                    .and_then(|s| s["members"].as_array().cloned())
+                    .is_some_and(|m| {
+                        m.len() == count
+                            && m.iter()
+                                .all(|m| m["status"] == "up" && m["partitions"].as_u64() > Some(0))
+                    })
+            });
+            if formed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the cluster did not form within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn cut(&mut self, a: usize, b: usize) {
+        let pair = (a.min(b), a.max(b));
+        if a == b || a >= self.nodes.len() || b >= self.nodes.len() || !self.cuts.insert(pair) {
+            return;
+        }
+        if let Some(network) = &mut self.network {
+            network.cut(a, b);
+        }
+    }
+
+    /// Sets node `i`'s clock offset: a restart with the new flag.
+    fn set_clock(&mut self, i: usize, offset: i64) {
+        self.clock_offsets[i] = offset;
+        let node = &mut self.nodes[i];
+        node.crash();
+        let mut extra: Vec<String> = self.extra.clone();
+        extra.extend(["--clock-offset-ms".to_string(), offset.to_string()]);
+        node.set_extra(&extra);
+        if self.wanted_up[i] {
+            node.start_again_or_exit();
+        }
+    }
+
+    fn apply(&mut self, action: &Action, workload: Workload) {
+        let index = |n: usize| n.checked_sub(1);
+        let others = |n: usize, len: usize| (0..len).filter(move |&m| m != n);
+        match action {
+            Action::Heal => self.heal(),
+            Action::Halves(left, right) | Action::Bridge { left, right, .. } => {
+                for &a in left {
+                    for &b in right {
+                        if let (Some(a), Some(b)) = (index(a), index(b)) {
+                            self.cut(a, b);
+                        }
+                    }
+                }
+            }
+            Action::Isolate(n) => {
+                if let Some(n) = index(*n) {
+                    for m in others(n, self.nodes.len()).collect::<Vec<_>>() {
+                        self.cut(n, m);
+                    }
+                }
+            }
+            Action::OneWay(from, to) => {
+                if let (Some(a), Some(b)) = (index(*from), index(*to)) {
+                    if a < self.nodes.len()
+                        && b < self.nodes.len()
+                        && !self.cuts.contains(&(a.min(b), a.max(b)))
+                    {
+                        if let Some(network) = &mut self.network {
+                            network.cut_one_way(a, b);
+                        }
+                    }
+                }
+            }
+            Action::Pause(n) => {
+                if let Some(i) = index(*n).filter(|&i| i < self.nodes.len()) {
+                    if self.nodes[i].pid().is_some() && !self.paused[i] {
+                        self.nodes[i].pause();
+                        self.paused[i] = true;
+                    }
+                }
+            }
+            Action::Resume(n) => {
+                if let Some(i) = index(*n).filter(|&i| i < self.nodes.len()) {
+                    self.resume(i);
+                }
+            }
+            Action::Kill(n) => {
+                if let Some(i) = index(*n).filter(|&i| i < self.nodes.len()) {
+                    self.resume(i);
+                    self.nodes[i].crash();
+                    self.wanted_up[i] = false;
+                }
+            }
+            Action::Wipe(n) => {
+                if let Some(i) = index(*n).filter(|&i| i < self.nodes.len()) {
+                    self.resume(i);
+                    self.nodes[i].crash();
+                    let _ = std::fs::remove_dir_all(&self.nodes[i].data_dir);
+                    self.wanted_up[i] = false;
+                }
+            }
+            Action::Restart(n) => {
+                if let Some(i) = index(*n).filter(|&i| i < self.nodes.len()) {
+                    self.wanted_up[i] = true;
+                    if self.nodes[i].pid().is_none() {
+                        self.nodes[i].start_again_or_exit();
+                    }
+                }
+            }
+            Action::Clock(n, offset) => {
+                if let Some(i) = index(*n).filter(|&i| i < self.nodes.len()) {
+                    self.resume(i);
+                    self.set_clock(i, *offset);
+                }
+            }
+            Action::Join => {
+                if self.nodes.len() <= NODES {
+                    self.add_node();
+                }
+            }
+            Action::Remove(n) => {
+                let body = format!(r#"{{"node":"node{n}"}}"#);
+                let agent = agent();
+                for node in &self.nodes {
+                    let url = node.url("/cluster/remove");
+                    if exchange(&agent, "POST", &url, &[], body.as_bytes())
+                        .is_some_and(|r| r.status < 300)
+                    {
+                        if let Some(i) = index(*n).filter(|&i| i < self.removed.len()) {
+                            self.removed[i] = true;
+                        }
+                        break;
+                    }
+                }
+            }
+            Action::Links {
+                loss_per_mille,
+                delay_ms_max,
+                duplicate_per_mille,
+            } => {
+                if let Some(network) = self.network.as_mut().filter(|_| links_available()) {
+                    let netem = format!(
+                        "loss {}% delay {}ms {}ms duplicate {}%",
+                        *loss_per_mille as f64 / 10.0,
+                        delay_ms_max / 2,
+                        delay_ms_max / 2,
+                        *duplicate_per_mille as f64 / 10.0
+                    );
+                    if let Err(e) = network.set_links(Some(&netem)) {
+                        eprintln!("torture: links unchanged: {e}");
+                    }
+                }
+            }
+            Action::HostilePlugin => {
+                if let Some(plugin) = plugin_of(workload) {
+                    self.upload(plugin, &wat_plugin("unreachable"));
+                }
+            }
+            Action::PluginRestored => {
+                if let Some(plugin) = plugin_of(workload) {
+                    self.upload(plugin, &plugin_wasm(plugin));
+                }
+            }
+        }
+    }
+
+    fn upload(&self, plugin: &str, bytes: &[u8]) {
+        let agent = agent();
+        for node in &self.nodes {
+            let url = node.url(&format!("/plugins/{plugin}"));
+            if exchange(&agent, "PUT", &url, &[], bytes).is_some_and(|r| r.status < 300) {
+                return;
+            }
+        }
+    }
+
+    fn resume(&mut self, i: usize) {
+        if self.paused[i] {
+            if self.nodes[i].pid().is_some() {
+                self.nodes[i].resume();
+            }
+            self.paused[i] = false;
+        }
+    }
+
+    fn heal(&mut self) {
+        if let Some(network) = &mut self.network {
+            network.heal();
+            let _ = network.set_links(None);
+        }
+        self.cuts.clear();
+    }
+
+    /// A supervisor's round: a node that should run but stopped by itself
+    /// (a wiped node its seeds refused) is started again.
+    fn supervise(&mut self) {
+        for i in 0..self.nodes.len() {
+            let exited = self.nodes[i].exit_status().is_some() || self.nodes[i].pid().is_none();
+            // A removed node exits once told; it is started again only
+            // while it is still a member (its data moves from it).
+            if self.wanted_up[i] && exited && (!self.removed[i] || self.still_member(i)) {
+                self.nodes[i].start_again_or_exit();
+            }
+        }
+    }
+
+    /// Whether any running node still lists node `i` as a member.
+    fn still_member(&self, i: usize) -> bool {
+        let id = format!("node{}", i + 1);
+        (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].pid().is_some() && !self.paused[j])
+            .find_map(|j| self.status(j))
+            .and_then(|s| s["members"].as_array().cloned())
+            .is_none_or(|members| members.iter().any(|m| m["id"] == id.as_str()))
+    }
+
+    fn status(&self, i: usize) -> Option<Value> {
+        exchange(&agent(), "GET", &self.nodes[i].url("/cluster"), &[], b"")
+            .filter(|r| r.status == 200)
+            .and_then(|r| serde_json::from_slice(&r.body).ok())
+    }
+}
+
+impl Drop for Nemesis {
+    fn drop(&mut self) {
+        // Processes first (their drop kills them), then their data, unless
+        // asked to keep it for a post-mortem.
+        self.nodes.clear();
+        if std::env::var("CAIRN_TORTURE_KEEP").is_err() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Runs `workload` under `schedule` against real processes.
+pub fn run_schedule(
+    workload: Workload,
+    schedule: &Schedule,
+    seed: u64,
+    fault_ms: u64,
+) -> RunResult {
+    let mut result = RunResult::default();
+    let mut nemesis = match Nemesis::start(&format!("torture-{}", workload.name())) {
+        Ok(nemesis) => nemesis,
+        Err(e) => {
+            result.broken.push(format!("setup: {e}"));
+            return result;
+        }
+    };
+    let table = workload_table(workload);
+    if let Some(plugin) = plugin_of(workload) {
+        nemesis.upload(plugin, &plugin_wasm(plugin));
+    }
+    let config = match plugin_of(workload) {
+        Some(plugin) => format!(r#"{{"merge":"plugin","plugin":"{plugin}"}}"#),
+        None if workload == Workload::Register => r#"{"merge":"lww"}"#.to_string(),
+        None => r#"{"merge":"siblings"}"#.to_string(),
+    };
+    let agent = agent();
+    let created = exchange(
+        &agent,
+        "PUT",
+        &nemesis.nodes[0].url(&format!("/tables/{table}")),
+        &[],
+        config.as_bytes(),
+    );
+    if created.is_none_or(|r| r.status != 200) {
+        result
+            .broken
+            .push("setup: the table was not created".into());
+        return result;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let urls = nemesis.urls.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || client(workload, c, seed, urls, stop, start))
+        })
+        .collect();
+    for step in &schedule.steps {
+        let due = start + Duration::from_millis(step.at_ms);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        nemesis.apply(&step.action, workload);
+        nemesis.supervise();
+    }
+    if let Some(rest) =
+        (start + Duration::from_millis(fault_ms)).checked_duration_since(Instant::now())
+    {
+        std::thread::sleep(rest);
+    }
+    // Liveness: clients stop, faults stop, everything comes back.
+    stop.store(true, Ordering::Relaxed);
+    let mut histories: BTreeMap<&'static str, History> = BTreeMap::new();
+    for handle in clients {
+        if let Ok(client_histories) = handle.join() {
+            for (key, history) in client_histories {
+                histories.entry(key).or_default().append(history);
+            }
+        }
+    }
+    nemesis.heal();
+    for i in 0..nemesis.nodes.len() {
+        nemesis.resume(i);
+        nemesis.wanted_up[i] = true;
+    }
+    if let Some(plugin) = plugin_of(workload) {
+        nemesis.upload(plugin, &plugin_wasm(plugin));
+    }
+    let healed = Instant::now();
+    let healed_wall = wall_ms();
+    let mut converged = None;
+    while healed.elapsed() < CONVERGENCE_LIMIT {
+        nemesis.supervise();
+        let statuses: Vec<Option<Value>> = (0..nemesis.nodes.len())
+            .map(|i| nemesis.status(i))
+            .collect();
+        let agreed = statuses.iter().enumerate().all(|(i, status)| {
+            // A removed node that is out holds nothing the others need.
+            if nemesis.removed[i] && !nemesis.still_member(i) {
+                return true;
+            }
+            status.as_ref().is_some_and(|s| {
+                let removed = s["members"]
+                    .as_array()
+                    .is_some_and(|m| !m.iter().any(|m| m["id"] == s["node"]));
+                removed
+                    || (s["ring_move"].is_null()
+                        && s["hints_pending"]
+                            .as_object()
+                            .is_none_or(|h| h.values().all(|v| v.as_u64() == Some(0)))
+                        && s["antientropy"]["divergent"].as_u64() == Some(0)
+                        && s["antientropy"]["oldest_exchange_ms"]
+                            .as_u64()
+                            .is_some_and(|t| t > healed_wall))
+            })
+        });
+        if agreed {
+            converged = Some(healed.elapsed().as_millis() as u64);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    result.convergence_ms = converged;
+    if converged.is_none() {
+        result.broken.push(format!(
+            "replicas did not agree within {} s of healing",
+            CONVERGENCE_LIMIT.as_secs()
+        ));
+    }
+    for i in 0..nemesis.nodes.len() {
+        if let Some(status) = nemesis.status(i) {
+            result.keys_repaired += status["antientropy"]["keys_repaired"].as_u64().unwrap_or(0);
+            if let Some(hints) = status["hints"].as_object() {
+                for h in hints.values() {
+                    let delivered = h["delivered"].as_u64().unwrap_or(0);
+                    result.hints_delivered += delivered;
+                    result.hints_created += delivered + h["pending"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+    }
+    // Final reads from every replica.
+    let mut total = Tally::default();
+    for (key, history) in histories.iter_mut() {
+        let reader = nemesis.nodes[0].url(&format!("/tables/{table}/keys/{key}?r=3"));
+        let reply = exchange(&agent, "GET", &reader, &[], b"");
+        let seen = match reply.as_ref().and_then(|r| decode(workload, r)) {
+            Some(Ok(seen)) => seen,
+            other => {
+                let what = match other {
+                    Some(Err(bad)) => bad,
+                    _ => format!("{:?}", reply.map(|r| (r.status, r.text()))),
+                };
+                result.broken.push(format!("final read of {key}: {what}"));
+                continue;
+            }
+        };
+        let (tally, broken) = checked(workload, key, history, &seen);
+        total.add(&tally);
+        result.broken.extend(broken);
+        result.broken.append(&mut history.broken);
+    }
+    result.tally = total;
+    result
+}
+
+/// Runs the workload's checker on one key.
+fn checked(workload: Workload, key: &str, history: &History, seen: &Seen) -> (Tally, Vec<String>) {
+    let named = |list: Vec<String>, what: &str| -> Vec<String> {
+        list.into_iter()
+            .map(|e| format!("{key}: {what} {e}"))
+            .collect()
+    };
+    match workload {
+        Workload::Set => {
+            let (tally, lost) = check_set(&history.adds, &history.set_reads, &seen.elements);
+            let mut broken = named(lost, "acknowledged and lost:");
+            if tally.unexpected > 0 {
+                broken.push(format!(
+                    "{key}: {} elements never attempted",
+                    tally.unexpected
+                ));
+            }
+            (tally, broken)
+        }
+        Workload::Register => {
+            let (mut tally, _) = check_set(&history.adds, &history.set_reads, &seen.elements);
+            let survivors: Vec<Add> = history
+                .adds
+                .iter()
+                .filter(|a| seen.elements.contains(&a.element))
+                .cloned()
+                .collect();
+            tally.stale_reads = check_set(&survivors, &history.set_reads, &seen.elements)
+                .0
+                .stale_reads;
+            let broken = if tally.unexpected > 0 {
+                vec![format!(
+                    "{key}: {} elements never attempted",
+                    tally.unexpected
+                )]
+            } else {
+                Vec::new()
+            };
+            (tally, broken)
+        }
+        Workload::Cart => {
+            let (tally, lost) = check_cart(
+                &history.adds,
+                &history.removals,
+                &history.set_reads,
+                &seen.elements,
+            );
+            (tally, named(lost, "acknowledged and lost:"))
+        }
+        Workload::Counter => {
+            let (tally, broken) =
+                check_counter(&history.increments, &history.counter_reads, &seen.counter);
+            (tally, named(broken, ""))
+        }
+        Workload::Siblings => {
+            let (tally, broken) = check_siblings(
+                &history.updates,
+                &history.set_reads,
+                CLIENTS as u64,
+                &seen.values,
+            );
+            (tally, named(broken, ""))
+        }
+    }
+}
+
+/// Runs `workload` under `family`'s schedule for `seed`.
+pub fn run(workload: Workload, family: Family, seed: u64, fault_ms: u64) -> RunResult {
+    let schedule = Schedule::generate(family, seed, NODES, fault_ms);
+    run_schedule(workload, &schedule, seed, fault_ms)
+}
