@@ -105,6 +105,10 @@ fn test(filters: &[String]) -> Result<(), String> {
 /// Runs the torture matrix (`tests/src/bin/torture.rs`), which writes
 /// `target/torture/report.json` and `report.md` and fails on any loss.
 fn torture(options: &[String]) -> Result<(), String> {
+    // The process runs start `target/debug/cairn` and upload the plugins.
+    ensure_wasm_target()?;
+    build_plugins()?;
+    run("cargo", &["build", "-p", "cairn"])?;
     let mut args = vec!["run", "-p", "cairn-tests", "--bin", "torture", "--"];
     args.extend(options.iter().map(String::as_str));
     run("cargo", &args)
