@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod core;
+pub mod fuzz;
 pub mod http;
 pub mod net;
 pub mod plugin;

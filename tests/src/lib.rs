@@ -363,6 +363,11 @@ impl NodeProcess {
         );
     }
 
+    /// Replaces the seeds used from the next start on.
+    pub fn set_seeds(&mut self, seeds: &[String]) {
+        self.seeds = seeds.to_vec();
+    }
+
     /// Replaces the extra `serve` arguments used from the next start on.
     pub fn set_extra(&mut self, extra: &[String]) {
         self.extra = extra.to_vec();

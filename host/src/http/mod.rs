@@ -52,6 +52,9 @@ pub async fn serve(listener: TcpListener, node: NodeHandle, connections_max: usi
             if let Err(e) = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_millis(HTTP_HEADER_TIMEOUT_MS))
+                // A client that shuts its sending side after the request
+                // (`nc -N`, some proxies) still gets its answer.
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -12,7 +12,9 @@ pub mod check;
 mod runtime;
 mod validate;
 
-pub use runtime::{CompiledPlugin, PluginRuntime};
+pub use runtime::{
+    checked_resolution, reconcile_answer, storage_answer, CompiledPlugin, PluginRuntime,
+};
 pub use validate::{sha256_hex, PluginInfo};
 
 use crate::core::msg::PluginFailure;

@@ -226,29 +226,7 @@ impl PluginRuntime {
         input: &ReconcileInput,
     ) -> Result<Resolution, PluginError> {
         let resolution: Resolution = self.call(plugin, exports::RECONCILE, input)?;
-        if let Resolution::Merged {
-            value,
-            content_type,
-        } = &resolution
-        {
-            if value.len() > self.merged_bytes_max.load(Ordering::Relaxed) {
-                return Err(PluginError::Output(format!(
-                    "merged value of {} bytes",
-                    value.len()
-                )));
-            }
-            if let Some(ct) = content_type {
-                if ct.is_empty()
-                    || ct.len() > 256
-                    || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-                {
-                    return Err(PluginError::Output(
-                        "content type is not printable ASCII of 1-256 characters".into(),
-                    ));
-                }
-            }
-        }
-        Ok(resolution)
+        checked_resolution(resolution, self.merged_bytes_max.load(Ordering::Relaxed))
     }
 
     /// Runs `select_storage`.
@@ -396,6 +374,49 @@ fn read_output(
             data.len()
         ))),
     }
+}
+
+/// Refuses a merge the node must not store: a value over `merged_bytes_max`
+/// or a content type that is not 1-256 printable ASCII characters.
+pub fn checked_resolution(
+    resolution: Resolution,
+    merged_bytes_max: usize,
+) -> Result<Resolution, PluginError> {
+    if let Resolution::Merged {
+        value,
+        content_type,
+    } = &resolution
+    {
+        if value.len() > merged_bytes_max {
+            return Err(PluginError::Output(format!(
+                "merged value of {} bytes",
+                value.len()
+            )));
+        }
+        if let Some(ct) = content_type {
+            if ct.is_empty()
+                || ct.len() > 256
+                || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            {
+                return Err(PluginError::Output(
+                    "content type is not printable ASCII of 1-256 characters".into(),
+                ));
+            }
+        }
+    }
+    Ok(resolution)
+}
+
+/// What a plugin's `reconcile` answer bytes (as copied out of its memory)
+/// come to on the host: decoded, then checked as [`checked_resolution`]
+/// does. The path every guest answer takes; fuzzed as such.
+pub fn reconcile_answer(bytes: &[u8], merged_bytes_max: usize) -> Result<Resolution, PluginError> {
+    checked_resolution(decode(bytes)?, merged_bytes_max)
+}
+
+/// What a plugin's `select_storage` answer bytes come to on the host.
+pub fn storage_answer(bytes: &[u8]) -> Result<Storage, PluginError> {
+    decode(bytes)
 }
 
 fn decode<O: DeserializeOwned>(bytes: &[u8]) -> Result<O, PluginError> {

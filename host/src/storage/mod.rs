@@ -794,5 +794,41 @@ impl LocalStore for NodeStore {
     }
 }
 
+/// Decodes `bytes` as each kind of record a data dir holds besides cluster
+/// metadata (a stored object, resolving blob references to nothing): what
+/// a fuzzer drives, since these records are read back from disk.
+pub fn decode_records(bytes: &[u8]) {
+    if let Ok(stored) = decode_disk::<StoredObject>(bytes) {
+        let _ = stored.into_object(|_| Err::<Bytes, ()>(()));
+    }
+}
+
+/// Decodes `bytes` as cluster metadata in any layout a data dir may hold
+/// (the current one first, then older ones), as opening a store does.
+pub fn decode_meta(bytes: &[u8]) -> Option<ClusterMeta> {
+    decode_disk::<ClusterMeta>(bytes)
+        .ok()
+        .or_else(|| {
+            decode_disk::<crate::core::meta::ClusterMetaV4>(bytes)
+                .ok()
+                .map(ClusterMeta::from)
+        })
+        .or_else(|| {
+            decode_disk::<crate::core::meta::ClusterMetaV3>(bytes)
+                .ok()
+                .map(ClusterMeta::from)
+        })
+        .or_else(|| {
+            decode_disk::<crate::core::meta::ClusterMetaV2>(bytes)
+                .ok()
+                .map(ClusterMeta::from)
+        })
+        .or_else(|| {
+            decode_disk::<crate::core::meta::ClusterMetaV1>(bytes)
+                .ok()
+                .map(ClusterMeta::from)
+        })
+}
+
 #[cfg(test)]
 mod tests;

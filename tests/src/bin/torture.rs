@@ -12,7 +12,7 @@ use cairn_tests::torture::{run_processes, run_simulation, Options, Workload};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: torture [--quick] [--processes | --processes-only] [--seeds N] [--base-seed S] [--minutes M] [--fault-ms MS] \
+        "usage: torture [--quick] [--processes | --processes-only] [--schedule FILE] [--seeds N] [--base-seed S] [--minutes M] [--fault-ms MS] \
          [--workload NAME]... [--fault NAME]... [--out DIR]\n\
          workloads: {}\nfaults: {}",
         Workload::ALL.map(Workload::name).join(", "),
@@ -41,6 +41,7 @@ fn main() {
     let mut processes = false;
     let mut simulation = true;
     let mut out = PathBuf::from("target/torture");
+    let mut replay: Option<PathBuf> = None;
     let number = |value: Option<String>| -> u64 {
         value
             .and_then(|v| v.parse().ok())
@@ -72,8 +73,13 @@ fn main() {
                     .push(Family::named(&name).unwrap_or_else(|| usage()));
             }
             "--out" => out = PathBuf::from(args.next().unwrap_or_else(|| usage())),
+            "--schedule" => replay = Some(PathBuf::from(args.next().unwrap_or_else(|| usage()))),
             _ => usage(),
         }
+    }
+    if let Some(path) = replay {
+        replay_schedule(&path, &options, processes);
+        return;
     }
     let mut runs = vec![];
     if quick {
@@ -160,4 +166,53 @@ fn merge(
         cell.failures.extend(more.failures);
     }
     report.seconds += part.seconds;
+}
+
+/// Replays the schedule in `path` (as a failing run printed it) for each
+/// chosen workload with `--base-seed`, in the simulator or against
+/// processes, and prints what broke.
+fn replay_schedule(path: &std::path::Path, options: &Options, processes: bool) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        eprintln!("torture: {}: {e}", path.display());
+        exit(2)
+    });
+    let schedule: cairn_tests::torture::schedule::Schedule = text.parse().unwrap_or_else(|e| {
+        eprintln!("torture: {}: {e}", path.display());
+        exit(2)
+    });
+    let workloads = if options.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        options.workloads.clone()
+    };
+    let mut failed = false;
+    for workload in workloads {
+        let seed = options.base_seed;
+        let result = if processes {
+            cairn_tests::torture::process_run::run_schedule(
+                workload,
+                &schedule,
+                seed,
+                options.fault_ms,
+            )
+        } else {
+            cairn_tests::torture::sim_run::run_schedule(workload, &schedule, seed, options.fault_ms)
+        };
+        println!(
+            "{} seed {seed}: {} acknowledged, {} lost, {} unknown; {}",
+            workload.name(),
+            result.tally.acknowledged,
+            result.tally.lost,
+            result.tally.unknown,
+            if result.broken.is_empty() {
+                "nothing broke".to_string()
+            } else {
+                failed = true;
+                result.broken.join("; ")
+            }
+        );
+    }
+    if failed {
+        exit(1);
+    }
 }

@@ -376,6 +376,7 @@ fn client(
             Workload::Siblings => {
                 let value = format!("w{c}-{serial}");
                 history.updates.push(Update {
+                    writer: c,
                     value: value.clone(),
                     saw: seen.values.clone(),
                     outcome: WriteOutcome::Unknown,
@@ -458,6 +459,8 @@ struct Nemesis {
     clock_offsets: Vec<i64>,
     /// Nodes the schedule removed: once out they exit, and stay out.
     removed: Vec<bool>,
+    /// Faults that did not land as asked (a refused upload): failures.
+    problems: Vec<String>,
     cuts: BTreeSet<(usize, usize)>,
     root: PathBuf,
     extra: Vec<String>,
@@ -490,6 +493,7 @@ impl Nemesis {
             paused: Vec::new(),
             clock_offsets: Vec::new(),
             removed: Vec::new(),
+            problems: Vec::new(),
             cuts: BTreeSet::new(),
             root,
             extra,
@@ -499,6 +503,10 @@ impl Nemesis {
             nemesis.add_node();
         }
         nemesis.wait_formed(NODES)?;
+        // From now on every node knows the others as seeds, as an operator
+        // restarting a wiped founder would pass `--seed`: a wiped node1
+        // rejoins instead of founding a cluster of its own.
+        nemesis.reseed();
         Ok(nemesis)
     }
 
@@ -543,6 +551,19 @@ impl Nemesis {
         self.paused.push(false);
         self.clock_offsets.push(0);
         self.removed.push(false);
+    }
+
+    fn reseed(&mut self) {
+        let peers: Vec<String> = self.nodes.iter().map(|n| n.peer.clone()).collect();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let others: Vec<String> = peers
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, p)| p.clone())
+                .collect();
+            node.set_seeds(&others);
+        }
     }
 
     fn wait_formed(&self, count: usize) -> Result<(), String> {
@@ -615,9 +636,11 @@ impl Nemesis {
             }
             Action::OneWay(from, to) => {
                 if let (Some(a), Some(b)) = (index(*from), index(*to)) {
-                    if a < self.nodes.len()
+                    // Tracked with the cuts, so no route is added twice.
+                    if a != b
+                        && a < self.nodes.len()
                         && b < self.nodes.len()
-                        && !self.cuts.contains(&(a.min(b), a.max(b)))
+                        && self.cuts.insert((a.min(b), a.max(b)))
                     {
                         if let Some(network) = &mut self.network {
                             network.cut_one_way(a, b);
@@ -718,7 +741,9 @@ impl Nemesis {
         }
     }
 
-    fn upload(&self, plugin: &str, bytes: &[u8]) {
+    /// Uploads `bytes` as plugin `plugin` through the first node that
+    /// takes it; a refusal everywhere is recorded (the fault did not land).
+    fn upload(&mut self, plugin: &str, bytes: &[u8]) {
         let agent = agent();
         for node in &self.nodes {
             let url = node.url(&format!("/plugins/{plugin}"));
@@ -726,6 +751,8 @@ impl Nemesis {
                 return;
             }
         }
+        self.problems
+            .push(format!("no node took the upload of plugin {plugin}"));
     }
 
     fn resume(&mut self, i: usize) {
@@ -752,7 +779,7 @@ impl Nemesis {
             let exited = self.nodes[i].exit_status().is_some() || self.nodes[i].pid().is_none();
             // A removed node exits once told; it is started again only
             // while it is still a member (its data moves from it).
-            if self.wanted_up[i] && exited && (!self.removed[i] || self.still_member(i)) {
+            if self.wanted_up[i] && exited && self.still_member(i) {
                 self.nodes[i].start_again_or_exit();
             }
         }
@@ -850,52 +877,80 @@ pub fn run_schedule(
     // Liveness: clients stop, faults stop, everything comes back.
     stop.store(true, Ordering::Relaxed);
     let mut histories: BTreeMap<&'static str, History> = BTreeMap::new();
-    for handle in clients {
-        if let Ok(client_histories) = handle.join() {
-            for (key, history) in client_histories {
-                histories.entry(key).or_default().append(history);
+    for (c, handle) in clients.into_iter().enumerate() {
+        match handle.join() {
+            Ok(client_histories) => {
+                for (key, history) in client_histories {
+                    histories.entry(key).or_default().append(history);
+                }
             }
+            Err(_) => result
+                .broken
+                .push(format!("client {c} panicked: its history went unchecked")),
         }
     }
     nemesis.heal();
     for i in 0..nemesis.nodes.len() {
         nemesis.resume(i);
         nemesis.wanted_up[i] = true;
+        // Anti-entropy's report is stamped by the node's own clock: the
+        // liveness phase runs on true time.
+        if nemesis.clock_offsets[i] != 0 {
+            nemesis.set_clock(i, 0);
+        }
     }
     if let Some(plugin) = plugin_of(workload) {
         nemesis.upload(plugin, &plugin_wasm(plugin));
     }
     let healed = Instant::now();
-    let healed_wall = wall_ms();
+    // Replicas agree once, on every member: the ring move is done, no hint
+    // is pending, and anti-entropy compared every partition since `mark`
+    // with none divergent. Once that holds, a second full sweep must
+    // follow that repairs nothing (a comparison counts on the node that
+    // answered it too, so one sweep alone could pass while a third replica
+    // still differs).
+    let mut mark = wall_ms();
+    let mut first: Option<u64> = None;
     let mut converged = None;
     while healed.elapsed() < CONVERGENCE_LIMIT {
         nemesis.supervise();
         let statuses: Vec<Option<Value>> = (0..nemesis.nodes.len())
             .map(|i| nemesis.status(i))
             .collect();
-        let agreed = statuses.iter().enumerate().all(|(i, status)| {
+        let members: Vec<bool> = (0..nemesis.nodes.len())
+            .map(|i| nemesis.still_member(i))
+            .collect();
+        let swept = statuses.iter().zip(&members).all(|(status, member)| {
             // A removed node that is out holds nothing the others need.
-            if nemesis.removed[i] && !nemesis.still_member(i) {
-                return true;
-            }
-            status.as_ref().is_some_and(|s| {
-                let removed = s["members"]
-                    .as_array()
-                    .is_some_and(|m| !m.iter().any(|m| m["id"] == s["node"]));
-                removed
-                    || (s["ring_move"].is_null()
+            !member
+                || status.as_ref().is_some_and(|s| {
+                    s["ring_move"].is_null()
                         && s["hints_pending"]
                             .as_object()
                             .is_none_or(|h| h.values().all(|v| v.as_u64() == Some(0)))
                         && s["antientropy"]["divergent"].as_u64() == Some(0)
                         && s["antientropy"]["oldest_exchange_ms"]
                             .as_u64()
-                            .is_some_and(|t| t > healed_wall))
-            })
+                            .is_some_and(|t| t > mark)
+                })
         });
-        if agreed {
-            converged = Some(healed.elapsed().as_millis() as u64);
-            break;
+        let repaired: u64 = statuses
+            .iter()
+            .flatten()
+            .map(|s| s["antientropy"]["keys_repaired"].as_u64().unwrap_or(0))
+            .sum();
+        if swept {
+            match first {
+                Some(before) if before == repaired => {
+                    converged = Some(healed.elapsed().as_millis() as u64);
+                    break;
+                }
+                _ => {
+                    // Another sweep from now, which must repair nothing.
+                    first = Some(repaired);
+                    mark = wall_ms();
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -935,11 +990,20 @@ pub fn run_schedule(
             }
         };
         let (tally, broken) = checked(workload, key, history, &seen);
+        // Without any fault a read missing what was acknowledged before it
+        // began breaks R + W > N (lww excepted, see the simulator runner).
+        if schedule.steps.is_empty() && tally.stale_reads > 0 && workload != Workload::Register {
+            result.broken.push(format!(
+                "{key}: {} stale reads without any fault",
+                tally.stale_reads
+            ));
+        }
         total.add(&tally);
         result.broken.extend(broken);
         result.broken.append(&mut history.broken);
     }
     result.tally = total;
+    result.broken.append(&mut nemesis.problems);
     result
 }
 
@@ -990,7 +1054,11 @@ fn checked(workload: Workload, key: &str, history: &History, seen: &Seen) -> (Ta
                 &history.set_reads,
                 &seen.elements,
             );
-            (tally, named(lost, "acknowledged and lost:"))
+            let mut broken = named(lost, "acknowledged and lost:");
+            if tally.unexpected > 0 {
+                broken.push(format!("{key}: {} items never added", tally.unexpected));
+            }
+            (tally, broken)
         }
         Workload::Counter => {
             let (tally, broken) =

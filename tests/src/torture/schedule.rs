@@ -250,7 +250,11 @@ fn sides(text: &str) -> Result<(Vec<usize>, Vec<usize>), String> {
     let (left, right) = text
         .split_once('|')
         .ok_or("two sides separated by | are expected")?;
-    Ok((nodes(left)?, nodes(right)?))
+    let (left, right) = (nodes(left)?, nodes(right)?);
+    if left.iter().any(|n| right.contains(n)) {
+        return Err("a node is on both sides".into());
+    }
+    Ok((left, right))
 }
 
 fn number<T: FromStr>(word: Option<&str>, what: &str) -> Result<T, String> {
@@ -277,7 +281,11 @@ impl FromStr for Action {
                 if words.next() != Some("->") {
                     return Err("one-way FROM -> TO is expected".into());
                 }
-                Action::OneWay(from, node(words.next())?)
+                let to = node(words.next())?;
+                if to == from {
+                    return Err("one-way needs two different nodes".into());
+                }
+                Action::OneWay(from, to)
             }
             "bridge" => {
                 let (bridge, sides_text) = rest
@@ -409,6 +417,11 @@ impl Schedule {
     /// membership family joins one node and removes one of the original
     /// ones (never node 1, the seed the joiner uses).
     pub fn generate(family: Family, seed: u64, nodes: usize, duration_ms: u64) -> Schedule {
+        // Halves, bridges and one-way cuts need three nodes to mean anything.
+        assert!(
+            nodes >= 3,
+            "fault schedules are drawn for three nodes or more"
+        );
         let mut rng = Rng::new(seed ^ 0x7072_6f6f_6620_6974);
         let mut steps = Vec::new();
         let mut at = 200 + rng.below(400);
@@ -572,6 +585,8 @@ mod tests {
             ("at 1 isolate 0", 1, "not a node number"),
             ("at 1 heal now", 1, "takes no arguments"),
             ("at 1 links loss 5 delay", 1, "delay must be a number"),
+            ("at 1 one-way 2 -> 2", 1, "two different nodes"),
+            ("at 1 halves 1,2 | 2,3", 1, "both sides"),
         ];
         for (text, line, reason) in cases {
             let error = text.parse::<Schedule>().unwrap_err();
