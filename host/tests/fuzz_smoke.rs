@@ -71,9 +71,18 @@ fn every_fuzz_target_survives_its_seeds_and_their_mutations() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    // `cargo xtask fuzz` writes the seeds out as the starting corpus.
+    let corpus = std::env::var("CAIRN_FUZZ_WRITE_CORPUS").ok();
     for target in fuzz::TARGETS {
         let seeds = fuzz::seeds(target);
         assert!(!seeds.is_empty(), "{target} has no seeds");
+        if let Some(dir) = &corpus {
+            let dir = std::path::Path::new(dir).join(target);
+            std::fs::create_dir_all(&dir).expect("corpus dir");
+            for (i, seed) in seeds.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i}")), seed).expect("corpus file");
+            }
+        }
         let mut mutator = Mutator(0x5EED ^ target.len() as u64);
         let mut runs = 0;
         for seed in &seeds {

@@ -10,8 +10,9 @@ fn main() {
         Some("dev") => dev(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("torture") => torture(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask dev [cairn dev options] | cargo xtask test [cargo test filters] | cargo xtask torture [--quick] [--seeds N] [--minutes M] ...");
+            eprintln!("usage: cargo xtask dev [cairn dev options] | cargo xtask test [cargo test filters] | cargo xtask torture [--quick] [--seeds N] [--minutes M] ... | cargo xtask fuzz [--seconds S] [TARGET]...");
             exit(2);
         }
     };
@@ -112,4 +113,115 @@ fn torture(options: &[String]) -> Result<(), String> {
     let mut args = vec!["run", "-p", "cairn-tests", "--bin", "torture", "--"];
     args.extend(options.iter().map(String::as_str));
     run("cargo", &args)
+}
+
+/// The fuzz targets (`fuzz/fuzz_targets/`, `cairn::fuzz::TARGETS`).
+const FUZZ_TARGETS: [&str; 5] = [
+    "http_request",
+    "peer_stream",
+    "context_token",
+    "plugin_answer",
+    "disk_record",
+];
+
+/// `cargo xtask fuzz [--seconds S] [TARGET]...`: coverage-guided runs with
+/// cargo fuzz (installed if missing; `-s none`, so the pinned stable
+/// toolchain builds it), each target for S seconds (default 60) from the
+/// committed seeds in `fuzz/corpus/` plus what earlier runs found
+/// (`target/fuzz-corpus/`). Writes `target/torture/fuzz.json` (execs and
+/// crashes per target), which the torture report includes; fails on any
+/// crash (its input is in `fuzz/artifacts/TARGET/`).
+fn fuzz(options: &[String]) -> Result<(), String> {
+    let mut seconds = 60u64;
+    let mut targets: Vec<String> = Vec::new();
+    let mut args = options.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seconds takes a number")?;
+            }
+            "--minutes" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or("--minutes takes a number")?
+                    * 60;
+            }
+            name if FUZZ_TARGETS.contains(&name) => targets.push(name.to_owned()),
+            other => {
+                return Err(format!(
+                    "unknown fuzz option or target {other:?} (targets: {})",
+                    FUZZ_TARGETS.join(", ")
+                ))
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        run("cargo", &["install", "cargo-fuzz", "--locked"])?;
+    }
+    let mut results = Vec::new();
+    let mut crashed = Vec::new();
+    for target in &targets {
+        let scratch = format!("target/fuzz-corpus/{target}");
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("{scratch}: {e}"))?;
+        let seeds = format!("fuzz/corpus/{target}");
+        let time = format!("-max_total_time={seconds}");
+        let args = [
+            "fuzz",
+            "run",
+            "-s",
+            "none",
+            target,
+            &scratch,
+            &seeds,
+            "--",
+            &time,
+            "-print_final_stats=1",
+        ];
+        eprintln!("+ cargo {}", args.join(" "));
+        let output = Command::new("cargo")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cargo fuzz: {e}"))?;
+        let log = String::from_utf8_lossy(&output.stderr);
+        let execs = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let crash = !output.status.success();
+        if crash {
+            eprintln!("{log}");
+            crashed.push(target.clone());
+        }
+        eprintln!(
+            "{target}: {execs} execs in {seconds} s, {}",
+            if crash { "CRASHED" } else { "no crash" }
+        );
+        results.push(format!(
+            "{{\"target\":\"{target}\",\"seconds\":{seconds},\"execs\":{execs},\"crashes\":{}}}",
+            u8::from(crash)
+        ));
+    }
+    std::fs::create_dir_all("target/torture").map_err(|e| e.to_string())?;
+    std::fs::write(
+        "target/torture/fuzz.json",
+        format!("[{}]\n", results.join(",")),
+    )
+    .map_err(|e| format!("target/torture/fuzz.json: {e}"))?;
+    if crashed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("fuzz targets crashed: {}", crashed.join(", ")))
+    }
 }

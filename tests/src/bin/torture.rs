@@ -123,6 +123,10 @@ fn main() {
         report.cells.extend(part.cells);
         report.seconds += part.seconds;
     }
+    // The latest fuzzing results, when `cargo xtask fuzz` left them here.
+    report.fuzz = std::fs::read(out.join("fuzz.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let command: Vec<String> = std::env::args().skip(1).collect();
     let title = format!(
         "`cargo xtask torture {}`: {} ms of faults per run (virtual in the simulator, real against processes), then the liveness phase.",

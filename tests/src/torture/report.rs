@@ -125,6 +125,9 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// Wall-clock seconds the run took.
     pub seconds: f64,
+    /// The latest `cargo xtask fuzz` results (`fuzz.json`): per target,
+    /// seconds, execs and crashes.
+    pub fuzz: Option<Value>,
 }
 
 impl Report {
@@ -145,6 +148,7 @@ impl Report {
             "seconds": self.seconds,
             "failures": self.failures(),
             "cells": self.cells.iter().map(Cell::to_json).collect::<Vec<_>>(),
+            "fuzz": self.fuzz,
         })
     }
 
@@ -186,6 +190,18 @@ impl Report {
                 cell.keys_repaired,
                 cell.tally.max_siblings,
             ));
+        }
+        if let Some(fuzz) = self.fuzz.as_ref().and_then(Value::as_array) {
+            out.push_str("\n## Fuzzing (the latest `cargo xtask fuzz`)\n\n| target | seconds | execs | crashes |\n|---|--:|--:|--:|\n");
+            for target in fuzz {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    target["target"].as_str().unwrap_or("?"),
+                    target["seconds"],
+                    target["execs"],
+                    target["crashes"]
+                ));
+            }
         }
         let failures: Vec<String> = self
             .cells
