@@ -11,6 +11,7 @@
 //! schedule.
 
 pub mod check;
+pub mod history;
 pub mod process_run;
 pub mod report;
 pub mod schedule;

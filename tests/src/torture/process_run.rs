@@ -22,10 +22,8 @@ use base64::Engine as _;
 use cairn::sim::Rng;
 use serde_json::Value;
 
-use super::check::{
-    check_cart, check_counter, check_set, check_siblings, Add, CounterRead, Increment, Removal,
-    SetRead, Tally, Update, WriteOutcome,
-};
+use super::check::{Add, CounterRead, Increment, Removal, SetRead, Tally, Update, WriteOutcome};
+use super::history::{check_key, decode_values, History, Seen};
 use super::schedule::{Action, Family, Schedule};
 use super::sim_run::RunResult;
 use super::Workload;
@@ -139,58 +137,12 @@ fn read_values(reply: &Reply) -> Option<Vec<Vec<u8>>> {
     }
 }
 
-/// What a read showed, in the workload's terms.
-#[derive(Default)]
-struct Seen {
-    elements: BTreeSet<String>,
-    cart: BTreeMap<String, Value>,
-    counter: BTreeMap<String, u64>,
-    values: BTreeSet<String>,
-    versions: u64,
-    context: Option<String>,
-}
-
-fn decode(workload: Workload, reply: &Reply) -> Option<Result<Seen, String>> {
+/// Decodes a read (and keeps its context); a value the workload never
+/// writes is an error, a reply that is no read is `None`.
+fn decode(workload: Workload, reply: &Reply) -> Option<Result<(Seen, Option<String>), String>> {
     let values = read_values(reply)?;
-    let mut seen = Seen {
-        versions: values.len() as u64,
-        context: reply.context().map(str::to_owned),
-        ..Seen::default()
-    };
-    for value in &values {
-        let bad = || format!("an unreadable value: {}", String::from_utf8_lossy(value));
-        match workload {
-            Workload::Set | Workload::Register => {
-                match serde_json::from_slice::<Vec<String>>(value) {
-                    Ok(list) => seen.elements.extend(list),
-                    Err(_) => return Some(Err(bad())),
-                }
-            }
-            Workload::Counter => match serde_json::from_slice::<BTreeMap<String, u64>>(value) {
-                Ok(map) => {
-                    for (actor, total) in map {
-                        let entry = seen.counter.entry(actor).or_insert(0);
-                        *entry = (*entry).max(total);
-                    }
-                }
-                Err(_) => return Some(Err(bad())),
-            },
-            Workload::Cart => match serde_json::from_slice::<BTreeMap<String, Value>>(value) {
-                Ok(map) => {
-                    for (item, entry) in map {
-                        seen.elements.insert(item.clone());
-                        seen.cart.entry(item).or_insert(entry);
-                    }
-                }
-                Err(_) => return Some(Err(bad())),
-            },
-            Workload::Siblings => {
-                seen.values
-                    .insert(String::from_utf8_lossy(value).into_owned());
-            }
-        }
-    }
-    Some(Ok(seen))
+    let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    Some(decode_values(workload, &slices).map(|seen| (seen, reply.context().map(str::to_owned))))
 }
 
 fn write_outcome(reply: Option<&Reply>) -> WriteOutcome {
@@ -198,30 +150,6 @@ fn write_outcome(reply: Option<&Reply>) -> WriteOutcome {
         Some(200..=299) => WriteOutcome::Acknowledged,
         Some(400 | 404 | 409 | 413) => WriteOutcome::Failed,
         _ => WriteOutcome::Unknown,
-    }
-}
-
-/// One key's history as a client thread recorded it.
-#[derive(Default)]
-struct History {
-    adds: Vec<Add>,
-    removals: Vec<Removal>,
-    increments: Vec<Increment>,
-    updates: Vec<Update>,
-    set_reads: Vec<SetRead>,
-    counter_reads: Vec<CounterRead>,
-    broken: Vec<String>,
-}
-
-impl History {
-    fn append(&mut self, mut other: History) {
-        self.adds.append(&mut other.adds);
-        self.removals.append(&mut other.removals);
-        self.increments.append(&mut other.increments);
-        self.updates.append(&mut other.updates);
-        self.set_reads.append(&mut other.set_reads);
-        self.counter_reads.append(&mut other.counter_reads);
-        self.broken.append(&mut other.broken);
     }
 }
 
@@ -303,7 +231,7 @@ fn client(
         let Some(reply) = exchange(&agent, "GET", &path, &[], b"") else {
             continue;
         };
-        let seen = match decode(workload, &reply) {
+        let (seen, context) = match decode(workload, &reply) {
             Some(Ok(seen)) => seen,
             Some(Err(bad)) => {
                 history.broken.push(format!("read of {key}: {bad}"));
@@ -399,8 +327,7 @@ fn client(
                 )
             }
         };
-        let headers: Vec<(&str, &str)> = seen
-            .context
+        let headers: Vec<(&str, &str)> = context
             .as_deref()
             .map(|c| vec![("x-cairn-context", c)])
             .unwrap_or_default();
@@ -975,11 +902,14 @@ pub fn run_schedule(
     }
     // Final reads from every replica.
     let mut total = Tally::default();
-    for (key, history) in histories.iter_mut() {
-        let reader = nemesis.nodes[0].url(&format!("/tables/{table}/keys/{key}?r=3"));
+    let reader = (0..nemesis.nodes.len())
+        .find(|&i| nemesis.nodes[i].pid().is_some() && nemesis.still_member(i))
+        .unwrap_or(0);
+    for (key, history) in histories.iter() {
+        let reader = nemesis.nodes[reader].url(&format!("/tables/{table}/keys/{key}?r=3"));
         let reply = exchange(&agent, "GET", &reader, &[], b"");
         let seen = match reply.as_ref().and_then(|r| decode(workload, r)) {
-            Some(Ok(seen)) => seen,
+            Some(Ok((seen, _))) => seen,
             other => {
                 let what = match other {
                     Some(Err(bad)) => bad,
@@ -989,92 +919,20 @@ pub fn run_schedule(
                 continue;
             }
         };
-        let (tally, broken) = checked(workload, key, history, &seen);
-        // Without any fault a read missing what was acknowledged before it
-        // began breaks R + W > N (lww excepted, see the simulator runner).
-        if schedule.steps.is_empty() && tally.stale_reads > 0 && workload != Workload::Register {
-            result.broken.push(format!(
-                "{key}: {} stale reads without any fault",
-                tally.stale_reads
-            ));
-        }
+        let (tally, broken) = check_key(
+            workload,
+            key,
+            history,
+            &seen,
+            CLIENTS as u64,
+            schedule.steps.is_empty(),
+        );
         total.add(&tally);
         result.broken.extend(broken);
-        result.broken.append(&mut history.broken);
     }
     result.tally = total;
     result.broken.append(&mut nemesis.problems);
     result
-}
-
-/// Runs the workload's checker on one key.
-fn checked(workload: Workload, key: &str, history: &History, seen: &Seen) -> (Tally, Vec<String>) {
-    let named = |list: Vec<String>, what: &str| -> Vec<String> {
-        list.into_iter()
-            .map(|e| format!("{key}: {what} {e}"))
-            .collect()
-    };
-    match workload {
-        Workload::Set => {
-            let (tally, lost) = check_set(&history.adds, &history.set_reads, &seen.elements);
-            let mut broken = named(lost, "acknowledged and lost:");
-            if tally.unexpected > 0 {
-                broken.push(format!(
-                    "{key}: {} elements never attempted",
-                    tally.unexpected
-                ));
-            }
-            (tally, broken)
-        }
-        Workload::Register => {
-            let (mut tally, _) = check_set(&history.adds, &history.set_reads, &seen.elements);
-            let survivors: Vec<Add> = history
-                .adds
-                .iter()
-                .filter(|a| seen.elements.contains(&a.element))
-                .cloned()
-                .collect();
-            tally.stale_reads = check_set(&survivors, &history.set_reads, &seen.elements)
-                .0
-                .stale_reads;
-            let broken = if tally.unexpected > 0 {
-                vec![format!(
-                    "{key}: {} elements never attempted",
-                    tally.unexpected
-                )]
-            } else {
-                Vec::new()
-            };
-            (tally, broken)
-        }
-        Workload::Cart => {
-            let (tally, lost) = check_cart(
-                &history.adds,
-                &history.removals,
-                &history.set_reads,
-                &seen.elements,
-            );
-            let mut broken = named(lost, "acknowledged and lost:");
-            if tally.unexpected > 0 {
-                broken.push(format!("{key}: {} items never added", tally.unexpected));
-            }
-            (tally, broken)
-        }
-        Workload::Counter => {
-            let (tally, broken) =
-                check_counter(&history.increments, &history.counter_reads, &seen.counter);
-            (tally, named(broken, ""))
-        }
-        Workload::Siblings => {
-            let (tally, broken) = check_siblings(
-                &history.updates,
-                &history.set_reads,
-                CLIENTS as u64,
-                &seen.values,
-            );
-            (tally, named(broken, ""))
-        }
-    }
 }
 
 /// Runs `workload` under `family`'s schedule for `seed`.

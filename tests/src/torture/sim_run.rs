@@ -4,7 +4,7 @@
 //! ring move finish, wait for anti-entropy to make every replica identical
 //! without any client read), final reads, and the workload's checker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use cairn::core::msg::{AdminOp, ClientOp, ClientReply, PluginFailure};
 use cairn::core::table::{MergeMode, TablePatch};
@@ -13,10 +13,8 @@ use cairn::core::types::NodeId;
 use cairn::sim::{get, put, NetworkFaults, Rng, Sim};
 use cairn_sdk::{ReconcileInput, Resolution};
 
-use super::check::{
-    check_cart, check_counter, check_set, check_siblings, Add, CounterRead, Increment, Removal,
-    SetRead, Tally, Update, WriteOutcome,
-};
+use super::check::{Add, CounterRead, Increment, Removal, SetRead, Tally, Update, WriteOutcome};
+use super::history::{check_key, decode_values, History, Seen};
 use super::schedule::{Action, Family, Schedule};
 use super::Workload;
 
@@ -159,82 +157,24 @@ enum Pending {
     },
 }
 
-/// Every key's history, as the checkers take it.
-#[derive(Debug, Default)]
-struct History {
-    adds: Vec<Add>,
-    removals: Vec<Removal>,
-    increments: Vec<Increment>,
-    updates: Vec<Update>,
-    set_reads: Vec<SetRead>,
-    counter_reads: Vec<CounterRead>,
-}
-
-/// What a read returned, in the workload's terms.
-struct Seen {
-    elements: BTreeSet<String>,
-    cart: BTreeMap<String, serde_json::Value>,
-    counter: BTreeMap<String, u64>,
-    values: BTreeSet<String>,
-    versions: u64,
-    context: Option<ClientContext>,
-}
-
-fn live_values(versions: &[cairn::core::object::Version]) -> Vec<&[u8]> {
-    versions.iter().filter_map(|v| v.value.as_deref()).collect()
-}
-
-/// Decodes a read; a value the workload never writes is an error.
-fn seen(workload: Workload, reply: &ClientReply) -> Option<Result<Seen, String>> {
+/// Decodes a read's live values (and keeps its context); a value the
+/// workload never writes is an error, a reply that is no read is `None`.
+fn seen(
+    workload: Workload,
+    reply: &ClientReply,
+) -> Option<Result<(Seen, Option<ClientContext>), String>> {
     let ClientReply::Read {
         versions, context, ..
     } = reply
     else {
         return None;
     };
-    let mut seen = Seen {
-        elements: BTreeSet::new(),
-        cart: BTreeMap::new(),
-        counter: BTreeMap::new(),
-        values: BTreeSet::new(),
-        versions: versions.len() as u64,
-        context: context.clone(),
-    };
-    for value in live_values(versions) {
-        let bad = || format!("an unreadable value: {}", String::from_utf8_lossy(value));
-        match workload {
-            Workload::Set | Workload::Register => {
-                let Ok(list) = serde_json::from_slice::<Vec<String>>(value) else {
-                    return Some(Err(bad()));
-                };
-                seen.elements.extend(list);
-            }
-            Workload::Counter => {
-                let Ok(map) = serde_json::from_slice::<BTreeMap<String, u64>>(value) else {
-                    return Some(Err(bad()));
-                };
-                for (actor, total) in map {
-                    let entry = seen.counter.entry(actor).or_insert(0);
-                    *entry = (*entry).max(total);
-                }
-            }
-            Workload::Cart => {
-                let Ok(map) = serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(value)
-                else {
-                    return Some(Err(bad()));
-                };
-                for (item, entry) in map {
-                    seen.elements.insert(item.clone());
-                    seen.cart.entry(item).or_insert(entry);
-                }
-            }
-            Workload::Siblings => {
-                seen.values
-                    .insert(String::from_utf8_lossy(value).into_owned());
-            }
-        }
-    }
-    Some(Ok(seen))
+    let values: Vec<&[u8]> = versions.iter().filter_map(|v| v.value.as_deref()).collect();
+    Some(decode_values(workload, &values).map(|mut seen| {
+        // Tombstones count among the versions a read returned.
+        seen.versions = versions.len() as u64;
+        (seen, context.clone())
+    }))
 }
 
 fn write_outcome(reply: Option<&ClientReply>) -> WriteOutcome {
@@ -474,7 +414,7 @@ impl Driver {
         intent: Intent,
         reply: ClientReply,
     ) {
-        let seen = match seen(self.workload, &reply) {
+        let (seen, context) = match seen(self.workload, &reply) {
             Some(Ok(seen)) => seen,
             Some(Err(bad)) => {
                 self.broken.push(format!("read of {key}: {bad}"));
@@ -559,7 +499,7 @@ impl Driver {
                 (value, Record::Update(history.updates.len() - 1))
             }
         };
-        let op: ClientOp = put(table, key, &value, seen.context);
+        let op: ClientOp = put(table, key, &value, context);
         self.clients[c] = Some(Pending::Write {
             id: sim.submit(node, op),
             key,
@@ -781,7 +721,7 @@ fn run_with(
     for key in workload.keys() {
         let reply = sim.call(reader, get(workload.table(), key, Some(3)), 5_000);
         let final_seen = match reply.as_ref().and_then(|r| seen(workload, r)) {
-            Some(Ok(seen)) => seen,
+            Some(Ok((seen, _))) => seen,
             Some(Err(bad)) => {
                 result.broken.push(format!("final read of {key}: {bad}"));
                 continue;
@@ -797,87 +737,14 @@ fn run_with(
             debug_key(&mut sim, workload, key, &final_seen);
         }
         let history = driver.histories.remove(key).unwrap_or_default();
-        let (tally, broken) = match workload {
-            Workload::Set => {
-                let (tally, lost) =
-                    check_set(&history.adds, &history.set_reads, &final_seen.elements);
-                let broken = lost
-                    .into_iter()
-                    .map(|e| format!("{key}: acknowledged {e} lost"))
-                    .collect();
-                (tally, broken)
-            }
-            Workload::Register => {
-                // Loss is the price of last-write-wins: measured, not a
-                // failure. A read is stale only if it missed an element
-                // that survived (one lww dropped is missing by design).
-                let (mut tally, _) =
-                    check_set(&history.adds, &history.set_reads, &final_seen.elements);
-                let survivors: Vec<Add> = history
-                    .adds
-                    .iter()
-                    .filter(|a| final_seen.elements.contains(&a.element))
-                    .cloned()
-                    .collect();
-                tally.stale_reads = check_set(&survivors, &history.set_reads, &final_seen.elements)
-                    .0
-                    .stale_reads;
-                (tally, Vec::new())
-            }
-            Workload::Cart => {
-                let (tally, lost) = check_cart(
-                    &history.adds,
-                    &history.removals,
-                    &history.set_reads,
-                    &final_seen.elements,
-                );
-                let broken = lost
-                    .into_iter()
-                    .map(|e| format!("{key}: acknowledged {e} lost"))
-                    .collect();
-                (tally, broken)
-            }
-            Workload::Counter => {
-                let (tally, broken) = check_counter(
-                    &history.increments,
-                    &history.counter_reads,
-                    &final_seen.counter,
-                );
-                (
-                    tally,
-                    broken.into_iter().map(|b| format!("{key}: {b}")).collect(),
-                )
-            }
-            Workload::Siblings => {
-                let (tally, broken) = check_siblings(
-                    &history.updates,
-                    &history.set_reads,
-                    CLIENTS as u64,
-                    &final_seen.values,
-                );
-                (
-                    tally,
-                    broken.into_iter().map(|b| format!("{key}: {b}")).collect(),
-                )
-            }
-        };
-        if tally.unexpected > 0 && !matches!(workload, Workload::Counter | Workload::Siblings) {
-            result.broken.push(format!(
-                "{key}: {} elements found were never attempted",
-                tally.unexpected
-            ));
-        }
-        // Without any fault, R + W > N and no stand-in: a read that misses
-        // what was acknowledged before it began is a broken guarantee
-        // (under faults a sloppy quorum may answer from replicas that
-        // missed it, which is measured). lww excepted: a survivor may have
-        // been overwritten and written back between.
-        if schedule.steps.is_empty() && tally.stale_reads > 0 && workload != Workload::Register {
-            result.broken.push(format!(
-                "{key}: {} stale reads without any fault",
-                tally.stale_reads
-            ));
-        }
+        let (tally, broken) = check_key(
+            workload,
+            key,
+            &history,
+            &final_seen,
+            CLIENTS as u64,
+            schedule.steps.is_empty(),
+        );
         total.add(&tally);
         result.broken.extend(broken);
     }
