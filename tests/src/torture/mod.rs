@@ -62,6 +62,36 @@ impl Workload {
         }
     }
 
+    /// The table the workload writes to.
+    pub fn table(self) -> &'static str {
+        match self {
+            Workload::Set => "set",
+            Workload::Counter => "counter",
+            Workload::Cart => "cart",
+            Workload::Register => "register",
+            Workload::Siblings => "siblings",
+        }
+    }
+
+    /// The example plugin that merges its table, if one does.
+    pub fn plugin(self) -> Option<&'static str> {
+        match self {
+            Workload::Set => Some("set-union"),
+            Workload::Counter => Some("counter"),
+            Workload::Cart => Some("shopping-cart"),
+            Workload::Register | Workload::Siblings => None,
+        }
+    }
+
+    /// The keys its clients spread over (the siblings bound needs one).
+    pub fn keys(self) -> &'static [&'static str] {
+        const KEYS: [&str; 3] = ["k1", "k2", "k3"];
+        match self {
+            Workload::Siblings => &KEYS[..1],
+            _ => &KEYS,
+        }
+    }
+
     /// Whether fault `family` means anything for this workload: a hostile
     /// plugin only for the tables merged by one.
     pub fn exercised_by(self, family: Family) -> bool {

@@ -7,10 +7,11 @@
 //! deletes the data dir, a clock skew restarts the node with
 //! `--clock-offset-ms`, a hostile plugin is a trapping module uploaded
 //! under the table's plugin name. Every run ends with the liveness phase:
-//! heal, resume, restart, wait until the ring move is done, no hint is
-//! pending and every node's anti-entropy compared every partition after
-//! the heal with none divergent (no client reads meanwhile); then final
-//! reads from every replica and the checker.
+//! heal, resume, reset clocks, restart, then wait (no client reads
+//! meanwhile) until on every member the ring move is done, no hint is
+//! pending, and anti-entropy compared every partition after the heal with
+//! none divergent and then once more with nothing repaired between; then
+//! final reads from every replica and the checker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,8 +39,6 @@ const CLIENTS: usize = 4;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest the liveness phase waits for replicas to agree.
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(120);
-/// Keys the workloads spread over.
-const KEYS: [&str; 3] = ["k1", "k2", "k3"];
 
 /// Whether this process may make network namespaces (root).
 pub fn can_partition() -> bool {
@@ -165,12 +164,8 @@ fn client(
     let agent = agent();
     let mut rng = Rng::new(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9));
     let mut histories: BTreeMap<&'static str, History> = BTreeMap::new();
-    let keys: &[&'static str] = if workload == Workload::Siblings {
-        &KEYS[..1]
-    } else {
-        &KEYS
-    };
-    let table = workload_table(workload);
+    let keys = workload.keys();
+    let table = workload.table();
     let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
     let mut serial = 0u64;
     let now = || start.elapsed().as_millis() as u64;
@@ -354,25 +349,6 @@ fn client(
         }
     }
     histories
-}
-
-fn workload_table(workload: Workload) -> &'static str {
-    match workload {
-        Workload::Set => "set",
-        Workload::Counter => "counter",
-        Workload::Cart => "cart",
-        Workload::Register => "register",
-        Workload::Siblings => "siblings",
-    }
-}
-
-fn plugin_of(workload: Workload) -> Option<&'static str> {
-    match workload {
-        Workload::Set => Some("set-union"),
-        Workload::Counter => Some("counter"),
-        Workload::Cart => Some("shopping-cart"),
-        Workload::Register | Workload::Siblings => None,
-    }
 }
 
 /// The cluster under test and what the nemesis has done to it.
@@ -656,12 +632,12 @@ impl Nemesis {
                 }
             }
             Action::HostilePlugin => {
-                if let Some(plugin) = plugin_of(workload) {
+                if let Some(plugin) = workload.plugin() {
                     self.upload(plugin, &wat_plugin("unreachable"));
                 }
             }
             Action::PluginRestored => {
-                if let Some(plugin) = plugin_of(workload) {
+                if let Some(plugin) = workload.plugin() {
                     self.upload(plugin, &plugin_wasm(plugin));
                 }
             }
@@ -755,11 +731,11 @@ pub fn run_schedule(
             return result;
         }
     };
-    let table = workload_table(workload);
-    if let Some(plugin) = plugin_of(workload) {
+    let table = workload.table();
+    if let Some(plugin) = workload.plugin() {
         nemesis.upload(plugin, &plugin_wasm(plugin));
     }
-    let config = match plugin_of(workload) {
+    let config = match workload.plugin() {
         Some(plugin) => format!(r#"{{"merge":"plugin","plugin":"{plugin}"}}"#),
         None if workload == Workload::Register => r#"{"merge":"lww"}"#.to_string(),
         None => r#"{"merge":"siblings"}"#.to_string(),
@@ -826,7 +802,7 @@ pub fn run_schedule(
             nemesis.set_clock(i, 0);
         }
     }
-    if let Some(plugin) = plugin_of(workload) {
+    if let Some(plugin) = workload.plugin() {
         nemesis.upload(plugin, &plugin_wasm(plugin));
     }
     let healed = Instant::now();

@@ -24,8 +24,6 @@ pub const NODES: usize = 5;
 const CLIENTS: usize = 4;
 /// A client gives up on an answer after this long: the outcome is unknown.
 const CLIENT_DEADLINE_MS: u64 = 2_500;
-/// Keys each workload spreads over (the siblings bound uses one).
-const KEYS: [&str; 3] = ["k1", "k2", "k3"];
 /// The longest the liveness phase waits for replicas to agree.
 const CONVERGENCE_LIMIT_MS: u64 = 120_000;
 
@@ -67,31 +65,15 @@ fn hostile(_: &ReconcileInput) -> Result<Resolution, PluginFailure> {
 }
 
 impl Workload {
-    fn table(self) -> &'static str {
-        match self {
-            Workload::Set => "set",
-            Workload::Counter => "counter",
-            Workload::Cart => "cart",
-            Workload::Register => "register",
-            Workload::Siblings => "siblings",
-        }
-    }
-
-    fn keys(self) -> &'static [&'static str] {
-        match self {
-            Workload::Siblings => &KEYS[..1],
-            _ => &KEYS,
-        }
-    }
-
     /// The native code behind the workload's plugin, if it has one.
     fn reconciler(self) -> Option<(&'static str, cairn::sim::Reconciler)> {
-        match self {
-            Workload::Set => Some(("set-union", set_union)),
-            Workload::Counter => Some(("counter", counter)),
-            Workload::Cart => Some(("shopping-cart", shopping_cart)),
-            Workload::Register | Workload::Siblings => None,
-        }
+        let code: cairn::sim::Reconciler = match self {
+            Workload::Set => set_union,
+            Workload::Counter => counter,
+            Workload::Cart => shopping_cart,
+            Workload::Register | Workload::Siblings => return None,
+        };
+        self.plugin().map(|name| (name, code))
     }
 
     fn create_table(self, sim: &mut Sim) {
