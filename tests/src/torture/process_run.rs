@@ -90,12 +90,36 @@ fn exchange(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<Reply> {
+    send(agent, method, url, headers, body).ok()
+}
+
+/// Why an exchange has no answer: the request never left (the connection
+/// was refused, so nothing can have been stored), or it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoAnswer {
+    NotSent,
+    Unknown,
+}
+
+/// One exchange, saying why there is no answer.
+fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, NoAnswer> {
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(body.to_vec()).ok()?;
-    let mut response = agent.run(request).ok()?;
+    let request = builder.body(body.to_vec()).map_err(|_| NoAnswer::NotSent)?;
+    let mut response = agent.run(request).map_err(|e| match e {
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            NoAnswer::NotSent
+        }
+        _ => NoAnswer::Unknown,
+    })?;
     let headers = response
         .headers()
         .iter()
@@ -107,8 +131,8 @@ fn exchange(
         .with_config()
         .limit(16 << 20)
         .read_to_vec()
-        .ok()?;
-    Some(Reply {
+        .map_err(|_| NoAnswer::Unknown)?;
+    Ok(Reply {
         status,
         headers,
         body,
@@ -144,10 +168,10 @@ fn decode(workload: Workload, reply: &Reply) -> Option<Result<(Seen, Option<Stri
     Some(decode_values(workload, &slices).map(|seen| (seen, reply.context().map(str::to_owned))))
 }
 
-fn write_outcome(reply: Option<&Reply>) -> WriteOutcome {
-    match reply.map(|r| r.status) {
-        Some(200..=299) => WriteOutcome::Acknowledged,
-        Some(400 | 404 | 409 | 413) => WriteOutcome::Failed,
+fn write_outcome(reply: &Result<Reply, NoAnswer>) -> WriteOutcome {
+    match reply.as_ref().map(|r| r.status) {
+        Ok(200..=299) => WriteOutcome::Acknowledged,
+        Ok(400 | 404 | 409 | 413) | Err(NoAnswer::NotSent) => WriteOutcome::Failed,
         _ => WriteOutcome::Unknown,
     }
 }
@@ -207,8 +231,8 @@ fn client(
                 });
                 (serde_json::json!([element]).to_string(), 1)
             };
-            let reply = exchange(&agent, "PUT", &path, &[], body.as_bytes());
-            let outcome = write_outcome(reply.as_ref());
+            let reply = send(&agent, "PUT", &path, &[], body.as_bytes());
+            let outcome = write_outcome(&reply);
             let completed = (outcome == WriteOutcome::Acknowledged).then(now);
             if record == 0 {
                 if let Some(last) = history.increments.last_mut() {
@@ -326,8 +350,8 @@ fn client(
             .as_deref()
             .map(|c| vec![("x-cairn-context", c)])
             .unwrap_or_default();
-        let reply = exchange(&agent, "PUT", &path, &headers, body.as_bytes());
-        let outcome = write_outcome(reply.as_ref());
+        let reply = send(&agent, "PUT", &path, &headers, body.as_bytes());
+        let outcome = write_outcome(&reply);
         let completed = (outcome == WriteOutcome::Acknowledged).then(now);
         match target {
             Target::Add => {
