@@ -97,8 +97,8 @@ fn test(filters: &[String]) -> Result<(), String> {
     run("cargo", &args)?;
     if filters.is_empty() {
         // The bounded torture slice: every workload under every fault, a
-        // fixed seed and a random one.
-        torture(&["--quick".to_owned()])?;
+        // fixed seed and a random one; everything it needs is built above.
+        run_torture(&["--quick".to_owned()])?;
     }
     Ok(())
 }
@@ -106,10 +106,16 @@ fn test(filters: &[String]) -> Result<(), String> {
 /// Runs the torture matrix (`tests/src/bin/torture.rs`), which writes
 /// `target/torture/report.json` and `report.md` and fails on any loss.
 fn torture(options: &[String]) -> Result<(), String> {
-    // The process runs start `target/debug/cairn` and upload the plugins.
+    // The process runs start `target/debug/cairn` and upload the plugins;
+    // built as `cargo xtask test` builds them, so neither rebuilds the other.
     ensure_wasm_target()?;
     build_plugins()?;
-    run("cargo", &["build", "-p", "cairn"])?;
+    run("cargo", &["build", "--workspace", "--all-targets"])?;
+    run_torture(options)
+}
+
+/// Runs the torture binary with `options`.
+fn run_torture(options: &[String]) -> Result<(), String> {
     let mut args = vec!["run", "-p", "cairn-tests", "--bin", "torture", "--"];
     args.extend(options.iter().map(String::as_str));
     run("cargo", &args)
