@@ -115,10 +115,11 @@ fn torture(options: &[String]) -> Result<(), String> {
 }
 
 /// Runs the torture binary with `options`.
+/// Runs the torture binary the workspace build made (not `cargo run`, which
+/// would select one package and may unify features differently, rebuilding).
 fn run_torture(options: &[String]) -> Result<(), String> {
-    let mut args = vec!["run", "-p", "cairn-tests", "--bin", "torture", "--"];
-    args.extend(options.iter().map(String::as_str));
-    run("cargo", &args)
+    let args: Vec<&str> = options.iter().map(String::as_str).collect();
+    run("target/debug/torture", &args)
 }
 
 /// The fuzz targets (`fuzz/fuzz_targets/`, `cairn::fuzz::TARGETS`).
