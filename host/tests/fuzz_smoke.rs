@@ -89,6 +89,23 @@ fn every_fuzz_target_survives_its_seeds_and_their_mutations() {
             fuzz::run(target, seed);
             runs += 1;
         }
+        // The committed corpus, crashes found by cargo fuzz included
+        // (`fuzz/corpus/TARGET/crash-*`): each stays a regression test.
+        let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        if let Ok(entries) = std::fs::read_dir(&committed) {
+            for entry in entries.flatten() {
+                let input = std::fs::read(entry.path()).expect("corpus file");
+                fuzz::run(target, &input);
+                runs += 1;
+                assert!(
+                    !PANICKED.load(Ordering::SeqCst),
+                    "{target} panicked on {}",
+                    entry.path().display()
+                );
+            }
+        }
         for i in 0..mutants {
             let seed = &seeds[i % seeds.len()];
             let input = mutator.mutate(seed);

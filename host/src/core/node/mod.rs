@@ -341,6 +341,20 @@ impl Node {
     ) -> Result<Node, StoreError> {
         // No metadata: it never finished founding or joining, so it holds no history.
         let fresh_data_dir = persisted.meta.is_none();
+        // Metadata read back from disk is held to what gossip holds a
+        // peer's to: a malformed ring (a version at the top of its range
+        // could not be raised by the next change) stops the start with a
+        // reason instead of a panic later.
+        if persisted
+            .meta
+            .as_ref()
+            .and_then(|m| m.ring.as_ref())
+            .is_some_and(|ring| !ring.is_valid())
+        {
+            return Err(StoreError::Failed(
+                "the stored cluster metadata holds a malformed ring: restore the data dir from a backup, or wipe it and start the node again (it resumes its membership from its seeds)".into(),
+            ));
+        }
         // Objects in memory are gone after any stop, and with them the dots
         // they carried: a node keeping any in memory never reuses its epoch.
         let forgets_objects = persisted.meta.as_ref().is_some_and(|meta| {
