@@ -90,20 +90,25 @@ impl Network {
         format!("10.{}.0.{}", self.subnet, index + 1)
     }
 
+    /// Adds (or deletes) the blackhole route in node `from`'s namespace
+    /// that drops its packets to node `to`.
+    fn blackhole(&self, verb: &str, from: usize, to: usize) {
+        let route = format!("{}/32", self.addr(to));
+        ip(&[
+            "-n",
+            &self.namespace(from),
+            "route",
+            verb,
+            "blackhole",
+            &route,
+        ])
+        .unwrap_or_else(|e| panic!("route {verb} node{} -> node{}: {e}", from + 1, to + 1));
+    }
+
     /// Nothing passes between nodes `a` and `b` any more, either way.
     pub fn cut(&mut self, a: usize, b: usize) {
-        for (from, to) in [(a, b), (b, a)] {
-            let route = format!("{}/32", self.addr(to));
-            ip(&[
-                "-n",
-                &self.namespace(from),
-                "route",
-                "add",
-                "blackhole",
-                &route,
-            ])
-            .unwrap_or_else(|e| panic!("cut node{} from node{}: {e}", a + 1, b + 1));
-        }
+        self.blackhole("add", a, b);
+        self.blackhole("add", b, a);
         self.cuts.push((a, b));
     }
 
@@ -121,16 +126,7 @@ impl Network {
     /// opens to the other stalls too; what differs from a cut is that
     /// `to`'s packets still reach `from`.)
     pub fn cut_one_way(&mut self, from: usize, to: usize) {
-        let route = format!("{}/32", self.addr(to));
-        ip(&[
-            "-n",
-            &self.namespace(from),
-            "route",
-            "add",
-            "blackhole",
-            &route,
-        ])
-        .unwrap_or_else(|e| panic!("cut node{} -> node{}: {e}", from + 1, to + 1));
+        self.blackhole("add", from, to);
         self.one_way.push((from, to));
     }
 
@@ -171,30 +167,11 @@ impl Network {
     /// Removes every cut.
     pub fn heal(&mut self) {
         for (from, to) in std::mem::take(&mut self.one_way) {
-            let route = format!("{}/32", self.addr(to));
-            ip(&[
-                "-n",
-                &self.namespace(from),
-                "route",
-                "del",
-                "blackhole",
-                &route,
-            ])
-            .unwrap_or_else(|e| panic!("heal node{} -> node{}: {e}", from + 1, to + 1));
+            self.blackhole("del", from, to);
         }
         for (a, b) in std::mem::take(&mut self.cuts) {
-            for (from, to) in [(a, b), (b, a)] {
-                let route = format!("{}/32", self.addr(to));
-                ip(&[
-                    "-n",
-                    &self.namespace(from),
-                    "route",
-                    "del",
-                    "blackhole",
-                    &route,
-                ])
-                .unwrap_or_else(|e| panic!("heal node{}-node{}: {e}", a + 1, b + 1));
-            }
+            self.blackhole("del", a, b);
+            self.blackhole("del", b, a);
         }
     }
 }

@@ -184,13 +184,8 @@ fn replay_schedule(path: &std::path::Path, options: &Options, processes: bool) {
         eprintln!("torture: {}: {e}", path.display());
         exit(2)
     });
-    let workloads = if options.workloads.is_empty() {
-        Workload::ALL.to_vec()
-    } else {
-        options.workloads.clone()
-    };
     let mut failed = false;
-    for workload in workloads {
+    for workload in options.chosen_workloads() {
         let seed = options.base_seed;
         let result = if processes {
             cairn_tests::torture::process_run::run_schedule(

@@ -123,6 +123,34 @@ pub struct Options {
 }
 
 impl Options {
+    /// The workloads chosen (all when none was).
+    pub fn chosen_workloads(&self) -> Vec<Workload> {
+        if self.workloads.is_empty() {
+            Workload::ALL.to_vec()
+        } else {
+            self.workloads.clone()
+        }
+    }
+
+    /// An empty cell for every chosen workload × chosen fault family that
+    /// the workload is exercised by and `playable` allows here.
+    fn cells(&self, runner: &'static str, playable: impl Fn(Family) -> bool) -> Vec<Cell> {
+        let families = if self.families.is_empty() {
+            Family::ALL.to_vec()
+        } else {
+            self.families.clone()
+        };
+        let mut cells = Vec::new();
+        for workload in self.chosen_workloads() {
+            for &family in &families {
+                if workload.exercised_by(family) && playable(family) {
+                    cells.push(Cell::new(workload, family, runner));
+                }
+            }
+        }
+        cells
+    }
+
     /// The bounded slice CI runs: a fixed seed and a random one per cell,
     /// short fault phases.
     pub fn quick(random_seed: u64) -> Options {
@@ -141,25 +169,11 @@ impl Options {
 /// fault family for `seeds` seeds, cells interleaved seed by seed so a
 /// time budget cuts every cell alike. `progress` hears of each run.
 pub fn run_simulation(options: &Options, mut progress: impl FnMut(&str)) -> Report {
-    let workloads = if options.workloads.is_empty() {
-        Workload::ALL.to_vec()
-    } else {
-        options.workloads.clone()
-    };
-    let families = if options.families.is_empty() {
-        Family::ALL.to_vec()
-    } else {
-        options.families.clone()
-    };
     let started = Instant::now();
-    let mut report = Report::default();
-    for workload in &workloads {
-        for family in families.iter().filter(|f| workload.exercised_by(**f)) {
-            report
-                .cells
-                .push(Cell::new(*workload, *family, "simulation"));
-        }
-    }
+    let mut report = Report {
+        cells: options.cells("simulation", |_| true),
+        ..Report::default()
+    };
     'seeds: for i in 0..options.seeds {
         let seed = options.base_seed + i;
         for cell in report.cells.iter_mut() {
@@ -193,28 +207,11 @@ pub fn run_simulation(options: &Options, mut progress: impl FnMut(&str)) -> Repo
 /// the time budget is spent; families that need root are skipped without
 /// it.
 pub fn run_processes(options: &Options, mut progress: impl FnMut(&str)) -> Report {
-    let workloads = if options.workloads.is_empty() {
-        Workload::ALL.to_vec()
-    } else {
-        options.workloads.clone()
-    };
-    let families: Vec<Family> = if options.families.is_empty() {
-        Family::ALL.to_vec()
-    } else {
-        options.families.clone()
-    };
     let started = Instant::now();
-    let mut report = Report::default();
-    for workload in &workloads {
-        for family in families
-            .iter()
-            .filter(|f| process_run::playable(**f) && workload.exercised_by(**f))
-        {
-            report
-                .cells
-                .push(Cell::new(*workload, *family, "processes"));
-        }
-    }
+    let mut report = Report {
+        cells: options.cells("processes", process_run::playable),
+        ..Report::default()
+    };
     'rounds: for round in 0..options.seeds {
         let seed = options.base_seed + round;
         for cell in report.cells.iter_mut() {
