@@ -70,6 +70,8 @@ pub fn live_node() -> &'static LiveNode {
             antientropy: None,
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
             clock_offset_ms: 0,
+            link_faults_file: None,
+            cluster_secret: None,
         };
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -37,8 +37,6 @@ pub struct Network {
     cuts: Vec<(usize, usize)>,
     /// (from, to): packets from `from` to `to` are dropped, not back.
     one_way: Vec<(usize, usize)>,
-    /// Whether a netem discipline is on the nodes' links.
-    netem: bool,
 }
 
 impl Network {
@@ -54,7 +52,6 @@ impl Network {
             count,
             cuts: Vec::new(),
             one_way: Vec::new(),
-            netem: false,
         };
         let host_addr = format!("10.{}.0.254/24", network.subnet);
         ip(&["link", "add", &network.bridge, "type", "bridge"])?;
@@ -130,40 +127,6 @@ impl Network {
         self.one_way.push((from, to));
     }
 
-    /// Puts `netem` (`tc qdisc … netem` arguments, e.g. `loss 5% delay
-    /// 20ms duplicate 1%`) on every node's link, or removes it (`None`).
-    /// Fails where the kernel lacks netem (see [`netem_available`]).
-    pub fn set_links(&mut self, netem: Option<&str>) -> Result<(), String> {
-        for index in 0..self.count {
-            let ns = self.namespace(index);
-            let dev = format!("{}p{}", self.tag, index + 1);
-            let mut args = vec!["netns", "exec", &ns, "tc", "qdisc"];
-            let spec: Vec<&str>;
-            match netem {
-                Some(netem) => {
-                    spec = netem.split_whitespace().collect();
-                    args.extend(["replace", "dev", &dev, "root", "netem"]);
-                    args.extend(spec.iter().copied());
-                }
-                None if self.netem => args.extend(["del", "dev", &dev, "root"]),
-                None => continue,
-            }
-            let output = Command::new("ip")
-                .args(&args)
-                .output()
-                .map_err(|e| format!("tc on node{}: {e}", index + 1))?;
-            if !output.status.success() {
-                return Err(format!(
-                    "tc on node{}: {}",
-                    index + 1,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ));
-            }
-        }
-        self.netem = netem.is_some();
-        Ok(())
-    }
-
     /// Removes every cut.
     pub fn heal(&mut self) {
         for (from, to) in std::mem::take(&mut self.one_way) {
@@ -174,24 +137,6 @@ impl Network {
             self.blackhole("del", b, a);
         }
     }
-}
-
-/// Whether this kernel has `tc netem` (a module some kernels lack): tries
-/// it on the loopback of a scratch namespace.
-pub fn netem_available() -> bool {
-    let ns = format!("cnprobe{}", std::process::id());
-    if ip(&["netns", "add", &ns]).is_err() {
-        return false;
-    }
-    let works = Command::new("ip")
-        .args([
-            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay",
-            "1ms",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let _ = ip(&["netns", "del", &ns]);
-    works
 }
 
 impl Drop for Network {

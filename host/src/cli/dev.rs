@@ -14,6 +14,7 @@ use super::client::exchange;
 use crate::core::limits::{
     PARTITIONS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT, VALUE_BYTES_MAX_DEFAULT,
 };
+use crate::core::peer_auth::ClusterSecret;
 use crate::core::types::NodeId;
 use crate::runtime::{self, ServeOptions};
 
@@ -43,11 +44,37 @@ const DEMO_TABLES: [(&str, u8, u8, u8, &str, &str); 4] = [
     ("events", 3, 2, 2, "siblings", "lmdb"),
 ];
 
+/// The dev cluster's secret, `DATA_DIR/cluster-secret`: drawn on the first
+/// run (readable by its owner only) and kept, so a `cairn serve` started by
+/// hand can join with `--cluster-secret-file` pointing at it.
+fn dev_cluster_secret(data_dir: &std::path::Path) -> anyhow::Result<ClusterSecret> {
+    let path = data_dir.join("cluster-secret");
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        let mut file = file
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    ClusterSecret::from_text(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Runs the local cluster until Ctrl-C.
 pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 9 {
         anyhow::bail!("--nodes must be between 1 and 9");
     }
+    let secret = dev_cluster_secret(&args.data_dir)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let first_peer = format!("127.0.0.1:{}", args.base_port + 100);
     let mut threads = Vec::new();
@@ -78,6 +105,8 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             antientropy: Some(crate::core::antientropy::AntiEntropyConfig::default()),
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
             clock_offset_ms: 0,
+            link_faults_file: None,
+            cluster_secret: Some(secret.clone()),
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -7,6 +7,7 @@ mod cluster;
 mod dev;
 mod plugin;
 
+use crate::core::peer_auth::ClusterSecret;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -115,10 +116,22 @@ pub struct ServeArgs {
     /// anti-entropy). At least twice --request-timeout-ms plus 1 s.
     #[arg(long, default_value_t = crate::core::limits::TOMBSTONE_GRACE_MS_DEFAULT)]
     pub tombstone_grace_ms: u64,
+    /// A file holding the cluster secret (one line, at least 16
+    /// characters; `cairn dev` writes one): every peer connection proves it
+    /// before a frame counts, and every frame is sealed with it. Every
+    /// member needs the same one. Without it the peer port trusts anyone who
+    /// reaches it.
+    #[arg(long, env = "CAIRN_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// For fault tests only: milliseconds added to this node's wall clock
     /// (negative: behind), as a skewed clock would be.
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
+    /// For fault tests only: a file saying how this node's outgoing peer
+    /// links lose, delay and duplicate frames (`loss L delay D duplicate P`),
+    /// re-read while it runs. Kernels without `tc netem` have no other way.
+    #[arg(long, hide = true)]
+    pub test_link_faults_file: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -187,7 +200,32 @@ impl ServeArgs {
             antientropy,
             transfer_bytes_per_s: self.transfer_bytes_per_s,
             clock_offset_ms: self.clock_offset_ms,
+            link_faults_file: self.test_link_faults_file.clone(),
+            cluster_secret: self.cluster_secret()?,
         })
+    }
+
+    /// The secret `--cluster-secret-file` holds; without one, a loud warning
+    /// when the peer port is reachable from beyond this machine.
+    fn cluster_secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        let Some(path) = &self.cluster_secret_file else {
+            let loopback = self
+                .peer
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
+            if !loopback {
+                tracing::warn!(
+                    peer = %self.peer,
+                    "NO CLUSTER SECRET: anyone who can reach the peer port can rewrite the ring, tables, plugins and data; start every node with --cluster-secret-file"
+                );
+            }
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--cluster-secret-file {}: {e}", path.display()))?;
+        let secret = ClusterSecret::from_text(&text)
+            .map_err(|e| anyhow::anyhow!("--cluster-secret-file {}: {e}", path.display()))?;
+        Ok(Some(secret))
     }
 }
 

@@ -35,6 +35,7 @@
 //! | dots, clocks, causal contexts | [`causal`] |
 //! | stored objects and their merge | [`object`] |
 //! | context tokens | [`token`] |
+//! | peers proving the cluster secret; sealed frames | [`peer_auth`] |
 //! | quorum counting | [`quorum`] |
 //! | partitions and preference lists | [`ring`] |
 //! | cluster metadata and its gossip merge | [`meta`] |
@@ -57,6 +58,7 @@ pub mod modules;
 pub mod msg;
 pub mod node;
 pub mod object;
+pub mod peer_auth;
 pub mod quorum;
 pub mod reaper;
 pub mod ring;

@@ -270,7 +270,11 @@ fn cluster_json(status: ClusterStatus) -> Value {
 
 /// `GET /cluster`: the node's view of the cluster, and its own disk: free
 /// bytes, the reserve, and whether writes are refused for want of space.
-pub fn cluster_reply(reply: AdminReply, disk: &DiskGauge) -> HttpResponse {
+pub fn cluster_reply(
+    reply: AdminReply,
+    disk: &DiskGauge,
+    peers: &crate::net::handshake::PeerGuard,
+) -> HttpResponse {
     let AdminReply::Cluster(status) = reply else {
         return admin_reply(reply);
     };
@@ -284,6 +288,10 @@ pub fn cluster_reply(reply: AdminReply, disk: &DiskGauge) -> HttpResponse {
         map.insert(
             "disk".into(),
             json!({ "free_bytes": disk.free_bytes(), "reserve_bytes": disk.reserve_bytes(), "writes": writes }),
+        );
+        map.insert(
+            "peer_links".into(),
+            json!({ "authenticated": peers.enabled(), "refused": peers.refused() }),
         );
     }
     json_response(StatusCode::OK, &body)

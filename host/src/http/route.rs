@@ -114,7 +114,11 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
         (&Method::GET, ["health"]) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
         (&Method::GET, ["cluster"]) => {
             let status = node.admin(AdminOp::ClusterStatus).await?;
-            Ok(super::respond::cluster_reply(status, &node.disk))
+            Ok(super::respond::cluster_reply(
+                status,
+                &node.disk,
+                &node.peers,
+            ))
         }
         (&Method::POST, ["cluster", "join"]) => {
             let body: serde_json::Value = json_body(request, node).await?;

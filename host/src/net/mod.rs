@@ -6,6 +6,9 @@
 //! connections it accepted; the first frame on a connection names the sender.
 //! A garbage or oversized frame closes that connection and is logged.
 
+pub mod faults;
+pub mod handshake;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,6 +31,10 @@ use crate::core::node::Input;
 use crate::core::types::NodeId;
 use crate::runtime::Event;
 
+use crate::core::peer_auth::{FrameSeal, FRAME_TAG_BYTES};
+use faults::LinkFaults;
+use handshake::PeerGuard;
+
 /// First and largest pause between reconnect attempts.
 const BACKOFF_MS_MIN: u64 = 50;
 const BACKOFF_MS_MAX: u64 = 1_000;
@@ -40,23 +47,41 @@ pub struct Outbound {
     peers: HashMap<String, PeerQueue>,
     /// Where failed connects are reported (the node's failure detection).
     events: mpsc::Sender<Event>,
+    /// Test-only slow and lossy links (`None` everywhere else).
+    faults: Option<LinkFaults>,
+    /// The cluster secret links prove.
+    guard: Arc<PeerGuard>,
 }
 
 /// Encoded frames waiting for one peer, and their total size.
 struct PeerQueue {
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<Queued>,
     bytes: Arc<AtomicUsize>,
+}
+
+/// One encoded frame and, on a test's slowed link, when it may leave.
+struct Queued {
+    frame: Bytes,
+    due: Option<tokio::time::Instant>,
 }
 
 impl Outbound {
     /// No connections yet; they are dialled on first use. A connect that
     /// fails is reported to `events` as [`Input::Unreachable`].
-    pub fn new(me: NodeId, events: mpsc::Sender<Event>) -> Self {
+    pub fn new(me: NodeId, events: mpsc::Sender<Event>, guard: Arc<PeerGuard>) -> Self {
         Outbound {
             me,
             peers: HashMap::new(),
             events,
+            faults: None,
+            guard,
         }
+    }
+
+    /// Sends through test-only link faults (see [`faults`]).
+    pub fn with_faults(mut self, faults: LinkFaults) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     /// Queues `message` for the node at `addr`. A full queue drops it: callers
@@ -72,6 +97,7 @@ impl Outbound {
                 rx,
                 bytes.clone(),
                 events,
+                self.guard.clone(),
             ));
             PeerQueue { frames: tx, bytes }
         });
@@ -86,11 +112,25 @@ impl Outbound {
             tracing::debug!(peer = addr, "peer queue full (bytes); message dropped");
             return;
         }
-        let len = frame.len();
-        queue.bytes.fetch_add(len, Ordering::Relaxed);
-        if queue.frames.try_send(Bytes::from(frame)).is_err() {
-            queue.bytes.fetch_sub(len, Ordering::Relaxed);
-            tracing::debug!(peer = addr, "peer queue full; message dropped");
+        let (copies, due) = match &self.faults {
+            Some(faults) => {
+                let fate = faults.fate();
+                (fate.copies, fate.due)
+            }
+            None => (1, None),
+        };
+        let frame = Bytes::from(frame);
+        for _ in 0..copies {
+            let len = frame.len();
+            queue.bytes.fetch_add(len, Ordering::Relaxed);
+            let queued = Queued {
+                frame: frame.clone(),
+                due,
+            };
+            if queue.frames.try_send(queued).is_err() {
+                queue.bytes.fetch_sub(len, Ordering::Relaxed);
+                tracing::debug!(peer = addr, "peer queue full; message dropped");
+            }
         }
     }
 }
@@ -98,9 +138,10 @@ impl Outbound {
 async fn dial(
     addr: String,
     me: NodeId,
-    mut queue: mpsc::Receiver<Bytes>,
+    mut queue: mpsc::Receiver<Queued>,
     queued: Arc<AtomicUsize>,
     events: mpsc::Sender<Event>,
+    guard: Arc<PeerGuard>,
 ) {
     let mut backoff_ms = BACKOFF_MS_MIN;
     loop {
@@ -108,21 +149,31 @@ async fn dial(
             Duration::from_millis(CONNECT_TIMEOUT_MS),
             TcpStream::connect(&addr),
         );
-        match connect.await {
-            Ok(Ok(stream)) => {
+        let connected = match connect.await {
+            Ok(Ok(mut stream)) => match guard.dial(&mut stream).await {
+                Ok(seal) => Some((stream, seal)),
+                Err(reason) => {
+                    tracing::warn!(peer = %addr, %reason, "peer connection refused");
+                    None
+                }
+            },
+            _ => None,
+        };
+        match connected {
+            Some((stream, seal)) => {
                 backoff_ms = BACKOFF_MS_MIN;
-                if !write_loop(stream, &me, &mut queue, &queued).await {
+                if !write_loop(stream, &me, &mut queue, &queued, seal).await {
                     return;
                 }
                 tracing::debug!(peer = %addr, "peer connection lost; reconnecting");
             }
-            _ => {
+            None => {
                 // The node learns at once, not only after pings go unanswered
                 // (a full inbox drops the report: the pings still tell).
                 let _ = events.try_send(Event::Input(Input::Unreachable { addr: addr.clone() }));
                 // Whatever waited for this peer is stale by the time it is reachable.
-                while let Ok(frame) = queue.try_recv() {
-                    queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                while let Ok(waiting) = queue.try_recv() {
+                    queued.fetch_sub(waiting.frame.len(), Ordering::Relaxed);
                 }
                 if queue.is_closed() {
                     return;
@@ -143,16 +194,30 @@ async fn dial(
 async fn write_loop(
     stream: TcpStream,
     me: &NodeId,
-    queue: &mut mpsc::Receiver<Bytes>,
+    queue: &mut mpsc::Receiver<Queued>,
     queued: &AtomicUsize,
+    mut seal: Option<FrameSeal>,
 ) -> bool {
     let _ = stream.set_nodelay(true);
     let (mut closed, mut writer) = stream.into_split();
     let mut probe = [0u8; 1];
     let mut buf = Vec::with_capacity(64 * 1024);
+    // A frame taken from the queue before it was due (slowed test links).
+    let mut held: Option<Queued> = None;
     if encode_frame(&Message::Hello { node: me.clone() }, &mut buf).is_err() {
         return false;
     }
+    // On an authenticated link every frame is followed by its tag.
+    let mut append = |buf: &mut Vec<u8>, frame: &[u8]| {
+        let start = buf.len();
+        buf.extend_from_slice(frame);
+        if let Some(seal) = &mut seal {
+            let tag = seal.seal(&[&buf[start..]]);
+            buf.extend_from_slice(&tag);
+        }
+    };
+    let hello = std::mem::take(&mut buf);
+    append(&mut buf, &hello);
     loop {
         if !buf.is_empty() {
             if writer.write_all(&buf).await.is_err() {
@@ -160,20 +225,37 @@ async fn write_loop(
             }
             buf.clear();
         }
-        let first = tokio::select! {
-            frame = queue.recv() => match frame {
-                Some(frame) => frame,
-                None => return false,
+        // Frames leave the byte count as they leave the queue.
+        let first = match held.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                frame = queue.recv() => match frame {
+                    Some(frame) => {
+                        queued.fetch_sub(frame.frame.len(), Ordering::Relaxed);
+                        frame
+                    }
+                    None => return false,
+                },
+                _ = closed.read(&mut probe) => return true,
             },
-            _ = closed.read(&mut probe) => return true,
         };
-        queued.fetch_sub(first.len(), Ordering::Relaxed);
-        buf.extend_from_slice(&first);
+        if let Some(due) = first.due {
+            tokio::time::sleep_until(due).await;
+        }
+        append(&mut buf, &first.frame);
         while buf.len() < WRITE_BATCH_BYTES_MAX {
             match queue.try_recv() {
-                Ok(frame) => {
-                    queued.fetch_sub(frame.len(), Ordering::Relaxed);
-                    buf.extend_from_slice(&frame);
+                Ok(next) => {
+                    queued.fetch_sub(next.frame.len(), Ordering::Relaxed);
+                    // A slowed frame not yet due waits for the next round.
+                    if next
+                        .due
+                        .is_some_and(|due| due > tokio::time::Instant::now())
+                    {
+                        held = Some(next);
+                        break;
+                    }
+                    append(&mut buf, &next.frame);
                 }
                 Err(_) => break,
             }
@@ -183,7 +265,15 @@ async fn write_loop(
 
 /// Accepts peer connections (at most `connections_max` at once; more are
 /// closed on accept) and turns their frames into events for the node loop.
-pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>, connections_max: usize) {
+/// With a cluster secret in `guard`, a connection must prove it first
+/// and seal every frame; one that does not is closed, logged and counted,
+/// and none of its frames reaches the node.
+pub async fn serve(
+    listener: TcpListener,
+    events: mpsc::Sender<Event>,
+    connections_max: usize,
+    guard: Arc<PeerGuard>,
+) {
     let connections = Arc::new(Semaphore::new(connections_max));
     // KiB of frame bodies being read, shared by every connection.
     let inbound = Arc::new(Semaphore::new(PEER_INBOUND_BYTES_MAX / 1024));
@@ -197,8 +287,9 @@ pub async fn serve(listener: TcpListener, events: mpsc::Sender<Event>, connectio
                 let _ = stream.set_nodelay(true);
                 let events = events.clone();
                 let inbound = inbound.clone();
+                let guard = guard.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = read_loop(stream, events, &inbound).await {
+                    if let Err(reason) = read_loop(stream, events, &inbound, &guard).await {
                         tracing::warn!(%remote, %reason, "peer connection closed");
                     }
                     drop(slot);
@@ -225,6 +316,7 @@ async fn read_frame(
     max: usize,
     inbound: &Semaphore,
     idle: Duration,
+    seal: &mut Option<(FrameSeal, &PeerGuard)>,
 ) -> Result<Option<Message>, String> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     // Only a read that has to wait for the socket is timed: under load the
@@ -270,14 +362,34 @@ async fn read_frame(
             read
         ));
     }
+    // A sealed frame is believed only once its tag holds.
+    if let Some((seal, guard)) = seal {
+        let mut tag = [0u8; FRAME_TAG_BYTES];
+        let read = tokio::time::timeout(FRAME_BODY_TIMEOUT, reader.read_exact(&mut tag)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return Err(format!(
+                "connection closed before the tag of a {len}-byte frame"
+            ));
+        }
+        if !seal.open(&[&header, body], &tag) {
+            guard.count_refusal();
+            return Err("a frame's seal did not hold (altered, replayed or reordered)".into());
+        }
+    }
     decode_frame_body(body).map(Some).map_err(|e| e.to_string())
 }
 
 async fn read_loop(
-    stream: TcpStream,
+    mut stream: TcpStream,
     events: mpsc::Sender<Event>,
     inbound: &Semaphore,
+    guard: &PeerGuard,
 ) -> Result<(), String> {
+    let mut seal = guard
+        .accept(&mut stream)
+        .await
+        .map_err(|reason| format!("refused: {reason}"))?
+        .map(|seal| (seal, guard));
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
     // A connection proves nothing until its hello: a small frame, soon.
@@ -290,6 +402,7 @@ async fn read_loop(
             HELLO_FRAME_BYTES_MAX,
             inbound,
             hello_within,
+            &mut seal,
         ),
     );
     let first = hello.await.map_err(|_| "no hello in time".to_owned())?;
@@ -302,7 +415,14 @@ async fn read_loop(
     // and its slot goes back to the pool.
     let idle = Duration::from_millis(PEER_IDLE_TIMEOUT_MS);
     loop {
-        let next = read_frame(&mut reader, &mut body, FRAME_BYTES_MAX, inbound, idle);
+        let next = read_frame(
+            &mut reader,
+            &mut body,
+            FRAME_BYTES_MAX,
+            inbound,
+            idle,
+            &mut seal,
+        );
         let Some(message) = next.await? else {
             break;
         };

@@ -101,6 +101,12 @@ pub struct ServeOptions {
     /// fault tests (Linux cannot skew the real clock of one process). The
     /// monotonic clock is untouched; 0 everywhere else.
     pub clock_offset_ms: i64,
+    /// Test-only slow and lossy peer links ([`net::faults`]); `None`
+    /// everywhere else.
+    pub link_faults_file: Option<std::path::PathBuf>,
+    /// The secret every peer link proves (`None`: links are open to
+    /// anyone who can reach the peer port).
+    pub cluster_secret: Option<crate::core::peer_auth::ClusterSecret>,
 }
 
 /// The addresses a started node listens on.
@@ -129,6 +135,8 @@ pub struct NodeHandle {
     token_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
     /// Free space on the data dir's disk and its reserve, for `/cluster`.
     pub disk: Arc<DiskGauge>,
+    /// Whether peer links are authenticated and how many were refused, for `/cluster`.
+    pub peers: Arc<net::handshake::PeerGuard>,
 }
 
 /// A request body's share of [`NodeHandle`]'s body budget, held while it is read.
@@ -229,7 +237,11 @@ pub async fn serve(
         body_budget: Arc::new(Semaphore::new(HTTP_BODY_BYTES_IN_FLIGHT_MAX / 1024)),
         token_key: Arc::new(std::sync::RwLock::new(node.meta().token_key)),
         disk: store.disk_gauge(),
+        peers: Arc::new(net::handshake::PeerGuard::new(
+            options.cluster_secret.clone(),
+        )),
     };
+    let guard = handle.peers.clone();
     let published_key = handle.token_key.clone();
     plugins.set_merged_bytes_max(options.value_bytes_max);
     let call_timeout = Duration::from_millis(options.request_timeout_ms);
@@ -243,14 +255,28 @@ pub async fn serve(
             "the open-files limit is low: connection caps lowered so storage keeps a quarter of it (raise it with ulimit -n)"
         );
     }
-    let peers = tokio::spawn(net::serve(peer_listener, events.clone(), budget.peers));
+    let peers = tokio::spawn(net::serve(
+        peer_listener,
+        events.clone(),
+        budget.peers,
+        guard.clone(),
+    ));
     let http = tokio::spawn(crate::http::serve(http_listener, handle, budget.http));
     on_bound(bound);
+    let mut outbound = Outbound::new(options.id.clone(), events.clone(), guard);
+    if let Some(path) = &options.link_faults_file {
+        let seed = options
+            .id
+            .as_str()
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        outbound = outbound.with_faults(net::faults::LinkFaults::new(path.clone(), seed));
+    }
     let result = drive(
         node,
         store,
         inbox,
-        Outbound::new(options.id.clone(), events.clone()),
+        outbound,
         host,
         clock,
         published_key,

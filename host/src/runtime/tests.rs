@@ -176,6 +176,8 @@ mod backlog {
             antientropy: None,
             transfer_bytes_per_s: crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT,
             clock_offset_ms: 0,
+            link_faults_file: None,
+            cluster_secret: None,
         };
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop_node, stopped) = oneshot::channel::<()>();

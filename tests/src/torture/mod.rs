@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use report::{Cell, Report};
 use schedule::{Family, Schedule};
+use sim_run::RunResult;
 
 /// A workload: what clients do and what its checker holds them to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,6 +166,25 @@ impl Options {
     }
 }
 
+/// Runs one seed of one cell; a panic (a node's or the runner's) is that
+/// run's failure, so the matrix goes on and the report keeps it.
+fn guarded(run: impl FnOnce() -> RunResult) -> RunResult {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic without a message");
+            RunResult {
+                broken: vec![format!("panicked: {reason}")],
+                ..RunResult::default()
+            }
+        }
+    }
+}
+
 /// Runs the simulated matrix: every chosen workload under every chosen
 /// fault family for `seeds` seeds, cells interleaved seed by seed so a
 /// time budget cuts every cell alike. `progress` hears of each run.
@@ -180,7 +200,8 @@ pub fn run_simulation(options: &Options, mut progress: impl FnMut(&str)) -> Repo
             if options.budget.is_some_and(|b| started.elapsed() > b) {
                 break 'seeds;
             }
-            let result = sim_run::run(cell.workload, cell.family, seed, options.fault_ms);
+            let result =
+                guarded(|| sim_run::run(cell.workload, cell.family, seed, options.fault_ms));
             if !result.broken.is_empty() {
                 let schedule =
                     Schedule::generate(cell.family, seed, sim_run::NODES, options.fault_ms);
@@ -218,7 +239,8 @@ pub fn run_processes(options: &Options, mut progress: impl FnMut(&str)) -> Repor
             if options.budget.is_some_and(|b| started.elapsed() > b) {
                 break 'rounds;
             }
-            let result = process_run::run(cell.workload, cell.family, seed, options.fault_ms);
+            let result =
+                guarded(|| process_run::run(cell.workload, cell.family, seed, options.fault_ms));
             progress(&format!(
                 "processes {} × {} seed {seed}: {} acknowledged, {} lost, {} unknown{} ({} s)",
                 cell.workload.name(),

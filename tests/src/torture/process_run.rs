@@ -1,8 +1,10 @@
 //! The nemesis for real processes: the same workloads and schedules as the
 //! simulator, played against `cairn serve` processes — each in a network
 //! namespace of its own when run as root (partitions are blackhole routes,
-//! slow and lossy links are `tc netem`), on loopback otherwise (then the
-//! families that need the network are skipped). Clients are threads
+//! on loopback otherwise (then the partition families are skipped). Slow
+//! and lossy links are the nodes' own test-only fault proxy on their peer
+//! links (`--test-link-faults-file`, one file every node follows): this
+//! kernel has no `tc netem`. Clients are threads
 //! speaking HTTP; pauses are SIGSTOP/SIGCONT, kills are kill -9, a wipe
 //! deletes the data dir, a clock skew restarts the node with
 //! `--clock-offset-ms`, a hostile plugin is a trapping module uploaded
@@ -11,7 +13,7 @@
 //! meanwhile) until on every member the ring move is done, no hint is
 //! pending, and anti-entropy compared every partition after the heal with
 //! none divergent and then once more with nothing repaired between; then
-//! final reads from every replica and the checker.
+//! a final read of every key at r=3 and the checker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -48,23 +50,14 @@ pub fn can_partition() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Whether `family` can be played here: partitions need root, slow and
-/// lossy links also `tc netem` (some kernels lack it; the mixed family then
-/// plays without them).
+/// Whether `family` can be played here: partitions need root.
 pub fn playable(family: Family) -> bool {
     match family {
         Family::Halves | Family::Isolate | Family::OneWay | Family::Bridge | Family::Mixed => {
             can_partition()
         }
-        Family::Lossy => can_partition() && links_available(),
         _ => true,
     }
-}
-
-/// Whether `tc netem` works here (probed once).
-fn links_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(crate::netns::netem_available)
 }
 
 fn wall_ms() -> u64 {
@@ -402,6 +395,11 @@ impl Nemesis {
             None
         };
         let root = temp_dir(label);
+        let links = root.join("links");
+        // Peer links prove a cluster secret, as a deployment's do.
+        let secret = root.join("cluster-secret");
+        std::fs::write(&secret, "torture cluster secret, not a real one\n")
+            .map_err(|e| format!("{}: {e}", secret.display()))?;
         let extra: Vec<String> = [
             "--partitions",
             "32",
@@ -409,6 +407,10 @@ impl Nemesis {
             "1000",
             "--antientropy-every-ms",
             "100",
+            "--test-link-faults-file",
+            &links.to_string_lossy(),
+            "--cluster-secret-file",
+            &secret.to_string_lossy(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -642,17 +644,11 @@ impl Nemesis {
                 delay_ms_max,
                 duplicate_per_mille,
             } => {
-                if let Some(network) = self.network.as_mut().filter(|_| links_available()) {
-                    let netem = format!(
-                        "loss {}% delay {}ms {}ms duplicate {}%",
-                        *loss_per_mille as f64 / 10.0,
-                        delay_ms_max / 2,
-                        delay_ms_max / 2,
-                        *duplicate_per_mille as f64 / 10.0
-                    );
-                    if let Err(e) = network.set_links(Some(&netem)) {
-                        eprintln!("torture: links unchanged: {e}");
-                    }
+                let links = format!(
+                    "loss {loss_per_mille} delay {delay_ms_max} duplicate {duplicate_per_mille}"
+                );
+                if let Err(e) = std::fs::write(self.links_file(), links) {
+                    self.problems.push(format!("links unchanged: {e}"));
                 }
             }
             Action::HostilePlugin => {
@@ -694,9 +690,16 @@ impl Nemesis {
     fn heal(&mut self) {
         if let Some(network) = &mut self.network {
             network.heal();
-            let _ = network.set_links(None);
+        }
+        if let Err(e) = std::fs::write(self.links_file(), "") {
+            self.problems.push(format!("links not healed: {e}"));
         }
         self.cuts.clear();
+    }
+
+    /// The file every node's link-fault proxy follows.
+    fn links_file(&self) -> PathBuf {
+        self.root.join("links")
     }
 
     /// A supervisor's round: a node that should run but stopped by itself

@@ -10,3 +10,4 @@ mod membership;
 mod partition;
 mod plugins;
 mod repair;
+mod security;
