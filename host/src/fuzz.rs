@@ -72,6 +72,8 @@ pub fn live_node() -> &'static LiveNode {
             clock_offset_ms: 0,
             link_faults_file: None,
             cluster_secret: None,
+            auth_required: false,
+            admin_key_file: None,
         };
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

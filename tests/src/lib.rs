@@ -137,6 +137,8 @@ pub struct NodeProcess {
     pub open_files_limit: Option<u64>,
     /// The network namespace it runs in (see [`netns`]); `None`: the host's.
     pub netns: Option<String>,
+    /// The API key [`NodeProcess::call`] sends (nodes run with `--auth required`).
+    pub api_key: Option<String>,
     child: Option<Child>,
 }
 
@@ -176,6 +178,7 @@ impl NodeProcess {
             child: None,
             open_files_limit: None,
             netns: None,
+            api_key: None,
         };
         node.spawn();
         node
@@ -201,6 +204,7 @@ impl NodeProcess {
             child: None,
             open_files_limit: None,
             netns: Some(netns.to_owned()),
+            api_key: None,
         };
         node.spawn();
         node
@@ -395,7 +399,26 @@ impl NodeProcess {
 
     /// One HTTP exchange.
     pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        call(method, &self.url(path), headers, body)
+        let url = self.url(path);
+        self.try_call(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
+    /// One exchange with this node, with its [`NodeProcess::api_key`] if
+    /// any; `Err` when it cannot be reached or times out.
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply, String> {
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let mut all = headers.to_vec();
+        if let Some(auth) = &auth {
+            all.push(("authorization", auth));
+        }
+        try_call(method, &self.url(path), &all, body)
     }
 
     /// `GET /cluster` as JSON.
@@ -551,6 +574,17 @@ impl Cluster {
     /// Starts `count` nodes (node1 founds, the rest join it) and waits until every
     /// node sees every member up with partitions. `extra` goes to every `serve`.
     pub fn start(label: &str, count: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_key(label, count, extra, None)
+    }
+
+    /// As [`Cluster::start`], every node's requests carrying `api_key`
+    /// (for nodes started with `--auth required`).
+    pub fn start_with_key(
+        label: &str,
+        count: usize,
+        extra: &[&str],
+        api_key: Option<&str>,
+    ) -> Cluster {
         let root = temp_dir(label);
         let mut nodes = Vec::new();
         let first = NodeProcess::start(
@@ -573,6 +607,9 @@ impl Cluster {
                 &seeds,
                 extra,
             ));
+        }
+        for node in &mut nodes {
+            node.api_key = api_key.map(str::to_owned);
         }
         let cluster = Cluster { nodes, root };
         cluster.wait_formed();
@@ -615,9 +652,7 @@ impl Cluster {
     pub fn wait_formed(&self) {
         for node in &self.nodes {
             wait_until(Duration::from_secs(20), "the cluster to form", || {
-                let status = try_call("GET", &node.url("/cluster"), &[], b"")
-                    .ok()?
-                    .json();
+                let status = node.try_call("GET", "/cluster", &[], b"").ok()?.json();
                 let members = status["members"].as_array()?.clone();
                 let ok = members.len() == self.nodes.len()
                     && members
@@ -637,7 +672,8 @@ impl Cluster {
                 Duration::from_secs(2),
                 "the table to reach every node",
                 || {
-                    (try_call("GET", &node.url(&format!("/tables/{name}")), &[], b"")
+                    (node
+                        .try_call("GET", &format!("/tables/{name}"), &[], b"")
                         .ok()?
                         .status
                         == 200)

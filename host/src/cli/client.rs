@@ -135,6 +135,28 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The API key client commands send (`Authorization: Bearer`), from
+/// `CAIRN_API_KEY` or the file `CAIRN_API_KEY_FILE` names; read once. Not a
+/// flag, so it never shows in the process list.
+pub fn api_key() -> anyhow::Result<Option<&'static str>> {
+    static KEY: std::sync::OnceLock<Result<Option<String>, String>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        if let Ok(key) = std::env::var("CAIRN_API_KEY") {
+            return Ok(Some(key.trim().to_owned()));
+        }
+        match std::env::var_os("CAIRN_API_KEY_FILE") {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(|k| Some(k.trim().to_owned()))
+                .map_err(|e| format!("CAIRN_API_KEY_FILE {}: {e}", path.to_string_lossy())),
+            None => Ok(None),
+        }
+    });
+    match key {
+        Ok(key) => Ok(key.as_deref()),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
 /// Sends one request and reads the whole answer.
 pub fn exchange(
     method: &str,
@@ -146,6 +168,9 @@ pub fn exchange(
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
+    }
+    if let Some(key) = api_key()? {
+        builder = builder.header("authorization", format!("Bearer {key}"));
     }
     let request = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default())?;
     let response = agent
@@ -265,6 +290,9 @@ pub fn put(args: &PutArgs) -> anyhow::Result<()> {
             let mut request = agent().put(&url);
             for (name, value) in &headers {
                 request = request.header(*name, *value);
+            }
+            if let Some(key) = api_key()? {
+                request = request.header("authorization", format!("Bearer {key}"));
             }
             let stdin = std::io::stdin();
             let mut reader = stdin.lock();

@@ -107,6 +107,8 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             clock_offset_ms: 0,
             link_faults_file: None,
             cluster_secret: Some(secret.clone()),
+            auth_required: false,
+            admin_key_file: None,
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

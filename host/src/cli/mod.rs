@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod cluster;
 mod dev;
+mod keys;
 mod plugin;
 
 use crate::core::peer_auth::ClusterSecret;
@@ -56,6 +57,18 @@ pub enum Command {
     /// Upload and list WebAssembly plugins.
     #[command(subcommand)]
     Plugin(client::PluginCommand),
+    /// Create, list and revoke API keys (admin only).
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+}
+
+/// Whether HTTP requests need an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// No key needed (the default: a local or firewalled cluster).
+    Off,
+    /// Every request but `GET /health` needs one.
+    Required,
 }
 
 /// `cairn serve`.
@@ -123,6 +136,15 @@ pub struct ServeArgs {
     /// reaches it.
     #[arg(long, env = "CAIRN_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// `required`: every HTTP request but `GET /health` needs an API key
+    /// (`Authorization: Bearer <key>`); `off`: none does.
+    #[arg(long, value_enum, default_value_t = AuthMode::Off, env = "CAIRN_AUTH")]
+    pub auth: AuthMode,
+    /// A file holding the first admin key (one line, at least 16
+    /// characters): with it an operator creates the other keys
+    /// (`cairn key create`). Only a salted hash of it is kept in memory.
+    #[arg(long, env = "CAIRN_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
     /// For fault tests only: milliseconds added to this node's wall clock
     /// (negative: behind), as a skewed clock would be.
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
@@ -202,6 +224,8 @@ impl ServeArgs {
             clock_offset_ms: self.clock_offset_ms,
             link_faults_file: self.test_link_faults_file.clone(),
             cluster_secret: self.cluster_secret()?,
+            auth_required: self.auth == AuthMode::Required,
+            admin_key_file: self.admin_key_file.clone(),
         })
     }
 
@@ -241,6 +265,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(command) => cluster::run(&command),
         Command::Plugin(command) => client::plugin(&command),
         Command::Bench(args) => bench::run(&args),
+        Command::Key(command) => keys::run(&command),
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::access::ApiKeyEntry;
 use super::codec::short_hash;
 use super::limits::{TABLES_MAX, TABLE_NAMES_MAX};
 use super::ring::{Ring, RingV1};
@@ -230,6 +231,8 @@ pub struct MetaDigest {
     pub plugins: u64,
     /// The context-token key.
     pub token_key: u64,
+    /// API keys.
+    pub api_keys: u64,
 }
 
 /// Everything gossip spreads.
@@ -254,6 +257,59 @@ pub struct ClusterMeta {
     pub removed: BTreeMap<NodeId, Departure>,
     /// Replacements asked for, by the new node's id.
     pub replacements: BTreeMap<NodeId, Replacement>,
+    /// API keys by id, revoked ones included (so revocations spread too).
+    pub api_keys: BTreeMap<String, ApiKeyEntry>,
+}
+
+/// Cluster metadata as builds before API keys stored it: still read from
+/// old data dirs.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+pub struct ClusterMetaV5 {
+    members: BTreeMap<NodeId, Member>,
+    ring: Option<Ring>,
+    tables: BTreeMap<TableName, TableEntry>,
+    plugins: BTreeMap<String, PluginEntry>,
+    token_key: Option<TokenKey>,
+    dropped: BTreeMap<TableName, DroppedTable>,
+    leaving: BTreeMap<NodeId, Departure>,
+    removed: BTreeMap<NodeId, Departure>,
+    replacements: BTreeMap<NodeId, Replacement>,
+}
+
+impl From<ClusterMetaV5> for ClusterMeta {
+    fn from(old: ClusterMetaV5) -> Self {
+        ClusterMeta {
+            members: old.members,
+            ring: old.ring,
+            tables: old.tables,
+            plugins: old.plugins,
+            token_key: old.token_key,
+            dropped: old.dropped,
+            leaving: old.leaving,
+            removed: old.removed,
+            replacements: old.replacements,
+            api_keys: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<&ClusterMeta> for ClusterMetaV5 {
+    /// What an earlier build stored (tests write old data dirs with it).
+    fn from(meta: &ClusterMeta) -> Self {
+        ClusterMetaV5 {
+            members: meta.members.clone(),
+            ring: meta.ring.clone(),
+            tables: meta.tables.clone(),
+            plugins: meta.plugins.clone(),
+            token_key: meta.token_key,
+            dropped: meta.dropped.clone(),
+            leaving: meta.leaving.clone(),
+            removed: meta.removed.clone(),
+            replacements: meta.replacements.clone(),
+        }
+    }
 }
 
 /// Cluster metadata as builds before partition transfer (a ring's `next`)
@@ -281,6 +337,7 @@ impl From<ClusterMetaV4> for ClusterMeta {
             leaving: BTreeMap::new(),
             removed: BTreeMap::new(),
             replacements: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
         }
     }
 }
@@ -351,6 +408,7 @@ impl From<ClusterMetaV3> for ClusterMeta {
             leaving: BTreeMap::new(),
             removed: BTreeMap::new(),
             replacements: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
         }
     }
 }
@@ -378,6 +436,7 @@ impl From<ClusterMetaV2> for ClusterMeta {
             leaving: BTreeMap::new(),
             removed: BTreeMap::new(),
             replacements: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
         }
     }
 }
@@ -437,6 +496,7 @@ impl ClusterMeta {
             leaving: BTreeMap::new(),
             removed: BTreeMap::new(),
             replacements: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
         }
     }
 
@@ -510,6 +570,12 @@ impl ClusterMeta {
             |_| true,
             |t, m| t.supersedes(m),
         );
+        changed |= join_entries(
+            &mut self.api_keys,
+            &other.api_keys,
+            |_| true,
+            ApiKeyEntry::supersedes,
+        );
         changed |= self.keep_plugins_tables_use();
         changed | self.settle_ring()
     }
@@ -527,6 +593,7 @@ impl ClusterMeta {
             tables: short_hash(&(&self.tables, &self.dropped)),
             plugins: short_hash(&self.plugins),
             token_key: short_hash(&self.token_key),
+            api_keys: short_hash(&self.api_keys),
         }
     }
 
@@ -557,6 +624,9 @@ impl ClusterMeta {
         }
         if mine.token_key != theirs.token_key {
             delta.token_key = self.token_key;
+        }
+        if mine.api_keys != theirs.api_keys {
+            delta.api_keys = self.api_keys.clone();
         }
         Some(delta)
     }

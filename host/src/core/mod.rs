@@ -36,6 +36,7 @@
 //! | stored objects and their merge | [`object`] |
 //! | context tokens | [`token`] |
 //! | peers proving the cluster secret; sealed frames | [`peer_auth`] |
+//! | API keys, roles, what a request needs, failed-auth budget | [`access`] |
 //! | quorum counting | [`quorum`] |
 //! | partitions and preference lists | [`ring`] |
 //! | cluster metadata and its gossip merge | [`meta`] |
@@ -44,6 +45,7 @@
 //! | validated names | [`types`] |
 //! | seeded randomness | [`rng`] |
 
+pub mod access;
 pub mod antientropy;
 pub mod causal;
 pub mod codec;

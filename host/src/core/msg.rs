@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::access::ApiKeyEntry;
 use super::meta::{ClusterMeta, Member, MetaDigest, PluginEntry};
 use super::object::{Object, Version};
 use super::stats::AntiEntropyStats;
@@ -204,6 +205,18 @@ pub enum AdminOp {
     ListPlugins,
     /// `DELETE /plugins/{name}`.
     DeletePlugin(String),
+    /// `POST /keys`: the HTTP layer drew the id, salt and secret, and passes
+    /// only the hash on.
+    CreateKey {
+        /// The new key's id.
+        id: String,
+        /// Its entry (`created_ms` and `origin` are set by the node).
+        entry: ApiKeyEntry,
+    },
+    /// `GET /keys`.
+    ListKeys,
+    /// `DELETE /keys/{id}`.
+    RevokeKey(String),
 }
 
 /// Answers to [`AdminOp`].
@@ -237,6 +250,10 @@ pub enum AdminReply {
     },
     /// Every live plugin.
     Plugins(Vec<(String, PluginEntry)>),
+    /// A key was created (201).
+    KeyCreated(String, ApiKeyEntry),
+    /// Every key, revoked ones included.
+    Keys(Vec<(String, ApiKeyEntry)>),
     /// Deleted.
     Deleted,
     /// Not found (404).

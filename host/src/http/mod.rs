@@ -1,6 +1,7 @@
 //! The HTTP API of SPEC §3: routing, request parsing with limits, and turning
 //! node answers into status codes and JSON errors.
 
+pub mod auth;
 mod respond;
 mod route;
 

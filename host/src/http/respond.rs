@@ -297,6 +297,20 @@ pub fn cluster_reply(
     json_response(StatusCode::OK, &body)
 }
 
+/// An API key as `GET /keys` shows it: never its hash or salt.
+pub fn key_json(id: &str, entry: &crate::core::access::ApiKeyEntry) -> Value {
+    let tables: Vec<&str> = entry.tables.iter().map(|t| t.as_str()).collect();
+    json!({
+        "id": id,
+        "role": entry.role.name(),
+        "tables": tables,
+        "created_ms": entry.created_ms,
+        "created_by": entry.origin.as_str(),
+        "revoked": entry.revoked_ms.is_some(),
+        "revoked_ms": entry.revoked_ms,
+    })
+}
+
 /// An admin operation's answer.
 pub fn admin_reply(reply: AdminReply) -> HttpResponse {
     match reply {
@@ -346,6 +360,13 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
         AdminReply::Plugins(plugins) => {
             let list: Vec<Value> = plugins.iter().map(|(n, e)| plugin_json(n, e)).collect();
             json_response(StatusCode::OK, &json!({ "plugins": list }))
+        }
+        AdminReply::KeyCreated(id, entry) => {
+            json_response(StatusCode::CREATED, &key_json(&id, &entry))
+        }
+        AdminReply::Keys(keys) => {
+            let list: Vec<Value> = keys.iter().map(|(id, e)| key_json(id, e)).collect();
+            json_response(StatusCode::OK, &json!({ "keys": list }))
         }
         AdminReply::Deleted => {
             let mut response = Response::new(Full::new(Bytes::new()));

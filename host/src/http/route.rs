@@ -5,16 +5,23 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING,
+    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    TRANSFER_ENCODING, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::respond::{admin_reply, client_reply, error, overloaded, HttpResponse, CONTEXT_HEADER};
+use super::auth::{new_key, AuthRefusal};
+use super::respond::{
+    admin_reply, client_reply, error, json_response, key_json, overloaded, HttpResponse,
+    CONTEXT_HEADER,
+};
+use crate::core::access::{is_key_id, Need, Role, KEY_TABLES_MAX};
 use crate::core::limits::{
     ADMIN_BODY_BYTES_MAX, CONTENT_TYPE_BYTES_MAX, CONTEXT_CHARS_MAX, HTTP_BODY_TIMEOUT_MS,
     KEY_BYTES_MAX,
 };
+use crate::core::msg::AdminReply;
 use crate::core::msg::{AdminOp, ClientOp};
 use crate::core::table::TablePatch;
 use crate::core::token::ClientContext;
@@ -31,6 +38,8 @@ enum Refusal {
     Overloaded,
     /// 405, with the methods the endpoint answers in `Allow`.
     NotAllowed { allow: &'static str, reason: String },
+    /// 401, 403 or 429: the request's key does not let it through.
+    Auth(AuthRefusal),
 }
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
@@ -61,7 +70,39 @@ pub async fn handle(request: Request<Incoming>, node: &NodeHandle) -> HttpRespon
                 .insert(ALLOW, HeaderValue::from_static(allow));
             response
         }
+        Err(Refusal::Auth(AuthRefusal::Unauthenticated(reason))) => {
+            let mut response = error(StatusCode::UNAUTHORIZED, reason);
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Err(Refusal::Auth(AuthRefusal::Forbidden(reason))) => error(StatusCode::FORBIDDEN, reason),
+        Err(Refusal::Auth(AuthRefusal::Throttled(seconds))) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed authentications with this key; retry in {seconds} s"),
+            );
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            response
+        }
     }
+}
+
+/// What a request needs its key to allow (see [`crate::core::access`]).
+fn need_of(method: &Method, segments: &[&str]) -> Result<Need, Refusal> {
+    Ok(match (method, segments) {
+        (_, ["health"]) => Need::Nothing,
+        (
+            &Method::GET,
+            [""] | ["cluster"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _],
+        ) => Need::Observe,
+        (&Method::GET, ["tables", table, "preflist" | "keys", _]) => Need::Read(table_name(table)?),
+        (_, ["tables", table, "keys", _]) => Need::Write(table_name(table)?),
+        _ => Need::Admin,
+    })
 }
 
 /// The methods an endpoint answers (the `Allow` header of its 405 and
@@ -71,6 +112,8 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
         [""] | ["health"] | ["cluster"] | ["tables"] | ["plugins"] => "GET, HEAD, OPTIONS",
         ["tables", _, "preflist", _] => "GET, HEAD, OPTIONS",
         ["cluster", "join" | "remove" | "replace"] => "POST, OPTIONS",
+        ["keys"] => "GET, HEAD, POST, OPTIONS",
+        ["keys", _] => "DELETE, OPTIONS",
         ["plugins", _] | ["tables", _] | ["tables", _, "keys", _] => {
             "GET, HEAD, PUT, DELETE, OPTIONS"
         }
@@ -109,6 +152,10 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
     } else {
         method
     };
+    let need = need_of(&method, &segments)?;
+    node.access
+        .check(request.headers(), &need)
+        .map_err(Refusal::Auth)?;
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => Ok(dashboard()),
         (&Method::GET, ["health"]) => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
@@ -164,6 +211,18 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
             admin(node, op).await
         }
         (&Method::GET, ["plugins"]) => admin(node, AdminOp::ListPlugins).await,
+        (&Method::POST, ["keys"]) => create_key(request, node).await,
+        (&Method::GET, ["keys"]) => admin(node, AdminOp::ListKeys).await,
+        (&Method::DELETE, ["keys", id]) => {
+            if !is_key_id(id) {
+                return Err(refuse(StatusCode::NOT_FOUND, format!("no key {id}")));
+            }
+            let reply = node.admin(AdminOp::RevokeKey((*id).to_owned())).await?;
+            if reply == AdminReply::Deleted {
+                node.access.learn_revoked(id);
+            }
+            Ok(admin_reply(reply))
+        }
         (&Method::GET, ["plugins", name]) => {
             admin(node, AdminOp::GetPlugin(plugin_name(name)?)).await
         }
@@ -183,6 +242,69 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
             allow,
             reason: format!("{method} is not allowed on {path}"),
         }),
+    }
+}
+
+/// `POST /keys {"role":R,"tables":[..]}`: draws the key here, hands only its
+/// hash to the node, and shows the key once, in the 201 answer.
+async fn create_key(
+    request: Request<Incoming>,
+    node: &NodeHandle,
+) -> Result<HttpResponse, Refusal> {
+    let shape = "body must be {\"role\":\"admin\"|\"read-write\"|\"read-only\",\"tables\":[\"T\",...]} (tables optional: all)";
+    let body: serde_json::Value = json_body(request, node).await?;
+    let fields = body
+        .as_object()
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape))?;
+    if let Some(other) = fields.keys().find(|k| *k != "role" && *k != "tables") {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("unknown field {other:?}; {shape}"),
+        ));
+    }
+    let role = fields
+        .get("role")
+        .and_then(|r| r.as_str())
+        .and_then(Role::parse)
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape))?;
+    let tables = match fields.get("tables") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::Array(list)) => {
+            if list.len() > KEY_TABLES_MAX {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("a key may be limited to at most {KEY_TABLES_MAX} tables"),
+                ));
+            }
+            let mut tables = Vec::with_capacity(list.len());
+            for table in list {
+                let name = table
+                    .as_str()
+                    .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, shape))?;
+                tables.push(table_name(name)?);
+            }
+            tables.sort();
+            tables.dedup();
+            tables
+        }
+        Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, shape)),
+    };
+    let (id, key, entry) =
+        new_key(role, tables).map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    match node.admin(AdminOp::CreateKey { id, entry }).await? {
+        AdminReply::KeyCreated(id, entry) => {
+            node.access.learn(&id, &entry);
+            let mut body = key_json(&id, &entry);
+            if let serde_json::Value::Object(map) = &mut body {
+                map.insert("key".into(), serde_json::Value::String(key));
+            }
+            let mut response = json_response(StatusCode::CREATED, &body);
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        other => Ok(admin_reply(other)),
     }
 }
 

@@ -107,6 +107,11 @@ pub struct ServeOptions {
     /// The secret every peer link proves (`None`: links are open to
     /// anyone who can reach the peer port).
     pub cluster_secret: Option<crate::core::peer_auth::ClusterSecret>,
+    /// Whether HTTP requests need an API key (`--auth required`).
+    pub auth_required: bool,
+    /// A file holding the bootstrap admin key (read once at start; only a
+    /// salted hash of it is kept).
+    pub admin_key_file: Option<std::path::PathBuf>,
 }
 
 /// The addresses a started node listens on.
@@ -137,6 +142,8 @@ pub struct NodeHandle {
     pub disk: Arc<DiskGauge>,
     /// Whether peer links are authenticated and how many were refused, for `/cluster`.
     pub peers: Arc<net::handshake::PeerGuard>,
+    /// Who may do what over HTTP.
+    pub access: Arc<crate::http::auth::AccessControl>,
 }
 
 /// A request body's share of [`NodeHandle`]'s body budget, held while it is read.
@@ -194,6 +201,29 @@ impl NodeHandle {
     }
 }
 
+/// How often the node loop looks for changed API keys.
+const KEYS_PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// The node's HTTP access rules from its options (reads the admin key file).
+fn access_control(options: &ServeOptions) -> anyhow::Result<crate::http::auth::AccessControl> {
+    let file = || {
+        options
+            .admin_key_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let bootstrap = match &options.admin_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--admin-key-file {}: {e}", file()))?,
+        ),
+        None => None,
+    };
+    crate::http::auth::AccessControl::new(options.auth_required, bootstrap.as_deref())
+        .map_err(|e| anyhow::anyhow!("--admin-key-file {}: {e}", file()))
+}
+
 /// Runs one node until `shutdown` completes (clean shutdown) or it fails.
 /// `on_bound` learns the listen addresses once both sockets are bound.
 pub async fn serve(
@@ -240,7 +270,10 @@ pub async fn serve(
         peers: Arc::new(net::handshake::PeerGuard::new(
             options.cluster_secret.clone(),
         )),
+        access: Arc::new(access_control(&options)?),
     };
+    handle.access.publish(&node.meta().api_keys);
+    let access = handle.access.clone();
     let guard = handle.peers.clone();
     let published_key = handle.token_key.clone();
     plugins.set_merged_bytes_max(options.value_bytes_max);
@@ -280,6 +313,7 @@ pub async fn serve(
         host,
         clock,
         published_key,
+        access,
         shutdown,
         options.seeds.clone(),
     )
@@ -331,10 +365,12 @@ async fn drive(
     host: PluginHost,
     clock: Clock,
     published_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
+    access: Arc<crate::http::auth::AccessControl>,
     shutdown: impl Future<Output = ()>,
     seeds: Vec<String>,
 ) -> anyhow::Result<()> {
     let mut token_key = node.meta().token_key;
+    let mut next_keys_check = Instant::now();
     let mut waiting = Waiting {
         clients: HashMap::new(),
         admins: HashMap::new(),
@@ -441,6 +477,14 @@ async fn drive(
             // Before any answer of this turn leaves: its tokens use the new key.
             token_key = node.meta().token_key;
             *published_key.write().unwrap_or_else(|e| e.into_inner()) = token_key;
+        }
+        // Keys reach HTTP handlers within KEYS_PUBLISH_EVERY of arriving
+        // (a revocation, too): comparing every turn would cost with many keys.
+        if access.required() && Instant::now() >= next_keys_check {
+            next_keys_check = Instant::now() + KEYS_PUBLISH_EVERY;
+            if !access.holds(&node.meta().api_keys) {
+                access.publish(&node.meta().api_keys);
+            }
         }
         while let Some(output) = node.poll_output() {
             carry_out(output, &mut outbound, &mut waiting, &host)?;

@@ -178,6 +178,8 @@ mod backlog {
             clock_offset_ms: 0,
             link_faults_file: None,
             cluster_secret: None,
+            auth_required: false,
+            admin_key_file: None,
         };
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop_node, stopped) = oneshot::channel::<()>();

@@ -248,7 +248,16 @@ impl NodeStore {
             _ => None,
         };
         let meta = match (current, v4, v3) {
-            (Some(bytes), _, _) => Some(decode_disk::<ClusterMeta>(bytes).map_err(storage_error)?),
+            // The layout before API keys has one field fewer under the same key.
+            (Some(bytes), _, _) => Some(
+                decode_disk::<ClusterMeta>(bytes)
+                    .or_else(|e| {
+                        decode_disk::<crate::core::meta::ClusterMetaV5>(bytes)
+                            .map(ClusterMeta::from)
+                            .map_err(|_| e)
+                    })
+                    .map_err(storage_error)?,
+            ),
             (None, Some(bytes), _) => Some(
                 decode_disk::<crate::core::meta::ClusterMetaV4>(bytes)
                     .map(ClusterMeta::from)
@@ -808,6 +817,11 @@ pub fn decode_records(bytes: &[u8]) {
 pub fn decode_meta(bytes: &[u8]) -> Option<ClusterMeta> {
     decode_disk::<ClusterMeta>(bytes)
         .ok()
+        .or_else(|| {
+            decode_disk::<crate::core::meta::ClusterMetaV5>(bytes)
+                .ok()
+                .map(ClusterMeta::from)
+        })
         .or_else(|| {
             decode_disk::<crate::core::meta::ClusterMetaV4>(bytes)
                 .ok()

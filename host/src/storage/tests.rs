@@ -340,6 +340,24 @@ fn cluster_metadata_written_by_earlier_builds_still_opens() {
 }
 
 #[test]
+fn cluster_metadata_from_before_api_keys_opens_with_none() {
+    let dir = temp_dir("meta-v5");
+    let id = NodeId::new("n1").unwrap();
+    let mut meta = ClusterMeta::empty();
+    meta.ring = Some(crate::core::ring::Ring::single(&id, 16, 3));
+    let old = encode_disk(&crate::core::meta::ClusterMetaV5::from(&meta)).unwrap();
+    {
+        let (store, _) = NodeStore::open(&dir, &id).unwrap();
+        let mut wtxn = store.writer.env.write_txn().unwrap();
+        store.writer.state.put(&mut wtxn, STATE_META, &old).unwrap();
+        wtxn.commit().unwrap();
+    }
+    let (_, persisted) = NodeStore::open(&dir, &id).unwrap();
+    assert_eq!(persisted.meta, Some(meta));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn cluster_metadata_from_before_partition_transfer_opens_with_its_ring() {
     let dir = temp_dir("meta-v4");
     let id = NodeId::new("n1").unwrap();

@@ -54,7 +54,10 @@ fn nodes_without_the_secret_or_with_another_cannot_join_gossip_or_write() {
     cluster.create_table("kv", r#"{"n":3,"r":2,"w":2,"merge":"lww"}"#);
     let node1 = &cluster.nodes[0];
     assert_eq!(node1.cluster()["peer_links"]["authenticated"], true);
-    assert_eq!(node1.call("PUT", "/tables/kv/keys/k", &[], b"v1").status, 204);
+    assert_eq!(
+        node1.call("PUT", "/tables/kv/keys/k", &[], b"v1").status,
+        204
+    );
     let before: Vec<_> = cluster.nodes.iter().map(state).collect();
     let refused_before: u64 = cluster.nodes.iter().map(refused).sum();
 
@@ -93,7 +96,10 @@ fn nodes_without_the_secret_or_with_another_cannot_join_gossip_or_write() {
     let after: Vec<_> = cluster.nodes.iter().map(state).collect();
     assert_eq!(before, after);
     for intruder in [&open, &wrong] {
-        let members = intruder.cluster()["members"].as_array().cloned().unwrap_or_default();
+        let members = intruder.cluster()["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(
             members.iter().all(|m| m["id"] == intruder.id.as_str()),
             "{} sees {members:?}",
@@ -118,7 +124,9 @@ fn handshake(
     proof: Option<[u8; 32]>,
 ) -> (TcpStream, [u8; NONCE_BYTES], [u8; 32]) {
     let mut stream = TcpStream::connect(peer).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(&AUTH_MAGIC).unwrap();
     stream.write_all(&mine).unwrap();
     let mut answer = [0u8; 64];
@@ -156,8 +164,7 @@ fn replayed_handshakes_and_altered_frames_are_refused() {
     let (honest, first_challenge, recorded) = handshake(&node.peer, &secret, nonce, None);
     drop(honest);
     // Replayed: the same opening and the recorded proof meet a new challenge.
-    let (mut replay, second_challenge, _) =
-        handshake(&node.peer, &secret, nonce, Some(recorded));
+    let (mut replay, second_challenge, _) = handshake(&node.peer, &secret, nonce, Some(recorded));
     assert_ne!(first_challenge, second_challenge);
     assert!(closed(&mut replay), "the replay was not closed");
     wait_until(Duration::from_secs(10), "the replay to be counted", || {
@@ -174,19 +181,246 @@ fn replayed_handshakes_and_altered_frames_are_refused() {
     frame.extend_from_slice(&[0u8; FRAME_TAG_BYTES]);
     link.write_all(&frame).unwrap();
     assert!(closed(&mut link), "the forged frame's link was not closed");
-    wait_until(Duration::from_secs(10), "the forged frame to be counted", || {
-        (refused(node) == start + 2).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the forged frame to be counted",
+        || (refused(node) == start + 2).then_some(()),
+    );
     // A plain hello, as a node without a secret sends it, is refused as well.
     let mut plain = TcpStream::connect(&node.peer).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut frame = Vec::new();
     encode_frame(&hello, &mut frame).unwrap();
     plain.write_all(&frame).unwrap();
     assert!(closed(&mut plain));
-    wait_until(Duration::from_secs(10), "the plain hello to be counted", || {
-        (refused(node) == start + 3).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the plain hello to be counted",
+        || (refused(node) == start + 3).then_some(()),
+    );
     // The node serves on.
     assert_eq!(node.call("GET", "/health", &[], b"").status, 200);
+}
+
+const ADMIN_KEY: &str = "an operator's admin key, long enough";
+
+/// Creates a key through `node`; returns (id, key).
+fn create_key(node: &NodeProcess, body: &str) -> (String, String) {
+    let reply = node.call("POST", "/keys", &[], body.as_bytes());
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let created = reply.json();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn with(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+#[test]
+fn api_keys_with_roles_guard_every_endpoint_and_revocations_reach_every_node() {
+    let secrets = temp_dir("keys");
+    let admin_file = secret_file(&secrets, "admin", ADMIN_KEY);
+    let admin_arg = admin_file.to_string_lossy().into_owned();
+    let cluster = Cluster::start_with_key(
+        "api-keys",
+        3,
+        &["--auth", "required", "--admin-key-file", &admin_arg],
+        Some(ADMIN_KEY),
+    );
+    cluster.create_table("a", r#"{"n":3,"r":2,"w":2,"merge":"lww"}"#);
+    cluster.create_table("b", r#"{"n":3,"r":2,"w":2,"merge":"lww"}"#);
+    let (node1, node3) = (&cluster.nodes[0], &cluster.nodes[2]);
+    let (ro_id, ro) = create_key(node1, r#"{"role":"read-only"}"#);
+    let (rw_id, rw_a) = create_key(node1, r#"{"role":"read-write","tables":["a"]}"#);
+    let url = |node: &NodeProcess, path: &str| node.url(path);
+    let as_key = |node: &NodeProcess, key: Option<&str>, method: &str, path: &str, body: &[u8]| {
+        let auth = key.map(with);
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        cairn_tests::call(method, &url(node, path), &headers, body)
+    };
+
+    // No key: 401 with a reason and a challenge; /health stays open.
+    let open = as_key(node1, None, "GET", "/tables/a/keys/k", b"");
+    assert_eq!(open.status, 401);
+    assert_eq!(open.header("www-authenticate"), Some("Bearer"));
+    assert!(open.json()["error"].as_str().unwrap().contains("API key"));
+    assert_eq!(as_key(node1, None, "GET", "/health", b"").status, 200);
+    for path in ["/", "/cluster", "/tables", "/keys"] {
+        assert_eq!(as_key(node1, None, "GET", path, b"").status, 401, "{path}");
+    }
+    // A key made up, or a real id with another secret: 401 that never echoes it.
+    let forged = format!("cairn_{ro_id}_not-the-secret");
+    let refused = as_key(node1, Some(&forged), "GET", "/tables/a/keys/k", b"");
+    assert_eq!(refused.status, 401);
+    assert!(!refused.text().contains("not-the-secret"));
+
+    // Keys created on node1 work on every node once gossip carried them.
+    wait_until(Duration::from_secs(10), "the keys to reach node3", || {
+        (as_key(node3, Some(&rw_a), "PUT", "/tables/a/keys/k", b"v").status == 204).then_some(())
+    });
+    // read-only: reads and sees the cluster; writes and admin are 403.
+    let read = as_key(node3, Some(&ro), "GET", "/tables/a/keys/k", b"");
+    assert_eq!((read.status, read.text()), (200, "v".to_owned()));
+    for path in ["/", "/cluster", "/tables", "/tables/a", "/plugins"] {
+        assert_eq!(
+            as_key(node3, Some(&ro), "GET", path, b"").status,
+            200,
+            "{path}"
+        );
+    }
+    let denied = as_key(node3, Some(&ro), "PUT", "/tables/a/keys/k", b"w");
+    assert_eq!(denied.status, 403);
+    assert!(denied.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("read-only"));
+    assert!(!denied.text().contains(&ro));
+    assert_eq!(
+        as_key(node3, Some(&ro), "DELETE", "/tables/a/keys/k", b"").status,
+        403
+    );
+    // read-write limited to `a`: table b is 403 both ways; admin is 403.
+    assert_eq!(
+        as_key(node3, Some(&rw_a), "PUT", "/tables/b/keys/k", b"x").status,
+        403
+    );
+    assert_eq!(
+        as_key(node3, Some(&rw_a), "GET", "/tables/b/keys/k", b"").status,
+        403
+    );
+    for (method, path, body) in [
+        ("POST", "/keys", &br#"{"role":"admin"}"#[..]),
+        ("GET", "/keys", b""),
+        ("PUT", "/tables/c", b"{}"),
+        ("DELETE", "/tables/b", b""),
+        ("DELETE", "/plugins/p", b""),
+        ("POST", "/cluster/remove", br#"{"node":"node2"}"#),
+    ] {
+        let reply = as_key(node3, Some(&rw_a), method, path, body);
+        assert_eq!(reply.status, 403, "{method} {path}: {}", reply.text());
+    }
+    // Listing shows ids and roles, never keys or hashes.
+    let list = node1.call("GET", "/keys", &[], b"");
+    assert_eq!(list.status, 200);
+    let text = list.text();
+    assert!(text.contains(&ro_id) && text.contains("read-only") && text.contains(&rw_id));
+    assert!(!text.contains(&ro) && !text.contains(&rw_a) && !text.contains("hash"));
+
+    // Revoked on node1: refused on every node within the gossip bound.
+    assert_eq!(
+        node1
+            .call("DELETE", &format!("/keys/{rw_id}"), &[], b"")
+            .status,
+        204
+    );
+    for node in &cluster.nodes {
+        wait_until(
+            Duration::from_secs(10),
+            "the revocation to reach every node",
+            || {
+                (as_key(node, Some(&rw_a), "GET", "/tables/a/keys/k", b"").status == 401)
+                    .then_some(())
+            },
+        );
+    }
+    assert_eq!(
+        node1
+            .call("DELETE", "/keys/ffffffffffffffff", &[], b"")
+            .status,
+        404
+    );
+    let listed = node1.call("GET", "/keys", &[], b"").json();
+    let revoked = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == rw_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(revoked["revoked"], true);
+
+    // Guessing at a key is throttled per key id; its holder still gets in.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(as_key(node1, Some(&forged), "GET", "/tables/a/keys/k", b"").status);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    let throttled = as_key(node1, Some(&forged), "GET", "/tables/a/keys/k", b"");
+    assert!(throttled.header("retry-after").is_some());
+    assert_eq!(
+        as_key(node1, Some(&ro), "GET", "/tables/a/keys/k", b"").status,
+        200
+    );
+}
+
+#[test]
+fn the_key_commands_and_client_commands_carry_the_key() {
+    let secrets = temp_dir("key-cli");
+    let admin_file = secret_file(&secrets, "admin", ADMIN_KEY);
+    let admin_arg = admin_file.to_string_lossy().into_owned();
+    let cluster = Cluster::start_with_key(
+        "key-cli",
+        1,
+        &["--auth", "required", "--admin-key-file", &admin_arg],
+        Some(ADMIN_KEY),
+    );
+    cluster.create_table("kv", r#"{"n":1,"r":1,"w":1,"merge":"lww"}"#);
+    let node = &cluster.nodes[0];
+    let cairn = |key: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(cairn_tests::cairn_bin());
+        command
+            .args(args)
+            .env("CAIRN_URL", node.url(""))
+            .env_remove("CAIRN_API_KEY_FILE");
+        match key {
+            Some(key) => command.env("CAIRN_API_KEY", key),
+            None => command.env_remove("CAIRN_API_KEY"),
+        };
+        command.output().unwrap()
+    };
+    let created = cairn(
+        Some(ADMIN_KEY),
+        &["key", "create", "--role", "read-write", "--table", "kv"],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("cairn_"), "{key}");
+    assert!(String::from_utf8_lossy(&created.stderr).contains("not shown again"));
+    let put = cairn(Some(&key), &["put", "kv", "k", "hello"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = cairn(Some(&key), &["get", "kv", "k"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "hello");
+    // Without a key the command fails with the node's reason.
+    let denied = cairn(None, &["get", "kv", "k"]);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let list = cairn(Some(ADMIN_KEY), &["key", "list"]);
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = listed["keys"][0]["id"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&format!("cairn_{id}_")));
+    // A read-write key cannot manage keys; the admin revokes it.
+    assert!(!cairn(Some(&key), &["key", "list"]).status.success());
+    assert!(cairn(Some(ADMIN_KEY), &["key", "revoke", &id])
+        .status
+        .success());
+    assert!(!cairn(Some(&key), &["get", "kv", "k"]).status.success());
 }

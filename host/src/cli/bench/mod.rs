@@ -246,6 +246,9 @@ impl Connection {
         if let Some(context) = context {
             request = request.header("x-cairn-context", context);
         }
+        if let Some(key) = super::client::api_key()? {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
         let response = match sender.send_request(request.body(Full::new(body))?).await {
             Ok(response) => response,
             Err(e) => {

@@ -2,6 +2,7 @@
 //! (and changing) this node's cluster metadata.
 
 use super::*;
+use crate::core::access::{ApiKeyEntry, KEYS_MAX};
 use crate::core::meta::{Departure, DroppedTable, PluginEntry, Replacement};
 use crate::core::table::TablePatch;
 
@@ -14,6 +15,8 @@ impl Node {
                 | AdminOp::DropTable(_)
                 | AdminOp::PutPlugin { .. }
                 | AdminOp::DeletePlugin(_)
+                | AdminOp::CreateKey { .. }
+                | AdminOp::RevokeKey(_)
         );
         if changes_cluster && !self.is_member() {
             // A change made before joining would be carried into a cluster
@@ -91,6 +94,15 @@ impl Node {
                 self.timers.set(Timer::Join, self.now.mono_ms);
                 AdminReply::Accepted("joining")
             }
+            AdminOp::CreateKey { id, entry } => self.create_key(id, entry, store),
+            AdminOp::ListKeys => AdminReply::Keys(
+                self.meta
+                    .api_keys
+                    .iter()
+                    .map(|(id, e)| (id.clone(), e.clone()))
+                    .collect(),
+            ),
+            AdminOp::RevokeKey(id) => self.revoke_key(&id, store),
             AdminOp::Remove { node, force } => self.remove_member(node, force, store),
             AdminOp::Replace { old, new, force } => self.replace_member(old, new, force, store),
         }
@@ -368,6 +380,42 @@ impl Node {
             created,
             spread: None,
         }
+    }
+
+    /// Adds a key to the cluster's; it spreads with the metadata.
+    fn create_key(
+        &mut self,
+        id: String,
+        mut entry: ApiKeyEntry,
+        store: &mut dyn LocalStore,
+    ) -> AdminReply {
+        if self.meta.api_keys.contains_key(&id) {
+            return AdminReply::Conflict(format!("key {id} exists"));
+        }
+        if self.meta.api_keys.len() >= KEYS_MAX {
+            return AdminReply::Conflict(format!(
+                "the cluster holds {KEYS_MAX} keys (revoked ones included), the most it may"
+            ));
+        }
+        entry.created_ms = self.now.wall_ms;
+        entry.origin = self.config.id.clone();
+        entry.revoked_ms = None;
+        self.meta.api_keys.insert(id.clone(), entry.clone());
+        self.meta_changed(store);
+        AdminReply::KeyCreated(id, entry)
+    }
+
+    /// Revokes a key: a tombstone that beats the key on every node it
+    /// reaches. Revoking a revoked key again is answered as done.
+    fn revoke_key(&mut self, id: &str, store: &mut dyn LocalStore) -> AdminReply {
+        let Some(entry) = self.meta.api_keys.get_mut(id) else {
+            return AdminReply::NotFound(format!("no key {id}"));
+        };
+        if entry.revoked_ms.is_none() {
+            entry.revoked_ms = Some(self.now.wall_ms.max(entry.created_ms));
+            self.meta_changed(store);
+        }
+        AdminReply::Deleted
     }
 
     fn delete_plugin(&mut self, name: String, store: &mut dyn LocalStore) -> AdminReply {
