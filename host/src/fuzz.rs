@@ -74,6 +74,7 @@ pub fn live_node() -> &'static LiveNode {
             cluster_secret: None,
             auth_required: false,
             admin_key_file: None,
+            tls: None,
         };
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

@@ -127,12 +127,47 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// The CA certificate `--ca-cert` (or `CAIRN_CA_CERT`) names, set once
+/// before any command runs.
+static CA_CERT: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Sets the CA certificate https:// URLs are checked against (`None`: the
+/// public roots).
+pub fn set_ca_cert(path: Option<std::path::PathBuf>) {
+    let _ = CA_CERT.set(path);
+}
+
+/// The certificates of `--ca-cert`, when one was given.
+pub fn ca_certs() -> anyhow::Result<Option<Vec<rustls_pki_types::CertificateDer<'static>>>> {
+    use rustls_pki_types::pem::PemObject;
+    let Some(path) = CA_CERT.get().and_then(Option::as_ref) else {
+        return Ok(None);
+    };
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("--ca-cert {}: no CERTIFICATE in it", path.display());
+    }
+    Ok(Some(certs))
+}
+
+fn agent() -> anyhow::Result<ureq::Agent> {
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into()
+        .max_redirects(0);
+    if let Some(certs) = ca_certs()? {
+        let roots: Vec<ureq::tls::Certificate<'static>> = certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        );
+    }
+    Ok(config.build().into())
 }
 
 /// The API key client commands send (`Authorization: Bearer`), from
@@ -164,7 +199,7 @@ pub fn exchange(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<Answer> {
-    let agent = agent();
+    let agent = agent()?;
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -287,7 +322,7 @@ pub fn put(args: &PutArgs) -> anyhow::Result<()> {
             if let Some(length) = &length {
                 headers.push(("content-length", length));
             }
-            let mut request = agent().put(&url);
+            let mut request = agent()?.put(&url);
             for (name, value) in &headers {
                 request = request.header(*name, *value);
             }

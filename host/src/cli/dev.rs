@@ -109,6 +109,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
             cluster_secret: Some(secret.clone()),
             auth_required: false,
             admin_key_file: None,
+            tls: None,
         };
         urls.push(format!("http://{}", options.http));
         let mut stopped = stopped.clone();

@@ -31,6 +31,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// For https:// URLs: trust this CA certificate (PEM) instead of the
+    /// public roots (a cluster's own CA).
+    #[arg(long, global = true, env = "CAIRN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Every `cairn` command.
@@ -145,6 +149,13 @@ pub struct ServeArgs {
     /// (`cairn key create`). Only a salted hash of it is kept in memory.
     #[arg(long, env = "CAIRN_ADMIN_KEY_FILE")]
     pub admin_key_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. SIGHUP reloads both without stopping the node.
+    #[arg(long, env = "CAIRN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// For fault tests only: milliseconds added to this node's wall clock
     /// (negative: behind), as a skewed clock would be.
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
@@ -226,6 +237,13 @@ impl ServeArgs {
             cluster_secret: self.cluster_secret()?,
             auth_required: self.auth == AuthMode::Required,
             admin_key_file: self.admin_key_file.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -255,6 +273,7 @@ impl ServeArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    client::set_ca_cert(cli.ca_cert.clone());
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Dev(args) => dev::run(&args),

@@ -112,6 +112,8 @@ pub struct ServeOptions {
     /// A file holding the bootstrap admin key (read once at start; only a
     /// salted hash of it is kept).
     pub admin_key_file: Option<std::path::PathBuf>,
+    /// TLS on the HTTP port (`None`: plain HTTP).
+    pub tls: Option<crate::http::tls::TlsFiles>,
 }
 
 /// The addresses a started node listens on.
@@ -197,6 +199,24 @@ impl NodeHandle {
         match tokio::time::timeout(self.reply_timeout, answer).await {
             Ok(Ok(value)) => Ok(value),
             _ => Err(Unanswered::Stopped),
+        }
+    }
+}
+
+/// Reloads the HTTP certificate and key on every SIGHUP; a bad pair is
+/// logged and the old one stays.
+async fn reload_on_hangup(tls: Arc<crate::http::tls::TlsReloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be caught here: the TLS certificate reloads only on restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays")
+            }
         }
     }
 }
@@ -294,7 +314,14 @@ pub async fn serve(
         budget.peers,
         guard.clone(),
     ));
-    let http = tokio::spawn(crate::http::serve(http_listener, handle, budget.http));
+    let tls = match &options.tls {
+        Some(files) => Some(Arc::new(
+            crate::http::tls::TlsReloader::new(files.clone()).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        None => None,
+    };
+    let reload = tls.clone().map(|tls| tokio::spawn(reload_on_hangup(tls)));
+    let http = tokio::spawn(crate::http::serve(http_listener, handle, budget.http, tls));
     on_bound(bound);
     let mut outbound = Outbound::new(options.id.clone(), events.clone(), guard);
     if let Some(path) = &options.link_faults_file {
@@ -320,6 +347,9 @@ pub async fn serve(
     .await;
     peers.abort();
     http.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     result
 }
 

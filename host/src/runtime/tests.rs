@@ -180,6 +180,7 @@ mod backlog {
             cluster_secret: None,
             auth_required: false,
             admin_key_file: None,
+            tls: None,
         };
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop_node, stopped) = oneshot::channel::<()>();

@@ -424,3 +424,146 @@ fn the_key_commands_and_client_commands_carry_the_key() {
         .success());
     assert!(!cairn(Some(&key), &["get", "kv", "k"]).status.success());
 }
+
+/// A CA and a certificate it signed for 127.0.0.1 and localhost, as PEM:
+/// (ca, cert, key).
+fn issue_certificate(ca_name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_serves_the_client_commands_and_bench_and_reloads_on_sighup() {
+    let dir = temp_dir("tls");
+    let (ca1, cert1, key1) = issue_certificate("cairn test CA one");
+    let (ca2, cert2, key2) = issue_certificate("cairn test CA two");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (ca1, ca2) = (write("ca1.pem", &ca1), write("ca2.pem", &ca2));
+    let cert = write("cert.pem", &cert1);
+    let key = write("key.pem", &key1);
+    let node = NodeProcess::start(
+        "node1",
+        &dir.join("node1"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[],
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+    let url = format!("https://{}", node.http);
+    let cairn = |ca: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(cairn_tests::cairn_bin());
+        if let Some(ca) = ca {
+            command.args(["--ca-cert", ca]);
+        }
+        command
+            .args(args)
+            .env("CAIRN_URL", &url)
+            .env_remove("CAIRN_CA_CERT")
+            .env_remove("CAIRN_API_KEY");
+        command.output().unwrap()
+    };
+    let ok = |output: &std::process::Output| {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the node to take a table over TLS",
+        || {
+            cairn(
+                Some(&ca1),
+                &["table", "create", "kv", "--n", "1", "--r", "1", "--w", "1"],
+            )
+            .status
+            .success()
+            .then_some(())
+        },
+    );
+    ok(&cairn(Some(&ca1), &["put", "kv", "k", "over tls"]));
+    let got = cairn(Some(&ca1), &["get", "kv", "k"]);
+    ok(&got);
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "over tls");
+    // Not trusted without the CA; plain HTTP gets no answer on the TLS port.
+    let untrusted = cairn(None, &["get", "kv", "k"]);
+    assert!(!untrusted.status.success());
+    assert!(
+        cairn_tests::try_call("GET", &format!("http://{}/health", node.http), &[], b"").is_err()
+    );
+    // The bench speaks TLS too.
+    let bench = cairn(
+        Some(&ca1),
+        &[
+            "bench",
+            "--urls",
+            &url,
+            "--table",
+            "kv",
+            "--keys",
+            "50",
+            "--clients",
+            "2",
+            "--ops",
+            "200",
+            "--json",
+        ],
+    );
+    ok(&bench);
+
+    // A renewed certificate from another CA, picked up on SIGHUP without a restart.
+    let pid = node.pid().unwrap();
+    std::fs::write(&cert, &cert2).unwrap();
+    std::fs::write(&key, &key2).unwrap();
+    let hup = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    hup();
+    wait_until(
+        Duration::from_secs(10),
+        "the new certificate to be served",
+        || {
+            cairn(Some(&ca2), &["get", "kv", "k"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    assert!(!cairn(Some(&ca1), &["get", "kv", "k"]).status.success());
+    // A broken file on SIGHUP keeps the certificate in use.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    hup();
+    wait_until(
+        Duration::from_secs(10),
+        "the failed reload to be logged",
+        || {
+            std::fs::read_to_string(node.data_dir.with_extension("log"))
+                .ok()?
+                .contains("TLS certificate not reloaded")
+                .then_some(())
+        },
+    );
+    ok(&cairn(Some(&ca2), &["get", "kv", "k"]));
+    assert_eq!(node.pid(), Some(pid));
+}

@@ -192,10 +192,40 @@ impl ClientStats {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to a node.
+/// One keep-alive HTTP/1.1 connection to a node (over TLS for https://).
 struct Connection {
     address: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
     sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+/// The TLS client config https:// URLs use: `--ca-cert`'s CA, else the
+/// public roots. Built once.
+fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(tokio_rustls::TlsConnector::from(config.clone()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match super::client::ca_certs()? {
+        Some(certs) => {
+            for cert in certs {
+                roots.add(cert)?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = CONFIG.get_or_init(|| std::sync::Arc::new(config));
+    Ok(tokio_rustls::TlsConnector::from(config.clone()))
 }
 
 /// What a request answered.
@@ -206,24 +236,51 @@ struct Answer {
 }
 
 impl Connection {
-    fn new(url: &str) -> Self {
-        let address = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        Connection {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.trim_start_matches("http://")),
+        };
+        let address = rest.trim_end_matches('/').to_owned();
+        let tls = if tls {
+            let host = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let name = rustls_pki_types::ServerName::try_from(host)
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            Some((tls_connector()?, name))
+        } else {
+            None
+        };
+        Ok(Connection {
             address,
+            tls,
             sender: None,
-        }
+        })
     }
 
     async fn sender(&mut self) -> anyhow::Result<&mut SendRequest<Full<Bytes>>> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let stream = TcpStream::connect(&self.address).await?;
             stream.set_nodelay(true)?;
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
+            let sender = match &self.tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                    tokio::spawn(connection);
+                    sender
+                }
+                Some((connector, name)) => {
+                    let stream = connector.connect(name.clone(), stream).await?;
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+                    tokio::spawn(connection);
+                    sender
+                }
+            };
             self.sender = Some(sender);
         }
         self.sender.as_mut().context("no connection")
@@ -349,8 +406,7 @@ async fn write(
     }
 }
 
-async fn client(url: String, plan: Arc<Plan>, index: u64, seed: u64) -> ClientStats {
-    let mut connection = Connection::new(&url);
+async fn client(mut connection: Connection, plan: Arc<Plan>, index: u64, seed: u64) -> ClientStats {
     let mut stats = ClientStats::new();
     let mut rng = Rng::new(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     loop {
@@ -461,9 +517,11 @@ async fn load(args: &BenchArgs) -> anyhow::Result<(Duration, BTreeMap<String, u6
         let urls = args.urls.clone();
         let table = args.table.clone();
         let values = values.clone();
+        let mut connections: Vec<Connection> = urls
+            .iter()
+            .map(|u| Connection::new(u))
+            .collect::<anyhow::Result<_>>()?;
         tasks.push(tokio::spawn(async move {
-            let mut connections: Vec<Connection> =
-                urls.iter().map(|u| Connection::new(u)).collect();
             let mut stats = ClientStats::new();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
@@ -522,8 +580,13 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     let progress = tokio::spawn(progress(done.clone(), args.json));
     let mut tasks = Vec::new();
     for index in 0..args.clients {
-        let url = args.urls[(index as usize) % args.urls.len()].clone();
-        tasks.push(tokio::spawn(client(url, plan.clone(), index, args.seed)));
+        let connection = Connection::new(&args.urls[(index as usize) % args.urls.len()])?;
+        tasks.push(tokio::spawn(client(
+            connection,
+            plan.clone(),
+            index,
+            args.seed,
+        )));
     }
     let mut total = ClientStats::new();
     for task in tasks {
