@@ -15,6 +15,31 @@ use serde_json::Value;
 
 const SECRET: &str = "a cluster secret for these tests";
 
+/// A scratch directory removed when the test passes (declared before the
+/// nodes that use it, so it outlives them).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Scratch {
+        Scratch(temp_dir(label))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{text}\n")).unwrap();
@@ -46,7 +71,7 @@ fn refused(node: &NodeProcess) -> u64 {
 
 #[test]
 fn nodes_without_the_secret_or_with_another_cannot_join_gossip_or_write() {
-    let secrets = temp_dir("secrets");
+    let secrets = Scratch::new("secrets");
     let good = secret_file(&secrets, "good", SECRET);
     let bad = secret_file(&secrets, "bad", "another secret, just as long");
     let good_arg = good.to_string_lossy().into_owned();
@@ -63,7 +88,7 @@ fn nodes_without_the_secret_or_with_another_cannot_join_gossip_or_write() {
 
     let bad_arg = bad.to_string_lossy().into_owned();
     let seeds = vec![node1.peer.clone()];
-    let root = temp_dir("intruders");
+    let root = Scratch::new("intruders");
     let open = NodeProcess::start(
         "intruder",
         &root.join("intruder"),
@@ -151,7 +176,7 @@ fn closed(stream: &mut TcpStream) -> bool {
 
 #[test]
 fn replayed_handshakes_and_altered_frames_are_refused() {
-    let secrets = temp_dir("secrets");
+    let secrets = Scratch::new("secrets");
     let good = secret_file(&secrets, "good", SECRET);
     let good_arg = good.to_string_lossy().into_owned();
     let cluster = Cluster::start("peer-replay", 1, &["--cluster-secret-file", &good_arg]);
@@ -224,7 +249,7 @@ fn with(key: &str) -> String {
 
 #[test]
 fn api_keys_with_roles_guard_every_endpoint_and_revocations_reach_every_node() {
-    let secrets = temp_dir("keys");
+    let secrets = Scratch::new("keys");
     let admin_file = secret_file(&secrets, "admin", ADMIN_KEY);
     let admin_arg = admin_file.to_string_lossy().into_owned();
     let cluster = Cluster::start_with_key(
@@ -252,9 +277,13 @@ fn api_keys_with_roles_guard_every_endpoint_and_revocations_reach_every_node() {
     assert_eq!(open.header("www-authenticate"), Some("Bearer"));
     assert!(open.json()["error"].as_str().unwrap().contains("API key"));
     assert_eq!(as_key(node1, None, "GET", "/health", b"").status, 200);
-    for path in ["/", "/cluster", "/tables", "/keys"] {
+    for path in ["/cluster", "/tables", "/keys"] {
         assert_eq!(as_key(node1, None, "GET", path, b"").status, 401, "{path}");
     }
+    // The dashboard's page is open (it holds no data) and asks for a key.
+    let page = as_key(node1, None, "GET", "/", b"");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("requires an API key"));
     // A key made up, or a real id with another secret: 401 that never echoes it.
     let forged = format!("cairn_{ro_id}_not-the-secret");
     let refused = as_key(node1, Some(&forged), "GET", "/tables/a/keys/k", b"");
@@ -362,7 +391,7 @@ fn api_keys_with_roles_guard_every_endpoint_and_revocations_reach_every_node() {
 
 #[test]
 fn the_key_commands_and_client_commands_carry_the_key() {
-    let secrets = temp_dir("key-cli");
+    let secrets = Scratch::new("key-cli");
     let admin_file = secret_file(&secrets, "admin", ADMIN_KEY);
     let admin_arg = admin_file.to_string_lossy().into_owned();
     let cluster = Cluster::start_with_key(
@@ -446,7 +475,7 @@ fn issue_certificate(ca_name: &str) -> (String, String, String) {
 
 #[test]
 fn tls_serves_the_client_commands_and_bench_and_reloads_on_sighup() {
-    let dir = temp_dir("tls");
+    let dir = Scratch::new("tls");
     let (ca1, cert1, key1) = issue_certificate("cairn test CA one");
     let (ca2, cert2, key2) = issue_certificate("cairn test CA two");
     let write = |name: &str, text: &str| {
@@ -566,4 +595,32 @@ fn tls_serves_the_client_commands_and_bench_and_reloads_on_sighup() {
     );
     ok(&cairn(Some(&ca2), &["get", "kv", "k"]));
     assert_eq!(node.pid(), Some(pid));
+}
+
+#[test]
+fn a_slowloris_connection_is_dropped_while_other_clients_are_served() {
+    let cluster = Cluster::start("slowloris", 1, &[]);
+    cluster.create_table("kv", r#"{"n":1,"r":1,"w":1,"merge":"lww"}"#);
+    let node = &cluster.nodes[0];
+    let started = std::time::Instant::now();
+    let mut slow = TcpStream::connect(&node.http).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // A header line every 200 ms, never the end of the headers: the node
+    // closes the connection once the header deadline (10 s) passes.
+    let mut closed_after = None;
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        if slow.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // Meanwhile everyone else is served as usual.
+        let put = node.call("PUT", &format!("/tables/kv/keys/k{served}"), &[], b"v");
+        assert_eq!(put.status, 204);
+        served += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let closed_after = closed_after.expect("the slow connection was never closed");
+    assert!(closed_after >= Duration::from_secs(9), "{closed_after:?}");
+    assert!(served > 10);
 }
