@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hot pieces, so regressions show: ring lookup, causal
-//! context merge and token codec, object merge, peer frame codec, and an LMDB
-//! group commit. `cargo bench -p cairn --bench hot_paths`.
+//! context merge and token codec, object merge, peer frame codec, the peer
+//! handshake and frame seal, and an LMDB group commit. `cargo bench -p cairn --bench hot_paths`.
 
 use std::hint::black_box;
 
@@ -9,11 +9,13 @@ use cairn::core::causal::{Actor, CausalContext, Dot};
 use cairn::core::codec::{decode_frame_body, encode_frame};
 use cairn::core::msg::{Message, ReplicaMessage};
 use cairn::core::object::{Object, Version};
+use cairn::core::peer_auth::ClusterSecret;
 use cairn::core::ring::{partition_of, Ring};
 use cairn::core::store::LocalStore;
 use cairn::core::table::{MergeMode, StorageKind};
 use cairn::core::token::ClientContext;
 use cairn::core::types::{NodeId, TableName};
+use cairn::net::handshake::PeerGuard;
 use cairn::storage::NodeStore;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -133,6 +135,37 @@ fn frames(c: &mut Criterion) {
     });
 }
 
+/// What authenticated peer links cost: a whole handshake (both sides, over
+/// an in-memory pipe, nonces from the OS) per new connection, and the seal
+/// and its check per frame.
+fn peer_auth(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let secret = ClusterSecret::from_text("a cluster secret for the benchmark").expect("secret");
+    let dialer = PeerGuard::new(Some(secret.clone()));
+    let acceptor = PeerGuard::new(Some(secret.clone()));
+    c.bench_function("peer link: handshake (both sides)", |bench| {
+        bench.iter(|| {
+            runtime.block_on(async {
+                let (mut a, mut b) = tokio::io::duplex(1024);
+                let (dialed, accepted) = tokio::join!(dialer.dial(&mut a), acceptor.accept(&mut b));
+                dialed.expect("dialed").expect("sealed");
+                accepted.expect("accepted").expect("sealed");
+            })
+        })
+    });
+    let frame = vec![7u8; 1024];
+    c.bench_function("peer link: seal and check a 1 KiB frame", |bench| {
+        let mut sender = secret.session(&[1; 32], &[2; 32]);
+        let mut receiver = secret.session(&[1; 32], &[2; 32]);
+        bench.iter(|| {
+            let tag = sender.seal(&[black_box(&frame)]);
+            assert!(receiver.open(&[&frame], &tag));
+        })
+    });
+}
+
 fn group_commit(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("cairn-bench-commit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -159,5 +192,13 @@ fn group_commit(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, ring, causal, objects, frames, group_commit);
+criterion_group!(
+    benches,
+    ring,
+    causal,
+    objects,
+    frames,
+    peer_auth,
+    group_commit
+);
 criterion_main!(benches);

@@ -179,6 +179,9 @@ fn fuzz(options: &[String]) -> Result<(), String> {
     let mut results = Vec::new();
     let mut crashed = Vec::new();
     for target in &targets {
+        // Built first, so a build failure is reported as one, not as a crash.
+        run("cargo", &["fuzz", "build", "-s", "none", target])
+            .map_err(|e| format!("fuzz target {target} did not build: {e}"))?;
         let scratch = format!("target/fuzz-corpus/{target}");
         std::fs::create_dir_all(&scratch).map_err(|e| format!("{scratch}: {e}"))?;
         let seeds = format!("fuzz/corpus/{target}");

@@ -97,10 +97,9 @@ fn need_of(method: &Method, segments: &[&str]) -> Result<Need, Refusal> {
         // The dashboard's page holds no data: it asks for a key and sends it
         // with the requests it makes.
         (_, ["health"] | [""]) => Need::Nothing,
-        (
-            &Method::GET,
-            ["cluster"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _],
-        ) => Need::Observe,
+        (&Method::GET, ["cluster"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _]) => {
+            Need::Observe
+        }
         (&Method::GET, ["tables", table, "preflist" | "keys", _]) => Need::Read(table_name(table)?),
         (_, ["tables", table, "keys", _]) => Need::Write(table_name(table)?),
         _ => Need::Admin,

@@ -286,3 +286,30 @@ fn compile_time_at_the_bounds() {
         );
     }
 }
+
+/// Security (issue 14), restated: a plugin is given the table, the key and
+/// the live versions' values, content types and timestamps — never an API
+/// key, the cluster secret, a client's identity or address — and it can call
+/// nothing outside its sandbox (no imports are linked:
+/// `modules_with_imports_or_another_abi_are_refused_at_upload`). The input
+/// is destructured in full, so a field added to the ABI fails to compile
+/// here until someone has checked what it exposes.
+#[test]
+fn a_plugin_sees_only_the_table_key_and_versions() {
+    let ReconcileInput {
+        table,
+        key,
+        siblings,
+    } = cairn_sdk::ReconcileInput::for_test(&[b"a", b"b"]);
+    assert_eq!((table.as_str(), key.as_slice()), ("test", &b"key"[..]));
+    for cairn_sdk::Sibling {
+        value,
+        content_type,
+        timestamp_ms,
+    } in siblings
+    {
+        assert_eq!(value.len(), 1);
+        assert_eq!(content_type, "application/json");
+        assert!(timestamp_ms > 0);
+    }
+}

@@ -604,7 +604,8 @@ fn a_slowloris_connection_is_dropped_while_other_clients_are_served() {
     let node = &cluster.nodes[0];
     let started = std::time::Instant::now();
     let mut slow = TcpStream::connect(&node.http).unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     // A header line every 200 ms, never the end of the headers: the node
     // closes the connection once the header deadline (10 s) passes.
     let mut closed_after = None;
