@@ -64,7 +64,7 @@ impl PeerGuard {
             stream.write_all(&hello).await.map_err(|e| e.to_string())?;
             let mut answer = [0u8; NONCE_BYTES + PROOF_BYTES];
             stream.read_exact(&mut answer).await.map_err(|_| {
-                "the peer closed the handshake (it has no cluster secret, or another one)"
+                "the peer closed the connection during the handshake (it is stopping, or has no cluster secret or another one)"
                     .to_owned()
             })?;
             let theirs: [u8; NONCE_BYTES] = answer[..NONCE_BYTES]

@@ -242,12 +242,13 @@ pub fn run_processes(options: &Options, mut progress: impl FnMut(&str)) -> Repor
             let result =
                 guarded(|| process_run::run(cell.workload, cell.family, seed, options.fault_ms));
             progress(&format!(
-                "processes {} × {} seed {seed}: {} acknowledged, {} lost, {} unknown{} ({} s)",
+                "processes {} × {} seed {seed}: {} acknowledged, {} lost, {} unknown, members {}{} ({} s)",
                 cell.workload.name(),
                 cell.family.name(),
                 result.tally.acknowledged,
                 result.tally.lost,
                 result.tally.unknown,
+                result.members.join(","),
                 if result.broken.is_empty() {
                     String::new()
                 } else {

@@ -33,8 +33,11 @@ use super::Workload;
 use crate::netns::Network;
 use crate::{plugin_wasm, temp_dir, wat_plugin, NodeProcess, Reply};
 
-/// Nodes a process run starts with (one more namespace is kept for a join).
+/// Nodes a process run starts with (two more namespaces are kept for the
+/// membership family's joins: one plain, one replacing a member).
 pub const NODES: usize = 5;
+/// Namespaces made per run.
+const NAMESPACES: usize = NODES + 2;
 /// Client threads.
 const CLIENTS: usize = 4;
 /// A client's request gives up after this long: the outcome is unknown.
@@ -377,8 +380,6 @@ struct Nemesis {
     wanted_up: Vec<bool>,
     paused: Vec<bool>,
     clock_offsets: Vec<i64>,
-    /// Nodes the schedule removed: once out they exit, and stay out.
-    removed: Vec<bool>,
     /// Faults that did not land as asked (a refused upload): failures.
     problems: Vec<String>,
     cuts: BTreeSet<(usize, usize)>,
@@ -390,7 +391,7 @@ struct Nemesis {
 impl Nemesis {
     fn start(label: &str) -> Result<Nemesis, String> {
         let network = if can_partition() {
-            Some(Network::create(NODES + 1)?)
+            Some(Network::create(NAMESPACES)?)
         } else {
             None
         };
@@ -421,7 +422,6 @@ impl Nemesis {
             wanted_up: Vec::new(),
             paused: Vec::new(),
             clock_offsets: Vec::new(),
-            removed: Vec::new(),
             problems: Vec::new(),
             cuts: BTreeSet::new(),
             root,
@@ -451,7 +451,7 @@ impl Nemesis {
             .collect();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let node = match &self.network {
-            Some(network) if index < NODES + 1 => {
+            Some(network) if index < NAMESPACES => {
                 let addr = network.addr(index);
                 NodeProcess::start_in(
                     &network.namespace(index),
@@ -479,7 +479,6 @@ impl Nemesis {
         self.wanted_up.push(true);
         self.paused.push(false);
         self.clock_offsets.push(0);
-        self.removed.push(false);
     }
 
     fn reseed(&mut self) {
@@ -620,24 +619,19 @@ impl Nemesis {
                 }
             }
             Action::Join => {
-                if self.nodes.len() <= NODES {
+                if self.nodes.len() < NAMESPACES {
                     self.add_node();
                 }
             }
             Action::Remove(n) => {
                 let body = format!(r#"{{"node":"node{n}"}}"#);
-                let agent = agent();
-                for node in &self.nodes {
-                    let url = node.url("/cluster/remove");
-                    if exchange(&agent, "POST", &url, &[], body.as_bytes())
-                        .is_some_and(|r| r.status < 300)
-                    {
-                        if let Some(i) = index(*n).filter(|&i| i < self.removed.len()) {
-                            self.removed[i] = true;
-                        }
-                        break;
-                    }
-                }
+                self.leave("/cluster/remove", &body);
+            }
+            Action::Replace(n) => {
+                // By the node the next join starts.
+                let new = self.nodes.len() + 1;
+                let body = format!(r#"{{"old":"node{n}","new":"node{new}"}}"#);
+                self.leave("/cluster/replace", &body);
             }
             Action::Links {
                 loss_per_mille,
@@ -695,6 +689,21 @@ impl Nemesis {
             self.problems.push(format!("links not healed: {e}"));
         }
         self.cuts.clear();
+    }
+
+    /// Asks the first node that takes it to remove or replace a member
+    /// (refused or unanswered everywhere is fine: the schedule asked, as an
+    /// operator would). A member on its way out exits once it is out, and
+    /// the supervisor starts it again only while it is still a member.
+    fn leave(&self, path: &str, body: &str) {
+        let agent = agent();
+        for node in &self.nodes {
+            if exchange(&agent, "POST", &node.url(path), &[], body.as_bytes())
+                .is_some_and(|r| r.status < 300)
+            {
+                return;
+            }
+        }
     }
 
     /// The file every node's link-fault proxy follows.
@@ -935,6 +944,14 @@ pub fn run_schedule(
     }
     result.tally = total;
     result.broken.append(&mut nemesis.problems);
+    if let Some(status) = nemesis.status(reader) {
+        result.members = status["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+    }
     result
 }
 

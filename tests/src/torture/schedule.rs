@@ -128,6 +128,9 @@ pub enum Action {
     Join,
     /// An operator removes a node (its partitions move first).
     Remove(usize),
+    /// An operator asks for a node to be replaced by the next node to
+    /// join (which a later `join` starts): exactly its partitions move.
+    Replace(usize),
     /// Links lose, delay (up to the given ms) and duplicate messages.
     Links {
         /// Per mille lost.
@@ -187,6 +190,7 @@ impl fmt::Display for Action {
             Action::Clock(n, offset) => write!(f, "clock {n} {offset}"),
             Action::Join => write!(f, "join"),
             Action::Remove(n) => write!(f, "remove {n}"),
+            Action::Replace(n) => write!(f, "replace {n}"),
             Action::Links {
                 loss_per_mille,
                 delay_ms_max,
@@ -309,6 +313,7 @@ impl FromStr for Action {
             }
             "join" => Action::Join,
             "remove" => Action::Remove(node(words.next())?),
+            "replace" => Action::Replace(node(words.next())?),
             "links" => {
                 let mut field = |name: &str| -> Result<u64, String> {
                     if words.next() != Some(name) {
@@ -401,7 +406,8 @@ impl Schedule {
                 | Action::Restart(n)
                 | Action::Wipe(n)
                 | Action::Clock(n, _)
-                | Action::Remove(n) => Some(*n),
+                | Action::Remove(n)
+                | Action::Replace(n) => Some(*n),
                 Action::OneWay(a, b) => Some(*a.max(b)),
                 _ => None,
             })
@@ -414,8 +420,9 @@ impl Schedule {
     /// At most one data dir is wiped per run (a second wipe before
     /// anti-entropy copied the first could take two of a write's W
     /// acknowledging replicas, a loss outside the guarantee), and the
-    /// membership family joins one node and removes one of the original
-    /// ones (never node 1, the seed the joiner uses).
+    /// membership family joins one node, removes one of the original ones
+    /// and has another replaced by a node that joins later (never node 1,
+    /// the seed joiners use).
     pub fn generate(family: Family, seed: u64, nodes: usize, duration_ms: u64) -> Schedule {
         // Halves, bridges and one-way cuts need three nodes to mean anything.
         assert!(
@@ -427,7 +434,8 @@ impl Schedule {
         let mut at = 200 + rng.below(400);
         let mut wiped = false;
         let mut joined = false;
-        let mut removed = false;
+        let mut removed = None;
+        let mut replaced = false;
         let pick = |rng: &mut Rng| 1 + rng.below(nodes as u64) as usize;
         while at < duration_ms {
             let this = if family == Family::Mixed {
@@ -496,12 +504,18 @@ impl Schedule {
                     joined = true;
                     (vec![Action::Join], Vec::new())
                 }
-                Family::Membership if !removed && nodes > 3 => {
-                    removed = true;
-                    (
-                        vec![Action::Remove(2 + rng.below(nodes as u64 - 1) as usize)],
-                        Vec::new(),
-                    )
+                Family::Membership if removed.is_none() && nodes > 3 => {
+                    let n = 2 + rng.below(nodes as u64 - 1) as usize;
+                    removed = Some(n);
+                    (vec![Action::Remove(n)], Vec::new())
+                }
+                Family::Membership if !replaced && nodes > 3 => {
+                    replaced = true;
+                    let mut n = 2 + rng.below(nodes as u64 - 1) as usize;
+                    if Some(n) == removed {
+                        n = if n == nodes { 2 } else { n + 1 };
+                    }
+                    (vec![Action::Replace(n)], vec![Action::Join])
                 }
                 Family::Membership => (Vec::new(), Vec::new()),
                 Family::Lossy => (
@@ -555,9 +569,14 @@ mod tests {
         assert_eq!(wipes, 1);
         let members = Schedule::generate(Family::Membership, 3, 5, 20_000);
         let actions: Vec<&Action> = members.steps.iter().map(|s| &s.action).collect();
-        assert_eq!(actions.len(), 2, "{members}");
+        assert_eq!(actions.len(), 4, "{members}");
         assert_eq!(actions[0], &Action::Join);
-        assert!(matches!(actions[1], Action::Remove(n) if *n >= 2));
+        let Action::Remove(removed) = actions[1] else {
+            panic!("{members}")
+        };
+        assert!(*removed >= 2);
+        assert!(matches!(actions[2], Action::Replace(n) if *n >= 2 && n != removed));
+        assert_eq!(actions[3], &Action::Join);
         let pauses = Schedule::generate(Family::Pause, 9, 5, 20_000);
         let paused = pauses
             .steps

@@ -43,6 +43,8 @@ pub struct RunResult {
     pub hints_delivered: u64,
     /// Objects anti-entropy repaired.
     pub keys_repaired: u64,
+    /// The members at the end, as the node that read last sees them.
+    pub members: Vec<String>,
 }
 
 fn set_union(input: &ReconcileInput) -> Result<Resolution, PluginFailure> {
@@ -242,6 +244,21 @@ fn apply(sim: &mut Sim, action: &Action, workload: Workload) {
                 // is fine (the schedule asked, as an operator would).
                 if let Some(via) = (0..sim.len()).find(|&i| sim.is_up(i) && !sim.is_paused(i)) {
                     sim.admin(via, AdminOp::Remove { node, force: false });
+                }
+            }
+        }
+        Action::Replace(n) => {
+            // By the node the next join starts.
+            if let (Some(old), Some(new)) = (node_id(*n), node_id(sim.len() + 1)) {
+                if let Some(via) = (0..sim.len()).find(|&i| sim.is_up(i) && !sim.is_paused(i)) {
+                    sim.admin(
+                        via,
+                        AdminOp::Replace {
+                            old,
+                            new,
+                            force: false,
+                        },
+                    );
                 }
             }
         }
@@ -732,6 +749,14 @@ fn run_with(
     }
     result.broken.append(&mut driver.broken);
     result.tally = total;
+    if let Some(node) = sim.node(reader) {
+        result.members = node
+            .meta()
+            .member_ids()
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+    }
     for stats in sim.stats_of_every_incarnation() {
         result.hints_created += stats.handoff.hints_stored;
         result.hints_delivered += stats.handoff.hints_delivered;
@@ -789,6 +814,23 @@ mod tests {
         let result = run_schedule(Workload::Set, &schedule, 1006, 6_000);
         assert!(result.broken.is_empty(), "{:?}", result.broken);
         assert!(result.tally.acknowledged > 100, "{:?}", result.tally);
+    }
+
+    #[test]
+    fn a_replaced_member_leaves_and_the_node_replacing_it_stays_under_load() {
+        let schedule: Schedule = "at 300 join
+            at 1500 replace 3
+            at 3000 join"
+            .parse()
+            .unwrap();
+        let result = run_schedule(Workload::Cart, &schedule, 77, 6_000);
+        assert!(result.broken.is_empty(), "{:?}", result.broken);
+        assert!(result.tally.acknowledged > 100, "{:?}", result.tally);
+        assert_eq!(
+            result.members,
+            ["node1", "node2", "node4", "node5", "node6", "node7"],
+            "node7 replaced node3"
+        );
     }
 
     #[test]
