@@ -142,7 +142,8 @@ fn peer_auth(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let secret = ClusterSecret::from_text("a cluster secret for the benchmark").expect("secret");
+    let secret = ClusterSecret::from_text("a cluster secret for the benchmark, long enough")
+        .expect("secret");
     let dialer = PeerGuard::new(Some(secret.clone()));
     let acceptor = PeerGuard::new(Some(secret.clone()));
     c.bench_function("peer link: handshake (both sides)", |bench| {

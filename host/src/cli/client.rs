@@ -187,7 +187,7 @@ pub fn api_key() -> anyhow::Result<Option<&'static str>> {
         }
     });
     match key {
-        Ok(key) => Ok(key.as_deref()),
+        Ok(key) => Ok(key.as_deref().filter(|k| !k.is_empty())),
         Err(e) => Err(anyhow::anyhow!("{e}")),
     }
 }

@@ -250,24 +250,53 @@ impl ServeArgs {
     /// The secret `--cluster-secret-file` holds; without one, a loud warning
     /// when the peer port is reachable from beyond this machine.
     fn cluster_secret(&self) -> anyhow::Result<Option<ClusterSecret>> {
+        if self.admin_key_file.is_some() && self.auth == AuthMode::Off {
+            tracing::warn!("--admin-key-file is ignored: --auth is off, so no request needs a key");
+        }
+        if let Some(path) = &self.admin_key_file {
+            warn_if_readable_by_others(path, "--admin-key-file");
+        }
         let Some(path) = &self.cluster_secret_file else {
             let loopback = self
                 .peer
                 .parse::<std::net::SocketAddr>()
                 .is_ok_and(|a| a.ip().is_loopback());
+            // Keys mean nothing if a peer frame can add one.
+            if self.auth == AuthMode::Required && !loopback {
+                anyhow::bail!(
+                    "--auth required needs --cluster-secret-file when the peer port ({}) is not loopback: without it anyone who reaches that port can add an admin key by gossip",
+                    self.peer
+                );
+            }
             if !loopback {
                 tracing::warn!(
                     peer = %self.peer,
-                    "NO CLUSTER SECRET: anyone who can reach the peer port can rewrite the ring, tables, plugins and data; start every node with --cluster-secret-file"
+                    "NO CLUSTER SECRET: anyone who can reach the peer port can rewrite the ring, tables, plugins, keys and data; start every node with --cluster-secret-file"
                 );
             }
             return Ok(None);
         };
+        warn_if_readable_by_others(path, "--cluster-secret-file");
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("--cluster-secret-file {}: {e}", path.display()))?;
         let secret = ClusterSecret::from_text(&text)
             .map_err(|e| anyhow::anyhow!("--cluster-secret-file {}: {e}", path.display()))?;
         Ok(Some(secret))
+    }
+}
+
+/// Warns when a secret's file may be read by users other than its owner.
+fn warn_if_readable_by_others(path: &std::path::Path, flag: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "{flag}: the file is readable by other users; chmod 600 it"
+            );
+        }
     }
 }
 

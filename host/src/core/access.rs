@@ -24,8 +24,9 @@ pub const KEY_ID_CHARS: usize = 16;
 pub const KEY_SECRET_BYTES: usize = 32;
 /// Bytes of a key's salt.
 pub const KEY_SALT_BYTES: usize = 16;
-/// Most tables one key may be limited to.
-pub const KEY_TABLES_MAX: usize = 64;
+/// Most tables one key may be limited to (keys spread in every metadata
+/// push, so each stays small).
+pub const KEY_TABLES_MAX: usize = 16;
 /// Most keys (live and revoked) a cluster holds.
 pub const KEYS_MAX: usize = 10_000;
 
@@ -229,10 +230,10 @@ pub fn authenticate(
 /// errors.
 pub const BOOTSTRAP_KEY_ID: &str = "admin-key-file";
 
-/// Failed authentications per key id: past a budget, further failures of
-/// that id are answered 429 without being checked or logged, so guessing
-/// at a key costs the guesser time, never the node. A key's holder is not
-/// locked out: a right key still passes.
+/// Failed authentications per bucket (the HTTP layer uses client address
+/// and key id): past a budget, the bucket's attempts are answered 429
+/// without being checked or logged until its window ends, so guessing at a
+/// key costs the guesser time, never the node.
 #[derive(Debug, Default)]
 pub struct FailureBudget {
     /// Per id: failures in the current window and when it began.
@@ -247,8 +248,16 @@ pub const AUTH_FAILURE_WINDOW_MS: u64 = 60_000;
 const FAILURE_IDS_MAX: usize = 4_096;
 
 impl FailureBudget {
+    /// Whether `id` is over its budget at `now_ms`: how long until its
+    /// window ends, if so.
+    pub fn blocked(&self, id: &str, now_ms: u64) -> Option<u64> {
+        let (count, start) = *self.windows.get(id)?;
+        let left = (start + AUTH_FAILURE_WINDOW_MS).checked_sub(now_ms)?;
+        (count > AUTH_FAILURES_PER_WINDOW && left > 0).then_some(left)
+    }
+
     /// Counts a failure of `id` at `now_ms`; returns how long until it may
-    /// fail again unthrottled when it is over budget.
+    /// fail again unthrottled when this failure took it over budget.
     pub fn fail(&mut self, id: &str, now_ms: u64) -> Option<u64> {
         if self.windows.len() >= FAILURE_IDS_MAX && !self.windows.contains_key(id) {
             let expired: Vec<String> = self
@@ -387,15 +396,26 @@ mod tests {
     }
 
     #[test]
-    fn failures_past_the_budget_are_throttled_per_key_id() {
+    fn failures_past_the_budget_are_throttled_per_bucket() {
         let mut budget = FailureBudget::default();
         for _ in 0..AUTH_FAILURES_PER_WINDOW {
+            assert_eq!(budget.blocked("k1", 1_000), None);
             assert_eq!(budget.fail("k1", 1_000), None);
         }
+        assert_eq!(
+            budget.blocked("k1", 1_500),
+            None,
+            "at the budget, not past it"
+        );
         assert_eq!(
             budget.fail("k1", 2_000),
             Some(AUTH_FAILURE_WINDOW_MS - 1_000)
         );
+        assert_eq!(
+            budget.blocked("k1", 3_000),
+            Some(AUTH_FAILURE_WINDOW_MS - 2_000)
+        );
+        assert_eq!(budget.blocked("k1", 1_000 + AUTH_FAILURE_WINDOW_MS), None);
         // Another id is not affected; a new window starts afresh.
         assert_eq!(budget.fail("k2", 2_000), None);
         assert_eq!(budget.fail("k1", 1_000 + AUTH_FAILURE_WINDOW_MS), None);

@@ -10,12 +10,13 @@ use serde::Serialize;
 use super::limits::FRAME_BYTES_MAX;
 use super::msg::Message;
 
-/// Version byte of the peer frame format: 5 since anti-entropy answers an
+/// Version byte of the peer frame format: 8 since cluster metadata carries
+/// API keys (a sixth digest section); 5 since anti-entropy answers an
 /// agreeing root (`SyncMessage::InSync`); 4 grouped messages by subsystem
 /// and typed a read's plugin failure. Each changed the encoding, so a node
 /// of another build refuses the frame by its version instead of misreading
 /// it.
-pub const FRAME_VERSION: u8 = 7;
+pub const FRAME_VERSION: u8 = 8;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.

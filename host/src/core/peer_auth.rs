@@ -18,7 +18,7 @@
 //! crosses the wire and never appears in a log.
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// What a dialer sends first when it authenticates: chosen so that a node
 /// without a secret reads it as a frame header announcing ~1.1 GB and closes
@@ -31,12 +31,15 @@ pub const PROOF_BYTES: usize = 32;
 /// Bytes of the tag after every sealed frame.
 pub const FRAME_TAG_BYTES: usize = 16;
 /// The shortest secret accepted (before hashing), in bytes.
-pub const SECRET_BYTES_MIN: usize = 16;
+pub const SECRET_BYTES_MIN: usize = 32;
 
 const DOMAIN: &[u8] = b"cairn peer auth v1";
 
-/// The cluster secret, as every member reads it from its file. Only a hash
-/// of the file's text is kept; `Debug` never shows it.
+/// The cluster secret, as every member reads it from its file. Only a key
+/// stretched from the file's text with Argon2id (19 MiB, two passes) is
+/// kept: an acceptor answers anyone's challenge with a proof, and a
+/// recorded proof must not make guessing the text offline cheap. `Debug`
+/// never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSecret([u8; 32]);
 
@@ -57,10 +60,15 @@ impl ClusterSecret {
                 secret.len()
             ));
         }
-        let mut hash = Sha256::new();
-        hash.update(DOMAIN);
-        hash.update(secret.as_bytes());
-        Ok(ClusterSecret(hash.finalize().into()))
+        let params = argon2::Params::new(19 * 1024, 2, 1, Some(32))
+            .map_err(|e| format!("key stretching: {e}"))?;
+        let stretch =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        stretch
+            .hash_password_into(secret.as_bytes(), DOMAIN, &mut key)
+            .map_err(|e| format!("key stretching: {e}"))?;
+        Ok(ClusterSecret(key))
     }
 
     fn mac(
@@ -185,20 +193,23 @@ mod tests {
     #[test]
     fn short_secrets_are_refused_without_being_quoted() {
         let e = ClusterSecret::from_text("  hunter2  \n").unwrap_err();
-        assert!(e.contains("at least 16"), "{e}");
+        assert!(e.contains("at least 32"), "{e}");
         assert!(!e.contains("hunter2"));
         assert_eq!(
-            format!("{:?}", secret("0123456789abcdef0123")),
+            format!("{:?}", secret("0123456789abcdef0123456789abcdef")),
             "ClusterSecret(..)"
         );
         // Whitespace around the secret (a trailing newline) does not matter.
-        assert_eq!(secret("0123456789abcdef\n"), secret("0123456789abcdef"));
+        assert_eq!(
+            secret("0123456789abcdef0123456789abcdef\n"),
+            secret("0123456789abcdef0123456789abcdef")
+        );
     }
 
     #[test]
     fn proofs_hold_only_for_the_same_secret_and_fresh_nonces() {
-        let s = secret("the right cluster secret");
-        let wrong = secret("some other cluster secret");
+        let s = secret("the right cluster secret, 32 chars");
+        let wrong = secret("some other cluster secret, 32 chars");
         let (d, a, a2) = ([1; 32], [2; 32], [3; 32]);
         let accept = s.acceptor_proof(&d, &a);
         assert!(s.acceptor_proof_matches(&d, &a, &accept));
@@ -215,7 +226,7 @@ mod tests {
 
     #[test]
     fn frames_fail_when_altered_replayed_or_reordered() {
-        let s = secret("the right cluster secret");
+        let s = secret("the right cluster secret, 32 chars");
         let (d, a) = ([1; 32], [2; 32]);
         let mut sender = s.session(&d, &a);
         let mut receiver = s.session(&d, &a);

@@ -3,6 +3,7 @@
 //! request is routed, when `--auth required`.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use crate::core::access::{
 use crate::core::types::NodeId;
 
 /// The shortest bootstrap admin key accepted.
-pub const BOOTSTRAP_KEY_CHARS_MIN: usize = 16;
+pub const BOOTSTRAP_KEY_CHARS_MIN: usize = 32;
 
 /// Why a request is not let through, as the route answers it.
 #[derive(Debug)]
@@ -99,6 +100,9 @@ impl AccessControl {
     /// handlers know it at once (the node loop's next publication agrees).
     pub fn learn(&self, id: &str, entry: &ApiKeyEntry) {
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if keys.get(id).is_some_and(|held| !entry.supersedes(held)) {
+            return;
+        }
         let mut updated = (**keys).clone();
         updated.insert(id.to_owned(), entry.clone());
         *keys = Arc::new(updated);
@@ -122,31 +126,64 @@ impl AccessControl {
         **self.keys.read().unwrap_or_else(|e| e.into_inner()) == *keys
     }
 
-    /// Lets a request with `headers` through to do what `need` says, or
-    /// says why not. With keys not required, everyone passes.
-    pub fn check(&self, headers: &HeaderMap, need: &Need) -> Result<(), AuthRefusal> {
+    /// Lets a request with `headers` from `remote` through to do what
+    /// `need` says, or says why not. With keys not required, everyone
+    /// passes.
+    ///
+    /// Failed authentications are budgeted per (client address, key id),
+    /// and per address alone for keys not shaped like one (the bootstrap
+    /// key's guessers): past the budget an attempt is answered 429 without
+    /// being checked, so guessing costs the guesser time, while the key's
+    /// holder on another address is not locked out.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        need: &Need,
+        remote: IpAddr,
+    ) -> Result<(), AuthRefusal> {
         if !self.required || *need == Need::Nothing {
             return Ok(());
         }
         let presented = bearer(headers)?;
+        let bucket = presented.map(|key| match split_key(key) {
+            Some((id, _)) => format!("{remote} {id}"),
+            None => remote.to_string(),
+        });
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if let Some(bucket) = &bucket {
+            let blocked = self
+                .failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .blocked(bucket, now_ms);
+            if let Some(wait_ms) = blocked {
+                return Err(AuthRefusal::Throttled(wait_ms.div_ceil(1000).max(1)));
+            }
+        }
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
         let principal: Principal = match authenticate(&keys, self.bootstrap.as_ref(), presented) {
             Ok(principal) => principal,
             Err(Denied::Unauthenticated(reason)) => {
-                // Failures are budgeted per key id (all malformed keys share one).
-                let id = presented
+                let Some(bucket) = bucket else {
+                    // No key at all: nothing was guessed.
+                    return Err(AuthRefusal::Unauthenticated(reason));
+                };
+                let key_id = presented
                     .and_then(split_key)
-                    .map_or("(malformed)", |(id, _)| id);
-                let now_ms = self.started.elapsed().as_millis() as u64;
+                    .map_or("(not a key id)", |(id, _)| id);
                 let throttled = self
                     .failures
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .fail(id, now_ms);
+                    .fail(&bucket, now_ms);
                 return match throttled {
-                    Some(wait_ms) => Err(AuthRefusal::Throttled(wait_ms.div_ceil(1000).max(1))),
+                    Some(wait_ms) => {
+                        // Logged once per window: the attempts that follow are not.
+                        tracing::warn!(%remote, key_id, "too many failed authentications: this client's attempts with this key are refused unchecked for a while");
+                        Err(AuthRefusal::Throttled(wait_ms.div_ceil(1000).max(1)))
+                    }
                     None => {
-                        tracing::info!(key_id = id, reason, "request refused: not authenticated");
+                        tracing::info!(%remote, key_id, reason, "request refused: not authenticated");
                         Err(AuthRefusal::Unauthenticated(reason))
                     }
                 };

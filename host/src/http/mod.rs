@@ -54,12 +54,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve_connection(stream, node).await,
+                None => serve_connection(stream, node, remote.ip()).await,
                 Some(config) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     let within = std::time::Duration::from_millis(HTTP_HEADER_TIMEOUT_MS);
                     match tokio::time::timeout(within, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, node).await,
+                        Ok(Ok(stream)) => serve_connection(stream, node, remote.ip()).await,
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     }
@@ -70,13 +70,15 @@ pub async fn serve(
 }
 
 /// Serves HTTP/1.1 on one connection until it ends.
-async fn serve_connection<S>(stream: S, node: NodeHandle)
+async fn serve_connection<S>(stream: S, node: NodeHandle, remote: std::net::IpAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: Request<Incoming>| {
         let node = node.clone();
-        async move { Ok::<Response<Full<Bytes>>, Infallible>(route::handle(request, &node).await) }
+        async move {
+            Ok::<Response<Full<Bytes>>, Infallible>(route::handle(request, &node, remote).await)
+        }
     });
     if let Err(e) = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
-    TRANSFER_ENCODING, WWW_AUTHENTICATE,
+    HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    RETRY_AFTER, TRANSFER_ENCODING, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
@@ -58,8 +58,12 @@ impl From<Unanswered> for Refusal {
 }
 
 /// Serves one request.
-pub async fn handle(request: Request<Incoming>, node: &NodeHandle) -> HttpResponse {
-    match dispatch(request, node).await {
+pub async fn handle(
+    request: Request<Incoming>,
+    node: &NodeHandle,
+    remote: std::net::IpAddr,
+) -> HttpResponse {
+    match dispatch(request, node, remote).await {
         Ok(response) => response,
         Err(Refusal::Status(status, reason)) => error(status, reason),
         Err(Refusal::Overloaded) => overloaded(),
@@ -70,11 +74,12 @@ pub async fn handle(request: Request<Incoming>, node: &NodeHandle) -> HttpRespon
                 .insert(ALLOW, HeaderValue::from_static(allow));
             response
         }
+        // Refused clients do not keep a connection slot.
         Err(Refusal::Auth(AuthRefusal::Unauthenticated(reason))) => {
             let mut response = error(StatusCode::UNAUTHORIZED, reason);
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let headers = response.headers_mut();
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
             response
         }
         Err(Refusal::Auth(AuthRefusal::Forbidden(reason))) => error(StatusCode::FORBIDDEN, reason),
@@ -83,9 +88,9 @@ pub async fn handle(request: Request<Incoming>, node: &NodeHandle) -> HttpRespon
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("too many failed authentications with this key; retry in {seconds} s"),
             );
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+            let headers = response.headers_mut();
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
             response
         }
     }
@@ -122,7 +127,11 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     })
 }
 
-async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpResponse, Refusal> {
+async fn dispatch(
+    request: Request<Incoming>,
+    node: &NodeHandle,
+    remote: std::net::IpAddr,
+) -> Result<HttpResponse, Refusal> {
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
     let Some(allow) = allowed_methods(&segments) else {
@@ -155,7 +164,7 @@ async fn dispatch(request: Request<Incoming>, node: &NodeHandle) -> Result<HttpR
     };
     let need = need_of(&method, &segments)?;
     node.access
-        .check(request.headers(), &need)
+        .check(request.headers(), &need, remote)
         .map_err(Refusal::Auth)?;
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => Ok(dashboard()),
@@ -290,6 +299,12 @@ async fn create_key(
         }
         Some(_) => return Err(refuse(StatusCode::BAD_REQUEST, shape)),
     };
+    if role == Role::Admin && !tables.is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "an admin key cannot be limited to tables: it could create a key that is not",
+        ));
+    }
     let (id, key, entry) =
         new_key(role, tables).map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e))?;
     match node.admin(AdminOp::CreateKey { id, entry }).await? {

@@ -3,23 +3,54 @@
 //! frame counts, and failures are logged (never with the secret) and
 //! counted for `/cluster`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::core::peer_auth::{ClusterSecret, FrameSeal, AUTH_MAGIC, NONCE_BYTES, PROOF_BYTES};
 
 /// The longest a handshake may take (both directions).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Handshakes under way at once on the acceptor's side; more connections
+/// are closed at once. Unproven connections never hold a connection slot.
+pub const HANDSHAKES_PENDING_MAX: usize = 64;
+/// Of those, from one address.
+pub const HANDSHAKES_PENDING_PER_ADDRESS_MAX: usize = 8;
 
 /// What guards this node's peer links: the secret (`None`: links are not
-/// authenticated) and how many connections failed to authenticate, either
-/// way round.
-#[derive(Debug, Default)]
+/// authenticated), how many connections failed to authenticate (either
+/// way round), and the handshakes under way.
+#[derive(Debug)]
 pub struct PeerGuard {
     secret: Option<ClusterSecret>,
     refused: AtomicU64,
+    pending: Mutex<HashMap<IpAddr, usize>>,
+    started: Instant,
+    /// When a refusal was last logged (ms since `started`): at most one a
+    /// second, so a flood of bad connections cannot flood the log.
+    logged_ms: AtomicU64,
+}
+
+/// A handshake's place among those under way, given back on drop.
+pub struct HandshakeAdmission {
+    guard: Arc<PeerGuard>,
+    from: IpAddr,
+}
+
+impl Drop for HandshakeAdmission {
+    fn drop(&mut self) {
+        let mut pending = self.guard.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = pending.get_mut(&self.from) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&self.from);
+            }
+        }
+    }
 }
 
 impl PeerGuard {
@@ -28,7 +59,38 @@ impl PeerGuard {
         PeerGuard {
             secret,
             refused: AtomicU64::new(0),
+            pending: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            logged_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Admits a new connection from `from` to its handshake, unless too
+    /// many are under way (from it, or at all): then `None`, and the
+    /// caller closes it.
+    pub fn admit(self: &Arc<Self>, from: IpAddr) -> Option<HandshakeAdmission> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = pending.values().sum();
+        let mine = pending.get(&from).copied().unwrap_or(0);
+        if total >= HANDSHAKES_PENDING_MAX || mine >= HANDSHAKES_PENDING_PER_ADDRESS_MAX {
+            return None;
+        }
+        pending.insert(from, mine + 1);
+        Some(HandshakeAdmission {
+            guard: self.clone(),
+            from,
+        })
+    }
+
+    /// Whether a refusal may be logged now (at most one a second).
+    pub fn may_log(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64 + 1_000;
+        let last = self.logged_ms.load(Ordering::Relaxed);
+        now >= last + 1_000
+            && self
+                .logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Whether links are authenticated.

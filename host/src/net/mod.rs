@@ -153,7 +153,9 @@ async fn dial(
             Ok(Ok(mut stream)) => match guard.dial(&mut stream).await {
                 Ok(seal) => Some((stream, seal)),
                 Err(reason) => {
-                    tracing::warn!(peer = %addr, %reason, "peer connection refused");
+                    if guard.may_log() {
+                        tracing::warn!(peer = %addr, %reason, "peer connection refused");
+                    }
                     None
                 }
             },
@@ -279,17 +281,36 @@ pub async fn serve(
     let inbound = Arc::new(Semaphore::new(PEER_INBOUND_BYTES_MAX / 1024));
     loop {
         match listener.accept().await {
-            Ok((stream, remote)) => {
-                let Ok(slot) = connections.clone().try_acquire_owned() else {
-                    tracing::warn!(%remote, "too many peer connections; closed");
+            Ok((mut stream, remote)) => {
+                let Some(admission) = guard.admit(remote.ip()) else {
+                    guard.count_refusal();
+                    if guard.may_log() {
+                        tracing::warn!(%remote, "too many peer handshakes under way; closed");
+                    }
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let events = events.clone();
                 let inbound = inbound.clone();
                 let guard = guard.clone();
+                let connections = connections.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = read_loop(stream, events, &inbound, &guard).await {
+                    // Proven first: an unproven connection never holds a slot.
+                    let seal = match guard.accept(&mut stream).await {
+                        Ok(seal) => seal,
+                        Err(reason) => {
+                            if guard.may_log() {
+                                tracing::warn!(%remote, %reason, "peer connection refused");
+                            }
+                            return;
+                        }
+                    };
+                    drop(admission);
+                    let Ok(slot) = connections.try_acquire_owned() else {
+                        tracing::warn!(%remote, "too many peer connections; closed");
+                        return;
+                    };
+                    if let Err(reason) = read_loop(stream, events, &inbound, seal, &guard).await {
                         tracing::warn!(%remote, %reason, "peer connection closed");
                     }
                     drop(slot);
@@ -380,16 +401,13 @@ async fn read_frame(
 }
 
 async fn read_loop(
-    mut stream: TcpStream,
+    stream: TcpStream,
     events: mpsc::Sender<Event>,
     inbound: &Semaphore,
+    seal: Option<FrameSeal>,
     guard: &PeerGuard,
 ) -> Result<(), String> {
-    let mut seal = guard
-        .accept(&mut stream)
-        .await
-        .map_err(|reason| format!("refused: {reason}"))?
-        .map(|seal| (seal, guard));
+    let mut seal = seal.map(|seal| (seal, guard));
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut body = Vec::new();
     // A connection proves nothing until its hello: a small frame, soon.

@@ -204,17 +204,20 @@ impl NodeHandle {
 }
 
 /// Reloads the HTTP certificate and key on every SIGHUP; a bad pair is
-/// logged and the old one stays.
-async fn reload_on_hangup(tls: Arc<crate::http::tls::TlsReloader>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("SIGHUP cannot be caught here: the TLS certificate reloads only on restart");
+/// logged and the old one stays. Without TLS a SIGHUP is logged and
+/// ignored (never the default action, which would stop the node).
+async fn reload_on_hangup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    tls: Option<Arc<crate::http::tls::TlsReloader>>,
+) {
+    let Some(mut hangups) = hangups else {
         return;
     };
     while hangups.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
-            Err(e) => {
+        match tls.as_ref().map(|tls| tls.reload()) {
+            None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+            Some(Ok(())) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays")
             }
         }
@@ -251,6 +254,14 @@ pub async fn serve(
     on_bound: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Caught from the start: SIGHUP's default action would stop the node.
+    let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be caught: the TLS certificate reloads only on restart");
+            None
+        }
+    };
     let (mut store, persisted) = NodeStore::open(&options.data_dir, &options.id)?;
     store.reserve_disk(options.disk_reserve_bytes);
     let http_listener = TcpListener::bind(&options.http).await?;
@@ -293,6 +304,12 @@ pub async fn serve(
         access: Arc::new(access_control(&options)?),
     };
     handle.access.publish(&node.meta().api_keys);
+    if !options.auth_required && !node.meta().api_keys.is_empty() {
+        tracing::warn!(
+            keys = node.meta().api_keys.len(),
+            "this cluster has API keys but this node runs without --auth required: its HTTP port needs none"
+        );
+    }
     let access = handle.access.clone();
     let guard = handle.peers.clone();
     let published_key = handle.token_key.clone();
@@ -320,7 +337,7 @@ pub async fn serve(
         )),
         None => None,
     };
-    let reload = tls.clone().map(|tls| tokio::spawn(reload_on_hangup(tls)));
+    let reload = tokio::spawn(reload_on_hangup(hangups, tls.clone()));
     let http = tokio::spawn(crate::http::serve(http_listener, handle, budget.http, tls));
     on_bound(bound);
     let mut outbound = Outbound::new(options.id.clone(), events.clone(), guard);
@@ -347,9 +364,7 @@ pub async fn serve(
     .await;
     peers.abort();
     http.abort();
-    if let Some(reload) = reload {
-        reload.abort();
-    }
+    reload.abort();
     result
 }
 
