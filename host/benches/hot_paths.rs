@@ -140,6 +140,7 @@ fn frames(c: &mut Criterion) {
 /// and its check per frame.
 fn peer_auth(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     let secret = ClusterSecret::from_text("a cluster secret for the benchmark, long enough")
