@@ -4,7 +4,9 @@
 //! Each node writes only on connections it dialled (one per peer address, with
 //! a bounded queue, batching and reconnect with backoff) and reads only on
 //! connections it accepted; the first frame on a connection names the sender.
-//! A garbage or oversized frame closes that connection and is logged.
+//! A garbage or oversized frame closes that connection and is logged. With a
+//! cluster secret, both ends first prove it ([`handshake`]) and every frame
+//! carries a tag checked before it is decoded.
 
 pub mod faults;
 pub mod handshake;
