@@ -109,6 +109,21 @@ impl PeerGuard {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Runs one side's `exchange` within [`HANDSHAKE_TIMEOUT`], counting
+    /// a failure either way.
+    async fn bounded(
+        &self,
+        exchange: impl std::future::Future<Output = Result<FrameSeal, String>>,
+    ) -> Result<FrameSeal, String> {
+        let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err("the handshake timed out".to_owned()));
+        if outcome.is_err() {
+            self.count_refusal();
+        }
+        outcome
+    }
+
     /// The dialer's side: `Ok(None)` when links are open, the seal for
     /// outgoing frames once the acceptor proved itself.
     pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
@@ -139,17 +154,7 @@ impl PeerGuard {
             stream.write_all(&proof).await.map_err(|e| e.to_string())?;
             Ok(secret.session(&mine, &theirs))
         };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
-            Ok(Ok(seal)) => Ok(Some(seal)),
-            Ok(Err(reason)) => {
-                self.count_refusal();
-                Err(reason)
-            }
-            Err(_) => {
-                self.count_refusal();
-                Err("the handshake timed out".to_owned())
-            }
-        }
+        self.bounded(exchange).await.map(Some)
     }
 
     /// The acceptor's side: `Ok(None)` when links are open, the seal
@@ -197,17 +202,7 @@ impl PeerGuard {
             }
             Ok(secret.session(&theirs, &mine))
         };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange).await {
-            Ok(Ok(seal)) => Ok(Some(seal)),
-            Ok(Err(reason)) => {
-                self.count_refusal();
-                Err(reason)
-            }
-            Err(_) => {
-                self.count_refusal();
-                Err("the handshake timed out".to_owned())
-            }
-        }
+        self.bounded(exchange).await.map(Some)
     }
 }
 
