@@ -17,6 +17,7 @@ pub mod cli;
 pub mod core;
 pub mod fuzz;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod plugin;
 pub mod runtime;

@@ -1,4 +1,5 @@
-//! The `cairn` binary: logging, then the command line.
+//! The `cairn` binary: the command line (with `serve --config`'s file
+//! merged in), logging, then the command.
 
 use clap::Parser;
 
@@ -9,14 +10,18 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = cairn::cli::run(cairn::cli::Cli::parse()) {
+    let args = match cairn::cli::config::with_config_file(std::env::args_os().collect(), |name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = cairn::cli::Cli::parse_from(args);
+    cairn::cli::init_logging(cli.log_format);
+    if let Err(e) = cairn::cli::run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

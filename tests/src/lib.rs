@@ -139,6 +139,8 @@ pub struct NodeProcess {
     pub netns: Option<String>,
     /// The API key [`NodeProcess::call`] sends (nodes run with `--auth required`).
     pub api_key: Option<String>,
+    /// `RUST_LOG` from the next start on (`None`: `CAIRN_TEST_LOG`, else `info`).
+    pub log_filter: Option<String>,
     child: Option<Child>,
 }
 
@@ -179,6 +181,7 @@ impl NodeProcess {
             open_files_limit: None,
             netns: None,
             api_key: None,
+            log_filter: None,
         };
         node.spawn();
         node
@@ -205,6 +208,7 @@ impl NodeProcess {
             open_files_limit: None,
             netns: Some(netns.to_owned()),
             api_key: None,
+            log_filter: None,
         };
         node.spawn();
         node
@@ -245,8 +249,10 @@ impl NodeProcess {
             .arg(&self.data_dir)
             .args(&self.extra)
             .env(
-                "CAIRN_LOG",
-                std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                "RUST_LOG",
+                self.log_filter.clone().unwrap_or_else(|| {
+                    std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .stdout(Stdio::piped())
             .stderr(log);
@@ -390,6 +396,11 @@ impl NodeProcess {
     pub fn restart(&mut self) {
         self.crash();
         self.spawn();
+    }
+
+    /// The node's log file (its stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
     }
 
     /// The URL of a path on this node.

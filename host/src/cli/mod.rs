@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod cluster;
+pub mod config;
 mod dev;
 mod keys;
 mod plugin;
@@ -35,13 +36,28 @@ pub struct Cli {
     /// public roots (a cluster's own CA).
     #[arg(long, global = true, env = "CAIRN_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// How log lines look on stderr: `pretty` for people, `json` (one
+    /// object a line) for log shippers. What is logged is set by `RUST_LOG`
+    /// (e.g. `info`, `cairn=debug`; default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "CAIRN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object a line, with the span's fields.
+    Json,
 }
 
 /// Every `cairn` command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster on 127.0.0.1 (HTTP ports 8080, 8081, ...) with the demo tables.
     Dev(dev::DevArgs),
     /// Write a value: `cairn put TABLE KEY VALUE` (`-` or no VALUE reads stdin).
@@ -67,7 +83,8 @@ pub enum Command {
 }
 
 /// Whether HTTP requests need an API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// No key needed (the default: a local or firewalled cluster).
     Off,
@@ -76,62 +93,75 @@ pub enum AuthMode {
 }
 
 /// `cairn serve`.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ServeArgs {
-    /// This node's id: [A-Za-z0-9_-]{1,32}, stable across restarts.
+    /// A TOML file of settings (`node-id = "node1"`, `seed = ["10.0.0.2:9080"]`,
+    /// any flag below by its long name): a flag given on the command line
+    /// wins over its `CAIRN_*` environment variable, which wins over the file.
+    #[arg(long, env = "CAIRN_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Print the settings this node would start with (after flags,
+    /// environment and `--config` are combined) as TOML, and exit.
     #[arg(long)]
+    #[serde(skip)]
+    pub print_config: bool,
+    /// This node's id: [A-Za-z0-9_-]{1,32}, stable across restarts.
+    #[arg(long, env = "CAIRN_NODE_ID")]
     pub node_id: String,
     /// HTTP listen address (port 0 picks a free port; the bound one is printed).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", env = "CAIRN_HTTP")]
     pub http: String,
     /// Peer listen address, where other nodes connect.
-    #[arg(long, default_value = "127.0.0.1:9080")]
+    #[arg(long, default_value = "127.0.0.1:9080", env = "CAIRN_PEER")]
     pub peer: String,
     /// Data directory (created if missing).
-    #[arg(long)]
+    #[arg(long, env = "CAIRN_DATA_DIR")]
     pub data_dir: PathBuf,
     /// A member's peer address to join on first start (repeatable).
-    #[arg(long = "seed")]
+    #[arg(long = "seed", env = "CAIRN_SEEDS", value_delimiter = ',')]
+    #[serde(rename = "seed")]
     pub seeds: Vec<String>,
     /// Partitions of a new cluster (a power of two); only the founding node uses it.
-    #[arg(long, default_value_t = PARTITIONS_DEFAULT as usize)]
+    #[arg(long, default_value_t = PARTITIONS_DEFAULT as usize, env = "CAIRN_PARTITIONS")]
     pub partitions: usize,
     /// The replica count the ring's claim aims for (Riak's target_n_val).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, env = "CAIRN_TARGET_N")]
     pub target_n: u8,
     /// How long a client request may wait for its quorum before 503.
-    #[arg(long, default_value_t = REQUEST_TIMEOUT_MS_DEFAULT)]
+    #[arg(long, default_value_t = REQUEST_TIMEOUT_MS_DEFAULT, env = "CAIRN_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: u64,
     /// Largest value accepted by PUT; larger is 413.
-    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
+    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT, env = "CAIRN_VALUE_BYTES_MAX")]
     pub value_bytes_max: usize,
     /// HTTP connections served at once; more are closed on accept.
-    #[arg(long, default_value_t = crate::core::limits::HTTP_CONNECTIONS_MAX)]
+    #[arg(long, default_value_t = crate::core::limits::HTTP_CONNECTIONS_MAX, env = "CAIRN_HTTP_CONNECTIONS_MAX")]
     pub http_connections_max: usize,
     /// Free bytes kept on the data dir's disk: a write that would leave less
     /// is refused with 507 (reads go on).
-    #[arg(long, default_value_t = crate::core::limits::DISK_RESERVE_BYTES_DEFAULT)]
+    #[arg(long, default_value_t = crate::core::limits::DISK_RESERVE_BYTES_DEFAULT, env = "CAIRN_DISK_RESERVE_BYTES")]
     pub disk_reserve_bytes: u64,
     /// How often anti-entropy runs a turn (compares partitions with other
     /// replicas and repairs what differs); 0 turns it off.
-    #[arg(long, default_value_t = ANTIENTROPY_EVERY_MS_DEFAULT)]
+    #[arg(long, default_value_t = ANTIENTROPY_EVERY_MS_DEFAULT, env = "CAIRN_ANTIENTROPY_EVERY_MS")]
     pub antientropy_every_ms: u64,
     /// Anti-entropy's cap on keys read from the store a second (to build
     /// its trees at start and to send objects to other replicas).
-    #[arg(long, default_value_t = ANTIENTROPY_KEYS_PER_S_DEFAULT)]
+    #[arg(long, default_value_t = ANTIENTROPY_KEYS_PER_S_DEFAULT, env = "CAIRN_ANTIENTROPY_KEYS_PER_S")]
     pub antientropy_keys_per_s: u64,
     /// Anti-entropy's cap on bytes of objects sent a second.
-    #[arg(long, default_value_t = ANTIENTROPY_BYTES_PER_S_DEFAULT)]
+    #[arg(long, default_value_t = ANTIENTROPY_BYTES_PER_S_DEFAULT, env = "CAIRN_ANTIENTROPY_BYTES_PER_S")]
     pub antientropy_bytes_per_s: u64,
     /// Bytes a second this node copies moving partitions at, as their new
     /// replica after a join (the transfer's throttle).
-    #[arg(long, default_value_t = crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT)]
+    #[arg(long, default_value_t = crate::core::limits::TRANSFER_BYTES_PER_S_DEFAULT, env = "CAIRN_TRANSFER_BYTES_PER_S")]
     pub transfer_bytes_per_s: u64,
     /// How long a tombstone is kept at least after the first primary of its
     /// key stored it, before it is collected (once every primary holds it
     /// and no node keeps a hint for its key; collection runs with
     /// anti-entropy). At least twice --request-timeout-ms plus 1 s.
-    #[arg(long, default_value_t = crate::core::limits::TOMBSTONE_GRACE_MS_DEFAULT)]
+    #[arg(long, default_value_t = crate::core::limits::TOMBSTONE_GRACE_MS_DEFAULT, env = "CAIRN_TOMBSTONE_GRACE_MS")]
     pub tombstone_grace_ms: u64,
     /// A file holding the cluster secret (one line, at least 16
     /// characters; `cairn dev` writes one): every peer connection proves it
@@ -159,11 +189,13 @@ pub struct ServeArgs {
     /// For fault tests only: milliseconds added to this node's wall clock
     /// (negative: behind), as a skewed clock would be.
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
+    #[serde(skip)]
     pub clock_offset_ms: i64,
     /// For fault tests only: a file saying how this node's outgoing peer
     /// links lose, delay and duplicate frames (`loss L delay D duplicate P`),
     /// re-read while it runs. Kernels without `tc netem` have no other way.
     #[arg(long, hide = true)]
+    #[serde(skip)]
     pub test_link_faults_file: Option<std::path::PathBuf>,
 }
 
@@ -319,6 +351,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let options = args.options()?;
+    if args.print_config {
+        print!("{}", toml::to_string(args).context("settings as TOML")?);
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -349,5 +385,24 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (`CAIRN_LOG` is read
+/// when `RUST_LOG` is not set, as older builds did; default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }

@@ -217,6 +217,8 @@ pub enum AdminOp {
     ListKeys,
     /// `DELETE /keys/{id}`.
     RevokeKey(String),
+    /// `GET /metrics`: everything the node counts and holds, read at once.
+    Report,
 }
 
 /// Answers to [`AdminOp`].
@@ -254,6 +256,8 @@ pub enum AdminReply {
     KeyCreated(String, ApiKeyEntry),
     /// Every key, revoked ones included.
     Keys(Vec<(String, ApiKeyEntry)>),
+    /// What the node counts and holds ([`AdminOp::Report`]).
+    Report(Box<NodeReport>),
     /// Deleted.
     Deleted,
     /// Not found (404).
@@ -323,6 +327,18 @@ pub struct ClusterStatus {
     pub ring_move: Option<MoveStatus>,
     /// The transfer this node receives for it, if any.
     pub transfer: Option<TransferStatus>,
+}
+
+/// `GET /metrics` reads the node through this: its counters, its sizes and
+/// the cluster as it sees it, taken in one turn so they agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Counters since start.
+    pub stats: crate::core::stats::NodeStats,
+    /// What it holds now.
+    pub sizes: crate::core::stats::NodeSizes,
+    /// The cluster as `GET /cluster` shows it.
+    pub cluster: ClusterStatus,
 }
 
 /// Tombstones on one node: what waits, what went.

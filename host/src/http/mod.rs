@@ -2,6 +2,7 @@
 //! node answers into status codes and JSON errors.
 
 pub mod auth;
+mod observe;
 mod respond;
 mod route;
 pub mod tls;

@@ -377,5 +377,10 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
         AdminReply::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
         AdminReply::Conflict(message) => error(StatusCode::CONFLICT, message),
         AdminReply::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+        // Read by `/metrics`, never answered as it is.
+        AdminReply::Report(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a node report reached the JSON answers",
+        ),
     }
 }

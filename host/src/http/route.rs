@@ -22,7 +22,7 @@ use crate::core::limits::{
     KEY_BYTES_MAX,
 };
 use crate::core::msg::AdminReply;
-use crate::core::msg::{AdminOp, ClientOp};
+use crate::core::msg::{AdminOp, ClientOp, ClientReply};
 use crate::core::table::TablePatch;
 use crate::core::token::ClientContext;
 use crate::core::types::{validate_peer_address, validate_plugin_name, NodeId, TableName};
@@ -57,8 +57,95 @@ impl From<Unanswered> for Refusal {
     }
 }
 
-/// Serves one request.
+/// Serves one request: inside a span naming the node, the request id, the
+/// table and a hash of the key (never the key), and counted in the node's
+/// metrics by operation, table and status.
 pub async fn handle(
+    request: Request<Incoming>,
+    node: &NodeHandle,
+    remote: std::net::IpAddr,
+) -> HttpResponse {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let shape = RequestShape::of(request.method(), request.uri().path());
+    let request_id = super::observe::request_id(request.headers(), node);
+    let span = tracing::info_span!(
+        "request",
+        node = %node.node_id,
+        id = %request_id,
+        method = %request.method(),
+        table = shape.table.as_deref().unwrap_or(""),
+        key = shape.key_hash.as_deref().unwrap_or(""),
+    );
+    let mut response = answer(request, node, remote).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            micros = started.elapsed().as_micros() as u64,
+            "request answered"
+        )
+    });
+    node.metrics.request(
+        shape.op,
+        node.metrics.table_label(shape.table.as_deref()),
+        status,
+        started.elapsed(),
+    );
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(super::observe::REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// What a request is, for its span and its metrics, read from its method
+/// and path alone (before it is parsed for real).
+struct RequestShape {
+    /// `get`, `put` or `delete` on a key; `observe` for reads of cluster
+    /// state, `admin` for changes, `other` for the rest.
+    op: &'static str,
+    /// The table a key operation names (checked against the cluster's
+    /// tables before it becomes a label).
+    table: Option<String>,
+    /// The first 8 bytes of the key's SHA-256, in hex.
+    key_hash: Option<String>,
+}
+
+impl RequestShape {
+    fn of(method: &Method, path: &str) -> RequestShape {
+        let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
+        match segments.as_slice() {
+            ["tables", table, "keys", key] => {
+                let op = match *method {
+                    Method::GET | Method::HEAD => "get",
+                    Method::PUT => "put",
+                    Method::DELETE => "delete",
+                    _ => "other",
+                };
+                let key: Vec<u8> = percent_decode_str(key).collect();
+                RequestShape {
+                    op,
+                    table: Some((*table).to_owned()),
+                    key_hash: Some(super::observe::key_hash(&key)),
+                }
+            }
+            _ => RequestShape {
+                op: match *method {
+                    Method::GET | Method::HEAD => "observe",
+                    Method::OPTIONS => "other",
+                    _ => "admin",
+                },
+                table: None,
+                key_hash: None,
+            },
+        }
+    }
+}
+
+/// Answers one request, turning a refusal into its error answer.
+async fn answer(
     request: Request<Incoming>,
     node: &NodeHandle,
     remote: std::net::IpAddr,
@@ -102,9 +189,10 @@ fn need_of(method: &Method, segments: &[&str]) -> Result<Need, Refusal> {
         // The dashboard's page holds no data: it asks for a key and sends it
         // with the requests it makes.
         (_, ["health"] | [""]) => Need::Nothing,
-        (&Method::GET, ["cluster"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _]) => {
-            Need::Observe
-        }
+        (
+            &Method::GET,
+            ["cluster"] | ["metrics"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _],
+        ) => Need::Observe,
         (&Method::GET, ["tables", table, "preflist" | "keys", _]) => Need::Read(table_name(table)?),
         (_, ["tables", table, "keys", _]) => Need::Write(table_name(table)?),
         _ => Need::Admin,
@@ -115,7 +203,9 @@ fn need_of(method: &Method, segments: &[&str]) -> Result<Need, Refusal> {
 /// OPTIONS answers), or `None` for a path that is no endpoint.
 fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     Some(match segments {
-        [""] | ["health"] | ["cluster"] | ["tables"] | ["plugins"] => "GET, HEAD, OPTIONS",
+        [""] | ["health"] | ["cluster"] | ["metrics"] | ["tables"] | ["plugins"] => {
+            "GET, HEAD, OPTIONS"
+        }
         ["tables", _, "preflist", _] => "GET, HEAD, OPTIONS",
         ["cluster", "join" | "remove" | "replace"] => "POST, OPTIONS",
         ["keys"] => "GET, HEAD, POST, OPTIONS",
@@ -177,6 +267,12 @@ async fn dispatch(
                 &node.peers,
             ))
         }
+        (&Method::GET, ["metrics"]) => match node.admin(AdminOp::Report).await? {
+            AdminReply::Report(report) => Ok(super::observe::metrics_response(
+                node.metrics.encode(*report, node.peers.refused()),
+            )),
+            other => Ok(admin_reply(other)),
+        },
         (&Method::POST, ["cluster", "join"]) => {
             let body: serde_json::Value = json_body(request, node).await?;
             let seed = body.get("seed").and_then(|s| s.as_str()).ok_or_else(|| {
@@ -398,13 +494,28 @@ async fn key_operation(
             ))
         }
     };
+    if let ClientOp::Put {
+        value: Some(value), ..
+    } = &op
+    {
+        node.metrics.write(value.len());
+    }
     match node.client(op).await {
-        Ok(reply) => Ok(client_reply(
-            reply,
-            &bound_to.0,
-            &bound_to.1,
-            node.token_key(),
-        )),
+        Ok(reply) => {
+            if let ClientReply::Read { versions, .. } = &reply {
+                let sizes: Vec<usize> = versions
+                    .iter()
+                    .filter_map(|v| v.value.as_ref().map(|value| value.len()))
+                    .collect();
+                node.metrics.read(&sizes);
+            }
+            Ok(client_reply(
+                reply,
+                &bound_to.0,
+                &bound_to.1,
+                node.token_key(),
+            ))
+        }
         Err(unanswered) => Err(unanswered.into()),
     }
 }

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::core::store::StoreError;
+use crate::metrics::NodeMetrics;
 use crate::storage::{BatchWriter, SealedBatch};
 
 /// Batches up to this number are durable, or the commit that held them failed.
@@ -39,6 +40,7 @@ impl Committer {
     pub fn start(
         node: &str,
         writer: BatchWriter,
+        metrics: Arc<NodeMetrics>,
     ) -> std::io::Result<(Committer, tokio_mpsc::UnboundedReceiver<Committed>)> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let (done, committed) = tokio_mpsc::unbounded_channel();
@@ -57,7 +59,12 @@ impl Committer {
                             batches.push(batch);
                         }
                     }
+                    let started = std::time::Instant::now();
                     let outcome = writer.write(&batches);
+                    if outcome.is_ok() {
+                        let records = batches.iter().map(|b| b.records()).sum();
+                        metrics.commit(records, started.elapsed());
+                    }
                     let failed = outcome.is_err();
                     if done.send((through, outcome)).is_err() {
                         return;

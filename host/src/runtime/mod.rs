@@ -10,6 +10,7 @@
 
 mod commit;
 mod descriptors;
+mod progress;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -31,6 +32,7 @@ use crate::core::node::{Input, Node, NodeConfig, Now, Output};
 use crate::core::store::StoreError;
 use crate::core::token::TokenKey;
 use crate::core::types::NodeId;
+use crate::metrics::NodeMetrics;
 use crate::net::{self, Outbound};
 use crate::plugin::{CompiledPlugin, PluginRuntime, INSTANCES_MAX, INSTANCES_PER_PLUGIN_MAX};
 use crate::storage::{DiskGauge, NodeStore};
@@ -146,6 +148,10 @@ pub struct NodeHandle {
     pub peers: Arc<net::handshake::PeerGuard>,
     /// Who may do what over HTTP.
     pub access: Arc<crate::http::auth::AccessControl>,
+    /// This node's Prometheus registry and live instruments.
+    pub metrics: Arc<NodeMetrics>,
+    /// This node's id, for request spans.
+    pub node_id: NodeId,
 }
 
 /// A request body's share of [`NodeHandle`]'s body budget, held while it is read.
@@ -222,6 +228,21 @@ async fn reload_on_hangup(
             }
         }
     }
+}
+
+/// How often the node loop tells the metrics which tables and plugins exist
+/// (the only names their labels may carry).
+const NAMES_PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells `metrics` the tables and plugins the cluster has now.
+fn publish_names(node: &Node, metrics: &NodeMetrics) {
+    let meta = node.meta();
+    metrics.publish_names(
+        meta.tables.keys().map(|t| t.as_str().to_owned()),
+        meta.plugins
+            .iter()
+            .filter_map(|(name, entry)| Some((entry.sha256.clone()?, name.clone()))),
+    );
 }
 
 /// How often the node loop looks for changed API keys.
@@ -302,7 +323,11 @@ pub async fn serve(
             options.cluster_secret.clone(),
         )),
         access: Arc::new(access_control(&options)?),
+        metrics: NodeMetrics::new(options.id.as_str()),
+        node_id: options.id.clone(),
     };
+    let metrics = handle.metrics.clone();
+    publish_names(&node, &metrics);
     handle.access.publish(&node.meta().api_keys);
     if !options.auth_required && !node.meta().api_keys.is_empty() {
         tracing::warn!(
@@ -315,7 +340,13 @@ pub async fn serve(
     let published_key = handle.token_key.clone();
     plugins.set_merged_bytes_max(options.value_bytes_max);
     let call_timeout = Duration::from_millis(options.request_timeout_ms);
-    let host = PluginHost::new(plugins, events.clone(), call_timeout, uncompiled);
+    let host = PluginHost::new(
+        plugins,
+        events.clone(),
+        call_timeout,
+        uncompiled,
+        metrics.clone(),
+    );
     let budget = descriptors::descriptor_budget(options.http_connections_max);
     if budget.http < options.http_connections_max {
         tracing::warn!(
@@ -358,6 +389,7 @@ pub async fn serve(
         clock,
         published_key,
         access,
+        metrics,
         shutdown,
         options.seeds.clone(),
     )
@@ -411,9 +443,11 @@ async fn drive(
     clock: Clock,
     published_key: Arc<std::sync::RwLock<Option<TokenKey>>>,
     access: Arc<crate::http::auth::AccessControl>,
+    metrics: Arc<NodeMetrics>,
     shutdown: impl Future<Output = ()>,
     seeds: Vec<String>,
 ) -> anyhow::Result<()> {
+    let mut next_names_check = Instant::now();
     let mut token_key = node.meta().token_key;
     let mut next_keys_check = Instant::now();
     let mut waiting = Waiting {
@@ -425,7 +459,8 @@ async fn drive(
         crate::core::rng::Rng::new(clock.now().wall_ms ^ u64::from(std::process::id()));
     let tick_every = Duration::from_millis(TICK_MS);
     let mut next_tick = Instant::now() + tick_every;
-    let (committer, mut committed) = commit::Committer::start(node.id().as_str(), store.writer())?;
+    let (committer, mut committed) =
+        commit::Committer::start(node.id().as_str(), store.writer(), metrics.clone())?;
 
     let mut next_blob_sweep = Instant::now() + Duration::from_millis(BLOB_SWEEP_INTERVAL_MS);
     let mut next_drop_sweep = Instant::now();
@@ -502,13 +537,10 @@ async fn drive(
                 next_drop_sweep = Instant::now() + DROP_SWEEP_INTERVAL;
                 collect_dropped_tables(&node, &mut store, &mut dropped);
             }
-            node.handle(
-                clock.now(),
-                Input::Tick {
-                    random: random.next_u64(),
-                },
-                &mut store,
-            );
+            let tick = Input::Tick {
+                random: random.next_u64(),
+            };
+            handle_logged(&mut node, &mut store, &clock, tick);
         }
         let batch = node.seal_batch();
         match store.seal(batch) {
@@ -531,7 +563,16 @@ async fn drive(
                 access.publish(&node.meta().api_keys);
             }
         }
+        if Instant::now() >= next_names_check {
+            next_names_check = Instant::now() + NAMES_PUBLISH_EVERY;
+            publish_names(&node, &metrics);
+        }
         while let Some(output) = node.poll_output() {
+            if matches!(output, Output::AdminReply { .. }) {
+                // Before the answer leaves: a table just created is labelled
+                // by name from its first request.
+                publish_names(&node, &metrics);
+            }
             carry_out(output, &mut outbound, &mut waiting, &host)?;
         }
     }
@@ -690,7 +731,21 @@ fn feed(
         }
         Event::Input(input) => input,
     };
-    node.handle(clock.now(), input, store);
+    handle_logged(node, store, clock, input);
+}
+
+/// Hands `input` to the node, inside its subsystem's span with what it
+/// changed logged when that span is enabled ([`progress`]).
+fn handle_logged(node: &mut Node, store: &mut NodeStore, clock: &Clock, input: Input) {
+    match progress::span_of(&input, node.id()).filter(|span| !span.is_disabled()) {
+        Some(span) => {
+            let _entered = span.enter();
+            let before = node.stats();
+            node.handle(clock.now(), input, store);
+            progress::log_progress(&before, &node.stats());
+        }
+        None => node.handle(clock.now(), input, store),
+    }
 }
 
 fn carry_out(
@@ -741,6 +796,8 @@ struct PluginHost {
     arrived: Arc<std::sync::Mutex<HashMap<String, Arrived>>>,
     /// How long a call may wait and run: the request timeout.
     call_timeout: Duration,
+    /// Where calls are counted and their failures logged.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl PluginHost {
@@ -749,6 +806,7 @@ impl PluginHost {
         events: mpsc::Sender<Event>,
         call_timeout: Duration,
         uncompiled: HashMap<String, bytes::Bytes>,
+        metrics: Arc<NodeMetrics>,
     ) -> Self {
         let arrived = uncompiled
             .into_iter()
@@ -761,6 +819,7 @@ impl PluginHost {
             shares: std::sync::Mutex::new(HashMap::new()),
             arrived: Arc::new(std::sync::Mutex::new(arrived)),
             call_timeout,
+            metrics,
         }
     }
 
@@ -770,9 +829,18 @@ impl PluginHost {
     fn submit(
         &self,
         sha256: &str,
+        function: &'static str,
         call: impl FnOnce(Arc<CompiledPlugin>) -> Event + Send + 'static,
         refused: impl Fn(&str) -> Event + Send + 'static,
     ) {
+        // A call that cannot run is counted (and logged) as unavailable.
+        let metrics = self.metrics.clone();
+        let sha = sha256.to_owned();
+        let refused = move |reason: &str| {
+            let failure = PluginFailure::Unavailable(reason.to_owned());
+            metrics.plugin_call(&sha, function, Err(&failure), Duration::ZERO);
+            refused(reason)
+        };
         use std::sync::atomic::Ordering;
         let (share_slots, waiting) = {
             let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
@@ -836,16 +904,20 @@ impl PluginHost {
                 outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
             })
         };
-        let runtime = self.runtime.clone();
+        let (runtime, metrics) = (self.runtime.clone(), self.metrics.clone());
         let call = move |plugin: Arc<CompiledPlugin>| {
-            Event::Input(Input::Reconciled {
-                job,
-                outcome: runtime
-                    .reconcile(&plugin, &input)
-                    .map_err(PluginFailure::from),
-            })
+            let started = Instant::now();
+            let outcome = runtime
+                .reconcile(&plugin, &input)
+                .map_err(PluginFailure::from);
+            let result = outcome.as_ref().map(|resolution| match resolution {
+                cairn_sdk::Resolution::Merged { .. } => "merged",
+                cairn_sdk::Resolution::KeepSiblings => "kept",
+            });
+            metrics.plugin_call(&plugin.info.sha256, "reconcile", result, started.elapsed());
+            Event::Input(Input::Reconciled { job, outcome })
         };
-        self.submit(sha256, call, refused);
+        self.submit(sha256, "reconcile", call, refused);
     }
 
     fn select_storage(&self, job: u64, sha256: &str, query: cairn_sdk::StorageQuery) {
@@ -855,16 +927,22 @@ impl PluginHost {
                 outcome: Err(PluginFailure::Unavailable(reason.to_owned())),
             })
         };
-        let runtime = self.runtime.clone();
+        let (runtime, metrics) = (self.runtime.clone(), self.metrics.clone());
         let call = move |plugin: Arc<CompiledPlugin>| {
-            Event::Input(Input::StorageSelected {
-                job,
-                outcome: runtime
-                    .select_storage(&plugin, &query)
-                    .map_err(PluginFailure::from),
-            })
+            let started = Instant::now();
+            let outcome = runtime
+                .select_storage(&plugin, &query)
+                .map_err(PluginFailure::from);
+            let result = outcome.as_ref().map(|_| "selected");
+            metrics.plugin_call(
+                &plugin.info.sha256,
+                "select_storage",
+                result,
+                started.elapsed(),
+            );
+            Event::Input(Input::StorageSelected { job, outcome })
         };
-        self.submit(sha256, call, refused);
+        self.submit(sha256, "select_storage", call, refused);
     }
 
     /// A module reached this node: compile it now (a call that comes first,

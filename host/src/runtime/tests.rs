@@ -22,6 +22,7 @@ async fn a_looping_plugin_leaves_instances_to_the_others_and_stale_calls_do_not_
         events,
         Duration::from_secs(30),
         HashMap::new(),
+        NodeMetrics::new("node1"),
     );
     let looper = arrive(&host, module("(loop $l (br $l)) (i64.const 0)"));
     let good = arrive(&host, module(&crate::plugin::tests::packed(16, 1)));
@@ -56,6 +57,7 @@ async fn a_looping_plugin_leaves_instances_to_the_others_and_stale_calls_do_not_
         events,
         Duration::ZERO,
         HashMap::new(),
+        NodeMetrics::new("node1"),
     );
     let good = arrive(&host, module(&crate::plugin::tests::packed(16, 1)));
     host.reconcile(7, &good, input);

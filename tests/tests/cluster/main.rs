@@ -7,6 +7,7 @@ mod chaos;
 mod handoff;
 mod keys;
 mod membership;
+mod operations;
 mod partition;
 mod plugins;
 mod repair;

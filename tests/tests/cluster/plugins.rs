@@ -7,7 +7,7 @@ use cairn_tests::{plugin_wasm, wait_until, wat_plugin, Cluster, NodeProcess};
 
 /// Writes two concurrent values to a fresh key through two nodes, then reads it
 /// through `reader` until the plugin is available there.
-fn concurrent_then_read(
+pub(crate) fn concurrent_then_read(
     cluster: &Cluster,
     table: &str,
     label: &str,
@@ -43,7 +43,7 @@ fn concurrent_then_read(
     )
 }
 
-fn upload(node: &NodeProcess, name: &str, bytes: &[u8]) -> cairn_tests::Reply {
+pub(crate) fn upload(node: &NodeProcess, name: &str, bytes: &[u8]) -> cairn_tests::Reply {
     node.call("PUT", &format!("/plugins/{name}"), &[], bytes)
 }
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::core::access::{ApiKeyEntry, KEYS_MAX};
 use crate::core::meta::{Departure, DroppedTable, PluginEntry, Replacement};
+use crate::core::msg::NodeReport;
 use crate::core::table::TablePatch;
 
 impl Node {
@@ -66,6 +67,11 @@ impl Node {
                     .collect(),
             ),
             AdminOp::ClusterStatus => AdminReply::Cluster(Box::new(self.cluster_status())),
+            AdminOp::Report => AdminReply::Report(Box::new(NodeReport {
+                stats: self.stats(),
+                sizes: self.sizes(),
+                cluster: self.cluster_status(),
+            })),
             AdminOp::Preflist(table, key) => {
                 let Some(entry) = self.meta.tables.get(&table) else {
                     return AdminReply::NotFound(format!("no table {table}"));

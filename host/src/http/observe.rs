@@ -1,0 +1,57 @@
+//! What HTTP adds for operators: request ids, key hashes for logs, and the
+//! `/metrics` answer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::Response;
+use sha2::{Digest, Sha256};
+
+use super::respond::HttpResponse;
+use crate::runtime::NodeHandle;
+
+/// The header a request id comes in (a client's, if it sent a sane one) and
+/// goes back out in.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest request id taken from a client.
+const REQUEST_ID_CHARS_MAX: usize = 64;
+
+/// The request's id: the client's `X-Request-Id` when it is 1 to 64 letters,
+/// digits, `-`, `_` or `.` (so it can be logged and echoed as is), else one
+/// drawn here, unique within the process.
+pub fn request_id(headers: &HeaderMap, node: &NodeHandle) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if let Some(given) = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()) {
+        let sane = !given.is_empty()
+            && given.len() <= REQUEST_ID_CHARS_MAX
+            && given
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if sane {
+            return given.to_owned();
+        }
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{n:x}", node.node_id)
+}
+
+/// What logs show of a key: the first 8 bytes of its SHA-256, in hex —
+/// enough to follow one key through the logs of every node, nothing of
+/// what it says.
+pub fn key_hash(key: &[u8]) -> String {
+    let digest = Sha256::digest(key);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /metrics`'s answer, in the OpenMetrics text format.
+pub fn metrics_response(text: String) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
