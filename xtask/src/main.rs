@@ -70,8 +70,25 @@ fn dev(extra: &[String]) -> Result<(), String> {
     run("target/release/cairn", &args)
 }
 
+/// Chromium and chromedriver for the dashboard's browser test (Debian's
+/// packages; not on a new machine).
+fn ensure_chromium() -> Result<(), String> {
+    let present = |path: &str| std::path::Path::new(path).exists();
+    if present("/usr/bin/chromium") && present("/usr/bin/chromedriver") {
+        return Ok(());
+    }
+    let install = ["install", "-y", "-q", "chromium", "chromium-driver"];
+    if run("apt-get", &install).is_err() {
+        // A machine whose package lists are stale or missing.
+        run("apt-get", &["update", "-q"])?;
+        run("apt-get", &install)?;
+    }
+    Ok(())
+}
+
 fn test(filters: &[String]) -> Result<(), String> {
     ensure_wasm_target()?;
+    ensure_chromium()?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run(
         "cargo",

@@ -327,6 +327,8 @@ pub struct ClusterStatus {
     pub ring_move: Option<MoveStatus>,
     /// The transfer this node receives for it, if any.
     pub transfer: Option<TransferStatus>,
+    /// Each partition's owner in ring order (empty before a ring exists).
+    pub ring_owners: Vec<NodeId>,
 }
 
 /// `GET /metrics` reads the node through this: its counters, its sizes and

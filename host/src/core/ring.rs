@@ -151,6 +151,11 @@ impl Ring {
         self.owners.len()
     }
 
+    /// Each partition's owner, in ring order (the dashboard draws them).
+    pub fn owners(&self) -> &[NodeId] {
+        &self.owners
+    }
+
     /// Partitions each node owns.
     pub fn owned_by(&self, node: &NodeId) -> usize {
         self.owners.iter().filter(|o| *o == node).count()

@@ -12,7 +12,7 @@ use crate::core::meta::PluginEntry;
 use crate::core::msg::{AdminReply, ClientReply, ClusterStatus, PluginFailure};
 use crate::core::table::{MergeMode, TableConfig};
 use crate::core::token::{ClientContext, TokenKey};
-use crate::core::types::TableName;
+use crate::core::types::{NodeId, TableName};
 use crate::storage::DiskGauge;
 
 /// The header carrying context tokens both ways.
@@ -225,9 +225,11 @@ fn cluster_json(status: ClusterStatus) -> Value {
             })
         })
         .collect();
+    let ring: Vec<&str> = status.ring_owners.iter().map(NodeId::as_str).collect();
     let mut body = json!({
         "node": status.node.as_str(),
         "members": members,
+        "ring": ring,
         "join": join,
         "ring_move": ring_move,
         "transfers": transfers,

@@ -48,6 +48,7 @@ fn report() -> NodeReport {
             },
             ring_move: None,
             transfer: None,
+            ring_owners: Vec::new(),
         },
     }
 }

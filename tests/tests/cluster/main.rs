@@ -4,6 +4,7 @@
 mod abuse;
 mod authoring;
 mod chaos;
+mod dashboard;
 mod handoff;
 mod keys;
 mod membership;

@@ -326,6 +326,11 @@ impl Node {
             tombstones: self.tombstone_status(),
             ring_move: self.move_status(),
             transfer: self.transfer_status(),
+            ring_owners: self
+                .meta
+                .ring
+                .as_ref()
+                .map_or_else(Vec::new, |ring| ring.owners().to_vec()),
         }
     }
 
