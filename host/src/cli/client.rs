@@ -86,6 +86,14 @@ pub enum TableCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// What each member holds of a table: keys, tombstones, live bytes,
+    /// and keys by sibling count.
+    Stats {
+        /// Table.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// `cairn table create`.
@@ -123,6 +131,8 @@ pub struct Answer {
     pub context: Option<String>,
     /// Content-Type.
     pub content_type: Option<String>,
+    /// `x-cairn-next` (an export page's cursor).
+    pub next: Option<String>,
     /// Body.
     pub body: Vec<u8>,
 }
@@ -225,6 +235,7 @@ fn answer_of(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<A
     };
     let context = header("x-cairn-context");
     let content_type = header("content-type");
+    let next = header("x-cairn-next");
     let status = response.status().as_u16();
     let body = response
         .body_mut()
@@ -235,6 +246,7 @@ fn answer_of(mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<A
         status,
         context,
         content_type,
+        next,
         body,
     })
 }
@@ -453,6 +465,7 @@ pub fn table(command: &TableCommand) -> anyhow::Result<()> {
             &[],
             None,
         )?),
+        TableCommand::Stats { name, target } => super::backup::stats(name, target),
     }
 }
 

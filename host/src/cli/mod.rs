@@ -1,6 +1,7 @@
 //! The `cairn` command line: `serve`, `dev`, and client commands that talk to
 //! any node over HTTP.
 
+mod backup;
 mod bench;
 mod client;
 mod cluster;
@@ -80,6 +81,11 @@ pub enum Command {
     /// Create, list and revoke API keys (admin only).
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// Write every member's copy of a table (siblings, tombstones and
+    /// causal history kept) to a file; resumes an unfinished one.
+    Backup(backup::BackupArgs),
+    /// Merge a backup into a table (created if missing); resumes.
+    Restore(backup::RestoreArgs),
 }
 
 /// Whether HTTP requests need an API key.
@@ -346,6 +352,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(command) => client::plugin(&command),
         Command::Bench(args) => bench::run(&args),
         Command::Key(command) => keys::run(&command),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
     }
 }
 

@@ -10,13 +10,14 @@ use serde::Serialize;
 use super::limits::FRAME_BYTES_MAX;
 use super::msg::Message;
 
-/// Version byte of the peer frame format: 8 since cluster metadata carries
+/// Version byte of the peer frame format: 9 since a forwarded client
+/// operation may be a restore (`ClientOp::Restore`); 8 since cluster metadata carries
 /// API keys (a sixth digest section); 5 since anti-entropy answers an
 /// agreeing root (`SyncMessage::InSync`); 4 grouped messages by subsystem
 /// and typed a read's plugin failure. Each changed the encoding, so a node
 /// of another build refuses the frame by its version instead of misreading
 /// it.
-pub const FRAME_VERSION: u8 = 8;
+pub const FRAME_VERSION: u8 = 9;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.
@@ -160,7 +161,11 @@ mod tests {
             frame_body_len(u32::MAX.to_be_bytes()),
             Err(CodecError::TooLarge(_))
         ));
-        assert_eq!(decode_frame_body(&[9, 0]), Err(CodecError::Version(9)));
+        let unknown = FRAME_VERSION + 1;
+        assert_eq!(
+            decode_frame_body(&[unknown, 0]),
+            Err(CodecError::Version(unknown))
+        );
         assert_eq!(decode_frame_body(&[]), Err(CodecError::Empty));
     }
 

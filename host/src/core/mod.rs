@@ -47,6 +47,7 @@
 
 pub mod access;
 pub mod antientropy;
+pub mod backup;
 pub mod causal;
 pub mod codec;
 pub mod coord;

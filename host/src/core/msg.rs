@@ -40,20 +40,38 @@ pub enum ClientOp {
         /// `?w=`.
         w: Option<u8>,
     },
+    /// Merge a whole object — a backup's copy, with every version and the
+    /// causal history it had — into the key's replicas, W of them durably
+    /// (`cairn restore`). Nothing is minted: siblings stay siblings, and a
+    /// copy the replicas already cover changes nothing.
+    Restore {
+        /// Table.
+        table: TableName,
+        /// Key bytes.
+        key: Bytes,
+        /// The object to merge in.
+        object: Object,
+        /// `?w=`.
+        w: Option<u8>,
+    },
 }
 
 impl ClientOp {
     /// The table the operation names.
     pub fn table(&self) -> &TableName {
         match self {
-            ClientOp::Get { table, .. } | ClientOp::Put { table, .. } => table,
+            ClientOp::Get { table, .. }
+            | ClientOp::Put { table, .. }
+            | ClientOp::Restore { table, .. } => table,
         }
     }
 
     /// The key the operation names.
     pub fn key(&self) -> &Bytes {
         match self {
-            ClientOp::Get { key, .. } | ClientOp::Put { key, .. } => key,
+            ClientOp::Get { key, .. }
+            | ClientOp::Put { key, .. }
+            | ClientOp::Restore { key, .. } => key,
         }
     }
 }
@@ -219,7 +237,22 @@ pub enum AdminOp {
     RevokeKey(String),
     /// `GET /metrics`: everything the node counts and holds, read at once.
     Report,
+    /// One page of this node's own copies of `table`'s objects (`GET
+    /// /tables/{t}/export`, `GET /tables/{t}/stats`): keys after `after`,
+    /// at most `limit` of them and about [`EXPORT_PAGE_BYTES`] of values.
+    ExportPage {
+        /// The table.
+        table: TableName,
+        /// Keys after this one.
+        after: Option<Bytes>,
+        /// Keys examined at most.
+        limit: usize,
+    },
 }
+
+/// About how many bytes of objects one export page carries (more only when
+/// a single object is larger).
+pub const EXPORT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Answers to [`AdminOp`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +291,13 @@ pub enum AdminReply {
     Keys(Vec<(String, ApiKeyEntry)>),
     /// What the node counts and holds ([`AdminOp::Report`]).
     Report(Box<NodeReport>),
+    /// One page of objects ([`AdminOp::ExportPage`]).
+    Page {
+        /// Keys and their objects, in key order.
+        objects: Vec<(Bytes, Object)>,
+        /// The key to continue after, or `None` when the walk is complete.
+        next: Option<Bytes>,
+    },
     /// Deleted.
     Deleted,
     /// Not found (404).

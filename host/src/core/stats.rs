@@ -137,6 +137,8 @@ pub struct ClientStats {
     pub puts: u64,
     /// DELETEs received.
     pub deletes: u64,
+    /// Restored objects received (`cairn restore`).
+    pub restores: u64,
     /// Operations this node handed to a replica of the key to coordinate.
     pub forwarded: u64,
     /// Writes coordinated here as a stand-in, no primary of the key being
@@ -207,6 +209,7 @@ impl ClientStats {
             ClientOp::Get { .. } => self.gets += 1,
             ClientOp::Put { value: Some(_), .. } => self.puts += 1,
             ClientOp::Put { value: None, .. } => self.deletes += 1,
+            ClientOp::Restore { .. } => self.restores += 1,
         }
     }
 

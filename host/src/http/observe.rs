@@ -42,8 +42,7 @@ pub fn request_id(headers: &HeaderMap, node: &NodeHandle) -> String {
 /// enough to follow one key through the logs of every node, nothing of
 /// what it says.
 pub fn key_hash(key: &[u8]) -> String {
-    let digest = Sha256::digest(key);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::core::backup::hex(&Sha256::digest(key)[..8])
 }
 
 /// `GET /metrics`'s answer, in the OpenMetrics text format.

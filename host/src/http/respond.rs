@@ -380,9 +380,9 @@ pub fn admin_reply(reply: AdminReply) -> HttpResponse {
         AdminReply::Conflict(message) => error(StatusCode::CONFLICT, message),
         AdminReply::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
         // Read by `/metrics`, never answered as it is.
-        AdminReply::Report(_) => error(
+        AdminReply::Report(_) | AdminReply::Page { .. } => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "a node report reached the JSON answers",
+            "a node report or page reached the JSON answers",
         ),
     }
 }

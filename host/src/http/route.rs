@@ -29,6 +29,8 @@ use crate::core::types::{validate_peer_address, validate_plugin_name, NodeId, Ta
 use crate::plugin::MODULE_BYTES_MAX;
 use crate::runtime::{NodeHandle, Unanswered};
 
+mod backup;
+
 /// A request that was refused before the node answered it.
 #[derive(Debug)]
 enum Refusal {
@@ -191,7 +193,13 @@ fn need_of(method: &Method, segments: &[&str]) -> Result<Need, Refusal> {
         (_, ["health"] | [""]) => Need::Nothing,
         (
             &Method::GET,
-            ["cluster"] | ["metrics"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _],
+            ["cluster"]
+            | ["metrics"]
+            | ["tables"]
+            | ["tables", _]
+            | ["tables", _, "stats"]
+            | ["plugins"]
+            | ["plugins", _],
         ) => Need::Observe,
         (&Method::GET, ["tables", table, "preflist" | "keys", _]) => Need::Read(table_name(table)?),
         (_, ["tables", table, "keys", _]) => Need::Write(table_name(table)?),
@@ -207,6 +215,8 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
             "GET, HEAD, OPTIONS"
         }
         ["tables", _, "preflist", _] => "GET, HEAD, OPTIONS",
+        ["tables", _, "export" | "stats"] => "GET, HEAD, OPTIONS",
+        ["tables", _, "import"] => "POST, OPTIONS",
         ["cluster", "join" | "remove" | "replace"] => "POST, OPTIONS",
         ["keys"] => "GET, HEAD, POST, OPTIONS",
         ["keys", _] => "DELETE, OPTIONS",
@@ -316,6 +326,15 @@ async fn dispatch(
             let op = AdminOp::Preflist(table_name(table)?, key_bytes(key)?);
             admin(node, op).await
         }
+        (&Method::GET, ["tables", table, "export"]) => {
+            let table = table_name(table)?;
+            backup::export(request, node, table).await
+        }
+        (&Method::POST, ["tables", table, "import"]) => {
+            let table = table_name(table)?;
+            backup::import(request, node, table).await
+        }
+        (&Method::GET, ["tables", table, "stats"]) => backup::stats(node, table_name(table)?).await,
         (&Method::GET, ["plugins"]) => admin(node, AdminOp::ListPlugins).await,
         (&Method::POST, ["keys"]) => create_key(request, node).await,
         (&Method::GET, ["keys"]) => admin(node, AdminOp::ListKeys).await,

@@ -293,3 +293,179 @@ fn settings_come_from_a_flag_over_the_environment_over_the_config_file() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown setting \"node-idd\""));
 }
+
+/// Runs `cairn ARGS`; its exit status, stdout and stderr.
+fn cairn(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(cairn_bin())
+        .args(args)
+        .env_remove("CAIRN_URL")
+        .output()
+        .expect("run cairn");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What a read of `key` answers: its status and sorted values.
+fn read(node: &NodeProcess, key: &str) -> (u16, Vec<String>) {
+    let reply = node.call("GET", &format!("/tables/events/keys/{key}"), &[], b"");
+    let values = match reply.status {
+        200 => vec![reply.text()],
+        300 => reply.sibling_values(),
+        _ => Vec::new(),
+    };
+    (reply.status, values)
+}
+
+#[test]
+fn backup_then_restore_into_an_empty_cluster_gives_back_every_key_with_its_siblings() {
+    // n = 2 of 3 members: no member holds every key, so the backup must
+    // read them all.
+    let source = Cluster::start("backup-from", 3, &["--partitions", "32"]);
+    source.create_table("events", r#"{"n":2,"r":2,"w":2,"merge":"siblings"}"#);
+    let put = |node: &NodeProcess, key: &str, value: &str| {
+        let reply = node.call(
+            "PUT",
+            &format!("/tables/events/keys/{key}"),
+            &[],
+            value.as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "{}", reply.text());
+    };
+    for i in 0..120 {
+        put(&source.nodes[i % 3], &format!("plain{i}"), &format!("v{i}"));
+    }
+    // Two writes without a context: siblings.
+    for i in 0..30 {
+        put(&source.nodes[0], &format!("twins{i}"), &format!("left{i}"));
+        put(&source.nodes[1], &format!("twins{i}"), &format!("right{i}"));
+    }
+    for i in 0..20 {
+        let key = format!("gone{i}");
+        put(&source.nodes[2], &key, "soon deleted");
+        let deleted =
+            source.nodes[2].call("DELETE", &format!("/tables/events/keys/{key}"), &[], b"");
+        assert_eq!(deleted.status, 204);
+    }
+    let keys: Vec<String> = (0..120)
+        .map(|i| format!("plain{i}"))
+        .chain((0..30).map(|i| format!("twins{i}")))
+        .chain((0..20).map(|i| format!("gone{i}")))
+        .collect();
+    let before: Vec<(u16, Vec<String>)> = keys.iter().map(|k| read(&source.nodes[0], k)).collect();
+    assert_eq!(
+        before[120].1.len(),
+        2,
+        "the twins are siblings: {:?}",
+        before[120]
+    );
+
+    // The backup stops after two pages, then resumes where it stopped.
+    let root = temp_dir("backup-file");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("events.cairnbk");
+    let file = file.to_str().unwrap();
+    let from = source.nodes[0].url("");
+    let (ok, _, err) = cairn(&[
+        "backup",
+        "events",
+        file,
+        "--url",
+        &from,
+        "--page-keys",
+        "25",
+        "--pages-max",
+        "2",
+    ]);
+    assert!(
+        !ok && err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    let (ok, out, err) = cairn(&[
+        "backup",
+        "events",
+        file,
+        "--url",
+        &from,
+        "--page-keys",
+        "25",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("resuming"), "{err}");
+    assert!(out.contains("from 3 members"), "{out}");
+
+    // `cairn table stats` shows each member's share and the siblings.
+    let (ok, out, err) = cairn(&["table", "stats", "events", "--url", &from]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("node")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let with_two: u64 = rows
+        .iter()
+        .map(|row| {
+            let siblings = row.split("   ").last().unwrap();
+            siblings
+                .split(" / ")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        with_two, 60,
+        "30 keys with 2 siblings on 2 replicas each: {out}"
+    );
+
+    // An empty cluster of another shape: the restore creates the table,
+    // stops after one batch, resumes, and every key reads as before.
+    let target = Cluster::start("backup-into", 3, &["--partitions", "64"]);
+    let into = target.nodes[1].url("");
+    let (ok, _, err) = cairn(&[
+        "restore",
+        "events",
+        file,
+        "--url",
+        &into,
+        "--batch-objects",
+        "100",
+        "--batches-max",
+        "1",
+    ]);
+    assert!(
+        !ok && err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    assert!(err.contains("created table events"), "{err}");
+    let (ok, out, err) = cairn(&["restore", "events", file, "--url", &into]);
+    assert!(ok, "{err}");
+    assert!(out.contains("restored"), "{out}");
+    for (key, expected) in keys.iter().zip(&before) {
+        for node in &target.nodes {
+            assert_eq!(&read(node, key), expected, "{key} on {}", node.id);
+        }
+    }
+    // A context read after the restore supersedes the restored siblings.
+    let siblings = target.nodes[0].call("GET", "/tables/events/keys/twins0", &[], b"");
+    assert_eq!(siblings.status, 300);
+    let context = siblings.context().unwrap().to_owned();
+    let resolved = target.nodes[2].call(
+        "PUT",
+        "/tables/events/keys/twins0",
+        &[("x-cairn-context", &context)],
+        b"both",
+    );
+    assert_eq!(resolved.status, 204);
+    assert_eq!(
+        read(&target.nodes[0], "twins0"),
+        (200, vec!["both".to_owned()])
+    );
+
+    // A file that is no backup is refused by name.
+    let junk = root.join("junk");
+    std::fs::write(&junk, b"hello").unwrap();
+    let (ok, _, err) = cairn(&["restore", "events", junk.to_str().unwrap(), "--url", &into]);
+    assert!(!ok && err.contains("not a Cairn backup"), "{err}");
+}

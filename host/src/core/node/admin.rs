@@ -4,7 +4,11 @@
 use super::*;
 use crate::core::access::{ApiKeyEntry, KEYS_MAX};
 use crate::core::meta::{Departure, DroppedTable, PluginEntry, Replacement};
-use crate::core::msg::NodeReport;
+use crate::core::msg::{NodeReport, EXPORT_PAGE_BYTES};
+use crate::core::object::Object;
+
+/// Keys one export page examines at most.
+pub const EXPORT_PAGE_KEYS_MAX: usize = 1_000;
 use crate::core::table::TablePatch;
 
 impl Node {
@@ -67,6 +71,11 @@ impl Node {
                     .collect(),
             ),
             AdminOp::ClusterStatus => AdminReply::Cluster(Box::new(self.cluster_status())),
+            AdminOp::ExportPage {
+                table,
+                after,
+                limit,
+            } => self.export_page(&table, after, limit, store),
             AdminOp::Report => AdminReply::Report(Box::new(NodeReport {
                 stats: self.stats(),
                 sizes: self.sizes(),
@@ -332,6 +341,47 @@ impl Node {
                 .as_ref()
                 .map_or_else(Vec::new, |ring| ring.owners().to_vec()),
         }
+    }
+
+    /// One page of this node's copies of `table`'s objects, bounded in keys
+    /// and bytes so a walk of a large table never holds up the loop long.
+    fn export_page(
+        &mut self,
+        table: &TableName,
+        after: Option<Bytes>,
+        limit: usize,
+        store: &mut dyn LocalStore,
+    ) -> AdminReply {
+        let Some(entry) = self.meta.tables.get(table) else {
+            return AdminReply::NotFound(format!("no table {table}"));
+        };
+        let storage = entry.config.storage;
+        let limit = limit.clamp(1, EXPORT_PAGE_KEYS_MAX);
+        let keys = match store.keys_after(table, after.as_deref(), limit) {
+            Ok(keys) => keys,
+            Err(e) => return AdminReply::Unavailable(e.to_string()),
+        };
+        let mut next = (keys.len() == limit)
+            .then(|| keys.last().cloned())
+            .flatten();
+        let mut objects = Vec::new();
+        let mut bytes = 0;
+        for key in keys {
+            if bytes >= EXPORT_PAGE_BYTES {
+                // The page is full: the walk continues after the last key sent.
+                next = objects.last().map(|(key, _): &(Bytes, Object)| key.clone());
+                break;
+            }
+            match store.load(table, storage, &key) {
+                Ok(Some(object)) => {
+                    bytes += object.live_bytes() + key.len();
+                    objects.push((key, object));
+                }
+                Ok(None) => {}
+                Err(e) => return AdminReply::Unavailable(e.to_string()),
+            }
+        }
+        AdminReply::Page { objects, next }
     }
 
     /// The tables that use plugin `name`, with the function each needs.

@@ -87,6 +87,20 @@ impl Node {
                 return self.reply(origin, ClientReply::BadRequest(reason.into()));
             }
         }
+        if let ClientOp::Restore { object, .. } = &op {
+            // A backup from a cluster whose clocks ran ahead is refused as a
+            // token would be: an epoch no node reached would end this
+            // cluster's epochs for the key.
+            let limit = self.now.wall_ms / 1000 + CONTEXT_EPOCH_AHEAD_MAX_S;
+            if object
+                .clock
+                .actors()
+                .any(|a| epoch_generation(a.epoch) > limit)
+            {
+                let reason = "the restored object names an epoch no node has reached";
+                return self.reply(origin, ClientReply::BadRequest(reason.into()));
+            }
+        }
         if let ClientOp::Put { content_type, .. } = &op {
             // The HTTP layer refuses these too; a peer's forwarded write is
             // held to the same bound, so every admitted object fits a frame.
@@ -102,7 +116,7 @@ impl Node {
         let Some(ring) = &self.meta.ring else { return };
         let (needed, override_value) = match &op {
             ClientOp::Get { r, .. } => (config.r, *r),
-            ClientOp::Put { w, .. } => (config.w, *w),
+            ClientOp::Put { w, .. } | ClientOp::Restore { w, .. } => (config.w, *w),
         };
         let needed = match override_value {
             Some(k) if k < 1 || k > config.n => {
@@ -179,6 +193,20 @@ impl Node {
                     Some(AfterRead::Delete { w: needed }),
                 );
                 self.start_get(fsm, &primaries, store);
+            }
+            ClientOp::Restore {
+                table, key, object, ..
+            } => {
+                let restore = (table, key, object);
+                self.start_restore(
+                    origin,
+                    restore,
+                    &config,
+                    needed,
+                    &primaries,
+                    deadline_ms,
+                    store,
+                );
             }
             ClientOp::Put {
                 table,
@@ -639,6 +667,70 @@ impl Node {
             self.start_reconcile(None, write.table, write.key, config.clone(), object, store);
         }
         Some(returned)
+    }
+
+    /// The coordinator's half of a restore: merge the backup's object into
+    /// the local copy, stage it, and send the whole merged object to the
+    /// other replicas; answered once W hold it durably. A `storage: plugin`
+    /// table's restored keys go to LMDB (no plugin call chooses for them).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_restore(
+        &mut self,
+        origin: Origin,
+        (table, key, restored): (TableName, Bytes, Object),
+        config: &TableConfig,
+        w: u8,
+        primaries: &[NodeId],
+        deadline_ms: u64,
+        store: &mut dyn LocalStore,
+    ) {
+        let engine = match config.storage {
+            StorageKind::Plugin => StorageKind::Lmdb,
+            other => other,
+        };
+        let mut object = match store.load(&table, config.storage, &key) {
+            Ok(found) => found.unwrap_or_default(),
+            Err(e) => return self.reply(origin, ClientReply::Unavailable(e.to_string())),
+        };
+        object.merge(&restored, config.merge);
+        let live = object.live_count();
+        if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
+            return self.reply(origin, ClientReply::TooManySiblings { siblings: live });
+        }
+        if let Err(e) = store.stage(&table, engine, &key, &object) {
+            let failure = match e {
+                StoreError::Full(reason) => ClientReply::InsufficientStorage(reason),
+                StoreError::Failed(_) => ClientReply::Unavailable(e.to_string()),
+            };
+            return self.reply(origin, failure);
+        }
+        self.observe_staged(&table, &key, &object);
+        let context_out = ClientContext::of_versions(object.live());
+        let request = self.next_id();
+        let fsm = PutFsm::new(
+            origin,
+            (table.clone(), key.clone()),
+            w,
+            primaries.to_vec(),
+            context_out,
+            deadline_ms,
+        );
+        self.primaries_left_out(&table, &key, primaries);
+        self.outbox.local_copy_staged(request);
+        let placed = (config.storage == StorageKind::Plugin).then_some(engine);
+        self.send_to_other_replicas(&table, &key, primaries, |hint_for| {
+            Message::Replica(ReplicaMessage::Write {
+                request,
+                table: table.clone(),
+                key: key.clone(),
+                object: object.clone(),
+                engine: placed,
+                hint_for,
+            })
+        });
+        self.copy_to_new_replicas(&table, &key, config.n, primaries, &object);
+        self.pending.insert(request, Pending::Put(fsm, None));
+        self.progress_put(request);
     }
 
     /// A write that stopped before it was minted: its client (or the reader

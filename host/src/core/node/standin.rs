@@ -51,6 +51,9 @@ impl Node {
             ClientOp::Put { value: Some(_), .. } => true,
             ClientOp::Put { context, .. } => context.is_some(),
             ClientOp::Get { .. } => config.merge != MergeMode::Plugin,
+            // A restore goes to the key's primaries; none up, it fails and
+            // is retried.
+            ClientOp::Restore { .. } => false,
         };
         plain
             && config.sloppy
@@ -150,6 +153,10 @@ impl Node {
                 context,
                 ..
             } => (table, key, value, content_type, context),
+            ClientOp::Restore { .. } => {
+                let reason = "no primary of the key is reachable to restore it";
+                return self.reply(origin, ClientReply::Unavailable(reason.into()));
+            }
             ClientOp::Get { table, key, .. } => {
                 let read = (table, key);
                 return self.read_as_stand_in(
