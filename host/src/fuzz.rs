@@ -56,6 +56,8 @@ pub fn live_node() -> &'static LiveNode {
         let dir = std::env::temp_dir().join(format!("cairn-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let options = ServeOptions {
+            advertise_http: None,
+            advertise_peer: None,
             id: NodeId::new("fuzz").unwrap_or_else(|_| unreachable!("a valid id")),
             http: "127.0.0.1:0".into(),
             peer: "127.0.0.1:0".into(),

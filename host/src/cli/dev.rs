@@ -87,6 +87,8 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         let id = NodeId::new(&format!("node{}", i + 1))?;
         let options = ServeOptions {
+            advertise_http: None,
+            advertise_peer: None,
             id: id.clone(),
             http: format!("127.0.0.1:{}", args.base_port + i),
             peer: format!("127.0.0.1:{}", args.base_port + 100 + i),

@@ -122,6 +122,16 @@ pub struct ServeArgs {
     /// Peer listen address, where other nodes connect.
     #[arg(long, default_value = "127.0.0.1:9080", env = "CAIRN_PEER")]
     pub peer: String,
+    /// The HTTP address other members and clients are told to use for
+    /// this node (default: the bound --http address). Needed when binding
+    /// 0.0.0.0 or behind NAT, e.g. a pod's DNS name.
+    #[arg(long, env = "CAIRN_ADVERTISE_HTTP")]
+    pub advertise_http: Option<String>,
+    /// The peer address other members dial for this node (default: the
+    /// bound --peer address). A --seed equal to it is skipped, so every
+    /// node can be given the same seed list and the first seed founds.
+    #[arg(long, env = "CAIRN_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
     /// Data directory (created if missing).
     #[arg(long, env = "CAIRN_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -223,6 +233,21 @@ impl ServeArgs {
             crate::core::types::validate_peer_address(seed)
                 .map_err(|e| anyhow::anyhow!("--seed {seed:?}: {e}"))?;
         }
+        if let Some(peer) = &self.advertise_peer {
+            crate::core::types::validate_peer_address(peer)
+                .map_err(|e| anyhow::anyhow!("--advertise-peer {peer:?}: {e}"))?;
+        }
+        if let Some(http) = &self.advertise_http {
+            crate::core::types::validate_peer_address(http)
+                .map_err(|e| anyhow::anyhow!("--advertise-http {http:?}: {e}"))?;
+        }
+        // One seed list for every node: a node is not its own seed.
+        let seeds: Vec<String> = self
+            .seeds
+            .iter()
+            .filter(|seed| Some(*seed) != self.advertise_peer.as_ref() && **seed != self.peer)
+            .cloned()
+            .collect();
         if !(REQUEST_TIMEOUT_MS_MIN..=REQUEST_TIMEOUT_MS_MAX).contains(&self.request_timeout_ms) {
             anyhow::bail!(
                 "--request-timeout-ms must be between {REQUEST_TIMEOUT_MS_MIN} and {REQUEST_TIMEOUT_MS_MAX}"
@@ -261,7 +286,9 @@ impl ServeArgs {
             http: self.http.clone(),
             peer: self.peer.clone(),
             data_dir: self.data_dir.clone(),
-            seeds: self.seeds.clone(),
+            seeds,
+            advertise_http: self.advertise_http.clone(),
+            advertise_peer: self.advertise_peer.clone(),
             partitions: self.partitions,
             target_n: self.target_n,
             request_timeout_ms: self.request_timeout_ms,

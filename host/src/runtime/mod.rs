@@ -81,6 +81,10 @@ pub struct ServeOptions {
     pub peer: String,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// The HTTP address members are told (`None`: the bound one).
+    pub advertise_http: Option<String>,
+    /// The peer address members are told (`None`: the bound one).
+    pub advertise_peer: Option<String>,
     /// Seeds' peer addresses.
     pub seeds: Vec<String>,
     /// Partitions of a new cluster.
@@ -292,10 +296,27 @@ pub async fn serve(
         peer: peer_listener.local_addr()?,
     };
     let clock = Clock::new(options.clock_offset_ms);
+    for (flag, bound, advertised) in [
+        ("http", bound.http, &options.advertise_http),
+        ("peer", bound.peer, &options.advertise_peer),
+    ] {
+        if bound.ip().is_unspecified() && advertised.is_none() {
+            tracing::warn!(
+                %bound,
+                "--{flag} binds every interface but no --advertise-{flag} is set: members are told {bound}, which they cannot dial"
+            );
+        }
+    }
     let config = NodeConfig {
         id: options.id.clone(),
-        http: bound.http.to_string(),
-        peer: bound.peer.to_string(),
+        http: options
+            .advertise_http
+            .clone()
+            .unwrap_or_else(|| bound.http.to_string()),
+        peer: options
+            .advertise_peer
+            .clone()
+            .unwrap_or_else(|| bound.peer.to_string()),
         seeds: options.seeds.clone(),
         partitions: options.partitions,
         target_n: options.target_n,

@@ -164,6 +164,8 @@ mod backlog {
         let dir = std::env::temp_dir().join(format!("cairn-backlog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let options = ServeOptions {
+            advertise_http: None,
+            advertise_peer: None,
             id: NodeId::new("a").unwrap(),
             http: "127.0.0.1:0".into(),
             peer: "127.0.0.1:0".into(),

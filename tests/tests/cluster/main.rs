@@ -5,6 +5,7 @@ mod abuse;
 mod authoring;
 mod chaos;
 mod dashboard;
+mod deployment;
 mod handoff;
 mod keys;
 mod membership;

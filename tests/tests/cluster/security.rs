@@ -482,7 +482,7 @@ fn the_key_commands_and_client_commands_carry_the_key() {
 
 /// A CA and a certificate it signed for 127.0.0.1 and localhost, as PEM:
 /// (ca, cert, key).
-fn issue_certificate(ca_name: &str) -> (String, String, String) {
+pub(crate) fn issue_certificate(ca_name: &str) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
