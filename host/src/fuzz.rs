@@ -56,6 +56,7 @@ pub fn live_node() -> &'static LiveNode {
         let dir = std::env::temp_dir().join(format!("cairn-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let options = ServeOptions {
+            metrics: true,
             advertise_http: None,
             advertise_peer: None,
             id: NodeId::new("fuzz").unwrap_or_else(|_| unreachable!("a valid id")),

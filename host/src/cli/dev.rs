@@ -87,6 +87,7 @@ pub fn run(args: &DevArgs) -> anyhow::Result<()> {
     for i in 0..args.nodes {
         let id = NodeId::new(&format!("node{}", i + 1))?;
         let options = ServeOptions {
+            metrics: true,
             advertise_http: None,
             advertise_peer: None,
             id: id.clone(),

@@ -98,6 +98,16 @@ pub enum AuthMode {
     Required,
 }
 
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
 /// `cairn serve`.
 #[derive(Debug, Args, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -199,6 +209,10 @@ pub struct ServeArgs {
     /// --tls-key. SIGHUP reloads both without stopping the node.
     #[arg(long, env = "CAIRN_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// `off`: record no metrics and answer `GET /metrics` with 404 (to
+    /// measure what they cost; the core's counters are kept either way).
+    #[arg(long, value_enum, default_value_t = Switch::On, env = "CAIRN_METRICS")]
+    pub metrics: Switch,
     /// The certificate's private key (PEM).
     #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
@@ -309,6 +323,7 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            metrics: self.metrics == Switch::On,
         })
     }
 

@@ -71,14 +71,20 @@ pub async fn handle(
     let started = std::time::Instant::now();
     let shape = RequestShape::of(request.method(), request.uri().path());
     let request_id = super::observe::request_id(request.headers(), node);
-    let span = tracing::info_span!(
+    // At `debug`: the node loop's own lines are not in the request's task,
+    // so at the default level the span would carry nothing but its cost.
+    let span = tracing::debug_span!(
         "request",
         node = %node.node_id,
         id = %request_id,
         method = %request.method(),
         table = shape.table.as_deref().unwrap_or(""),
-        key = shape.key_hash.as_deref().unwrap_or(""),
+        key = tracing::field::Empty,
     );
+    // Hashed only when the span is kept (not with RUST_LOG=off or warn).
+    if let (false, Some(key)) = (span.is_disabled(), &shape.key) {
+        span.record("key", super::observe::key_hash(key).as_str());
+    }
     let mut response = answer(request, node, remote).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.in_scope(|| {
@@ -111,8 +117,8 @@ struct RequestShape {
     /// The table a key operation names (checked against the cluster's
     /// tables before it becomes a label).
     table: Option<String>,
-    /// The first 8 bytes of the key's SHA-256, in hex.
-    key_hash: Option<String>,
+    /// The key, percent-decoded (hashed for the span, never logged).
+    key: Option<Vec<u8>>,
 }
 
 impl RequestShape {
@@ -126,11 +132,10 @@ impl RequestShape {
                     Method::DELETE => "delete",
                     _ => "other",
                 };
-                let key: Vec<u8> = percent_decode_str(key).collect();
                 RequestShape {
                     op,
                     table: Some((*table).to_owned()),
-                    key_hash: Some(super::observe::key_hash(&key)),
+                    key: Some(percent_decode_str(key).collect()),
                 }
             }
             _ => RequestShape {
@@ -140,7 +145,7 @@ impl RequestShape {
                     _ => "admin",
                 },
                 table: None,
-                key_hash: None,
+                key: None,
             },
         }
     }
@@ -277,6 +282,10 @@ async fn dispatch(
                 &node.peers,
             ))
         }
+        (&Method::GET, ["metrics"]) if !node.metrics.enabled() => Err(refuse(
+            StatusCode::NOT_FOUND,
+            "metrics are off on this node (--metrics off)",
+        )),
         (&Method::GET, ["metrics"]) => match node.admin(AdminOp::Report).await? {
             AdminReply::Report(report) => Ok(super::observe::metrics_response(
                 node.metrics.encode(*report, node.peers.refused()),

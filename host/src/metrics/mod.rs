@@ -113,6 +113,8 @@ struct Known {
 /// One node's registry and the instruments the driver updates as it works.
 #[derive(Debug)]
 pub struct NodeMetrics {
+    /// `false` with `--metrics off`: nothing is recorded, `/metrics` is 404.
+    enabled: bool,
     registry: Registry,
     report: Arc<ReportCollector>,
     known: RwLock<Known>,
@@ -132,8 +134,15 @@ pub struct NodeMetrics {
 impl NodeMetrics {
     /// A registry for node `node` with every instrument registered.
     pub fn new(node: &str) -> Arc<NodeMetrics> {
+        NodeMetrics::with_switch(node, true)
+    }
+
+    /// As [`NodeMetrics::new`], recording nothing when `enabled` is false
+    /// (`--metrics off`, for measuring what metrics cost).
+    pub fn with_switch(node: &str, enabled: bool) -> Arc<NodeMetrics> {
         let mut registry = Registry::with_prefix("cairn");
         let metrics = NodeMetrics {
+            enabled,
             report: Arc::new(ReportCollector::default()),
             known: RwLock::new(Known::default()),
             requests: Family::default(),
@@ -203,6 +212,11 @@ impl NodeMetrics {
         Arc::new(metrics)
     }
 
+    /// Whether this node records metrics.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The registry in the OpenMetrics text format, with `report` (read
     /// from the node loop just before) as the core's figures.
     pub fn encode(&self, report: NodeReport, peer_links_refused: u64) -> String {
@@ -226,6 +240,9 @@ impl NodeMetrics {
 
     /// The label for table `table`: its name if the cluster has it.
     pub fn table_label(&self, table: Option<&str>) -> String {
+        if !self.enabled {
+            return String::new();
+        }
         let known = self.known.read().unwrap_or_else(|e| e.into_inner());
         match table {
             Some(name) if known.tables.contains(name) => name.to_owned(),
@@ -244,6 +261,9 @@ impl NodeMetrics {
 
     /// Counts an HTTP request answered.
     pub fn request(&self, op: &'static str, table: String, status: u16, took: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 op,
@@ -258,6 +278,9 @@ impl NodeMetrics {
 
     /// Counts a read that found the key: its live versions and their sizes.
     pub fn read(&self, sizes: &[usize]) {
+        if !self.enabled {
+            return;
+        }
         if sizes.is_empty() {
             return;
         }
@@ -270,6 +293,9 @@ impl NodeMetrics {
 
     /// Counts a value written.
     pub fn write(&self, size: usize) {
+        if !self.enabled {
+            return;
+        }
         self.object_bytes
             .get_or_create(&SizeLabels { op: "put" })
             .observe(size as f64);
@@ -292,6 +318,9 @@ impl NodeMetrics {
                 failure_label(failure)
             }
         };
+        if !self.enabled {
+            return;
+        }
         self.plugin_calls
             .get_or_create(&PluginCallLabels {
                 plugin: plugin.clone(),
@@ -329,6 +358,9 @@ impl NodeMetrics {
 
     /// Counts a storage commit of `records` object records.
     pub fn commit(&self, records: usize, took: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.commit_records.observe(records as f64);
         self.commit_seconds.observe(took.as_secs_f64());
     }

@@ -184,3 +184,62 @@ fn two_nodes_in_one_process_keep_their_own_figures() {
         None
     );
 }
+
+#[test]
+fn switched_off_nothing_is_recorded() {
+    let metrics = NodeMetrics::with_switch("node1", false);
+    metrics.write(10);
+    metrics.request("get", "t".into(), 200, Duration::from_millis(1));
+    let text = metrics.encode(report(), 0);
+    assert_eq!(
+        sample(&text, "cairn_object_size_bytes_count{op=\"put\"}"),
+        None
+    );
+    assert!(!text.contains("cairn_http_requests_total{"));
+}
+
+#[test]
+fn every_metric_the_grafana_dashboard_queries_exists() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/cairn.json")).unwrap();
+    let metrics = NodeMetrics::new("node1");
+    // A sample in every live family (an empty family is not encoded).
+    let took = Duration::from_millis(1);
+    metrics.request("get", String::new(), 200, took);
+    metrics.read(&[1, 2]);
+    metrics.write(3);
+    metrics.plugin_call(&"ab".repeat(32), "reconcile", Ok("merged"), took);
+    metrics.commit(4, took);
+    let text = metrics.encode(report(), 0);
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("cairn_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                // The anti-entropy gauges appear only on a node that runs it.
+                if family.starts_with("cairn_antientropy_partitions") {
+                    continue;
+                }
+                assert!(
+                    families.contains(&family),
+                    "{name} in {expr:?} is no metric"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried > 20, "{queried}");
+}

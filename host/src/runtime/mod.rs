@@ -120,6 +120,8 @@ pub struct ServeOptions {
     pub admin_key_file: Option<std::path::PathBuf>,
     /// TLS on the HTTP port (`None`: plain HTTP).
     pub tls: Option<crate::http::tls::TlsFiles>,
+    /// Whether `/metrics` is served and the driver records into it.
+    pub metrics: bool,
 }
 
 /// The addresses a started node listens on.
@@ -344,7 +346,7 @@ pub async fn serve(
             options.cluster_secret.clone(),
         )),
         access: Arc::new(access_control(&options)?),
-        metrics: NodeMetrics::new(options.id.as_str()),
+        metrics: NodeMetrics::with_switch(options.id.as_str(), options.metrics),
         node_id: options.id.clone(),
     };
     let metrics = handle.metrics.clone();

@@ -164,6 +164,7 @@ mod backlog {
         let dir = std::env::temp_dir().join(format!("cairn-backlog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let options = ServeOptions {
+            metrics: true,
             advertise_http: None,
             advertise_peer: None,
             id: NodeId::new("a").unwrap(),
