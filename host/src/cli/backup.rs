@@ -193,15 +193,28 @@ struct Resumed {
 }
 
 fn resume_point(path: &Path, table: &str) -> anyhow::Result<Resumed> {
+    let (held, resumed) = scan(path)?;
+    anyhow::ensure!(
+        held == table,
+        "{} is a backup of table {held}, not {table}",
+        path.display()
+    );
+    Ok(resumed)
+}
+
+/// [`resume_point`] whatever table the backup holds (a restore may name
+/// another).
+fn resume_point_any_table(path: &Path) -> anyhow::Result<Resumed> {
+    scan(path).map(|(_, resumed)| resumed)
+}
+
+/// The table a backup file holds and where each member's walk stands.
+fn scan(path: &Path) -> anyhow::Result<(String, Resumed)> {
     let mut file = FrameFile::open(path)?;
-    match file.next_frame()? {
-        Some(BackupFrame::Header { table: held, .. }) if held == table => {}
-        Some(BackupFrame::Header { table: held, .. }) => anyhow::bail!(
-            "{} is a backup of table {held}, not {table}",
-            path.display()
-        ),
+    let held = match file.next_frame()? {
+        Some(BackupFrame::Header { table, .. }) => table,
         _ => anyhow::bail!("{} has no backup header", path.display()),
-    }
+    };
     let mut resumed = Resumed {
         cursors: HashMap::new(),
         objects: 0,
@@ -217,7 +230,7 @@ fn resume_point(path: &Path, table: &str) -> anyhow::Result<Resumed> {
         }
     }
     resumed.whole_bytes = file.consumed;
-    Ok(resumed)
+    Ok((held, resumed))
 }
 
 /// `cairn backup`.
@@ -229,6 +242,17 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     let exists = args.file.metadata().is_ok_and(|m| m.len() > 0);
     let (mut file, mut cursors, mut objects) = if exists {
         let resumed = resume_point(&args.file, &args.table)?;
+        let complete = !members.is_empty()
+            && members
+                .iter()
+                .all(|(id, _)| resumed.cursors.get(id).is_some_and(|(_, done)| *done));
+        anyhow::ensure!(
+            !complete,
+            "{} already holds a complete backup of {} ({} objects); remove it or choose another file",
+            args.file.display(),
+            args.table,
+            resumed.objects
+        );
         let mut file = OpenOptions::new().write(true).open(&args.file)?;
         // A frame cut short by a stop is dropped and written again.
         file.set_len(resumed.whole_bytes)?;
@@ -327,8 +351,31 @@ fn progress_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The progress a restore recorded: objects restored from this file into
+/// this table at this URL (a progress file for another target is ignored).
+fn restored_before(progress: &Path, target: &str, table: &str) -> anyhow::Result<u64> {
+    let Ok(text) = std::fs::read_to_string(progress) else {
+        return Ok(0);
+    };
+    let mut fields = text.split_whitespace();
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(url), Some(name), Some(count)) if url == target && name == table => count
+            .parse()
+            .with_context(|| format!("{} is not a restore's progress", progress.display())),
+        _ => Ok(0),
+    }
+}
+
 /// `cairn restore`.
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    // Every member's walk must be complete: an unfinished backup restores
+    // only part of the table.
+    let resumed = resume_point_any_table(&args.file)?;
+    anyhow::ensure!(
+        !resumed.cursors.is_empty() && resumed.cursors.values().all(|(_, done)| *done),
+        "{} is an unfinished backup (some member's walk did not complete); finish it with `cairn backup` first",
+        args.file.display()
+    );
     let mut file = FrameFile::open(&args.file)?;
     let config_json = match file.next_frame()? {
         Some(BackupFrame::Header { config_json, .. }) => config_json,
@@ -336,13 +383,8 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     };
     ensure_table(&args.target, &args.table, &config_json)?;
     let progress = progress_path(&args.file);
-    let skip: u64 = match std::fs::read_to_string(&progress) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{} is not a count", progress.display()))?,
-        Err(_) => 0,
-    };
+    let target_url = base(&args.target).to_owned();
+    let skip = restored_before(&progress, &target_url, &args.table)?;
     if skip > 0 {
         eprintln!("resuming: {skip} objects restored before");
     }
@@ -379,8 +421,11 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
                 format!("restored {restored} objects so far; run the same command again to resume")
             })?;
             restored += in_batch;
-            std::fs::write(&progress, restored.to_string())
-                .with_context(|| format!("write {}", progress.display()))?;
+            std::fs::write(
+                &progress,
+                format!("{target_url} {} {restored}\n", args.table),
+            )
+            .with_context(|| format!("write {}", progress.display()))?;
             batch.clear();
             in_batch = 0;
             batches += 1;

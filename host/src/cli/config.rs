@@ -21,10 +21,11 @@ pub fn with_config_file(
     args: Vec<OsString>,
     env: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Vec<OsString>> {
-    let Some(serve_at) = args.iter().position(|a| a == "serve") else {
+    let Some(serve_at) = subcommand_at(&args).filter(|at| args[*at] == "serve") else {
         return Ok(args);
     };
-    let given: Vec<String> = args[serve_at + 1..]
+    // Global flags may come before `serve`: they count as given too.
+    let given: Vec<String> = args[1..]
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -45,6 +46,30 @@ pub fn with_config_file(
     merged.extend(added.into_iter().map(OsString::from));
     merged.extend(tail);
     Ok(merged)
+}
+
+/// Where the subcommand is: the first argument that is neither a global
+/// flag nor its value (so `cairn get t serve` is not `serve`).
+fn subcommand_at(args: &[OsString]) -> Option<usize> {
+    let root = Cli::command();
+    let takes_value = |flag: &str| {
+        root.get_arguments().any(|a| {
+            a.get_long().is_some_and(|l| format!("--{l}") == flag) && a.get_action().takes_values()
+        })
+    };
+    let mut at = 1;
+    while let Some(arg) = args.get(at) {
+        let text = arg.to_string_lossy();
+        if !text.starts_with('-') {
+            return Some(at);
+        }
+        at += if !text.contains('=') && takes_value(&text) {
+            2
+        } else {
+            1
+        };
+    }
+    None
 }
 
 /// The value of `--NAME VALUE` or `--NAME=VALUE` among `given`.
@@ -159,11 +184,9 @@ mod tests {
         env: &[(&str, &str)],
         file: &str,
     ) -> (Vec<String>, super::super::ServeArgs) {
-        let dir = std::env::temp_dir().join(format!(
-            "cairn-config-{}-{}",
-            std::process::id(),
-            file.len()
-        ));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cairn-config-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cairn.toml");
         std::fs::write(&path, file).unwrap();
@@ -233,10 +256,35 @@ mod tests {
 
     #[test]
     fn other_commands_pass_through() {
-        let argv: Vec<OsString> = ["cairn", "get", "t", "k"]
+        let config = |name: &str| (name == "CAIRN_CONFIG").then(|| "/nonexistent.toml".to_owned());
+        for argv in [
+            vec!["cairn", "get", "t", "k"],
+            vec!["cairn", "get", "t", "serve"],
+            vec!["cairn", "--log-format", "json", "put", "serve", "v"],
+        ] {
+            let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+            assert_eq!(with_config_file(argv.clone(), config).unwrap(), argv);
+        }
+    }
+
+    #[test]
+    fn a_global_flag_before_serve_is_not_added_again_from_the_file() {
+        let file = "node-id = \"n\"\ndata-dir = \"/d\"\nlog-format = \"json\"\n";
+        let dir = std::env::temp_dir().join(format!("cairn-config-global-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, file).unwrap();
+        let argv: Vec<OsString> = ["cairn", "--log-format", "pretty", "serve", "--config"]
             .iter()
             .map(OsString::from)
+            .chain(std::iter::once(path.into_os_string()))
             .collect();
-        assert_eq!(with_config_file(argv.clone(), |_| None).unwrap(), argv);
+        let merged = with_config_file(argv, |_| None).unwrap();
+        let cli = Cli::try_parse_from(&merged).unwrap();
+        assert_eq!(
+            cli.log_format,
+            super::super::LogFormat::Pretty,
+            "{merged:?}"
+        );
     }
 }

@@ -139,7 +139,8 @@ pub struct ServeArgs {
     pub advertise_http: Option<String>,
     /// The peer address other members dial for this node (default: the
     /// bound --peer address). A --seed equal to it is skipped, so every
-    /// node can be given the same seed list and the first seed founds.
+    /// node can be given the same seed list: the first seed founds the
+    /// cluster on its first start unless another seed answers.
     #[arg(long, env = "CAIRN_ADVERTISE_PEER")]
     pub advertise_peer: Option<String>,
     /// Data directory (created if missing).
@@ -255,13 +256,7 @@ impl ServeArgs {
             crate::core::types::validate_peer_address(http)
                 .map_err(|e| anyhow::anyhow!("--advertise-http {http:?}: {e}"))?;
         }
-        // One seed list for every node: a node is not its own seed.
-        let seeds: Vec<String> = self
-            .seeds
-            .iter()
-            .filter(|seed| Some(*seed) != self.advertise_peer.as_ref() && **seed != self.peer)
-            .cloned()
-            .collect();
+
         if !(REQUEST_TIMEOUT_MS_MIN..=REQUEST_TIMEOUT_MS_MAX).contains(&self.request_timeout_ms) {
             anyhow::bail!(
                 "--request-timeout-ms must be between {REQUEST_TIMEOUT_MS_MIN} and {REQUEST_TIMEOUT_MS_MAX}"
@@ -300,7 +295,7 @@ impl ServeArgs {
             http: self.http.clone(),
             peer: self.peer.clone(),
             data_dir: self.data_dir.clone(),
-            seeds,
+            seeds: self.seeds.clone(),
             advertise_http: self.advertise_http.clone(),
             advertise_peer: self.advertise_peer.clone(),
             partitions: self.partitions,

@@ -18,7 +18,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_disk, encode_disk, CodecError};
-use super::limits::OBJECT_LIVE_BYTES_MAX;
+use super::limits::{
+    CONTENT_TYPE_BYTES_MAX, CONTEXT_EPOCH_AHEAD_MAX_S, OBJECT_LIVE_BYTES_MAX, SIBLINGS_MAX,
+};
+use super::node::epoch_generation;
 use super::object::Object;
 
 /// The first bytes of a backup file.
@@ -122,6 +125,54 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Why an object from a backup cannot be restored, or `None` when it may
+/// be: it must be one this build could have stored — every version's dot
+/// minted (counter from 1) and covered by the clock, no epoch or timestamp
+/// more than [`CONTEXT_EPOCH_AHEAD_MAX_S`] ahead of `now_wall_ms` (an lww
+/// version from the future would hide every later write; an epoch no node
+/// reached would end the cluster's epochs for the key), no more versions,
+/// live bytes or content type than a write is allowed, so every replica
+/// can receive it in one frame.
+pub fn restore_refusal(object: &Object, now_wall_ms: u64) -> Option<String> {
+    let epoch_limit = now_wall_ms / 1000 + CONTEXT_EPOCH_AHEAD_MAX_S;
+    let stamp_limit = now_wall_ms.saturating_add(CONTEXT_EPOCH_AHEAD_MAX_S * 1000);
+    if object
+        .clock
+        .actors()
+        .any(|a| epoch_generation(a.epoch) > epoch_limit)
+    {
+        return Some("the restored object names an epoch no node has reached".into());
+    }
+    if object.versions.len() > SIBLINGS_MAX + 1 {
+        return Some(format!(
+            "the restored object holds {} versions; at most {} are stored",
+            object.versions.len(),
+            SIBLINGS_MAX + 1
+        ));
+    }
+    for version in &object.versions {
+        if version.dot.counter == 0 || !object.clock.covers(&version.dot) {
+            return Some("a restored version is not covered by its object's clock".into());
+        }
+        if version.timestamp_ms > stamp_limit {
+            return Some(
+                "a restored version is stamped more than 7 days ahead of this node's clock".into(),
+            );
+        }
+        if version.content_type.len() > CONTENT_TYPE_BYTES_MAX {
+            return Some(format!(
+                "a restored version's Content-Type is longer than {CONTENT_TYPE_BYTES_MAX} bytes"
+            ));
+        }
+    }
+    if object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
+        return Some(format!(
+            "the restored object holds more than {OBJECT_LIVE_BYTES_MAX} live bytes"
+        ));
+    }
+    None
 }
 
 /// What one member holds of a table, summed over its objects
@@ -243,6 +294,33 @@ mod tests {
             Err(CodecError::TooLarge(_))
         ));
         assert!(decode_frame(&[]).is_err());
+    }
+
+    #[test]
+    fn objects_no_node_could_have_stored_are_refused() {
+        let now = 100_000_000;
+        assert_eq!(restore_refusal(&object(&[Some("a"), None]), now), None);
+        let mut uncovered = object(&[Some("a")]);
+        uncovered.clock = crate::core::causal::CausalContext::new();
+        assert!(restore_refusal(&uncovered, now).is_some());
+        let mut zero = object(&[Some("a")]);
+        zero.versions[0].dot.counter = 0;
+        assert!(restore_refusal(&zero, now).is_some());
+        let mut future = object(&[Some("a")]);
+        future.versions[0].timestamp_ms = u64::MAX;
+        assert!(restore_refusal(&future, now).unwrap().contains("ahead"));
+        let mut far_epoch = object(&[Some("a")]);
+        let dot = Dot {
+            actor: Actor {
+                node: NodeId::new("node9").unwrap(),
+                epoch: u64::MAX,
+            },
+            counter: 1,
+        };
+        far_epoch.clock.add(dot);
+        assert!(restore_refusal(&far_epoch, now).unwrap().contains("epoch"));
+        let crowded = object(&vec![Some("x"); SIBLINGS_MAX + 2]);
+        assert!(restore_refusal(&crowded, now).unwrap().contains("versions"));
     }
 
     #[test]

@@ -10,14 +10,16 @@ use serde::Serialize;
 use super::limits::FRAME_BYTES_MAX;
 use super::msg::Message;
 
-/// Version byte of the peer frame format: 9 since a forwarded client
-/// operation may be a restore (`ClientOp::Restore`); 8 since cluster metadata carries
+/// Version byte of the peer frame format: 8 since cluster metadata carries
 /// API keys (a sixth digest section); 5 since anti-entropy answers an
 /// agreeing root (`SyncMessage::InSync`); 4 grouped messages by subsystem
 /// and typed a read's plugin failure. Each changed the encoding, so a node
 /// of another build refuses the frame by its version instead of misreading
 /// it.
-pub const FRAME_VERSION: u8 = 9;
+// `ClientOp::Restore` was added as the last variant: every earlier
+// message encodes as before, so the version stays (a node of an older
+// build refuses only a forwarded restore, as garbage).
+pub const FRAME_VERSION: u8 = 8;
 /// Version byte of the disk format.
 pub const DISK_VERSION: u8 = 1;
 /// Bytes of the length prefix.

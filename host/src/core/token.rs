@@ -142,6 +142,23 @@ impl ClientContext {
     }
 }
 
+impl TokenKey {
+    /// What logs show of a key: 8 bytes of HMAC-SHA256 under the cluster's
+    /// key, so every node of the cluster writes the same tag for a key (it
+    /// can be followed through their logs) and nobody without the key can
+    /// test guesses of it against a log.
+    pub fn log_tag(&self, key: &[u8]) -> [u8; 8] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"cairn log tag");
+        mac.update(key);
+        let full = mac.finalize().into_bytes();
+        let mut out = [0; 8];
+        out.copy_from_slice(&full[..8]);
+        out
+    }
+}
+
 fn mac(secret: &TokenKey, table: &TableName, key: &[u8], body: &[u8]) -> Hmac<Sha256> {
     // A 32-byte key is always a valid HMAC key.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&secret.0)

@@ -10,6 +10,7 @@ use hyper::Response;
 use sha2::{Digest, Sha256};
 
 use super::respond::HttpResponse;
+use crate::core::token::TokenKey;
 use crate::runtime::NodeHandle;
 
 /// The header a request id comes in (a client's, if it sent a sane one) and
@@ -38,11 +39,15 @@ pub fn request_id(headers: &HeaderMap, node: &NodeHandle) -> String {
     format!("{}-{n:x}", node.node_id)
 }
 
-/// What logs show of a key: the first 8 bytes of its SHA-256, in hex —
-/// enough to follow one key through the logs of every node, nothing of
-/// what it says.
-pub fn key_hash(key: &[u8]) -> String {
-    crate::core::backup::hex(&Sha256::digest(key)[..8])
+/// What logs show of a key, in hex: [`TokenKey::log_tag`] under the
+/// cluster's key (the same on every node, not testable against guesses
+/// without it); before the node has joined a cluster, 8 bytes of its
+/// SHA-256.
+pub fn key_hash(key: &[u8], cluster_key: Option<TokenKey>) -> String {
+    match cluster_key {
+        Some(cluster_key) => crate::core::backup::hex(&cluster_key.log_tag(key)),
+        None => crate::core::backup::hex(&Sha256::digest(key)[..8]),
+    }
 }
 
 /// `GET /metrics`'s answer, in the OpenMetrics text format.

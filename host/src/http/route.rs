@@ -83,7 +83,10 @@ pub async fn handle(
     );
     // Hashed only when the span is kept (not with RUST_LOG=off or warn).
     if let (false, Some(key)) = (span.is_disabled(), &shape.key) {
-        span.record("key", super::observe::key_hash(key).as_str());
+        span.record(
+            "key",
+            super::observe::key_hash(key, node.token_key()).as_str(),
+        );
     }
     let mut response = answer(request, node, remote).instrument(span.clone()).await;
     let status = response.status().as_u16();
@@ -198,13 +201,7 @@ fn need_of(method: &Method, segments: &[&str]) -> Result<Need, Refusal> {
         (_, ["health"] | [""]) => Need::Nothing,
         (
             &Method::GET,
-            ["cluster"]
-            | ["metrics"]
-            | ["tables"]
-            | ["tables", _]
-            | ["tables", _, "stats"]
-            | ["plugins"]
-            | ["plugins", _],
+            ["cluster"] | ["metrics"] | ["tables"] | ["tables", _] | ["plugins"] | ["plugins", _],
         ) => Need::Observe,
         (&Method::GET, ["tables", table, "preflist" | "keys", _]) => Need::Read(table_name(table)?),
         (_, ["tables", table, "keys", _]) => Need::Write(table_name(table)?),

@@ -309,6 +309,12 @@ pub async fn serve(
             );
         }
     }
+    let own_peer = options
+        .advertise_peer
+        .clone()
+        .unwrap_or_else(|| bound.peer.to_string());
+    let is_self = |seed: &String| *seed == own_peer || *seed == options.peer;
+    let seeds = seeds_to_ask(&options.seeds, is_self, persisted.meta.is_some()).await;
     let config = NodeConfig {
         id: options.id.clone(),
         http: options
@@ -319,7 +325,7 @@ pub async fn serve(
             .advertise_peer
             .clone()
             .unwrap_or_else(|| bound.peer.to_string()),
-        seeds: options.seeds.clone(),
+        seeds: seeds.clone(),
         partitions: options.partitions,
         target_n: options.target_n,
         request_timeout_ms: options.request_timeout_ms,
@@ -414,13 +420,51 @@ pub async fn serve(
         access,
         metrics,
         shutdown,
-        options.seeds.clone(),
+        seeds,
     )
     .await;
     peers.abort();
     http.abort();
     reload.abort();
     result
+}
+
+/// How long the first seed looks for another seed before it founds a cluster.
+const FOUNDER_PROBE: Duration = Duration::from_secs(6);
+
+/// The seeds a node asks to join, from the list it was given (which may
+/// name itself, so one list serves every node): the others. The node the
+/// list names first founds a cluster on its first start (no seed left to
+/// ask) — unless another seed answers within [`FOUNDER_PROBE`]: then a
+/// cluster exists (this node lost its data dir, or it joined late) and it
+/// joins it, so a wiped first seed never founds a second cluster beside
+/// the first. A node that is a member already uses its stored membership.
+async fn seeds_to_ask(
+    given: &[String],
+    is_self: impl Fn(&String) -> bool,
+    is_member_already: bool,
+) -> Vec<String> {
+    let others: Vec<String> = given.iter().filter(|s| !is_self(s)).cloned().collect();
+    let first_is_self = given.first().is_some_and(&is_self);
+    if !first_is_self || others.is_empty() || is_member_already {
+        return others;
+    }
+    let deadline = Instant::now() + FOUNDER_PROBE;
+    while Instant::now() < deadline {
+        for seed in &others {
+            let dial = tokio::net::TcpStream::connect(seed.as_str());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), dial).await {
+                tracing::info!(%seed, "another seed answers: joining its cluster instead of founding one");
+                return others;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::info!(
+        seeds = ?others,
+        "this node is the first seed and no other seed answers: founding a new cluster"
+    );
+    Vec::new()
 }
 
 /// The real clock, turned into the core's two clocks.
@@ -887,10 +931,11 @@ impl PluginHost {
             return;
         }
         let deadline = Instant::now() + self.call_timeout;
-        let (slots, events, runtime) = (
+        let (slots, events, runtime, metrics) = (
             self.slots.clone(),
             self.events.clone(),
             self.runtime.clone(),
+            self.metrics.clone(),
         );
         let arrived = self.arrived.clone();
         let sha256 = sha256.to_owned();
@@ -909,6 +954,13 @@ impl PluginHost {
                 return;
             }
             tokio::task::spawn_blocking(move || {
+                let span = tracing::debug_span!(
+                    "plugin",
+                    plugin = %metrics.plugin_label(&sha256),
+                    %sha256,
+                    function
+                );
+                let _entered = span.enter();
                 let event = match compiled(&runtime, &arrived, &sha256) {
                     Ok(plugin) => call(plugin),
                     Err(reason) => refused(&reason),

@@ -122,7 +122,10 @@ fn the_statefulset_has_its_parts_and_a_pod_starts_with_exactly_its_settings() {
         "the node id is the pod name"
     );
     assert_eq!(env["CAIRN_ADVERTISE_PEER"], "cairn-0.cairn:9080");
-    assert_eq!(env["CAIRN_SEEDS"], "cairn-0.cairn:9080");
+    assert_eq!(
+        env["CAIRN_SEEDS"], "cairn-0.cairn:9080,cairn-1.cairn:9080,cairn-2.cairn:9080",
+        "every pod gets every pod as a seed"
+    );
     let (_, cert, key) = issue_certificate("cairn k8s test CA");
     let mounted = |path: &str, text: &str| {
         let local = scratch.join(path.trim_start_matches('/').replace('/', "_"));
@@ -183,8 +186,8 @@ fn the_statefulset_has_its_parts_and_a_pod_starts_with_exactly_its_settings() {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    // cairn-0 was its own seed: it skipped itself and founded the cluster,
-    // telling members its advertised names.
+    // cairn-0 is the first seed and no other seed answers here: it founded
+    // the cluster, telling members its advertised names.
     assert_eq!(status["node"], "cairn-0", "{status}");
     assert_eq!(
         status["members"][0]["peer"], "cairn-0.cairn:9080",
@@ -268,7 +271,13 @@ fn every_compose_service_starts_with_its_settings_and_the_image_environment() {
         let printed: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
         assert_eq!(printed["node-id"].as_str(), Some(name));
         assert_eq!(printed["http"].as_str(), Some("0.0.0.0:8080"));
-        assert_eq!(printed["seed"][0].as_str(), Some("cairn1:9080"));
+        let seeds: Vec<&str> = printed["seed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        assert_eq!(seeds, ["cairn1:9080", "cairn2:9080", "cairn3:9080"]);
         assert_eq!(
             printed["advertise-http"].as_str(),
             Some(format!("{name}:8080").as_str())
@@ -277,11 +286,14 @@ fn every_compose_service_starts_with_its_settings_and_the_image_environment() {
 }
 
 #[test]
-fn one_seed_list_for_every_node_forms_one_cluster_under_advertised_names() {
+fn one_seed_list_for_every_node_forms_one_cluster_and_a_wiped_first_seed_rejoins_it() {
     let root = temp_dir("advertise");
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(1), free_port(1))).collect();
-    let seed = format!("localhost:{}", ports[0].1);
-    let nodes: Vec<NodeProcess> = ports
+    let seeds: Vec<String> = ports
+        .iter()
+        .map(|(_, peer)| format!("localhost:{peer}"))
+        .collect();
+    let mut nodes: Vec<NodeProcess> = ports
         .iter()
         .enumerate()
         .map(|(i, (http, peer))| {
@@ -293,7 +305,7 @@ fn one_seed_list_for_every_node_forms_one_cluster_under_advertised_names() {
                 &root.join(&id),
                 &format!("127.0.0.1:{http}"),
                 &format!("127.0.0.1:{peer}"),
-                std::slice::from_ref(&seed),
+                &seeds,
                 &[
                     "--advertise-http",
                     &advertise_http,
@@ -322,4 +334,21 @@ fn one_seed_list_for_every_node_forms_one_cluster_under_advertised_names() {
             formed.then_some(())
         });
     }
+    // node1, the first seed, loses its data dir: another seed answers, so
+    // it rejoins the cluster instead of founding a second one beside it.
+    let founded = "no other seed answers: founding a new cluster";
+    let log = |node: &NodeProcess| std::fs::read_to_string(node.log_path()).unwrap_or_default();
+    assert_eq!(
+        log(&nodes[0]).matches(founded).count(),
+        1,
+        "node1 founded the cluster"
+    );
+    nodes[0].wipe();
+    nodes[0].start_again_until_admitted(3);
+    assert_eq!(
+        log(&nodes[0]).matches(founded).count(),
+        1,
+        "the wiped first seed founded a second cluster"
+    );
+    assert!(log(&nodes[0]).contains("another seed answers"));
 }

@@ -88,17 +88,8 @@ impl Node {
             }
         }
         if let ClientOp::Restore { object, .. } = &op {
-            // A backup from a cluster whose clocks ran ahead is refused as a
-            // token would be: an epoch no node reached would end this
-            // cluster's epochs for the key.
-            let limit = self.now.wall_ms / 1000 + CONTEXT_EPOCH_AHEAD_MAX_S;
-            if object
-                .clock
-                .actors()
-                .any(|a| epoch_generation(a.epoch) > limit)
-            {
-                let reason = "the restored object names an epoch no node has reached";
-                return self.reply(origin, ClientReply::BadRequest(reason.into()));
+            if let Some(reason) = crate::core::backup::restore_refusal(object, self.now.wall_ms) {
+                return self.reply(origin, ClientReply::BadRequest(reason));
             }
         }
         if let ClientOp::Put { content_type, .. } = &op {
@@ -694,7 +685,8 @@ impl Node {
         };
         object.merge(&restored, config.merge);
         let live = object.live_count();
-        if live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
+        let crowded = object.versions.len() > SIBLINGS_MAX + 1;
+        if crowded || live > SIBLINGS_MAX || object.live_bytes() > OBJECT_LIVE_BYTES_MAX {
             return self.reply(origin, ClientReply::TooManySiblings { siblings: live });
         }
         if let Err(e) = store.stage(&table, engine, &key, &object) {

@@ -107,8 +107,10 @@ pub async fn export(
 }
 
 /// Merges every object of the body (frames) into its key's replicas, W of
-/// them durably; answers how many were restored and which failed and why
-/// (503 if any did: the batch may be sent again, merging is idempotent).
+/// them durably; answers how many were restored and which failed and why:
+/// 503 when the cluster could not take some now (the batch may be sent
+/// again, merging is idempotent), 422 when some cannot be restored as they
+/// are (a refused object, a missing table).
 pub async fn import(
     request: Request<Incoming>,
     node: &NodeHandle,
@@ -178,32 +180,48 @@ pub async fn import(
             break;
         };
         let Ok((key, outcome)) = done else {
-            failed.push(json!({"key": "?", "error": "the restore task stopped"}));
+            failed
+                .push(json!({"key": "?", "error": "the restore task stopped", "permanent": false}));
             continue;
         };
-        let error = match outcome {
+        // Permanent: sending it again cannot help (the object or the table
+        // is the problem); otherwise the cluster could not take it now.
+        let (error, permanent) = match outcome {
             Ok(ClientReply::Written { .. }) => continue,
             Ok(ClientReply::QuorumNotReached { needed, acked }) => {
-                format!("{acked} of {needed} replicas stored it in time")
+                (format!("{acked} of {needed} replicas stored it in time"), false)
             }
-            Ok(ClientReply::UnknownTable) => "no such table".to_owned(),
-            Ok(ClientReply::TooManySiblings { siblings }) => {
-                format!("merged with what the cluster holds it would have {siblings} siblings")
-            }
-            Ok(other) => format!("{other:?}"),
-            Err(unanswered) => format!("{unanswered:?}"),
+            Ok(ClientReply::UnknownTable) => ("no such table".to_owned(), true),
+            Ok(ClientReply::TooManySiblings { siblings }) => (
+                format!("merged with what the cluster holds it would have {siblings} siblings or too many bytes"),
+                true,
+            ),
+            Ok(ClientReply::BadRequest(reason)) => (reason, true),
+            Ok(other) => (format!("{other:?}"), false),
+            Err(unanswered) => (format!("{unanswered:?}"), false),
         };
-        failed.push(json!({"key": hex(&key), "error": error}));
+        failed.push(json!({"key": hex(&key), "error": error, "permanent": permanent}));
     }
-    let status = if failed.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let permanent = failed.iter().any(|f| f["permanent"] == true);
+    let status = match (failed.is_empty(), permanent) {
+        (true, _) => StatusCode::OK,
+        (false, true) => StatusCode::UNPROCESSABLE_ENTITY,
+        (false, false) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    Ok(json_response(
-        status,
-        &json!({"restored": total - failed.len(), "failed": failed}),
-    ))
+    let mut body = json!({"restored": total - failed.len(), "failed": failed});
+    if status != StatusCode::OK {
+        body["error"] = json!(format!(
+            "{} of {total} objects not restored{}: {}",
+            total - body["restored"].as_u64().unwrap_or(0) as usize,
+            if permanent {
+                " (some cannot be, as they are)"
+            } else {
+                " (send the batch again)"
+            },
+            body["failed"]
+        ));
+    }
+    Ok(json_response(status, &body))
 }
 
 /// What this node holds of `table`: keys, tombstones, live bytes, and keys
