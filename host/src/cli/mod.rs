@@ -147,7 +147,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_DATA_DIR")]
     pub data_dir: PathBuf,
     /// A member's peer address to join on first start (repeatable).
-    #[arg(long = "seed", env = "CAIRN_SEEDS", value_delimiter = ',')]
+    #[arg(long = "seed", env = "CAIRN_SEED", value_delimiter = ',')]
     #[serde(rename = "seed")]
     pub seeds: Vec<String>,
     /// Partitions of a new cluster (a power of two); only the founding node uses it.

@@ -50,12 +50,12 @@ pub fn key_hash(key: &[u8], cluster_key: Option<TokenKey>) -> String {
     }
 }
 
-/// `GET /metrics`'s answer, in the OpenMetrics text format.
-pub fn metrics_response(text: String) -> HttpResponse {
+/// `GET /metrics`'s answer, `text` being in `format`.
+pub fn metrics_response(text: String, format: crate::metrics::Format) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
     response
 }

@@ -283,12 +283,18 @@ async fn dispatch(
             StatusCode::NOT_FOUND,
             "metrics are off on this node (--metrics off)",
         )),
-        (&Method::GET, ["metrics"]) => match node.admin(AdminOp::Report).await? {
-            AdminReply::Report(report) => Ok(super::observe::metrics_response(
-                node.metrics.encode(*report, node.peers.refused()),
-            )),
-            other => Ok(admin_reply(other)),
-        },
+        (&Method::GET, ["metrics"]) => {
+            let accept = request.headers().get(hyper::header::ACCEPT);
+            let format = crate::metrics::Format::accepted(accept.and_then(|v| v.to_str().ok()));
+            match node.admin(AdminOp::Report).await? {
+                AdminReply::Report(report) => Ok(super::observe::metrics_response(
+                    node.metrics
+                        .encode_as(*report, node.peers.refused(), format),
+                    format,
+                )),
+                other => Ok(admin_reply(other)),
+            }
+        }
         (&Method::POST, ["cluster", "join"]) => {
             let body: serde_json::Value = json_body(request, node).await?;
             let seed = body.get("seed").and_then(|s| s.as_str()).ok_or_else(|| {

@@ -31,6 +31,33 @@ use crate::core::msg::{NodeReport, PluginFailure};
 
 pub use report::ReportCollector;
 
+/// The exposition formats `/metrics` answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (the default).
+    Prometheus,
+    /// OpenMetrics text, for a scraper whose `Accept` asks for it.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// The format an `Accept` header asks for.
+    pub fn accepted(accept: Option<&str>) -> Format {
+        match accept {
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+}
+
 /// The label a table gets when the cluster has no table of that name (or
 /// the request named none): bounded, whatever clients send.
 pub const OTHER_TABLE: &str = "";
@@ -220,10 +247,22 @@ impl NodeMetrics {
     /// The registry in the OpenMetrics text format, with `report` (read
     /// from the node loop just before) as the core's figures.
     pub fn encode(&self, report: NodeReport, peer_links_refused: u64) -> String {
+        self.encode_as(report, peer_links_refused, Format::OpenMetrics)
+    }
+
+    /// As [`NodeMetrics::encode`], in `format`.
+    pub fn encode_as(&self, report: NodeReport, peer_links_refused: u64, format: Format) -> String {
         self.report.set(report, peer_links_refused);
         let mut text = String::with_capacity(32 * 1024);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            }
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            }
+        };
         text
     }
 

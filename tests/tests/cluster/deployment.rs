@@ -123,7 +123,7 @@ fn the_statefulset_has_its_parts_and_a_pod_starts_with_exactly_its_settings() {
     );
     assert_eq!(env["CAIRN_ADVERTISE_PEER"], "cairn-0.cairn:9080");
     assert_eq!(
-        env["CAIRN_SEEDS"], "cairn-0.cairn:9080,cairn-1.cairn:9080,cairn-2.cairn:9080",
+        env["CAIRN_SEED"], "cairn-0.cairn:9080,cairn-1.cairn:9080,cairn-2.cairn:9080",
         "every pod gets every pod as a seed"
     );
     let (_, cert, key) = issue_certificate("cairn k8s test CA");

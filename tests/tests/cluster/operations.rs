@@ -40,8 +40,23 @@ fn metrics_show_a_hint_pending_then_delivered_and_a_trapping_plugin_counted() {
     let reply = cluster.nodes[0].call("GET", "/metrics", &[], b"");
     assert_eq!(
         reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "Prometheus text by default"
+    );
+    let open = cluster.nodes[0].call(
+        "GET",
+        "/metrics",
+        &[(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )],
+        b"",
+    );
+    assert_eq!(
+        open.header("content-type"),
         Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
+    assert!(open.text().ends_with("# EOF\n"));
     assert_eq!(
         metric(&cluster.nodes[0], "cairn_members{status=\"up\"}"),
         4.0
