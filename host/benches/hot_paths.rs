@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot pieces, so regressions show: ring lookup, causal
 //! context merge and token codec, object merge, peer frame codec, the peer
-//! handshake and frame seal, and an LMDB group commit. `cargo bench -p cairn --bench hot_paths`.
+//! handshake and frame seal, what metrics record per request, and an LMDB
+//! group commit. `cargo bench -p cairn --bench hot_paths`.
 
 use std::hint::black_box;
 
@@ -168,6 +169,27 @@ fn peer_auth(c: &mut Criterion) {
     });
 }
 
+/// What the driver records per key request with metrics on: the table
+/// label, the request counter and latency histogram, and a read's siblings
+/// and sizes (compare with a request's whole cost in `cairn bench`).
+fn metrics(c: &mut Criterion) {
+    use cairn::metrics::NodeMetrics;
+    let metrics = NodeMetrics::new("node1");
+    metrics.publish_names(
+        ["carts", "events", "sessions"]
+            .iter()
+            .map(|t| t.to_string()),
+        std::iter::empty(),
+    );
+    c.bench_function("metrics: record one read request", |bench| {
+        bench.iter(|| {
+            let table = metrics.table_label(Some(black_box("events")));
+            metrics.request("get", table, 200, std::time::Duration::from_micros(900));
+            metrics.read(black_box(&[100]));
+        })
+    });
+}
+
 fn group_commit(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("cairn-bench-commit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -201,6 +223,7 @@ criterion_group!(
     objects,
     frames,
     peer_auth,
+    metrics,
     group_commit
 );
 criterion_main!(benches);

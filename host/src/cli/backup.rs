@@ -188,6 +188,8 @@ fn read_all_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> anyhow::Result<boo
 /// many bytes of it are whole frames.
 struct Resumed {
     cursors: HashMap<String, (Option<Bytes>, bool)>,
+    /// Whether the file ends with the backup's end mark.
+    complete: bool,
     objects: u64,
     whole_bytes: u64,
 }
@@ -217,6 +219,7 @@ fn scan(path: &Path) -> anyhow::Result<(String, Resumed)> {
     };
     let mut resumed = Resumed {
         cursors: HashMap::new(),
+        complete: false,
         objects: 0,
         whole_bytes: 0,
     };
@@ -227,6 +230,7 @@ fn scan(path: &Path) -> anyhow::Result<(String, Resumed)> {
                 resumed.cursors.insert(node, (after, done));
             }
             BackupFrame::Header { .. } => anyhow::bail!("a second header in the backup"),
+            BackupFrame::End { .. } => resumed.complete = true,
         }
     }
     resumed.whole_bytes = file.consumed;
@@ -242,12 +246,8 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
     let exists = args.file.metadata().is_ok_and(|m| m.len() > 0);
     let (mut file, mut cursors, mut objects) = if exists {
         let resumed = resume_point(&args.file, &args.table)?;
-        let complete = !members.is_empty()
-            && members
-                .iter()
-                .all(|(id, _)| resumed.cursors.get(id).is_some_and(|(_, done)| *done));
         anyhow::ensure!(
-            !complete,
+            !resumed.complete,
             "{} already holds a complete backup of {} ({} objects); remove it or choose another file",
             args.file.display(),
             args.table,
@@ -332,6 +332,14 @@ pub fn backup(args: &BackupArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let mut end = Vec::new();
+    encode_frame(
+        &BackupFrame::End {
+            members: members.iter().map(|(id, _)| id.clone()).collect(),
+        },
+        &mut end,
+    )?;
+    file.write_all(&end)?;
     file.sync_all()?;
     let size = file.metadata()?.len();
     println!(
@@ -372,7 +380,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     // only part of the table.
     let resumed = resume_point_any_table(&args.file)?;
     anyhow::ensure!(
-        !resumed.cursors.is_empty() && resumed.cursors.values().all(|(_, done)| *done),
+        resumed.complete,
         "{} is an unfinished backup (some member's walk did not complete); finish it with `cairn backup` first",
         args.file.display()
     );

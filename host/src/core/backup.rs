@@ -64,6 +64,11 @@ pub enum BackupFrame {
         /// Whether the member's walk is complete.
         done: bool,
     },
+    /// The backup is complete: every member named walked to the end.
+    End {
+        /// The members walked.
+        members: Vec<String>,
+    },
 }
 
 /// Appends `frame` to `out`.

@@ -185,7 +185,7 @@ impl NodeMetrics {
         };
         registry.register(
             "build",
-            "The running build: its version and node id.",
+            "The running build: its version and node id",
             Info::new(vec![
                 ("version", env!("CARGO_PKG_VERSION").to_owned()),
                 ("node", node.to_owned()),
@@ -193,42 +193,42 @@ impl NodeMetrics {
         );
         registry.register(
             "http_requests",
-            "HTTP requests answered, by operation, table and status.",
+            "HTTP requests answered, by operation, table and status",
             metrics.requests.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
-            "Time from a request's head to its answer, by operation and table.",
+            "Time from a request's head to its answer, by operation and table",
             metrics.request_seconds.clone(),
         );
         registry.register(
             "read_siblings",
-            "Live versions per read that found the key (after any plugin merge).",
+            "Live versions per read that found the key (after any plugin merge)",
             metrics.read_siblings.clone(),
         );
         registry.register(
             "object_size_bytes",
-            "Sizes of values read (each live version) and written.",
+            "Sizes of values read (each live version) and written",
             metrics.object_bytes.clone(),
         );
         registry.register(
             "plugin_calls",
-            "Plugin calls by plugin, function and result.",
+            "Plugin calls by plugin, function and result",
             metrics.plugin_calls.clone(),
         );
         registry.register(
             "plugin_call_duration_seconds",
-            "Time plugin calls ran (waiting for an instance not included).",
+            "Time plugin calls ran (waiting for an instance not included)",
             metrics.plugin_seconds.clone(),
         );
         registry.register(
             "commit_batch_records",
-            "Object records written per storage commit.",
+            "Object records written per storage commit",
             metrics.commit_records.clone(),
         );
         registry.register(
             "commit_duration_seconds",
-            "Time each storage commit took to become durable.",
+            "Time each storage commit took to become durable",
             metrics.commit_seconds.clone(),
         );
         registry.register_collector(Box::new(metrics.report.clone()));

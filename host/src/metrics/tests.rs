@@ -243,3 +243,15 @@ fn every_metric_the_grafana_dashboard_queries_exists() {
     }
     assert!(queried > 20, "{queried}");
 }
+
+#[test]
+fn help_lines_end_with_one_period() {
+    let metrics = NodeMetrics::new("node1");
+    metrics.write(1);
+    let text = metrics.encode_as(report(), 0, Format::Prometheus);
+    let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+    assert!(helps.len() > 30, "{}", helps.len());
+    for help in helps {
+        assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+    }
+}
