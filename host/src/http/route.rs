@@ -60,8 +60,8 @@ impl From<Unanswered> for Refusal {
 }
 
 /// Serves one request: inside a span naming the node, the request id, the
-/// table and a hash of the key (never the key), and counted in the node's
-/// metrics by operation, table and status.
+/// table and a keyed tag of the key (never the key), and counted in the
+/// node's metrics by operation, table and status.
 pub async fn handle(
     request: Request<Incoming>,
     node: &NodeHandle,
@@ -81,12 +81,13 @@ pub async fn handle(
         table = shape.table.as_deref().unwrap_or(""),
         key = tracing::field::Empty,
     );
-    // Hashed only when the span is kept (not with RUST_LOG=off or warn).
-    if let (false, Some(key)) = (span.is_disabled(), &shape.key) {
-        span.record(
-            "key",
-            super::observe::key_hash(key, node.token_key()).as_str(),
-        );
+    // Decoded and tagged only when the span is kept (at `debug`).
+    if !span.is_disabled() {
+        if let Some(raw) = key_segment(request.uri().path()) {
+            let key: Vec<u8> = percent_decode_str(raw).collect();
+            let tag = super::observe::key_hash(&key, node.token_key());
+            span.record("key", tag.as_str());
+        }
     }
     let mut response = answer(request, node, remote).instrument(span.clone()).await;
     let status = response.status().as_u16();
@@ -120,15 +121,25 @@ struct RequestShape {
     /// The table a key operation names (checked against the cluster's
     /// tables before it becomes a label).
     table: Option<String>,
-    /// The key, percent-decoded (hashed for the span, never logged).
-    key: Option<Vec<u8>>,
+}
+
+/// The key segment of a key operation's path, as sent (percent-encoded).
+fn key_segment(path: &str) -> Option<&str> {
+    match path
+        .trim_start_matches('/')
+        .splitn(4, '/')
+        .collect::<Vec<_>>()[..]
+    {
+        ["tables", _, "keys", key] => Some(key),
+        _ => None,
+    }
 }
 
 impl RequestShape {
     fn of(method: &Method, path: &str) -> RequestShape {
         let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
         match segments.as_slice() {
-            ["tables", table, "keys", key] => {
+            ["tables", table, "keys", _] => {
                 let op = match *method {
                     Method::GET | Method::HEAD => "get",
                     Method::PUT => "put",
@@ -138,7 +149,6 @@ impl RequestShape {
                 RequestShape {
                     op,
                     table: Some((*table).to_owned()),
-                    key: Some(percent_decode_str(key).collect()),
                 }
             }
             _ => RequestShape {
@@ -148,7 +158,6 @@ impl RequestShape {
                     _ => "admin",
                 },
                 table: None,
-                key: None,
             },
         }
     }
